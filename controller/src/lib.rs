@@ -1,0 +1,15 @@
+//! The Trellis controller: the trust root and control plane of one home.
+//!
+//! It runs on the primary router and owns:
+//! - [`ca`]: the home's root CA and the signing of node certificates (SAN from the enrollment
+//!   record, never from the CSR);
+//! - [`pairing`]: single-use pairing codes and the SPAKE2 exchange that enrolls a satellite;
+//! - [`store`]: the embedded SQLite store (nodes, CA material, config versions), crash-safe
+//!   and written only when state changes;
+//! - [`config`]: the versioned config snapshot agents long-poll for;
+//! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
+//! - [`cli`]: the `trellis` command (a client of the admin API);
+//! - [`daemon`]: wiring all of it into the `trellis-controller` process.
+
+pub mod cli;
+pub mod daemon;

@@ -1,0 +1,109 @@
+//! Bodies of the agent API (HTTPS, mutual TLS) and the admin API (root-only unix socket).
+//!
+//! Agent API, under `/v1/agent/`:
+//! - `GET  config?after=N` — long poll: answers at once with a snapshot newer than N, else
+//!   waits up to ~60 s and answers `204 No Content`.
+//! - `POST config/ack` — [`ConfigAck`]: the version the agent applied.
+//! - `POST renew` — [`RenewRequest`] → [`RenewResponse`]: a new certificate for the caller's
+//!   own identity (the SAN comes from the enrollment record).
+//! - `POST telemetry` — [`Telemetry`], kept in RAM by the controller.
+//!
+//! Pairing, under `/v1/pair/` (TLS, no client certificate yet): see [`crate::pairing`].
+//!
+//! Admin API (unix socket, file permissions are the authentication), under `/v1/admin/`:
+//! `status`, `nodes`, `nodes/{name}` (DELETE revokes), `pairing-codes` (POST), `ca/backup`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{HomeId, NodeName, SpiffeId};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigAck {
+    pub version: u64,
+    /// `None` when applied; otherwise what went wrong on the agent.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    pub csr_pem: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    pub cert_pem: String,
+    /// Unix seconds.
+    pub not_after: u64,
+}
+
+/// What an agent reports about itself; bounded lists, kept in RAM only.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Telemetry {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub agent_version: String,
+    /// Seconds until the agent's certificate expires.
+    #[serde(default)]
+    pub cert_expires_in_s: i64,
+    #[serde(default)]
+    pub applied_version: u64,
+}
+
+/// `GET /v1/admin/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub home_id: HomeId,
+    pub config_version: u64,
+    pub nodes: usize,
+    pub ca_not_after: u64,
+    pub agent_api: String,
+    pub controller_version: String,
+}
+
+/// One row of `GET /v1/admin/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: NodeName,
+    pub identity: SpiffeId,
+    pub enrolled_at: u64,
+    /// Unix seconds the current certificate expires, if one was issued.
+    pub cert_not_after: Option<u64>,
+    pub revoked: bool,
+    /// Config version this node last acknowledged (0 = none yet).
+    pub acked_version: u64,
+    /// Seconds since the node last talked to the controller; `None` if never since start.
+    pub last_seen_s: Option<u64>,
+}
+
+/// `POST /v1/admin/pairing-codes` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPairingCode {
+    /// `XXXX-XXXX-XX`.
+    pub code: String,
+    pub expires_in_s: u64,
+}
+
+/// `GET /v1/admin/ca/backup`: the CA for a backup; handle as a secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CaBackup {
+    pub home_id: HomeId,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+}
+
+impl std::fmt::Debug for CaBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBackup")
+            .field("home_id", &self.home_id)
+            .field("ca_key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RemovedNode {
+    pub identity: SpiffeId,
+    pub config_version: u64,
+}

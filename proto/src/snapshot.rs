@@ -1,0 +1,81 @@
+//! The configuration snapshot: everything an agent needs, versioned as one unit.
+//!
+//! The controller bumps the version on every change an agent must see (a node enrolled or
+//! removed, mesh settings, later the catalog and policy). Agents long-poll for a newer version,
+//! apply it, acknowledge it, persist it, and keep working on it while the controller is gone
+//! (fail static), like Consul's blocking queries.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{HomeId, NodeName, SpiffeId};
+
+/// Mesh credentials handed to an enrolled node: the 802.11s mesh ID and SAE password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshCredentials {
+    pub mesh_id: String,
+    pub sae_password: String,
+}
+
+impl std::fmt::Debug for MeshCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshCredentials")
+            .field("mesh_id", &self.mesh_id)
+            .field("sae_password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A router of the home as other agents see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub name: NodeName,
+    pub identity: SpiffeId,
+    /// Addresses the node's agent last reported (tunnel endpoints).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// An identity every agent must refuse from this version on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub identity: SpiffeId,
+    /// Serial numbers (hex) of certificates issued to it, for a belt-and-braces check.
+    pub serials: Vec<String>,
+    /// Unix seconds.
+    pub revoked_at: u64,
+}
+
+/// The whole configuration an agent applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSnapshot {
+    pub version: u64,
+    pub home_id: HomeId,
+    /// The trust bundle: the home root CA, PEM.
+    pub ca_pem: String,
+    pub nodes: Vec<PeerNode>,
+    pub revoked: Vec<Revocation>,
+    pub mesh: MeshCredentials,
+}
+
+impl ConfigSnapshot {
+    /// Whether this identity has been revoked in this snapshot.
+    pub fn is_revoked(&self, id: &SpiffeId) -> bool {
+        self.revoked.iter().any(|r| &r.identity == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_password_never_appears_in_debug_output() {
+        let creds = MeshCredentials {
+            mesh_id: "trellis-abc".into(),
+            sae_password: "hunter2-but-longer".into(),
+        };
+        let shown = format!("{creds:?}");
+        assert!(shown.contains("trellis-abc"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Installs what the tests need on a fresh Debian 12 machine, only when it is missing.
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::{have, output, run};
+
+/// Debian packages the test suite uses, keyed by a program each provides.
+const APT: &[(&str, &str)] = &[
+    ("qemu-aarch64-static", "qemu-user-static"),
+    ("file", "file"),
+    ("readelf", "binutils"),
+    ("xz", "xz-utils"),
+    ("openssl", "openssl"),
+    ("curl", "curl"),
+    ("nft", "nftables"),
+    ("ip", "iproute2"),
+    ("shellcheck", "shellcheck"),
+];
+
+/// Rust targets built on stable with the rust-std rustup ships.
+pub const STABLE_TARGETS: &[&str] = &["aarch64-unknown-linux-musl", "x86_64-unknown-linux-musl"];
+
+pub fn ensure_test_tools() -> Result<()> {
+    ensure_apt()?;
+    ensure_zigbuild()?;
+    ensure_rust_targets(STABLE_TARGETS)
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ensure_apt() -> Result<()> {
+    let missing: Vec<&str> = APT
+        .iter()
+        .filter(|(prog, _)| !have(prog))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing tools; install them with: sudo apt-get install {}",
+            missing.join(" ")
+        );
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// zig (PyPI `ziglang`) is the C compiler and linker for every router target.
+pub fn ensure_zigbuild() -> Result<()> {
+    let zig_ok = Command::new("python3")
+        .args(["-c", "import ziglang"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    add_python_scripts_to_path();
+    if zig_ok && have("cargo-zigbuild") {
+        return Ok(());
+    }
+    // Both are on PyPI as prebuilt wheels: seconds, where `cargo install` takes minutes.
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "ziglang",
+        "cargo-zigbuild",
+    ]))?;
+    add_python_scripts_to_path();
+    if !have("cargo-zigbuild") {
+        bail!("cargo-zigbuild was installed by pip but is not on PATH; add pip's bin directory to PATH");
+    }
+    Ok(())
+}
+
+pub fn ensure_rust_targets(targets: &[&str]) -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    let missing: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
+}
+
+/// Nightly with rust-src, for the -Zbuild-std targets.
+pub fn ensure_nightly_rust_src() -> Result<()> {
+    let comps = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        "nightly",
+    ]))
+    .unwrap_or_default();
+    if comps.lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// pip puts console scripts (cargo-zigbuild) in Python's scripts directory, which a fresh
+/// shell may not have on PATH; add it for this process and everything it starts.
+fn add_python_scripts_to_path() {
+    let Ok(dir) = output(Command::new("python3").args([
+        "-c",
+        "import sysconfig; print(sysconfig.get_path('scripts'))",
+    ])) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir.trim());
+    let mut paths: Vec<_> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if !paths.contains(&dir) {
+        paths.push(dir);
+        if let Ok(joined) = std::env::join_paths(paths) {
+            std::env::set_var("PATH", joined);
+        }
+    }
+}
