@@ -68,7 +68,7 @@ impl ConfigSnapshot {
 
     /// Whether a peer presenting this identity and certificate serial must be refused.
     pub fn refuses(&self, id: &SpiffeId, serial: &str) -> bool {
-        &id.home != &self.home_id
+        id.home != self.home_id
             || self.is_revoked(id)
             || self.revoked_serials.iter().any(|s| s == serial)
     }

@@ -58,10 +58,18 @@ fn issue_server_cert(home: &Home) -> anyhow::Result<Arc<CertifiedKey>> {
     Ok(Arc::new(CertifiedKey::new(certs, signing)))
 }
 
-/// The TLS settings of the agent API, and a handle to refresh its server certificate.
-pub fn tls_config(
-    home: &Arc<Home>,
-) -> anyhow::Result<(Arc<ServerConfig>, Arc<dyn Fn() + Send + Sync>)> {
+impl ServerCert {
+    /// Re-issue the controller's certificate; connections opened afterwards get the new one.
+    fn refresh(&self, home: &Home) {
+        match issue_server_cert(home) {
+            Ok(ck) => *self.0.write().unwrap_or_else(|p| p.into_inner()) = ck,
+            Err(e) => tracing::error!("could not re-issue the controller certificate: {e:#}"),
+        }
+    }
+}
+
+/// The TLS settings of the agent API, and the resolver whose certificate can be refreshed.
+fn tls_config(home: &Home) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerCert>)> {
     let roots = Arc::new(root_store(home.ca().cert_pem())?);
     // Client certificates are optional at the TLS layer (pairing has none yet) and required
     // by every /v1/agent/ handler.
@@ -73,14 +81,7 @@ pub fn tls_config(
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver.clone() as Arc<dyn ResolvesServerCert>);
-    let refresh: Arc<dyn Fn() + Send + Sync> = {
-        let home = home.clone();
-        Arc::new(move || match issue_server_cert(&home) {
-            Ok(ck) => *resolver.0.write().unwrap_or_else(|p| p.into_inner()) = ck,
-            Err(e) => tracing::error!("could not re-issue the controller certificate: {e:#}"),
-        })
-    };
-    Ok((Arc::new(config), refresh))
+    Ok((Arc::new(config), resolver))
 }
 
 pub fn router(home: Arc<Home>) -> Router {
@@ -98,15 +99,20 @@ pub fn router(home: Arc<Home>) -> Router {
 
 /// Accept agent connections until the listener fails.
 pub async fn serve(home: Arc<Home>, listener: TcpListener) -> anyhow::Result<()> {
-    let (tls, refresh) = tls_config(&home)?;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SERVER_CERT_REFRESH);
-        tick.tick().await;
-        loop {
+    let (tls, server_cert) = tls_config(&home)?;
+    let refresher = {
+        let home = home.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SERVER_CERT_REFRESH);
             tick.tick().await;
-            refresh();
-        }
-    });
+            loop {
+                tick.tick().await;
+                server_cert.refresh(&home);
+            }
+        })
+    };
+    // Stop re-issuing when the server stops.
+    let _stop_refresher = AbortOnDrop(refresher);
     let acceptor = TlsAcceptor::from(tls);
     let app = router(home);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -152,6 +158,14 @@ pub async fn serve(home: Arc<Home>, listener: TcpListener) -> anyhow::Result<()>
                 tracing::debug!(%remote, "agent connection ended: {e}");
             }
         });
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
