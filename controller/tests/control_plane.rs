@@ -290,3 +290,36 @@ async fn agents_keep_their_last_config_when_the_controller_is_gone() {
         .serial;
     handle.trust.check(&garage_id, &serial).unwrap();
 }
+
+/// A real TLS peer (openssl) sees what an attacker on the LAN would: TLS 1.3 only, and the
+/// controller's certificate names the fixed controller DNS name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sees_tls13_only() {
+    let th = start_home().await;
+    let s_client = |version: &'static str| {
+        let addr = th.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr,
+                    version,
+                    "-servername",
+                    "controller.trellis.home.arpa",
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("openssl is installed by cargo xtask setup")
+        })
+    };
+    let old = s_client("-tls1_2").await.unwrap();
+    assert!(!old.status.success(), "TLS 1.2 must be refused");
+    let new = s_client("-tls1_3").await.unwrap();
+    let text = String::from_utf8_lossy(&new.stdout);
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(
+        text.contains("Trellis root CA"),
+        "the chain names the home CA: {text}"
+    );
+}

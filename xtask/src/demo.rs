@@ -35,7 +35,9 @@ pub fn run(args: &[String]) -> Result<()> {
     let socket = home.join("admin.sock");
     let trellis = home.join("trellis");
     std::os::unix::fs::symlink(bin.join("trellis-controller"), &trellis)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let api = format!("127.0.0.1:{port}");
 
     let mut running = Running(Vec::new());
@@ -50,11 +52,26 @@ pub fn run(args: &[String]) -> Result<()> {
             .spawn()
             .context("starting trellis-controller")?,
     );
-    wait_for(|| std::os::unix::net::UnixStream::connect(&socket).is_ok(), "the controller")?;
-    println!("controller up: agent API https://{api}, admin socket {}", socket.display());
+    wait_for(
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        "the controller",
+    )?;
+    println!(
+        "controller up: agent API https://{api}, admin socket {}",
+        socket.display()
+    );
 
+    // `trellis --socket <demo socket> <args>`, as a person would type it on the router.
+    let ctl = |args: &[&str]| {
+        output(
+            Command::new(&trellis)
+                .arg("--socket")
+                .arg(&socket)
+                .args(args),
+        )
+    };
     for router in ROUTERS {
-        let code = output(Command::new(&trellis).arg("--socket").arg(&socket).arg("pair").arg("--json"))?;
+        let code = ctl(&["pair", "--json"])?;
         let code = code
             .split('"')
             .nth(3)
@@ -79,16 +96,16 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     wait_for(
         || {
-            output(Command::new(&trellis).arg("--socket").arg(&socket).arg("nodes"))
+            ctl(&["nodes"])
                 .map(|s| s.lines().filter(|l| l.contains(" s ago")).count() == ROUTERS.len())
                 .unwrap_or(false)
         },
         "every agent to report in",
     )?;
     println!();
-    print!("{}", output(Command::new(&trellis).arg("--socket").arg(&socket).arg("status"))?);
+    print!("{}", ctl(&["status"])?);
     println!();
-    print!("{}", output(Command::new(&trellis).arg("--socket").arg(&socket).arg("nodes"))?);
+    print!("{}", ctl(&["nodes"])?);
     if once {
         return Ok(());
     }
@@ -100,7 +117,10 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let mut first = running.0.remove(0);
     let status = first.wait()?;
-    bail!("the controller exited ({status}); see {}", home.join("controller.log").display())
+    bail!(
+        "the controller exited ({status}); see {}",
+        home.join("controller.log").display()
+    )
 }
 
 fn log_file(home: &Path, name: &str) -> Result<Stdio> {
