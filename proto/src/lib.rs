@@ -7,10 +7,14 @@
 //! - [`pairing`]: the messages of the PAKE exchange that enrolls a satellite.
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
+//! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
+//! - [`policy`]: who may talk to whom, the decision engine and its explanations.
 
 pub mod api;
+pub mod catalog;
 pub mod identity;
 pub mod pairing;
+pub mod policy;
 pub mod snapshot;
 
 pub use identity::{HomeId, NodeName, SpiffeId};
