@@ -2,4 +2,12 @@
 //!
 //! It owns the node's side of the control plane:
 //! - [`cli`]: the `trellis-agent` command line (`run`, `join`).
+//!
+//! and the service mesh's data plane:
+//! - [`proxy`]: the ztunnel-shaped node proxy (outbound, inbound, mTLS tunnels, policy).
+//! - [`intercept`]: nftables interception of virtual IPs (`table inet trellis`).
+//! - [`metrics`]: Prometheus text and the per-connection access log.
 pub mod cli;
+pub mod intercept;
+pub mod metrics;
+pub mod proxy;
