@@ -4,7 +4,7 @@
 //! reloads flush only its own table, and ours survives them. The table holds two NAT chains
 //! that `redirect` TCP to `198.18.0.0/16` (the catalog's virtual-IP range) to the outbound
 //! port: `prerouting` for LAN devices, `output` for programs on the router itself. Their
-//! priority is `dstnat - 10` so the redirect happens before fw4's own DNAT rules see the packet.
+//! priority is -110 (`dstnat` - 10) so the redirect happens before fw4's own DNAT rules see the packet.
 //!
 //! Rules go in through `nft -f -` as one transaction (create-if-missing, delete, re-create),
 //! so the table is replaced atomically and a half-applied ruleset never exists. OpenWrt ships
@@ -66,14 +66,14 @@ impl Rules {
              delete table inet {TABLE}\n\
              table inet {TABLE} {{\n\
              \tchain prerouting {{\n\
-             \t\ttype nat hook prerouting priority dstnat - 10; policy accept;\n\
+             \t\ttype nat hook prerouting priority -110; policy accept;\n\
              \t\tip daddr {vip_cidr} meta l4proto tcp redirect to :{outbound_port}\n\
              \t}}\n"
         );
         if *local_output {
             s.push_str(&format!(
                 "\tchain output {{\n\
-                 \t\ttype nat hook output priority dstnat - 10; policy accept;\n\
+                 \t\ttype nat hook output priority -110; policy accept;\n\
                  \t\tip daddr {vip_cidr} meta l4proto tcp redirect to :{outbound_port}\n\
                  \t}}\n"
             ));
@@ -185,7 +185,11 @@ pub fn original_dst<S: AsRawFd>(s: &S) -> std::io::Result<SocketAddr> {
 /// know a device by hardware address even when its IP changed. IPv4 only; `None` when unknown.
 pub fn neighbour_mac(ip: IpAddr) -> Option<MacAddr> {
     let IpAddr::V4(v4) = ip else { return None };
-    let text = std::fs::read_to_string("/proc/net/arp").ok()?;
+    // thread-self: the table of the namespace this thread is in (/proc/net follows the main
+    // thread, which differs when a thread was moved into a namespace, as tests do).
+    let text = std::fs::read_to_string("/proc/thread-self/net/arp")
+        .or_else(|_| std::fs::read_to_string("/proc/net/arp"))
+        .ok()?;
     parse_arp(&text, v4)
 }
 
@@ -214,7 +218,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("ip daddr 198.18.0.0/16 meta l4proto tcp redirect to :15001"));
-        assert!(s.contains("type nat hook prerouting priority dstnat - 10"));
+        assert!(s.contains("type nat hook prerouting priority -110"));
         assert!(s.contains("chain output"));
         assert!(!s.contains("fw4"));
     }

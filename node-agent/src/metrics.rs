@@ -152,7 +152,7 @@ impl Metrics {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn conn_entry<'a>(inner: &'a mut Inner, mut labels: ConnLabels) -> &'a mut ConnCounters {
+    fn conn_entry(inner: &mut Inner, mut labels: ConnLabels) -> &mut ConnCounters {
         if !inner.conns.contains_key(&labels) && inner.conns.len() >= MAX_SERIES {
             labels.source_identity = "other".into();
         }

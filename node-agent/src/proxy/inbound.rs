@@ -77,8 +77,18 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, tcp: TcpStream, peer_addr: SocketAddr)
         }
         Err(_) => return,
     };
-    // Decide with this node's own snapshot, from the facts the source node saw.
+    // Decide with this node's own snapshot, from the facts the source node saw. The snapshot
+    // may have changed while a pre-dialled tunnel waited: check the peer again against it, so
+    // a revocation also closes tunnels opened before it.
     let state = ctx.state();
+    if let Err(e) = tls::peer_identity(tunnel.get_ref().1, &state.bundle) {
+        tracing::warn!(%peer_addr, error = %e, "refused tunnel: peer identity (snapshot changed)");
+        return;
+    }
+    if peer_id.kind == Workload::Node && !state.nodes.iter().any(|n| n.identity == peer_id) {
+        tracing::warn!(%peer_addr, peer = %peer_id, "refused tunnel: node no longer in the snapshot");
+        return;
+    }
     let source = match (peer_id.kind, req.client_ip) {
         (Workload::Svc, _) => Source::Workload(peer_id.clone()),
         (Workload::Node, Some(ip)) => state.resolve_client(ip, req.client_mac),

@@ -288,11 +288,13 @@ impl Pool {
         });
     }
 
-    /// Drop every idle tunnel (snapshot changed: identities or revocations may differ).
+    /// Drop every idle tunnel and forget breaker state: the snapshot changed, so identities,
+    /// revocations and addresses may differ and old verdicts about nodes no longer hold.
     pub fn clear(&self) {
         for n in self.lock().values_mut() {
             n.idle.clear();
             n.config = None;
+            n.breaker = Breaker::default();
         }
     }
 }
