@@ -7,7 +7,11 @@
 //! - [`proxy`]: the ztunnel-shaped node proxy (outbound, inbound, mTLS tunnels, policy).
 //! - [`intercept`]: nftables interception of virtual IPs (`table inet trellis`).
 //! - [`metrics`]: Prometheus text and the per-connection access log.
+//! - [`dns`]: the mesh zone `trellis.home.arpa` (A records → virtual IPs).
+//! - [`discovery`]: DHCP leases and mDNS/DNS-SD on this router's segment.
 pub mod cli;
+pub mod discovery;
+pub mod dns;
 pub mod intercept;
 pub mod metrics;
 pub mod proxy;

@@ -43,13 +43,14 @@ pub struct Transferred {
 }
 
 /// Copy one direction until EOF, then shut the writer down (half-close, so protocols that
-/// send a request and then close their side still get the answer).
+/// send a request and then close their side still get the answer). Returns the buffer size
+/// reached.
 async fn pump<R, W>(
     mut r: R,
     mut w: W,
     budget: BufferBudget,
     count: &AtomicU64,
-) -> std::io::Result<()>
+) -> std::io::Result<usize>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -81,7 +82,8 @@ where
             full_in_a_row = 0;
         }
     }
-    w.shutdown().await
+    w.shutdown().await?;
+    Ok(buf.len())
 }
 
 /// Copy both ways until both sides are done. Returns (client → upstream, upstream → client).
@@ -133,47 +135,38 @@ mod tests {
         assert_eq!(task.await.unwrap().unwrap(), (4, 5));
     }
 
+    /// Push `len` bytes through one pump (writer and reader concurrently); the buffer size
+    /// the pump reached.
+    async fn pump_size(len: usize, budget: &BufferBudget) -> usize {
+        let (mut tx, rx) = tokio::io::duplex(LARGE * 2);
+        let (wx, mut sink) = tokio::io::duplex(LARGE * 2);
+        let w = tokio::spawn(async move {
+            tx.write_all(&vec![7u8; len]).await.unwrap();
+            tx.shutdown().await.unwrap();
+        });
+        let r = tokio::spawn(async move {
+            let mut got = Vec::new();
+            sink.read_to_end(&mut got).await.unwrap();
+            got.len()
+        });
+        let count = AtomicU64::new(0);
+        let size = pump(rx, wx, budget.clone(), &count).await.unwrap();
+        w.await.unwrap();
+        assert_eq!(r.await.unwrap(), len);
+        assert_eq!(count.load(Ordering::Relaxed), len as u64);
+        size
+    }
+
     #[tokio::test]
     async fn buffers_grow_under_load_only_within_the_budget() {
-        // 2 MiB through a pump with a budget of one large buffer: the first pump takes it;
-        // a second concurrent pump must leave the budget at zero, not go below.
         let budget = BufferBudget::new(1);
-        let data = vec![7u8; 2 * 1024 * 1024];
-        let mut tasks = Vec::new();
-        for _ in 0..2 {
-            let (mut tx, rx) = tokio::io::duplex(LARGE * 2);
-            let (wx, mut sink) = tokio::io::duplex(LARGE * 2);
-            let b = budget.clone();
-            let d = data.clone();
-            let counter = Arc::new(AtomicU64::new(0));
-            let c2 = counter.clone();
-            tasks.push(tokio::spawn(async move {
-                let w = tokio::spawn(async move {
-                    tx.write_all(&d).await.unwrap();
-                    tx.shutdown().await.unwrap();
-                });
-                let r = tokio::spawn(async move {
-                    let mut n = 0usize;
-                    let mut buf = vec![0u8; 65536];
-                    loop {
-                        let k = sink.read(&mut buf).await.unwrap();
-                        if k == 0 {
-                            break n;
-                        }
-                        n += k;
-                    }
-                });
-                pump(rx, wx, b, &c2).await.unwrap();
-                w.await.unwrap();
-                (r.await.unwrap(), counter.load(Ordering::Relaxed))
-            }));
-        }
-        for t in tasks {
-            let (read, counted) = t.await.unwrap();
-            assert_eq!(read, 2 * 1024 * 1024);
-            assert_eq!(counted, 2 * 1024 * 1024);
-        }
-        // Permits come back when pumps end.
+        // A chatty small exchange never grows the buffer.
+        assert_eq!(pump_size(100, &budget).await, SMALL);
+        // Bulk grows it to the top, taking the one large-buffer permit, returned at the end.
+        assert_eq!(pump_size(4 << 20, &budget).await, LARGE);
         assert_eq!(budget.available(), 1);
+        // With the budget spent elsewhere, bulk stops at the medium size.
+        let spent = BufferBudget::new(0);
+        assert_eq!(pump_size(4 << 20, &spent).await, MEDIUM);
     }
 }

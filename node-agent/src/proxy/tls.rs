@@ -378,3 +378,134 @@ pub fn peer_identity(
 pub fn sni() -> ServerName<'static> {
     ServerName::try_from("trellis.mesh").expect("static name is valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testca::TestCa;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Handshake a client expecting `expected` with a server holding `server_id`; returns the
+    /// client's error text, or the SPIFFE ID the server saw.
+    async fn handshake(
+        client: &NodeIdentity,
+        client_bundle: TrustBundle,
+        server: &NodeIdentity,
+        server_bundle: TrustBundle,
+        expected: SpiffeId,
+    ) -> Result<SpiffeId, String> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let scfg = server_config(server, &server_bundle).unwrap();
+        let sb = server_bundle.clone();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut t = tokio_rustls::TlsAcceptor::from(scfg)
+                .accept(tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = peer_identity(t.get_ref().1, &sb).map_err(|e| e.to_string())?;
+            t.write_all(b"ok").await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(id)
+        });
+        let ccfg = client_config(client, Arc::new(client_bundle), expected).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let res = async {
+            let mut t = tokio_rustls::TlsConnector::from(ccfg)
+                .connect(sni(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; 2];
+            t.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        let server_side = srv.await.unwrap();
+        res?;
+        server_side
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_checks_identity_on_both_sides() {
+        let ca = TestCa::new("home1").unwrap();
+        let a = ca.issue_node("a").unwrap();
+        let b = ca.issue_node("b").unwrap();
+        // The right peer: both sides learn each other's SPIFFE ID.
+        let seen = handshake(&a, ca.bundle(), &b, ca.bundle(), b.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(seen.to_string(), "spiffe://home1/node/a");
+        // A valid certificate of the home, but not the node the snapshot lists at that address.
+        let c = ca.issue_node("c").unwrap();
+        let err = handshake(&a, ca.bundle(), &c, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("peer is spiffe://home1/node/c, expected spiffe://home1/node/b"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoked_foreign_ca_and_foreign_home_peers_are_refused() {
+        let ca = TestCa::new("home1").unwrap();
+        let a = ca.issue_node("a").unwrap();
+        let b = ca.issue_node("b").unwrap();
+        // The server has revoked a: the client gets an alert instead of data.
+        let mut revoked = ca.bundle();
+        revoked.revoked_ids.insert(a.id.clone());
+        assert!(handshake(&a, ca.bundle(), &b, revoked, b.id.clone())
+            .await
+            .is_err());
+        // The client has revoked b (by serial this time).
+        let serial = spiffe_id_and_serial(&b.chain[0]).unwrap().1;
+        let mut by_serial = ca.bundle();
+        by_serial.revoked_serials.insert(serial);
+        let err = handshake(&a, by_serial, &b, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("has been revoked"), "{err}");
+        // Another CA issuing the same name is not this home's CA.
+        let rogue = TestCa::new("home1").unwrap().issue_node("b").unwrap();
+        let err = handshake(&a, ca.bundle(), &rogue, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("not issued by this home's CA"), "{err}");
+        // Our CA, another home's ID: refused by name.
+        let other = ca.issue(&"spiffe://home2/node/b".parse().unwrap()).unwrap();
+        let err = handshake(&a, ca.bundle(), &other, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("belongs to home home2"), "{err}");
+    }
+
+    #[test]
+    fn bundle_from_pem_and_serial_normalisation() {
+        let ca = TestCa::new("home1").unwrap();
+        let text = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64(&ca.root())
+        );
+        assert_eq!(certs_from_pem(&text).unwrap().len(), 1);
+        assert!(certs_from_pem("nothing here").is_err());
+        assert_eq!(normalize_serial("00:0A:ff"), "aff");
+    }
+
+    fn b64(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
