@@ -188,6 +188,7 @@ struct RunningProxy {
 
 impl RunningProxy {
     fn start(ns: &str, state: MeshState, intercept: bool) -> Self {
+        let (_catalog_tx, catalog_rx) = watch::channel(Arc::new(state.catalog.clone()));
         let (state_tx, state_rx) = watch::channel(Arc::new(state));
         let metrics = Arc::new(Metrics::new());
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -209,6 +210,13 @@ impl RunningProxy {
                     Interception::install(&Rules::for_proxy(handle.outbound.port()))
                         .expect("nft rules")
                 });
+                // The mesh zone's DNS on the router's LAN address (what dnsmasq forwards to).
+                if intercept {
+                    let sock = tokio::net::UdpSocket::bind("10.1.0.1:53")
+                        .await
+                        .expect("bind DNS");
+                    tokio::spawn(trellis_agent::dns::serve(sock, catalog_rx));
+                }
                 ready_tx.send(()).unwrap();
                 let _ = stop_rx.await;
                 drop(nft);
@@ -337,6 +345,21 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The laptop asks router A's DNS for a mesh name; the A record's address.
+fn laptop_resolve(ns: &str, name: &str) -> Option<Ipv4Addr> {
+    let q = trellis_agent::dns::query(0x1234, name, 1);
+    in_ns(ns, move || {
+        let s = std::net::UdpSocket::bind("10.1.0.2:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(&q, "10.1.0.1:53").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.recv(&mut buf).expect("DNS answer");
+        let r = &buf[..n];
+        (r[3] & 0x0f == 0 && r[7] == 1)
+            .then(|| Ipv4Addr::new(r[n - 4], r[n - 3], r[n - 2], r[n - 1]))
+    })
+}
+
 /// The laptop fetches `/` from the virtual IP; returns what it received (empty when refused).
 fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
     in_ns(ns, move || {
@@ -461,7 +484,13 @@ fn laptop_reaches_the_service_through_an_encrypted_tunnel() {
     let mesh = Capture::start(&f.home.ra, "a1");
     let last_hop = Capture::start(&f.home.rb, "b0");
 
-    let page = laptop_get(&f.home.laptop, f.vip).expect("laptop gets the page");
+    let vip = laptop_resolve(&f.home.laptop, "web.trellis.home.arpa").expect("mesh name resolves");
+    assert_eq!(vip, f.vip);
+    assert_eq!(
+        laptop_resolve(&f.home.laptop, "nothing.trellis.home.arpa"),
+        None
+    );
+    let page = laptop_get(&f.home.laptop, vip).expect("laptop gets the page");
     assert!(page.starts_with("HTTP/1.0 200 OK"), "{page}");
     assert!(page.contains(PAGE_SECRET), "{page}");
 
@@ -626,4 +655,72 @@ fn deny_rules_and_revocations_are_enforced_and_named() {
         Outcome::Error(e) => assert!(e.contains("not issued by this home's CA"), "{rec}"),
         other => panic!("expected an error, got {other}"),
     }
+}
+
+#[test]
+fn a_dead_node_is_skipped_for_the_next_instance_and_then_not_hammered() {
+    require_root!();
+    let f = fixture(Policy::default());
+    let mut log_a = f.a.metrics.subscribe_access_log();
+    // A second instance of `web` behind router C, which is "closer" (1 hop vs 2) but gone:
+    // its address does not answer ARP, so every dial costs the full connect timeout.
+    let ident_c = f.ca.issue_node("rc").unwrap();
+    f.a.update(|s| {
+        s.nodes.push(PeerNode {
+            name: node("rc"),
+            identity: ident_c.id.clone(),
+            addresses: vec!["10.9.0.77".into()],
+        });
+        s.catalog.services[0].instances.insert(
+            0,
+            Instance {
+                node: node("rc"),
+                addr: "10.4.0.2".parse().unwrap(),
+                reachable: true,
+            },
+        );
+        s.hops = [(node("rc"), 1), (node("rb"), 2)].into_iter().collect();
+    });
+    let timed = || {
+        let t0 = std::time::Instant::now();
+        let page = laptop_get(&f.home.laptop, f.vip);
+        (page, t0.elapsed())
+    };
+    // First connection: C is tried first, fails, B serves it.
+    let (page, took) = timed();
+    assert!(page
+        .expect("served by the next instance")
+        .contains(PAGE_SECRET));
+    assert!(
+        took >= Duration::from_millis(900),
+        "C should have cost a connect timeout, took {took:?}"
+    );
+    let rec = next_record(&mut log_a);
+    assert_eq!(
+        (rec.outcome.clone(), rec.peer_node.as_str()),
+        (Outcome::Ok, "rb"),
+        "{rec}"
+    );
+    // The breaker opens after a few failures (the pool's background dials count too); from
+    // then on C is skipped and a connection costs milliseconds again.
+    let mut fast = None;
+    for i in 0..4 {
+        let (page, took) = timed();
+        assert!(page.expect("still served").contains(PAGE_SECRET));
+        let _ = next_record(&mut log_a);
+        if took < Duration::from_millis(500) {
+            fast = Some(i);
+            break;
+        }
+    }
+    assert!(
+        fast.is_some(),
+        "breaker never opened: every connection still waited for node C"
+    );
+    assert!(
+        f.a.metrics
+            .render()
+            .contains("trellis_tcp_connect_latency_seconds_count"),
+        "latency recorded"
+    );
 }
