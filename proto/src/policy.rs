@@ -630,6 +630,19 @@ impl Policy {
     }
 }
 
+/// `trellis why <source> <service>[:port]`: resolve both arguments and decide. The CLI prints
+/// [`Decision::explain`] of the result.
+pub fn why(
+    policy: &Policy,
+    devices: &[Device],
+    source: &str,
+    target: &str,
+) -> Result<Decision, PolicyError> {
+    let src = policy.resolve_source(source, devices)?;
+    let (service, port) = parse_target(target)?;
+    Ok(policy.evaluate(&src, &service, port))
+}
+
 /// Parse the `<service>[:port]` of `trellis why`.
 pub fn parse_target(s: &str) -> Result<(String, Option<u16>), PolicyError> {
     let bad = || PolicyError::BadTarget(s.to_owned());
@@ -944,6 +957,29 @@ mod tests {
             "AA-BB-CC-DD-EE-FF".parse::<MacAddr>().unwrap().to_string(),
             "aa:bb:cc:dd:ee:ff"
         );
+    }
+
+    #[test]
+    fn why_resolves_names_macs_ips_and_mesh_names() {
+        let mut p = Policy::default();
+        p.rules.push(rule(
+            "guests-print",
+            Action::Allow,
+            vec![SourceMatch::Group("guest".into())],
+            Some("printer"),
+            &[631],
+        ));
+        let d = why(&p, &devices(), "visitor", "printer.trellis.home.arpa:631").unwrap();
+        assert!(d.allowed());
+        assert!(
+            d.explain().contains("rule \"guests-print\" allows it"),
+            "{}",
+            d.explain()
+        );
+        let d = why(&p, &devices(), "192.168.1.12", "nas").unwrap();
+        assert_eq!(d.rule(), "default:guest");
+        assert!(why(&p, &devices(), "nobody", "nas").is_err());
+        assert!(why(&p, &devices(), "laptop", "nas:x").is_err());
     }
 
     #[test]
