@@ -50,6 +50,7 @@
 //! ```
 
 pub mod copy;
+pub mod h2stream;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
@@ -95,19 +96,15 @@ pub struct ProxyConfig {
     pub inbound_addr: SocketAddr,
     /// Port of peers' inbound listeners when their address has none.
     pub inbound_port: u16,
-    /// Concurrent intercepted connections; ~1000 × (2 × 4 KiB + TLS state) ≈ 50 MB worst case.
+    /// Concurrent intercepted connections (each: two 4 KiB copy buffers plus an HTTP/2
+    /// stream, ~10 KiB idle).
     pub max_outbound: usize,
+    /// Concurrent inbound streams, and separately inbound tunnel connections.
     pub max_inbound: usize,
     /// TCP connect to a peer node or device. Linkerd's outbound default is 1 s; a home mesh
     /// hop is a few ms, so 1 s means "that node is gone".
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// How long an accepted tunnel may wait for its request: must exceed `pool_max_idle_age`
-    /// so pre-dialled tunnels are not closed under the pool.
-    pub request_timeout: Duration,
-    /// Pre-dialled tunnels kept per recently used peer node.
-    pub pool_warm: usize,
-    pub pool_max_idle_age: Duration,
     /// 64 KiB copy buffers the whole proxy may hold (4 MiB at 64).
     pub large_buffers: usize,
     pub original_dst: OriginalDst,
@@ -123,9 +120,6 @@ impl Default for ProxyConfig {
             max_inbound: 1024,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(120),
-            pool_warm: 2,
-            pool_max_idle_age: Duration::from_secs(60),
             large_buffers: 64,
             original_dst: OriginalDst::Redirect,
         }
@@ -150,6 +144,15 @@ pub struct MeshState {
 }
 
 impl MeshState {
+    /// Check a peer certificate (already chain-verified in its handshake) against this
+    /// snapshot's trust bundle: home, revocations.
+    pub fn bundle_check(
+        &self,
+        cert: &rustls::pki_types::CertificateDer<'_>,
+    ) -> Result<trellis_proto::SpiffeId, String> {
+        self.bundle.check(cert).map_err(|e| e.to_string())
+    }
+
     /// Who a client address is: a catalog service instance (its SPIFFE ID) or a device.
     pub fn resolve_client(&self, ip: IpAddr, mac: Option<MacAddr>) -> Source {
         if let Some(svc) = self.catalog.by_instance_addr(ip) {
@@ -181,6 +184,7 @@ pub(crate) struct Ctx {
     pub metrics: Arc<Metrics>,
     pub pool: Arc<pool::Pool>,
     pub budget: copy::BufferBudget,
+    pub inbound_streams: Arc<Semaphore>,
     pub server_tls: std::sync::Mutex<Option<(u64, Arc<rustls::ServerConfig>)>>,
 }
 
@@ -209,6 +213,7 @@ impl Proxy {
         let ctx = Arc::new(Ctx {
             pool: Arc::new(pool::Pool::new(cfg.clone())),
             budget: copy::BufferBudget::new(cfg.large_buffers),
+            inbound_streams: Arc::new(Semaphore::new(cfg.max_inbound)),
             cfg: cfg.clone(),
             state: state.clone(),
             metrics,

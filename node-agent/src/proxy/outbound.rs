@@ -7,8 +7,10 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::Decision;
+use trellis_proto::NodeName;
 
 use super::copy::{self, Transferred};
+use super::h2stream::H2Stream;
 use super::wire::{self, TunnelRequest, TunnelResponse};
 use super::{pool, reset, Ctx, MeshState, OriginalDst};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
@@ -141,46 +143,21 @@ async fn serve(
             continue;
         }
         let t0 = Instant::now();
-        // A warm tunnel may have died idle; one retry on a fresh dial is not the node's fault.
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            let (mut tunnel, warm) = match ctx.pool.get(state, &inst.node).await {
-                Ok(t) => t,
-                Err(e) => break Err(e.to_string()),
-            };
-            let exchange = async {
-                wire::write_request(&mut tunnel, req).await?;
-                wire::read_response(&mut tunnel).await
-            };
-            match tokio::time::timeout(
-                ctx.cfg.connect_timeout + ctx.cfg.handshake_timeout,
-                exchange,
-            )
-            .await
-            {
-                Ok(Ok(resp)) => break Ok((tunnel, resp)),
-                Ok(Err(e)) if warm && attempt == 1 => {
-                    tracing::debug!(node = %inst.node, error = %e, "warm tunnel was dead; dialling fresh");
-                    continue;
-                }
-                Ok(Err(e)) => break Err(format!("tunnel to {}: {e}", inst.node)),
-                Err(_) => break Err(format!("tunnel to {}: no answer", inst.node)),
-            }
-        };
         let peer = inst.node.to_string();
-        match result {
+        match open_stream(ctx, state, &inst.node, req).await {
             Err(e) => {
                 ctx.pool.record_failure(&inst.node);
                 tracing::warn!(node = %inst.node, service = %conn.svc.name, error = %e, "instance failed; trying the next");
                 last_err = e;
             }
-            Ok((tunnel, TunnelResponse::Connected { .. })) => {
+            Ok(Opened::Connected(stream, guard)) => {
                 ctx.pool.record_success(&inst.node);
                 ctx.metrics.connect_latency(t0.elapsed());
-                return pump(conn, client, tunnel, &peer).await;
+                let out = pump(conn, client, stream, &peer).await;
+                drop(guard);
+                return out;
             }
-            Ok((_, TunnelResponse::Denied { rule, explanation })) => {
+            Ok(Opened::Answer(TunnelResponse::Denied { rule, explanation })) => {
                 // The destination decides, always; a deny there is final (no failover around
                 // policy), and it names its rule.
                 ctx.pool.record_success(&inst.node);
@@ -189,10 +166,13 @@ async fn serve(
                 reset(client);
                 return (Outcome::Denied, rule, peer, 0, 0);
             }
-            Ok((_, TunnelResponse::Failed { reason })) => {
+            Ok(Opened::Answer(TunnelResponse::Failed { reason })) => {
                 ctx.pool.record_success(&inst.node);
                 tracing::warn!(node = %inst.node, service = %conn.svc.name, %reason, "instance unavailable; trying the next");
                 last_err = format!("{}: {reason}", inst.node);
+            }
+            Ok(Opened::Answer(TunnelResponse::Connected { .. })) => {
+                last_err = format!("{}: answered 'connected' without status 200", inst.node);
             }
         }
     }
@@ -204,6 +184,92 @@ async fn serve(
         0,
         0,
     )
+}
+
+/// What a CONNECT stream came back with.
+enum Opened {
+    Connected(H2Stream, pool::StreamGuard),
+    Answer(TunnelResponse),
+}
+
+/// Header names of the facts the source node passes along (values are ASCII).
+pub(crate) const HDR_CLIENT_IP: &str = "trellis-client-ip";
+pub(crate) const HDR_CLIENT_MAC: &str = "trellis-client-mac";
+
+/// Open one CONNECT stream to `node` for `req`. A pooled connection may have died while
+/// idle; one retry on a fresh connection is not the node's fault.
+async fn open_stream(
+    ctx: &Ctx,
+    state: &Arc<MeshState>,
+    node: &NodeName,
+    req: &TunnelRequest,
+) -> Result<Opened, String> {
+    let mut last = String::new();
+    for _attempt in 0..2 {
+        let lease = ctx.pool.get(state, node).await.map_err(|e| e.to_string())?;
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("{}:{}", req.service, req.port));
+        if let Some(ip) = req.client_ip {
+            request = request.header(HDR_CLIENT_IP, ip.to_string());
+        }
+        if let Some(mac) = req.client_mac {
+            request = request.header(HDR_CLIENT_MAC, mac.to_string());
+        }
+        let request = request
+            .body(())
+            .map_err(|e| format!("bad CONNECT request: {e}"))?;
+        let exchange = async {
+            let mut send = lease.send.clone().ready().await?;
+            let (resp, stream) = send.send_request(request, false)?;
+            Ok::<_, ::h2::Error>((resp.await?, stream))
+        };
+        match tokio::time::timeout(
+            ctx.cfg.connect_timeout + ctx.cfg.handshake_timeout,
+            exchange,
+        )
+        .await
+        {
+            Ok(Ok((resp, send_stream))) => {
+                let status = resp.status();
+                let mut body = resp.into_body();
+                if status == http::StatusCode::OK {
+                    return Ok(Opened::Connected(
+                        H2Stream::new(send_stream, body),
+                        lease.guard,
+                    ));
+                }
+                // Refusals carry a small JSON body; read at most MAX_MESSAGE bytes of it.
+                let mut text = Vec::new();
+                let read = async {
+                    while let Some(Ok(chunk)) = body.data().await {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        text.extend_from_slice(
+                            &chunk[..chunk.len().min(wire::MAX_MESSAGE - text.len())],
+                        );
+                        if text.len() >= wire::MAX_MESSAGE {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(ctx.cfg.connect_timeout, read).await;
+                return Ok(Opened::Answer(serde_json::from_slice(&text).unwrap_or(
+                    TunnelResponse::Failed {
+                        reason: format!("status {status}"),
+                    },
+                )));
+            }
+            Ok(Err(e)) => {
+                ctx.pool.discard(node, lease.id);
+                last = format!("tunnel to {node}: {e}");
+            }
+            Err(_) => {
+                ctx.pool.discard(node, lease.id);
+                return Err(format!("tunnel to {node}: no answer"));
+            }
+        }
+    }
+    Err(last)
 }
 
 async fn pump<U>(

@@ -1,14 +1,13 @@
 //! Tunnels to peer nodes: pre-dialled TLS connections, a breaker per node, and locality order.
 //!
-//! **Pool.** Each tunnel carries one stream (see the framing decision in `proxy.rs`), so the
-//! expensive part of a new stream is the TCP + TLS 1.3 handshake. The pool keeps up to
-//! `warm` handshaken connections to each peer *recently used* (within `max_idle_age`) ready,
-//! takes one per new stream and dials a replacement in the background: a new client
-//! connection then costs one mesh round trip (request → response) instead of three. Pooled
-//! connections older than `max_idle_age` are dropped (the accepting side waits longer than
-//! that for the request, so a pooled connection is never closed under us by that timer), and
-//! the whole pool is emptied when the snapshot changes (a revocation must not ride on an old
-//! connection).
+//! **Pool.** Tunnels are HTTP/2 connections over mutual TLS 1.3 (see the framing decision in
+//! `proxy.rs`); each new client connection is one CONNECT stream on a pooled connection to
+//! the destination node, so the TLS handshake (the expensive part: ~0.5 ms of CPU per end on
+//! x86, tens of ms on a MIPS router) is paid once per peer, not per stream. A node gets
+//! another connection when its existing ones carry [`STREAMS_PER_CONNECTION`] streams, up
+//! to [`MAX_CONNECTIONS_PER_NODE`]. Connections are dropped from the pool when they fail and
+//! all of them when the snapshot changes (a revocation must not ride on an old connection;
+//! the accepting side also re-checks the peer on every stream).
 //!
 //! **Breaker.** After [`BREAKER_THRESHOLD`] failed dials in a row a node is skipped for a
 //! backoff that starts at 1 s and doubles to 30 s; the first dial after the backoff is the
@@ -23,12 +22,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use trellis_proto::catalog::{Instance, Service};
 use trellis_proto::NodeName;
 
+use super::h2stream::{
+    CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAMS_PER_CONNECTION, STREAM_WINDOW,
+};
 use super::tls;
 use super::{MeshState, ProxyConfig};
 
@@ -36,7 +38,11 @@ pub const BREAKER_THRESHOLD: u32 = 3;
 const BREAKER_BASE: Duration = Duration::from_secs(1);
 const BREAKER_MAX: Duration = Duration::from_secs(30);
 
-pub type Tunnel = TlsStream<TcpStream>;
+/// Most tunnel connections to one node (each carries up to [`STREAMS_PER_CONNECTION`]).
+pub const MAX_CONNECTIONS_PER_NODE: usize = 8;
+
+/// A handle to open CONNECT streams on one tunnel connection.
+pub type Tunnel = ::h2::client::SendRequest<Bytes>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -57,6 +63,10 @@ pub enum DialError {
     },
     #[error("TLS with node {node} failed: {err}")]
     Tls { node: NodeName, err: std::io::Error },
+    #[error("HTTP/2 with node {node} failed: {err}")]
+    H2 { node: NodeName, err: ::h2::Error },
+    #[error("node {0} has {MAX_CONNECTIONS_PER_NODE} tunnels full of streams")]
+    Saturated(NodeName),
     #[error(transparent)]
     Config(#[from] tls::TlsError),
 }
@@ -78,26 +88,48 @@ impl Default for Breaker {
     }
 }
 
-struct Warm {
-    born: Instant,
+struct Conn {
+    id: u64,
     version: u64,
-    stream: Tunnel,
+    send: Tunnel,
+    /// Streams open on it now (maintained by [`StreamGuard`]).
+    streams: Arc<std::sync::atomic::AtomicU32>,
 }
 
 #[derive(Default)]
 struct PerNode {
-    idle: Vec<Warm>,
-    refilling: bool,
-    last_used: Option<Instant>,
+    conns: Vec<Conn>,
     breaker: Breaker,
     /// (snapshot version, client config that expects this node's SPIFFE ID).
     config: Option<(u64, Arc<ClientConfig>)>,
+}
+
+/// Counts a stream against its connection while alive.
+pub struct StreamGuard(Arc<std::sync::atomic::AtomicU32>);
+
+/// A tunnel connection lent for one stream.
+pub struct Leased {
+    pub send: Tunnel,
+    /// Pass to [`Pool::discard`] if the connection fails.
+    pub id: u64,
+    /// Keep alive as long as the stream.
+    pub guard: StreamGuard,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Tunnels to every peer node.
 pub struct Pool {
     cfg: ProxyConfig,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
+    /// One dial at a time per pool: a burst of new streams to a node with no connection
+    /// waits for the first dial instead of opening one connection each.
+    dialing: tokio::sync::Mutex<()>,
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -105,6 +137,8 @@ impl Pool {
         Self {
             cfg,
             nodes: Mutex::new(HashMap::new()),
+            dialing: tokio::sync::Mutex::new(()),
+            next_id: 0.into(),
         }
     }
 
@@ -138,9 +172,9 @@ impl Pool {
         }
     }
 
-    /// Idle pooled connections right now (for tests and the admin page).
-    pub fn idle_count(&self, node: &NodeName) -> usize {
-        self.lock().get(node).map_or(0, |n| n.idle.len())
+    /// Tunnel connections to a node right now (for tests and the admin page).
+    pub fn connection_count(&self, node: &NodeName) -> usize {
+        self.lock().get(node).map_or(0, |n| n.conns.len())
     }
 
     fn client_config(
@@ -183,7 +217,7 @@ impl Pool {
             .ok_or_else(|| DialError::NoAddress(node.clone()))
     }
 
-    /// Dial a fresh tunnel (TCP + mutual TLS 1.3, peer identity checked).
+    /// Dial a tunnel connection: TCP, mutual TLS 1.3 (peer identity checked), HTTP/2.
     pub async fn dial(&self, state: &MeshState, node: &NodeName) -> Result<Tunnel, DialError> {
         let config = self.client_config(state, node)?;
         let addr = self.address(state, node)?;
@@ -198,7 +232,7 @@ impl Pool {
             .map_err(|err| DialError::Connect { addr, err })?;
         let _ = tcp.set_nodelay(true);
         let connector = tokio_rustls::TlsConnector::from(config);
-        tokio::time::timeout(
+        let tls = tokio::time::timeout(
             self.cfg.handshake_timeout,
             connector.connect(tls::sni(), tcp),
         )
@@ -210,89 +244,95 @@ impl Pool {
         .map_err(|err| DialError::Tls {
             node: node.clone(),
             err,
+        })?;
+        let (send, conn) = ::h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .max_send_buffer_size(SEND_BUFFER)
+            .enable_push(false)
+            .handshake::<_, Bytes>(tls)
+            .await
+            .map_err(|err| DialError::H2 {
+                node: node.clone(),
+                err,
+            })?;
+        let n = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(node = %n, error = %e, "tunnel connection ended");
+            }
+        });
+        Ok(send)
+    }
+
+    /// A tunnel to `node` with room for one more stream, and the guard that counts the
+    /// stream against it. Reuses a pooled connection when one has room, else dials.
+    pub async fn get(&self, state: &Arc<MeshState>, node: &NodeName) -> Result<Leased, DialError> {
+        if let Some(t) = self.pick(state, node) {
+            return Ok(t);
+        }
+        let _one_dial = self.dialing.lock().await;
+        // Someone may have dialled while we waited.
+        if let Some(t) = self.pick(state, node) {
+            return Ok(t);
+        }
+        if self.connection_count(node) >= MAX_CONNECTIONS_PER_NODE {
+            return Err(DialError::Saturated(node.clone()));
+        }
+        let send = self.dial(state, node).await?;
+        let streams = Arc::new(std::sync::atomic::AtomicU32::new(1));
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock()
+            .entry(node.clone())
+            .or_default()
+            .conns
+            .push(Conn {
+                id,
+                version: state.version,
+                send: send.clone(),
+                streams: streams.clone(),
+            });
+        Ok(Leased {
+            send,
+            id,
+            guard: StreamGuard(streams),
         })
     }
 
-    /// A tunnel to `node`: a warm one if the pool has it (`true`), else a fresh dial.
-    pub async fn get(
-        self: &Arc<Self>,
-        state: &Arc<MeshState>,
-        node: &NodeName,
-    ) -> Result<(Tunnel, bool), DialError> {
-        let warm = {
-            let mut g = self.lock();
-            let n = g.entry(node.clone()).or_default();
-            n.last_used = Some(Instant::now());
-            let max_age = self.cfg.pool_max_idle_age;
-            n.idle
-                .retain(|w| w.version == state.version && w.born.elapsed() < max_age);
-            n.idle.pop()
-        };
-        self.refill(state, node);
-        match warm {
-            Some(w) => Ok((w.stream, true)),
-            None => Ok((self.dial(state, node).await?, false)),
+    fn pick(&self, state: &MeshState, node: &NodeName) -> Option<Leased> {
+        use std::sync::atomic::Ordering;
+        let mut g = self.lock();
+        let n = g.get_mut(node)?;
+        // Forget connections of an older snapshot.
+        n.conns.retain(|c| c.version == state.version);
+        let c = n
+            .conns
+            .iter()
+            .filter(|c| c.streams.load(Ordering::Relaxed) < STREAMS_PER_CONNECTION)
+            .min_by_key(|c| c.streams.load(Ordering::Relaxed))?;
+        c.streams.fetch_add(1, Ordering::Relaxed);
+        Some(Leased {
+            send: c.send.clone(),
+            id: c.id,
+            guard: StreamGuard(c.streams.clone()),
+        })
+    }
+
+    /// Drop a connection that failed, so the next stream dials afresh.
+    pub fn discard(&self, node: &NodeName, id: u64) {
+        if let Some(n) = self.lock().get_mut(node) {
+            n.conns.retain(|c| c.id != id);
         }
     }
 
-    /// Top the node's idle set up to `warm` in the background (one refill task per node).
-    fn refill(self: &Arc<Self>, state: &Arc<MeshState>, node: &NodeName) {
-        if self.cfg.pool_warm == 0 {
-            return;
-        }
-        {
-            let mut g = self.lock();
-            let n = g.entry(node.clone()).or_default();
-            if n.refilling || n.idle.len() >= self.cfg.pool_warm {
-                return;
-            }
-            n.refilling = true;
-        }
-        let pool = self.clone();
-        let state = state.clone();
-        let node = node.clone();
-        tokio::spawn(async move {
-            loop {
-                let need = {
-                    let g = pool.lock();
-                    g.get(&node).is_some_and(|n| {
-                        n.idle.len() < pool.cfg.pool_warm
-                            && n.last_used
-                                .is_some_and(|t| t.elapsed() < pool.cfg.pool_max_idle_age)
-                    })
-                };
-                if !need || !pool.allows(&node) {
-                    break;
-                }
-                match pool.dial(&state, &node).await {
-                    Ok(stream) => {
-                        let mut g = pool.lock();
-                        if let Some(n) = g.get_mut(&node) {
-                            n.idle.push(Warm {
-                                born: Instant::now(),
-                                version: state.version,
-                                stream,
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(node = %node, error = %e, "pool refill failed");
-                        pool.record_failure(&node);
-                        break;
-                    }
-                }
-            }
-            if let Some(n) = pool.lock().get_mut(&node) {
-                n.refilling = false;
-            }
-        });
-    }
-
-    /// Drop every idle tunnel and forget breaker state: the snapshot changed, so identities,
-    /// revocations and addresses may differ and old verdicts about nodes no longer hold.
+    /// Drop every pooled connection and forget breaker state: the snapshot changed, so
+    /// identities, revocations and addresses may differ and old verdicts no longer hold.
     pub fn clear(&self) {
         for n in self.lock().values_mut() {
-            n.idle.clear();
+            n.conns.clear();
             n.config = None;
             n.breaker = Breaker::default();
         }
