@@ -66,13 +66,13 @@ fn trellis(dir: &Path, socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The agent binary sits beside the controller's in the target directory (`cargo test
-/// --workspace` builds both).
+/// The agent binary sits beside the controller's in the target directory (`cargo xtask test`
+/// builds every binary before the tests).
 fn agent_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_trellis-controller")).with_file_name("trellis-agent");
     assert!(
         path.exists(),
-        "{} is missing: run the workspace tests (cargo test --workspace) or cargo build -p trellis-agent first",
+        "{} is missing: build it first (cargo build --workspace --bins; cargo xtask test does)",
         path.display()
     );
     path
