@@ -107,7 +107,7 @@ const MAX_REPORTED_ADDRESSES: usize = 16;
 
 pub struct Home {
     settings: Settings,
-    store: Store,
+    pub(crate) store: Store,
     ca: HomeCa,
     mesh: MeshCredentials,
     pairing: Mutex<Pairing>,
@@ -184,6 +184,9 @@ impl Home {
             revoked: vec![],
             revoked_serials: vec![],
             mesh: record.mesh.clone(),
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
         };
         let (config, _) = watch::channel(Arc::new(placeholder));
         let home = Arc::new(Self {
@@ -212,7 +215,7 @@ impl Home {
     }
 
     /// Rebuild the snapshot from the store and wake every long poll.
-    fn publish(&self) -> Result<()> {
+    pub(crate) fn publish(&self) -> Result<()> {
         let now = unix_now();
         let version = self.store.config_version()?;
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -234,6 +237,7 @@ impl Home {
                 }),
             }
         }
+        let catalog = crate::catalog::catalog_for(self.store.services()?, &nodes);
         let snapshot = ConfigSnapshot {
             version,
             home_id: self.home_id().clone(),
@@ -242,6 +246,9 @@ impl Home {
             revoked,
             revoked_serials: self.store.revoked_serials(now)?,
             mesh: self.mesh.clone(),
+            catalog,
+            policy: self.store.policy()?.unwrap_or_default(),
+            devices: crate::catalog::devices_for(self.store.devices()?),
         };
         self.config.send_replace(Arc::new(snapshot));
         Ok(())
@@ -397,6 +404,14 @@ impl Home {
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
+        telemetry
+            .services
+            .truncate(crate::catalog::MAX_REPORTED_SERVICES);
+        for seen in std::mem::take(&mut telemetry.services) {
+            if let Err(e) = self.learn_service(node, &seen) {
+                tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
+            }
+        }
         let changed = {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             let entry = live.entry(node.clone()).or_default();

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use trellis_proto::catalog::Service;
+use trellis_proto::policy::Policy;
 use trellis_proto::snapshot::MeshCredentials;
 use trellis_proto::{HomeId, NodeName, SpiffeId};
 
@@ -328,6 +330,91 @@ impl Store {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+impl Store {
+    /// The policy people wrote, or `None` before anyone changed the defaults.
+    pub fn policy(&self) -> Result<Option<Policy>> {
+        self.with(|conn| {
+            let json: Option<String> = conn
+                .query_row("SELECT record FROM policies WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))
+            })
+            .transpose()
+        })
+    }
+
+    /// Replace the policy (validated by the caller); its groups become valid device groups.
+    pub fn put_policy(&self, policy: &Policy) -> Result<u64> {
+        let json = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO policies (id, record) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                [&json],
+            )?;
+            for g in &policy.groups {
+                tx.execute(
+                    "INSERT OR IGNORE INTO groups (name, builtin) VALUES (?1, 0)",
+                    [&g.name],
+                )?;
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    pub fn services(&self) -> Result<Vec<Service>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT name, record FROM services ORDER BY name")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, json) = row?;
+                out.push(
+                    serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("service {name}: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// Insert or replace a catalog entry; bumps the config version.
+    pub fn put_service(&self, service: &Service) -> Result<u64> {
+        let json =
+            serde_json::to_string(service).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO services (name, record) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+                params![service.name, json],
+            )?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    pub fn remove_service(&self, name: &str) -> Result<u64> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if tx.execute("DELETE FROM services WHERE name = ?1", [name])? == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no service named {name:?} (trellis services lists them)"
+                )));
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
         })
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use tokio::sync::watch;
-use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, Telemetry};
+use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, SeenService, Telemetry};
 use trellis_proto::snapshot::ConfigSnapshot;
 
 use super::{tls, CallError, Controller, Trust};
@@ -27,6 +27,8 @@ pub struct Agent {
     identity: Arc<CurrentIdentity>,
     controller: Controller,
     applied: Arc<watch::Sender<Option<Arc<ConfigSnapshot>>>>,
+    /// Services discovery found behind this node, reported with the telemetry.
+    seen_services: Arc<std::sync::Mutex<Vec<SeenService>>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -87,6 +89,7 @@ impl Agent {
             identity,
             controller,
             applied: Arc::new(applied),
+            seen_services: Arc::default(),
         })
     }
 
@@ -245,6 +248,11 @@ impl Agent {
         Ok(fresh)
     }
 
+    /// Replace what discovery found behind this node (sent with the next report).
+    pub fn set_seen_services(&self, services: Vec<SeenService>) {
+        *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
+    }
+
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let t = Telemetry {
@@ -253,6 +261,11 @@ impl Agent {
             cert_expires_in_s: self.identity.get().facts.not_after as i64
                 - crate::unix_now() as i64,
             applied_version: self.applied_version(),
+            services: self
+                .seen_services
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         self.controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))
