@@ -218,16 +218,12 @@ impl Home {
     pub(crate) fn publish(&self) -> Result<()> {
         let now = unix_now();
         let version = self.store.config_version()?;
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut nodes = Vec::new();
         let mut revoked = Vec::new();
         for row in self.store.nodes()? {
             match row.revoked_at {
                 None => nodes.push(PeerNode {
-                    addresses: live
-                        .get(&row.name)
-                        .map(|l| l.telemetry.addresses.clone())
-                        .unwrap_or_default(),
+                    addresses: row.addresses,
                     name: row.name,
                     identity: row.identity,
                 }),
@@ -412,17 +408,18 @@ impl Home {
                 tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
             }
         }
-        let changed = {
-            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = live.entry(node.clone()).or_default();
-            let changed = entry.telemetry.addresses != telemetry.addresses;
-            entry.telemetry = telemetry;
-            changed
-        };
-        // Peers need to know where a node can be reached; republish (RAM only) when it moves.
-        if changed {
+        // Peers need to know where a node can be reached: a move is a config change (stored,
+        // so it survives a controller restart); the same addresses again write nothing.
+        if let Some(version) = self.store.set_node_addresses(node, &telemetry.addresses)? {
+            tracing::info!(%node, addresses = ?telemetry.addresses, version, "router's tunnel address changed");
             self.publish()?;
         }
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.clone())
+            .or_default()
+            .telemetry = telemetry;
         Ok(())
     }
 

@@ -69,6 +69,8 @@ pub struct NodeRow {
     pub revoked_at: Option<u64>,
     /// Expiry of the newest certificate issued to it (unix seconds).
     pub cert_not_after: Option<u64>,
+    /// Where its tunnel endpoint is reachable (`ip:port`), as it last reported.
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +258,8 @@ impl Store {
         self.with(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT n.name, n.identity, n.enrolled_at, n.revoked_at,
-                        (SELECT MAX(c.not_after) FROM certificates c WHERE c.node = n.name AND c.revoked = 0)
+                        (SELECT MAX(c.not_after) FROM certificates c WHERE c.node = n.name AND c.revoked = 0),
+                        n.addresses
                  FROM nodes n ORDER BY n.name",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -266,20 +269,42 @@ impl Store {
                     r.get::<_, u64>(2)?,
                     r.get::<_, Option<u64>>(3)?,
                     r.get::<_, Option<u64>>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, identity, enrolled_at, revoked_at, cert_not_after) = row?;
+                let (name, identity, enrolled_at, revoked_at, cert_not_after, addresses) = row?;
+                let addresses = serde_json::from_str(&addresses).map_err(|e| StoreError::Corrupt(format!("addresses of {name}: {e}")))?;
                 out.push(NodeRow {
                     name: NodeName::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     identity: identity.parse().map_err(|e: trellis_proto::identity::IdentityError| StoreError::Corrupt(e.to_string()))?,
                     enrolled_at,
                     revoked_at,
                     cert_not_after,
+                    addresses,
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// Record where a node's tunnel endpoint is; bumps the config version only when it moved.
+    pub fn set_node_addresses(&self, name: &NodeName, addresses: &[String]) -> Result<Option<u64>> {
+        let json =
+            serde_json::to_string(addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE nodes SET addresses = ?2 WHERE name = ?1 AND addresses != ?2",
+                params![name.as_str(), json],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(Some(version))
         })
     }
 

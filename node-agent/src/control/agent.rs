@@ -29,6 +29,8 @@ pub struct Agent {
     applied: Arc<watch::Sender<Option<Arc<ConfigSnapshot>>>>,
     /// Services discovery found behind this node, reported with the telemetry.
     seen_services: Arc<std::sync::Mutex<Vec<SeenService>>>,
+    /// Where other routers reach this node's tunnel endpoint (`ip:port`).
+    addresses: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -90,6 +92,7 @@ impl Agent {
             controller,
             applied: Arc::new(applied),
             seen_services: Arc::default(),
+            addresses: Arc::default(),
         })
     }
 
@@ -253,10 +256,34 @@ impl Agent {
         *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
     }
 
+    /// Announce where this node's tunnel endpoint is reachable.
+    pub fn set_addresses(&self, addresses: Vec<String>) {
+        *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
+    }
+
+    /// The address this node uses towards the controller: on a home mesh, the one other
+    /// routers reach it by too (no packet is sent to find it).
+    pub fn local_address_towards_controller(&self) -> Option<std::net::IpAddr> {
+        use std::net::ToSocketAddrs;
+        let target = self.controller.addr.to_socket_addrs().ok()?.next()?;
+        let bind: std::net::SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = std::net::UdpSocket::bind(bind).ok()?;
+        sock.connect(target).ok()?;
+        Some(sock.local_addr().ok()?.ip())
+    }
+
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let t = Telemetry {
-            addresses: Vec::new(),
+            addresses: self
+                .addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             cert_expires_in_s: self.identity.get().facts.not_after as i64
                 - crate::unix_now() as i64,
