@@ -24,7 +24,7 @@ use crate::api::admin::Device;
 #[command(name = "trellis", version, about)]
 pub struct Cli {
     /// The controller's admin socket.
-    #[arg(long, global = true, default_value = "/var/run/trellis/admin.sock")]
+    #[arg(long, global = true, default_value_os_t = trellis_proto::paths::admin_socket())]
     pub socket: PathBuf,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]

@@ -24,7 +24,7 @@ use crate::intercept::{Interception, Rules};
 use crate::metrics::Metrics;
 use crate::proxy::{MeshState, NodeIdentity, Proxy, ProxyConfig, ProxyHandle, TrustBundle};
 
-/// How often the DHCP lease file and the certificate are looked at again.
+/// How often the DHCP lease file is looked at again.
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Most services one node reports (the controller caps it too).
 const MAX_SEEN: usize = 64;
@@ -176,11 +176,13 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     // Rebuild the proxy's state on every snapshot, renewal or lease change.
     tasks.push(tokio::spawn({
         let mut trust = agent.trust.clone();
+        let mut renewals = agent.agent.renewals();
         let agent = agent.agent.clone();
         async move {
             loop {
                 tokio::select! {
                     _ = trust.changed() => {}
+                    Ok(()) = renewals.changed() => {}
                     _ = tokio::time::sleep(REFRESH_EVERY) => {}
                 }
                 let Some(snapshot) = trust.snapshot() else {

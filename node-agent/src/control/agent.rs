@@ -31,6 +31,8 @@ pub struct Agent {
     seen_services: Arc<std::sync::Mutex<Vec<SeenService>>>,
     /// Where other routers reach this node's tunnel endpoint (`ip:port`).
     addresses: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Counts renewals, so the data plane picks up a new certificate at once.
+    renewed: Arc<watch::Sender<u64>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -93,6 +95,7 @@ impl Agent {
             applied: Arc::new(applied),
             seen_services: Arc::default(),
             addresses: Arc::default(),
+            renewed: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -111,6 +114,11 @@ impl Agent {
 
     pub fn identity(&self) -> NodeIdentity {
         self.identity.get()
+    }
+
+    /// Changes each time the certificate is renewed.
+    pub fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewed.subscribe()
     }
 
     fn applied_version(&self) -> u64 {
@@ -207,6 +215,8 @@ impl Agent {
                     Ok(fresh) => {
                         backoff.reset();
                         tracing::info!(not_after = fresh.facts.not_after, "certificate renewed");
+                        // Never renew in a tight loop, whatever lifetime the controller gives.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         break;
                     }
                     Err(e) => {
@@ -248,6 +258,7 @@ impl Agent {
         }
         self.state.save_identity_pem(&fresh.pem)?;
         self.identity.replace(fresh.clone());
+        self.renewed.send_modify(|n| *n += 1);
         Ok(fresh)
     }
 
