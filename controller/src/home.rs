@@ -330,15 +330,15 @@ impl Home {
         })
     }
 
-    pub fn pair_abort(&self, session: &str) {
-        if let Some((node, tries)) = self
+    pub fn pair_abort(&self, session: &str) -> Result<()> {
+        let (node, tries) = self
             .pairing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .abort(session)
-        {
-            tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
-        }
+            .ok_or(PairingError::UnknownSession)?;
+        tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
+        Ok(())
     }
 
     fn is_enrolled(&self, name: &NodeName) -> Result<bool> {
