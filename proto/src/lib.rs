@@ -7,10 +7,12 @@
 //! - [`pairing`]: the messages of the PAKE exchange that enrolls a satellite.
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
+//! - [`uci`]: a reader for OpenWrt UCI files such as `/etc/config/trellis`.
 
 pub mod api;
 pub mod identity;
 pub mod pairing;
 pub mod snapshot;
+pub mod uci;
 
 pub use identity::{HomeId, NodeName, SpiffeId};
