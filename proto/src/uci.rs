@@ -343,7 +343,10 @@ config peer
         let again = parse(&f.to_string()).unwrap();
         assert_eq!(f.sections.len(), again.sections.len());
         for (a, b) in f.sections.iter().zip(&again.sections) {
-            assert_eq!((&a.kind, &a.name, &a.options), (&b.kind, &b.name, &b.options));
+            assert_eq!(
+                (&a.kind, &a.name, &a.options),
+                (&b.kind, &b.name, &b.options)
+            );
         }
     }
 
@@ -362,7 +365,10 @@ config peer
     fn malformed_input_names_the_line() {
         let e = error("config t 'main'\n\toption role 'auto\n");
         assert_eq!(e.line, 2);
-        assert!(e.to_string().starts_with("line 2: unterminated ' quote"), "{e}");
+        assert!(
+            e.to_string().starts_with("line 2: unterminated ' quote"),
+            "{e}"
+        );
 
         let e = error("# header\n\noption role auto\n");
         assert_eq!(e.line, 3);
