@@ -669,3 +669,163 @@ fn feed_maintainer_scripts_match_the_packaged_ones() {
         }
     }
 }
+
+/// A stand-in Image Builder: `make info` lists one profile, `make image` records what it was
+/// asked to build and writes a pretend sysupgrade image.
+const FAKE_IB_MAKEFILE: &str = "\
+info:
+\t@echo 'Available Profiles:'
+\t@echo
+\t@echo 'glinet_gl-mt6000:'
+\t@echo '    GL.iNet GL-MT6000'
+image:
+\t@echo 'PROFILE=$(PROFILE)' > $(BIN_DIR)/args
+\t@echo 'PACKAGES=$(PACKAGES)' >> $(BIN_DIR)/args
+\t@echo 'EXTRA_IMAGE_NAME=$(EXTRA_IMAGE_NAME)' >> $(BIN_DIR)/args
+\t@rm -rf $(BIN_DIR)/overlay && cp -r $(FILES) $(BIN_DIR)/overlay
+\t@ls packages > $(BIN_DIR)/packages.txt
+\t@touch $(BIN_DIR)/openwrt-trellis-glinet_gl-mt6000-squashfs-sysupgrade.bin
+";
+
+fn fake_ib(arch: &str, apk: bool) -> (PathBuf, PathBuf) {
+    let dir = tmp("ib");
+    let ib = dir.join("ib");
+    std::fs::create_dir_all(&ib).unwrap();
+    std::fs::write(ib.join("Makefile"), FAKE_IB_MAKEFILE).unwrap();
+    std::fs::write(
+        ib.join(".config"),
+        format!("CONFIG_TARGET_ARCH_PACKAGES=\"{arch}\"\n"),
+    )
+    .unwrap();
+    if apk {
+        std::fs::write(ib.join("repositories"), "packages/packages.adb\n").unwrap();
+    } else {
+        std::fs::write(
+            ib.join("repositories.conf"),
+            "src imagebuilder file:packages\n",
+        )
+        .unwrap();
+    }
+    let pkgs = dir.join("packages");
+    for (sub, name) in [
+        (
+            "aarch64_cortex-a53",
+            "trellis-agent_0.1.0-r1_aarch64_cortex-a53.ipk",
+        ),
+        (
+            "aarch64_cortex-a53",
+            "trellis-controller_0.1.0-r1_aarch64_cortex-a53.ipk",
+        ),
+        ("all", "luci-app-trellis_0.1.0-r1_all.ipk"),
+    ] {
+        std::fs::create_dir_all(pkgs.join(sub)).unwrap();
+        std::fs::write(pkgs.join(sub).join(name), b"ipk").unwrap();
+    }
+    (ib, dir)
+}
+
+fn build_image(ib: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg(ws().join("firmware/imagebuilder/build-image.sh"))
+        .arg("--ib")
+        .arg(ib)
+        .arg("--packages")
+        .arg(dir.join("packages"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn image_builder_recipe_builds_a_primary_and_a_satellite() {
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("openwrt-trellis-glinet_gl-mt6000-squashfs-sysupgrade.bin"),
+        "{log}"
+    );
+    let out = dir.join("out");
+    let args = std::fs::read_to_string(out.join("args")).unwrap();
+    assert!(args.contains("PROFILE=glinet_gl-mt6000"), "{args}");
+    let packages = args
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGES="))
+        .unwrap();
+    for want in [
+        "trellis-agent",
+        "trellis-controller",
+        "luci-app-trellis",
+        "wpad-mesh-mbedtls",
+        "-wpad-basic-mbedtls",
+        "kmod-nft-tproxy",
+    ] {
+        assert!(
+            packages.split_whitespace().any(|p| p == want),
+            "{want} not in {packages}"
+        );
+    }
+    let copied = std::fs::read_to_string(out.join("packages.txt")).unwrap();
+    assert_eq!(copied.lines().count(), 3, "{copied}");
+    let role =
+        std::fs::read_to_string(out.join("overlay/etc/uci-defaults/89-trellis-role")).unwrap();
+    assert!(role.contains("trellis.main.role='controller'"), "{role}");
+
+    let (ok, log) = build_image(
+        &ib,
+        &dir,
+        &[
+            "--profile",
+            "glinet_gl-mt6000",
+            "--role",
+            "satellite",
+            "--extra",
+            "htop",
+        ],
+    );
+    assert!(ok, "{log}");
+    let args = std::fs::read_to_string(out.join("args")).unwrap();
+    assert!(!args.contains("trellis-controller"), "{args}");
+    assert!(args.contains(" htop"), "{args}");
+    let role =
+        std::fs::read_to_string(out.join("overlay/etc/uci-defaults/89-trellis-role")).unwrap();
+    assert!(role.contains("trellis.main.role='agent'"), "{role}");
+}
+
+#[test]
+fn image_builder_recipe_explains_what_is_wrong() {
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "tplink_archer-c7-v5"]);
+    assert!(!ok);
+    assert!(
+        log.contains("profile 'tplink_archer-c7-v5' is not in this Image Builder"),
+        "{log}"
+    );
+
+    let (ib, dir) = fake_ib("mipsel_24kc", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(!ok);
+    assert!(
+        log.contains("cargo xtask package --target mipsel_24kc"),
+        "{log}"
+    );
+
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", true);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(!ok);
+    assert!(log.contains("needs .apk packages"), "{log}");
+
+    let (ok, log) = build_image(
+        &ib,
+        &dir,
+        &["--profile", "glinet_gl-mt6000", "--role", "boss"],
+    );
+    assert!(!ok);
+    assert!(log.contains("primary or satellite"), "{log}");
+}
