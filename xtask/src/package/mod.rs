@@ -5,10 +5,10 @@
 //! `dist/packages/all/`, each with an opkg `Packages`/`Packages.gz` index, so the folder can be
 //! served as a feed (`src/gz trellis http://…`) or dropped into an Image Builder's `packages/`.
 //!
-//! Only `.ipk` (OpenWrt 24.10) is written. apk v3 packages (25.12) need apk-tools 3, which no
-//! registry reachable here ships (Debian has no apk-tools; PyPI/npm/crates.io have no build
-//! of it); README.md "Install on OpenWrt" says how to turn these into `.apk` with the SDK's
-//! `apk mkpkg`, or install on 25.12 from the feed Makefiles.
+//! `.ipk` (OpenWrt 24.10) is written in Rust. `.apk` (apk-tools v3, OpenWrt 25.12) is written
+//! too when an apk 3 binary is given with `--apk-tool` (see `apk.rs`): no registry reachable
+//! here ships apk-tools 3, so by default only `.ipk` files come out.
+mod apk;
 mod checks;
 mod elf;
 mod ipk;
@@ -29,13 +29,17 @@ const USAGE: &str = "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [
 
   --target      an OpenWrt arch (aarch64_cortex-a53) or Rust target from cross/targets.tsv;
                 repeatable; default: every arch of the table
-  --no-build    package the binaries already in dist/<rust-target>/ instead of building";
+  --no-build    package the binaries already in dist/<rust-target>/ instead of building
+  --apk-tool P  also write .apk packages for OpenWrt 25.12 with this apk 3 binary (e.g. a
+                25.12 SDK's staging_dir/host/bin/apk); default: $APK_TOOL when set";
 
 /// A package written to disk.
 #[derive(Debug, Clone)]
 pub struct Written {
     pub name: String,
     pub arch: String,
+    /// "ipk" or "apk".
+    pub format: &'static str,
     pub path: PathBuf,
     pub bytes: u64,
 }
@@ -43,6 +47,7 @@ pub struct Written {
 pub fn run(args: &[String]) -> Result<()> {
     let mut targets = Vec::new();
     let mut no_build = false;
+    let mut apk_tool = std::env::var_os("APK_TOOL").map(PathBuf::from);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -51,6 +56,10 @@ pub fn run(args: &[String]) -> Result<()> {
                 None => bail!("--target needs a value\n\n{USAGE}"),
             },
             "--no-build" => no_build = true,
+            "--apk-tool" => match it.next() {
+                Some(t) => apk_tool = Some(PathBuf::from(t)),
+                None => bail!("--apk-tool needs a path\n\n{USAGE}"),
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -58,14 +67,19 @@ pub fn run(args: &[String]) -> Result<()> {
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
-    let written = build(&targets, no_build)?;
+    if let Some(t) = &apk_tool {
+        if !t.is_file() {
+            bail!("--apk-tool {}: no such file", t.display());
+        }
+    }
+    let written = build(&targets, no_build, apk_tool.as_deref())?;
     print_sizes(&written);
     Ok(())
 }
 
 /// Build (unless `no_build`), package and check; every package is read back before this
 /// returns, and a package that fails a check is an error.
-pub fn build(targets: &[String], no_build: bool) -> Result<Vec<Written>> {
+pub fn build(targets: &[String], no_build: bool, apk_tool: Option<&Path>) -> Result<Vec<Written>> {
     let root = root();
     let all = cross::targets()?;
     for t in targets {
@@ -114,14 +128,47 @@ pub fn build(targets: &[String], no_build: bool) -> Result<Vec<Written>> {
         ];
         for pkg in &pkgs {
             written.push(write_checked(pkg, &root, &dir, mtime)?);
+            if let Some(tool) = apk_tool {
+                written.push(write_apk(pkg, &root, tool, &dir, mtime)?);
+            }
         }
         write_index(&dir)?;
     }
     let luci = spec::luci(&root)?;
     let dir = out.join("all");
     written.push(write_checked(&luci, &root, &dir, mtime)?);
+    if let Some(tool) = apk_tool {
+        written.push(write_apk(&luci, &root, tool, &dir, mtime)?);
+    }
     write_index(&dir)?;
     Ok(written)
+}
+
+/// Build an `.apk` with apk itself, then have apk dump it back and check name and version.
+fn write_apk(
+    pkg: &spec::Package,
+    root: &Path,
+    tool: &Path,
+    dir: &Path,
+    mtime: u64,
+) -> Result<Written> {
+    let path = apk::build(pkg, root, tool, dir, mtime)?;
+    let dump = crate::output(Command::new(tool).arg("adbdump").arg(&path))?;
+    for want in [
+        format!("name: {}", pkg.name),
+        format!("version: {}", pkg.version),
+    ] {
+        if !dump.contains(&want) {
+            bail!("`apk adbdump {}` lacks {want:?}", path.display());
+        }
+    }
+    Ok(Written {
+        name: pkg.name.clone(),
+        arch: pkg.arch.clone(),
+        format: "apk",
+        bytes: std::fs::metadata(&path)?.len(),
+        path,
+    })
 }
 
 /// Write one package, then read it back and refuse to keep it if a check fails.
@@ -138,6 +185,7 @@ fn write_checked(pkg: &spec::Package, root: &Path, dir: &Path, mtime: u64) -> Re
     Ok(Written {
         name: pkg.name.clone(),
         arch: pkg.arch.clone(),
+        format: "ipk",
         path,
         bytes: bytes.len() as u64,
     })
@@ -272,30 +320,34 @@ fn print_sizes(written: &[Written]) {
             rel.display()
         );
     }
-    let luci = written
-        .iter()
-        .find(|w| w.arch == "all")
-        .map_or(0, |w| w.bytes);
-    let mut arches: Vec<&str> = written
-        .iter()
-        .filter(|w| w.arch != "all")
-        .map(|w| w.arch.as_str())
-        .collect();
-    arches.dedup();
-    println!();
-    println!("what a primary router installs (agent + controller + luci-app), goal <= 4 MB:");
-    for arch in arches {
-        let total: u64 = luci
-            + written
-                .iter()
-                .filter(|w| w.arch == arch)
-                .map(|w| w.bytes)
-                .sum::<u64>();
+    for format in ["ipk", "apk"] {
+        let of_format: Vec<&Written> = written.iter().filter(|w| w.format == format).collect();
+        let Some(luci) = of_format.iter().find(|w| w.arch == "all") else {
+            continue;
+        };
+        let mut arches: Vec<&str> = of_format
+            .iter()
+            .filter(|w| w.arch != "all")
+            .map(|w| w.arch.as_str())
+            .collect();
+        arches.dedup();
+        println!();
         println!(
-            "  {arch:<28} {total:>9} bytes ({:.2} MB){}",
-            total as f64 / 1e6,
-            if total > 4_000_000 { "  OVER 4 MB" } else { "" }
+            "what a primary router installs (.{format}: agent + controller + luci-app), goal <= 4 MB:"
         );
+        for arch in arches {
+            let total: u64 = luci.bytes
+                + of_format
+                    .iter()
+                    .filter(|w| w.arch == arch)
+                    .map(|w| w.bytes)
+                    .sum::<u64>();
+            println!(
+                "  {arch:<28} {total:>9} bytes ({:.2} MB){}",
+                total as f64 / 1e6,
+                if total > 4_000_000 { "  OVER 4 MB" } else { "" }
+            );
+        }
     }
 }
 
@@ -304,7 +356,7 @@ fn print_sizes(written: &[Written]) {
 pub fn ci_checks(quick: bool) -> Result<()> {
     let mut results = checks::source_checks(&root())?;
     if !quick {
-        let r = build(&["aarch64_cortex-a53".to_owned()], false).inspect(|w| print_sizes(w));
+        let r = build(&["aarch64_cortex-a53".to_owned()], false, None).inspect(|w| print_sizes(w));
         match r {
             Ok(written) => {
                 results.push(("packages build and pass their checks".into(), Ok(())));

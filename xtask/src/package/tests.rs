@@ -829,3 +829,115 @@ fn image_builder_recipe_explains_what_is_wrong() {
     assert!(!ok);
     assert!(log.contains("primary or satellite"), "{log}");
 }
+
+/// A stand-in for apk 3: `mkpkg` records its arguments and the staged tree and writes the
+/// infos as the "package"; `adbdump` prints it back.
+const APK_STANDIN: &str = r#"#!/bin/sh
+case "$1" in
+mkpkg)
+	shift
+	printf '%s\n' "$@" > "$APK_LOG/args"
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--info) info="$info$(printf '%s' "$2" | sed 's/:/: /')
+"; shift 2 ;;
+		--files) files=$2; shift 2 ;;
+		--output) out=$2; shift 2 ;;
+		*) shift ;;
+		esac
+	done
+	(cd "$files" && find . \( -type f -o -type l \) | sort) > "$APK_LOG/tree"
+	cp -r "$files" "$APK_LOG/files"
+	printf '%s' "$info" > "$out"
+	;;
+adbdump) cat "$2" ;;
+*) exit 2 ;;
+esac
+"#;
+
+#[test]
+fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
+    let dir = tmp("apk");
+    let tool = dir.join("apk");
+    write_exec(&tool, APK_STANDIN);
+    let pkgs = packages("x86_64", "x86_64");
+    for pkg in &pkgs {
+        let log = dir.join(format!("log-{}", pkg.name));
+        std::fs::create_dir_all(&log).unwrap();
+        std::env::set_var("APK_LOG", &log);
+        let out = dir.join("out");
+        let w = write_apk(pkg, &ws(), &tool, &out, 1).unwrap();
+        assert_eq!(
+            w.path.file_name().unwrap().to_string_lossy(),
+            format!("{}-0.1.0-r1.apk", pkg.name)
+        );
+        let args = std::fs::read_to_string(log.join("args")).unwrap();
+        let arch = if pkg.arch == "all" {
+            "noarch"
+        } else {
+            "x86_64"
+        };
+        assert!(args.lines().any(|l| l == format!("arch:{arch}")), "{args}");
+        let depends = args.lines().find(|l| l.starts_with("depends:")).unwrap();
+        assert!(!depends.contains('|'), "apk has no alternatives: {depends}");
+        for s in ["post-install:", "post-upgrade:", "pre-deinstall:"] {
+            assert!(
+                args.lines().any(|l| l.starts_with(s)),
+                "{s} missing: {args}"
+            );
+        }
+
+        let tree = std::fs::read_to_string(log.join("tree")).unwrap();
+        let list_name = format!("./lib/apk/packages/{}.list", pkg.name);
+        assert!(tree.lines().any(|l| l == list_name), "{tree}");
+        let list = std::fs::read_to_string(log.join("files").join(&list_name)).unwrap();
+        let mut want: Vec<String> = pkg.files.iter().map(|f| f.dest.clone()).collect();
+        want.sort();
+        assert_eq!(list.lines().collect::<Vec<_>>(), want);
+        for f in &pkg.files {
+            assert!(
+                tree.lines().any(|l| l == format!(".{}", f.dest)),
+                "{} missing",
+                f.dest
+            );
+        }
+    }
+
+    // The agent: conffile sums for sysupgrade, the prerm part, no wpad alternatives.
+    let log = dir.join("log-trellis-agent");
+    let args = std::fs::read_to_string(log.join("args")).unwrap();
+    assert!(args
+        .lines()
+        .any(|l| l == "depends:kmod-nft-tproxy kmod-nft-socket kmod-nft-nat"));
+    let stat =
+        std::fs::read_to_string(log.join("files/lib/apk/packages/trellis-agent.conffiles_static"))
+            .unwrap();
+    let config = std::fs::read(ws().join("firmware/files/trellis.config")).unwrap();
+    assert_eq!(
+        stat,
+        format!(
+            "/etc/config/trellis {:x}\n",
+            <sha2::Sha256 as sha2::Digest>::digest(&config)
+        )
+    );
+    let scripts = apk::scripts(&pkgs[0], &ws()).unwrap();
+    let (_, deinstall) = scripts.iter().find(|(n, _)| *n == "pre-deinstall").unwrap();
+    assert!(deinstall.contains("default_prerm\n") && deinstall.contains("del_list"));
+    assert_eq!(deinstall.matches("#!/bin/sh").count(), 1, "{deinstall}");
+    let (_, upgrade) = scripts.iter().find(|(n, _)| *n == "post-upgrade").unwrap();
+    assert!(upgrade.starts_with("#!/bin/sh\nexport PKG_UPGRADE=1\n"));
+    assert!(upgrade.contains("export pkgname=\"trellis-agent\"\n"));
+
+    // The controller depends on the same version of the agent, in apk's syntax.
+    let args = std::fs::read_to_string(dir.join("log-trellis-controller/args")).unwrap();
+    assert!(
+        args.lines().any(|l| l == "depends:trellis-agent=0.1.0-r1"),
+        "{args}"
+    );
+    // A lost symlink would leave `trellis` missing on 25.12.
+    let link = dir.join("log-trellis-controller/files/usr/bin/trellis");
+    assert_eq!(
+        std::fs::read_link(link).unwrap().to_string_lossy(),
+        "trellis-controller"
+    );
+}
