@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{cross, root};
 
-const USAGE: &str = "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [--no-build]
+const USAGE: &str = "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [--no-build] [--apk-tool PATH]
+       cargo xtask package check    only the source checks (shellcheck, the LuCI view under node)
 
   --target      an OpenWrt arch (aarch64_cortex-a53) or Rust target from cross/targets.tsv;
                 repeatable; default: every arch of the table
@@ -45,6 +46,9 @@ pub struct Written {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("check") {
+        return ci_checks(true);
+    }
     let mut targets = Vec::new();
     let mut no_build = false;
     let mut apk_tool = std::env::var_os("APK_TOOL").map(PathBuf::from);
