@@ -25,7 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{cross, root};
 
-const USAGE: &str = "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [--no-build] [--apk-tool PATH]
+const USAGE: &str =
+    "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [--no-build] [--apk-tool PATH]
        cargo xtask package check    only the source checks (shellcheck, the LuCI view under node)
 
   --target      an OpenWrt arch (aarch64_cortex-a53) or Rust target from cross/targets.tsv;
