@@ -22,7 +22,11 @@ function yesNo(flag, yes, no) {
 
 function pageUrl() {
 	var port = uci.get('trellis', 'controller', 'port') || '7443';
-	return 'https://' + window.location.hostname + ':' + port + '/';
+	var host = window.location.hostname;
+	// An IPv6 address needs brackets in a URL.
+	if (host.indexOf(':') >= 0 && host.charAt(0) !== '[')
+		host = '[' + host + ']';
+	return 'https://' + host + ':' + port + '/';
 }
 
 function statusRows(st) {
