@@ -127,6 +127,7 @@ pub fn build(targets: &[String], no_build: bool, apk_tool: Option<&Path>) -> Res
             Ok(p)
         };
         let dir = out.join(&row.openwrt_arch);
+        remove_old(&dir)?;
         let pkgs = [
             spec::agent(&row.openwrt_arch, &bin("trellis-agent")?),
             spec::controller(&row.openwrt_arch, &bin("trellis-controller")?),
@@ -141,6 +142,7 @@ pub fn build(targets: &[String], no_build: bool, apk_tool: Option<&Path>) -> Res
     }
     let luci = spec::luci(&root)?;
     let dir = out.join("all");
+    remove_old(&dir)?;
     written.push(write_checked(&luci, &root, &dir, mtime)?);
     if let Some(tool) = apk_tool {
         written.push(write_apk(&luci, &root, tool, &dir, mtime)?);
@@ -174,6 +176,22 @@ fn write_apk(
         bytes: std::fs::metadata(&path)?.len(),
         path,
     })
+}
+
+/// Packages of an older version would sit next to the new ones in the feed index.
+fn remove_old(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let path = e?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ours = name.starts_with("trellis-") || name.starts_with("luci-app-trellis");
+        if ours && (name.ends_with(".ipk") || name.ends_with(".apk")) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// Write one package, then read it back and refuse to keep it if a check fails.
