@@ -941,3 +941,58 @@ fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
         "trellis-controller"
     );
 }
+
+#[test]
+fn dhcp_hotplug_forwards_lease_events_to_ubus() {
+    let dir = tmp("hotplug");
+    let bin = dir.join("bin");
+    write_exec(
+        &bin.join("ubus"),
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$UBUS_LOG\"\n",
+    );
+    // Enough of jshn.sh for the script: a flat object of strings.
+    let jshn = dir.join("jshn.sh");
+    std::fs::write(
+        &jshn,
+        "json_init() { J=''; }\n\
+         json_add_string() { J=\"$J${J:+,}\\\"$1\\\":\\\"$2\\\"\"; }\n\
+         json_dump() { printf '{%s}\\n' \"$J\"; }\n",
+    )
+    .unwrap();
+    let run = |mac: &str| {
+        let log = dir.join("ubus.log");
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new("sh")
+            .arg(ws().join("firmware/files/trellis.hotplug-dhcp"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("TRELLIS_JSHN", &jshn)
+            .env("UBUS_LOG", &log)
+            .env("ACTION", "add")
+            .env("MACADDR", mac)
+            .env("IPADDR", "192.168.1.23")
+            .env("HOSTNAME", "printer")
+            .env("DNSMASQ_INTERFACE", "br-lan")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&log).ok()
+    };
+    let sent = run("aa:bb:cc:dd:ee:ff").expect("ubus was not called");
+    let lines: Vec<&str> = sent.lines().collect();
+    assert_eq!(lines[..2], ["send", "trellis.dhcp"]);
+    let v: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    assert_eq!(v["action"], "add");
+    assert_eq!(v["mac"], "aa:bb:cc:dd:ee:ff");
+    assert_eq!(v["ip"], "192.168.1.23");
+    assert_eq!(v["name"], "printer");
+    assert_eq!(v["interface"], "br-lan");
+    // A tftp or neigh event without a MAC address is not a lease: nothing is sent.
+    assert_eq!(run(""), None);
+}
