@@ -181,7 +181,8 @@ const form = {
 };
 const rpc = { declare: (d) => { declared.push(d.object + '.' + d.method);
   return () => Promise.resolve({ agent_installed: true, agent_running: true,
-    controller_installed: true, controller_running: false, status: { home_id: 'h', nodes: [] }, error: null }); } };
+    controller_installed: true, controller_running: false, status: { home_id: 'h', config_version: 3, nodes: 2, ca_not_after: 1900000000,
+    agent_api: '0.0.0.0:7443', controller_version: '0.1.0' }, error: null }); } };
 const view = { extend: (o) => o };
 const poll = { add: () => {} };
 const uci = { load: () => Promise.resolve(), get: () => null };

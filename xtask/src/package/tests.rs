@@ -317,7 +317,7 @@ fn controller_init_starts_the_daemon_with_the_agreed_flags() {
             "procd_open_instance|controller",
             "procd_set_param|command|/usr/bin/trellis-controller|--data-dir|/etc/trellis/controller\
              |--agent-api|0.0.0.0:7443|--admin-socket|/var/run/trellis/admin.sock|--cert-ttl-hours|24",
-            "procd_set_param|env|RUST_LOG=info",
+            "procd_set_param|env|TRELLIS_LOG=info",
             "procd_set_param|respawn|3600|5|5",
             "procd_set_param|stdout|1",
             "procd_set_param|stderr|1",
@@ -365,14 +365,21 @@ fn controller_init_follows_role_port_and_enabled() {
 
 #[test]
 fn agent_init_starts_the_daemon_with_the_agreed_flags() {
-    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", "/srv/t")]);
+    let state = tmp("agent-state");
+    let data_dir = state.to_str().unwrap();
+    std::fs::create_dir_all(state.join("agent")).unwrap();
+    std::fs::write(state.join("agent/node.json"), "{}").unwrap();
+    std::fs::write(state.join("agent/identity.pem"), "").unwrap();
+    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
     assert!(ok, "{err}");
+    let command =
+        format!("procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|{data_dir}/agent");
     assert_eq!(
         procd_calls(&calls),
         [
             "procd_open_instance|agent",
-            "procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|/srv/t/agent",
-            "procd_set_param|env|RUST_LOG=info",
+            command.as_str(),
+            "procd_set_param|env|TRELLIS_LOG=info",
             "procd_set_param|respawn|3600|5|5",
             "procd_set_param|stdout|1",
             "procd_set_param|stderr|1",
@@ -383,9 +390,25 @@ fn agent_init_starts_the_daemon_with_the_agreed_flags() {
             "procd_add_reload_trigger|trellis",
         ]
     );
-    assert!(calls.contains(&"chmod|0700|/srv/t|/srv/t/agent".to_owned()));
+    assert!(calls.contains(&format!("chmod|0700|{data_dir}|{data_dir}/agent")));
     let text = std::fs::read_to_string(ws().join("firmware/files/trellis-agent.init")).unwrap();
     assert!(text.starts_with("#!/bin/sh /etc/rc.common\n") && text.contains("USE_PROCD=1"));
+}
+
+#[test]
+fn agent_init_waits_for_the_router_to_join() {
+    // Without node.json and identity.pem `trellis-agent run` exits at once; starting it
+    // would only burn procd's respawn budget.
+    let state = tmp("agent-unjoined");
+    let data_dir = state.to_str().unwrap();
+    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
+    assert!(ok, "{err}");
+    assert_eq!(procd_calls(&calls), ["procd_add_reload_trigger|trellis"]);
+    assert!(
+        calls.contains(&format!("mkdir|-p|{data_dir}/agent")),
+        "{calls:?}"
+    );
+    assert!(err.contains("trellis-agent join --state-dir"), "{err}");
 }
 
 /// A `uci` stand-in that answers `get` from a small key=value file and records changes.
@@ -436,18 +459,18 @@ fn run_uci_defaults(state: &str) -> Vec<String> {
 
 #[test]
 fn uci_defaults_point_dnsmasq_at_the_mesh_zone_once() {
-    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=5354\n";
+    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=15053\n";
     assert_eq!(
         run_uci_defaults(fresh),
         [
-            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354",
+            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#15053",
             "add_list dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa",
             "commit dhcp",
         ]
     );
     // Second run (or a user who already added it): nothing is added twice.
     let done = format!(
-        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#5354\n\
+        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#15053\n\
          dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
     );
     assert_eq!(run_uci_defaults(&done), ["commit dhcp"]);
@@ -528,7 +551,7 @@ fn rpcd_plugin_speaks_the_list_call_protocol() {
     let bin = root.join("stub-bin");
     write_exec(
         &bin.join("trellis"),
-        "#!/bin/sh\n[ \"$*\" = 'status --json' ] || exit 2\necho '{\"home_id\":\"h1\",\"nodes\":[{\"name\":\"a\"}]}'\n",
+        "#!/bin/sh\n[ \"$*\" = 'status --json' ] || exit 2\nprintf '{\\n  \"home_id\": \"h1\",\\n  \"config_version\": 3,\\n  \"nodes\": 2\\n}\\n'\n",
     );
     let (ok, out) = plugin(&["call", "status"], "{}", Some(&bin), &root);
     assert!(ok);
@@ -537,6 +560,7 @@ fn rpcd_plugin_speaks_the_list_call_protocol() {
     assert_eq!(v["agent_running"], true);
     assert_eq!(v["controller_running"], false);
     assert_eq!(v["status"]["home_id"], "h1");
+    assert_eq!(v["status"]["nodes"], 2);
     assert_eq!(v["error"], serde_json::Value::Null);
 
     // The controller is down: the error text (with quotes) stays valid JSON.

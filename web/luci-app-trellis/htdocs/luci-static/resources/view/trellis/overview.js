@@ -38,13 +38,21 @@ function statusRows(st) {
 			? yesNo(st.controller_running, _('running'), _('not running'))
 			: _('not installed (this router is a satellite)') ]
 	];
+	// `trellis status --json` on the primary router: home_id, config_version, nodes (a
+	// count), ca_not_after (unix seconds), agent_api, controller_version.
 	var home = st.status || {};
 	if (home.home_id)
 		rows.push([ _('Home'), String(home.home_id) ]);
 	if (home.nodes != null)
 		rows.push([ _('Routers'), String(Array.isArray(home.nodes) ? home.nodes.length : home.nodes) ]);
-	if (home.services != null)
-		rows.push([ _('Services'), String(Array.isArray(home.services) ? home.services.length : home.services) ]);
+	if (home.config_version != null)
+		rows.push([ _('Configuration version'), String(home.config_version) ]);
+	if (home.ca_not_after)
+		rows.push([ _('Certificate authority valid until'), new Date(home.ca_not_after * 1000).toLocaleDateString() ]);
+	if (home.agent_api)
+		rows.push([ _('Agent API'), String(home.agent_api) ]);
+	if (home.controller_version)
+		rows.push([ _('Version'), String(home.controller_version) ]);
 	if (st.error)
 		rows.push([ _('Problem'), E('span', { 'class': 'label warning' }, st.error) ]);
 	return rows.map(function(r) {
@@ -137,7 +145,7 @@ return view.extend({
 		o = s.option(form.Value, 'dns_port', _('Mesh DNS port'),
 			_('dnsmasq forwards trellis.home.arpa to this port.'));
 		o.datatype = 'port';
-		o.placeholder = '5354';
+		o.placeholder = '15053';
 		o = s.option(form.Value, 'proxy_outbound_port', _('Proxy outbound port'));
 		o.datatype = 'port';
 		o.placeholder = '15001';
