@@ -23,6 +23,7 @@ pub fn run_all(quick: bool) -> Result<()> {
     if !quick {
         router_binaries()?;
     }
+    crate::package::ci_checks(quick)?;
     Ok(())
 }
 
