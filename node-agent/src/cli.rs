@@ -200,7 +200,7 @@ pub fn main() -> ExitCode {
             };
             match runtime.block_on(join(&controller, &code, &name, &state, force)) {
                 Ok(joined) => {
-                    let hours = joined.not_after.saturating_sub(crate::unix_now()) / 3600;
+                    let hours = (joined.not_after.saturating_sub(crate::unix_now()) + 1800) / 3600;
                     println!(
                         "joined home {} as {}; certificate valid {hours} h (renewed automatically); start the agent: /etc/init.d/trellis-agent restart",
                         joined.node.home_id, joined.node.identity
