@@ -2,4 +2,6 @@
 //!
 //! It owns the node's side of the control plane:
 //! - [`cli`]: the `trellis-agent` command line (`run`, `join`).
+//! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
 pub mod cli;
+pub mod wifi;

@@ -1,0 +1,814 @@
+//! `trellis-agent mesh`: forms the 802.11s mesh on one radio and keeps it healthy.
+//!
+//! It creates the mesh-point interface through nl80211, has it joined (SAE through
+//! wpa_supplicant; an open mesh through JOIN_MESH only with `--open-test-mesh`), applies the
+//! role's HWMP parameters, then follows nl80211 and wpa_supplicant events, with a station and
+//! mesh-path dump every `--poll-ms` for the figures events do not carry (signal, metric, path
+//! changes). Everything it learns is printed as JSON lines on stdout, one object per line with
+//! `t_ms` (since start), `node` and `event`; the controller client forwards the same objects.
+//!
+//! Pairing hook: the controller hands out [`trellis_proto::snapshot::MeshCredentials`] at
+//! enrollment. [`MeshSettings::with_credentials`] turns them into settings for [`run`], so the
+//! lead's `run` command can start the mesh from the snapshot instead of a password file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::health::{Action, HealthMonitor};
+use super::link::{Cidr, Links};
+use super::nl80211::{MeshPath, Nl80211, PeerLink, WifiEvent};
+use super::raw_nla::PlinkAction;
+use super::role::{Role, RoleDecision, RoleInputs, RoleMachine};
+use super::sae::{self, Ctrl, SaePassword, Supplicant, SupplicantConfig, SupplicantEvent};
+use super::Mac;
+
+/// Flags of `trellis-agent mesh`.
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// Radio to put the mesh on, as `iw phy` names it.
+    #[arg(long, default_value = "phy0")]
+    pub phy: String,
+    /// Name of the mesh-point interface to create.
+    #[arg(long, default_value = "mesh0")]
+    pub iface: String,
+    /// The 802.11s mesh ID (the controller's snapshot carries it after pairing).
+    #[arg(long, required_unless_present = "list")]
+    pub mesh_id: Option<String>,
+    /// Channel frequency in MHz (2412 = channel 1).
+    #[arg(long, default_value_t = 2412)]
+    pub freq: u32,
+    /// File holding the mesh SAE password (one line). The password is never logged.
+    #[arg(long, conflicts_with = "open_test_mesh")]
+    pub password_file: Option<PathBuf>,
+    /// TESTS ONLY: an unencrypted mesh, joined by the kernel's own peering.
+    #[arg(long)]
+    pub open_test_mesh: bool,
+    /// Role: auto (portal when a default route leaves through another interface), portal, relay.
+    #[arg(long, value_enum, default_value_t = RoleArg::Auto)]
+    pub role: RoleArg,
+    /// This node also has a cable to the home LAN (wired backhaul wins over the air).
+    #[arg(long)]
+    pub wired_backhaul: bool,
+    /// Address to give the mesh interface, e.g. 10.99.0.1/24 (normally the LAN bridge has it).
+    #[arg(long)]
+    pub addr: Option<String>,
+    /// Put the mesh interface into this LAN bridge.
+    #[arg(long)]
+    pub bridge: Option<String>,
+    /// Node name printed in every JSON line.
+    #[arg(long, default_value = "")]
+    pub node: String,
+    /// Refresh of station and mesh-path figures, in ms (events trigger extra refreshes).
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Print a full `links`/`paths` report every this many ms (changes are printed at once).
+    #[arg(long, default_value_t = 10_000)]
+    pub report_ms: u64,
+    /// wpa_supplicant program.
+    #[arg(long, default_value = "wpa_supplicant")]
+    pub wpa_supplicant: String,
+    /// Directory for the wpa_supplicant config and control socket.
+    #[arg(long, default_value = "/var/run/trellis")]
+    pub run_dir: PathBuf,
+    /// Let wpa_supplicant write its own debug log here (no secrets at its default level).
+    #[arg(long)]
+    pub wpa_log: Option<PathBuf>,
+    /// Only list radios and wifi interfaces as JSON, then exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Auto,
+    Portal,
+    Relay,
+}
+
+/// How the mesh is secured.
+#[derive(Debug, Clone)]
+pub enum MeshSecurity {
+    Sae(SaePassword),
+    /// Unencrypted: only ever from the explicit `--open-test-mesh` flag.
+    OpenTestMesh,
+}
+
+/// Everything [`run`] needs, validated.
+#[derive(Debug, Clone)]
+pub struct MeshSettings {
+    pub phy: String,
+    pub iface: String,
+    pub mesh_id: String,
+    pub freq_mhz: u32,
+    pub security: MeshSecurity,
+    pub role: RoleArg,
+    pub wired_backhaul: bool,
+    pub addr: Option<Cidr>,
+    pub bridge: Option<String>,
+    pub node: String,
+    pub poll: Duration,
+    pub report_every: Duration,
+    pub wpa_supplicant: String,
+    pub run_dir: PathBuf,
+    pub wpa_log: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--mesh-id is required")]
+    NoMeshId,
+    #[error("give --password-file (SAE) or, for tests only, --open-test-mesh")]
+    NoSecurity,
+    #[error("cannot read the password file {path}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sae(#[from] sae::Error),
+    #[error(transparent)]
+    Nl80211(#[from] super::nl80211::Error),
+    #[error(transparent)]
+    Link(#[from] super::link::Error),
+}
+
+impl MeshSettings {
+    /// Validates the flags; reads the password file.
+    pub fn from_args(a: &MeshArgs) -> Result<Self, Error> {
+        let mesh_id = a.mesh_id.clone().ok_or(Error::NoMeshId)?;
+        sae::check_mesh_id(&mesh_id)?;
+        let security = match (&a.password_file, a.open_test_mesh) {
+            (Some(path), false) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::PasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                MeshSecurity::Sae(SaePassword::new(text.lines().next().unwrap_or(""))?)
+            }
+            (None, true) => MeshSecurity::OpenTestMesh,
+            _ => return Err(Error::NoSecurity),
+        };
+        let addr = a.addr.as_deref().map(str::parse).transpose()?;
+        Ok(Self {
+            phy: a.phy.clone(),
+            iface: a.iface.clone(),
+            mesh_id,
+            freq_mhz: a.freq,
+            security,
+            role: a.role,
+            wired_backhaul: a.wired_backhaul,
+            addr,
+            bridge: a.bridge.clone(),
+            node: a.node.clone(),
+            poll: Duration::from_millis(a.poll_ms.clamp(100, 60_000)),
+            report_every: Duration::from_millis(a.report_ms.clamp(500, 3_600_000)),
+            wpa_supplicant: a.wpa_supplicant.clone(),
+            run_dir: a.run_dir.clone(),
+            wpa_log: a.wpa_log.clone(),
+        })
+    }
+
+    /// Pairing hook: the mesh ID and SAE password from the controller's snapshot replace the
+    /// command-line ones.
+    pub fn with_credentials(
+        mut self,
+        creds: &trellis_proto::snapshot::MeshCredentials,
+    ) -> Result<Self, Error> {
+        sae::check_mesh_id(&creds.mesh_id)?;
+        self.mesh_id = creds.mesh_id.clone();
+        self.security = MeshSecurity::Sae(SaePassword::new(&creds.sae_password)?);
+        Ok(self)
+    }
+}
+
+/// Entry point for the CLI: own single-threaded runtime (a router has one or two cores).
+pub fn main(args: MeshArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trellis-agent: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        if args.list {
+            return list().await;
+        }
+        let settings = MeshSettings::from_args(&args)?;
+        run(settings).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            eprintln!("trellis-agent: {msg}");
+            ExitCode::from(if matches!(e, Error::NoMeshId | Error::NoSecurity) {
+                64
+            } else {
+                1
+            })
+        }
+    }
+}
+
+async fn list() -> Result<(), Error> {
+    let nl = Nl80211::connect()?;
+    let out = Reporter::new(String::new());
+    out.line("radios", &json!({ "radios": nl.radios().await? }));
+    out.line(
+        "interfaces",
+        &json!({ "interfaces": nl.interfaces().await? }),
+    );
+    Ok(())
+}
+
+/// Writes one JSON object per line to stdout.
+pub struct Reporter {
+    node: String,
+    start: Instant,
+}
+
+impl Reporter {
+    pub fn new(node: String) -> Self {
+        Self {
+            node,
+            start: Instant::now(),
+        }
+    }
+
+    pub fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn line(&self, event: &str, data: &impl Serialize) {
+        #[derive(Serialize)]
+        struct Line<'a, T: Serialize> {
+            t_ms: u64,
+            node: &'a str,
+            event: &'a str,
+            #[serde(flatten)]
+            data: &'a T,
+        }
+        let line = Line {
+            t_ms: self.elapsed_ms(),
+            node: &self.node,
+            event,
+            data,
+        };
+        if let Ok(mut s) = serde_json::to_string(&line) {
+            s.push('\n');
+            let mut out = std::io::stdout().lock();
+            // A closed stdout (the reader went away) must not stop the mesh.
+            let _ = out.write_all(s.as_bytes());
+            let _ = out.flush();
+        }
+    }
+}
+
+/// wpa_supplicant supervision: restart with capped exponential backoff.
+const RESTART_MIN: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+/// After this long with peers in sight but none established, say why.
+const DIAGNOSE_AFTER: Duration = Duration::from_secs(12);
+
+struct Sup {
+    /// The tasks owning the wpa_supplicant child and its event socket; aborting them kills
+    /// the child (kill_on_drop).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ctrl: Option<Ctrl>,
+    config_path: PathBuf,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    tx: tokio::sync::mpsc::Sender<SupMsg>,
+}
+
+impl Sup {
+    fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        self.ctrl = None;
+    }
+}
+
+/// What the supervision tasks tell the main loop.
+enum SupMsg {
+    Event(SupplicantEvent),
+    Exited(String),
+    EventsLost(String),
+}
+
+/// Forms the mesh and supervises it until SIGINT/SIGTERM.
+pub async fn run(s: MeshSettings) -> Result<(), Error> {
+    let out = Reporter::new(s.node.clone());
+    let nl = Nl80211::connect()?;
+    let links = Links::connect()?;
+    let radio = nl.radio_by_name(&s.phy).await?;
+    // Subscribe before creating/joining so no peer event is missed.
+    let mut nl_events: std::pin::Pin<Box<dyn futures_util::Stream<Item = WifiEvent>>> =
+        Box::pin(super::nl80211::events()?);
+    let iface = nl.ensure_mesh_interface(radio.wiphy, &s.iface).await?;
+    let ifindex = iface.ifindex;
+
+    let mut roles = RoleMachine::new();
+    let role = roles
+        .update(out.elapsed_ms(), role_inputs(&s))
+        .unwrap_or_else(|| super::role::decide(role_inputs(&s)));
+
+    out.line(
+        "started",
+        &json!({
+            "iface": s.iface, "ifindex": ifindex, "mac": iface.mac, "phy": s.phy,
+            "mesh_id": s.mesh_id, "freq": s.freq_mhz,
+            "security": match s.security { MeshSecurity::Sae(_) => "sae", MeshSecurity::OpenTestMesh => "open-test-mesh" },
+            "role": role.role, "role_why": role.why,
+        }),
+    );
+
+    if let Some(bridge) = &s.bridge {
+        links.enslave(&s.iface, bridge).await?;
+    }
+    if let Some(addr) = s.addr {
+        links.add_address(&s.iface, addr).await?;
+    }
+
+    let mut sup: Option<Sup> = None;
+    // Bounded: wpa_supplicant sends a handful of events per peer; if the loop falls behind,
+    // the event task waits instead of growing a queue.
+    let (sup_tx, mut sup_rx) = tokio::sync::mpsc::channel::<SupMsg>(64);
+    let mut params_applied = false;
+    match &s.security {
+        MeshSecurity::OpenTestMesh => {
+            links.set_up(&s.iface).await?;
+            // The role's parameters go with JOIN_MESH: no window with kernel defaults.
+            nl.join_open_mesh(ifindex, &s.mesh_id, s.freq_mhz, &role.mesh_params)
+                .await?;
+            params_applied = true;
+            out.line(
+                "joined",
+                &json!({"how": "JOIN_MESH (open test mesh, no encryption)"}),
+            );
+        }
+        MeshSecurity::Sae(password) => {
+            let ctrl_dir = s.run_dir.join("wpa");
+            let config_path = s.run_dir.join(format!("wpa-{}.conf", s.iface));
+            SupplicantConfig {
+                mesh_id: s.mesh_id.clone(),
+                freq_mhz: s.freq_mhz,
+                password: password.clone(),
+                mesh_fwding: true,
+                ctrl_dir: ctrl_dir.clone(),
+            }
+            .write(&config_path)?;
+            let mut st = Sup {
+                tasks: Vec::new(),
+                ctrl: None,
+                config_path,
+                backoff: RESTART_MIN,
+                restart_at: None,
+                tx: sup_tx.clone(),
+            };
+            start_supplicant(&s, &mut st, &out).await?;
+            sup = Some(st);
+        }
+    }
+    apply_role(&nl, ifindex, &role, &out, params_applied).await;
+    if !params_applied {
+        params_applied = try_set_params(&nl, ifindex, &role).await;
+    }
+
+    let mut state = State {
+        links: BTreeMap::new(),
+        paths: BTreeMap::new(),
+        formed: false,
+        started: Instant::now(),
+        health: HealthMonitor::new(),
+        auth_failures: BTreeMap::new(),
+        diagnosed: false,
+        last_report: Instant::now(),
+        role,
+        params_applied,
+    };
+    let mut tick = tokio::time::interval(s.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::Link(super::link::Error::Socket(e)))?;
+
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                refresh(&nl, ifindex, &s, &out, &mut state).await;
+                if let Some(st) = sup.as_mut() {
+                    if st.restart_at.is_some_and(|t| Instant::now() >= t) {
+                        st.restart_at = None;
+                        if let Err(e) = start_supplicant(&s, st, &out).await {
+                            out.line("error", &json!({"what": format!("restarting wpa_supplicant: {e}")}));
+                            schedule_restart(st, &out);
+                        }
+                    }
+                }
+                if !state.params_applied {
+                    state.params_applied = try_set_params(&nl, ifindex, &state.role).await;
+                }
+                if let Some(d) = roles.update(out.elapsed_ms(), role_inputs(&s)) {
+                    state.role = d.clone();
+                    apply_role(&nl, ifindex, &d, &out, false).await;
+                    state.params_applied = try_set_params(&nl, ifindex, &d).await;
+                }
+            }
+            ev = nl_events.next() => {
+                let Some(ev) = ev else {
+                    out.line("error", &json!({"what": "nl80211 event socket closed; polling only"}));
+                    nl_events = Box::pin(futures_util::stream::pending());
+                    continue;
+                };
+                on_wifi_event(&nl, ifindex, ev, &s, &out, &mut state).await;
+            }
+            Some(msg) = sup_rx.recv() => match msg {
+                SupMsg::Event(ev) => on_supplicant_event(&nl, ifindex, ev, &out, &mut state).await,
+                SupMsg::EventsLost(e) => {
+                    out.line("error", &json!({"what": format!("wpa_supplicant events: {e}")}));
+                }
+                SupMsg::Exited(status) => {
+                    if let Some(st) = sup.as_mut() {
+                        out.line("supplicant_exited", &json!({"status": status}));
+                        st.stop();
+                        schedule_restart(st, &out);
+                    }
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+    out.line("stopping", &json!({}));
+    if let Some(mut st) = sup.take() {
+        st.stop();
+    } else {
+        let _ = nl.leave_mesh(ifindex).await;
+    }
+    Ok(())
+}
+
+fn role_inputs(s: &MeshSettings) -> RoleInputs {
+    RoleInputs {
+        wan_up: default_route_elsewhere(&s.iface),
+        wired_backhaul: s.wired_backhaul,
+        forced: match s.role {
+            RoleArg::Auto => None,
+            RoleArg::Portal => Some(Role::Portal),
+            RoleArg::Relay => Some(Role::Relay),
+        },
+    }
+}
+
+/// Whether an IPv4 default route leaves through an interface other than the mesh (or the
+/// bridge holding it): the node has its own upstream. Read from /proc/net/route, bounded.
+fn default_route_elsewhere(mesh_iface: &str) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return false;
+    };
+    text.lines().skip(1).take(1024).any(|l| {
+        let mut f = l.split_whitespace();
+        let (Some(dev), Some(dst)) = (f.next(), f.next()) else {
+            return false;
+        };
+        dst == "00000000" && dev != mesh_iface && !dev.starts_with("br-")
+    })
+}
+
+async fn start_supplicant(s: &MeshSettings, st: &mut Sup, out: &Reporter) -> Result<(), Error> {
+    let ctrl_dir = s.run_dir.join("wpa");
+    // A stale socket from a killed instance makes wpa_supplicant refuse to start.
+    let _ = std::fs::remove_file(ctrl_dir.join(&s.iface));
+    st.stop();
+    let proc = Supplicant::spawn(
+        &s.wpa_supplicant,
+        &s.iface,
+        &st.config_path,
+        &ctrl_dir,
+        s.wpa_log.as_deref(),
+    )?;
+    let path = proc.ctrl_path();
+    let tx = st.tx.clone();
+    st.tasks.push(tokio::spawn(async move {
+        let mut proc = proc;
+        let status = match proc.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let _ = tx.send(SupMsg::Exited(status)).await;
+    }));
+    let events = Ctrl::connect(&path, Duration::from_secs(10)).await?;
+    events.attach().await?;
+    let tx = st.tx.clone();
+    st.tasks.push(tokio::spawn(async move {
+        loop {
+            match events.next_event().await {
+                Ok(ev) => {
+                    if tx.send(SupMsg::Event(ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(SupMsg::EventsLost(e.to_string())).await;
+                    return;
+                }
+            }
+        }
+    }));
+    let ctrl = Ctrl::connect(&path, Duration::from_secs(2)).await?;
+    let status = ctrl.status().await.unwrap_or_default();
+    out.line(
+        "supplicant_started",
+        &json!({"wpa_state": status.get("wpa_state"), "mode": status.get("mode")}),
+    );
+    st.ctrl = Some(ctrl);
+    st.backoff = RESTART_MIN;
+    Ok(())
+}
+
+fn schedule_restart(st: &mut Sup, out: &Reporter) {
+    let wait = st.backoff;
+    st.backoff = (st.backoff * 2).min(RESTART_MAX);
+    st.restart_at = Some(Instant::now() + wait);
+    out.line(
+        "supplicant_restart",
+        &json!({"in_ms": wait.as_millis() as u64}),
+    );
+}
+
+async fn apply_role(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Reporter, joined: bool) {
+    let _ = (nl, ifindex);
+    let params: BTreeMap<String, u32> = d
+        .mesh_params
+        .iter()
+        .map(|(p, v)| (p.iw_name().to_string(), *v))
+        .collect();
+    out.line(
+        "role",
+        &json!({"role": d.role, "why": d.why, "mesh_params": params,
+                "mesh_port_path_cost": d.mesh_port_path_cost, "applied_at_join": joined}),
+    );
+}
+
+/// Sets the role's mesh parameters; false while the mesh is not joined yet (ENOLINK).
+async fn try_set_params(nl: &Nl80211, ifindex: u32, d: &RoleDecision) -> bool {
+    match nl.set_mesh_config(ifindex, &d.mesh_params).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "mesh parameters not applied yet");
+            false
+        }
+    }
+}
+
+struct State {
+    links: BTreeMap<Mac, String>,
+    paths: BTreeMap<Mac, MeshPath>,
+    formed: bool,
+    started: Instant,
+    health: HealthMonitor,
+    auth_failures: BTreeMap<Mac, u32>,
+    diagnosed: bool,
+    last_report: Instant,
+    role: RoleDecision,
+    params_applied: bool,
+}
+
+async fn on_wifi_event(
+    nl: &Nl80211,
+    ifindex: u32,
+    ev: WifiEvent,
+    s: &MeshSettings,
+    out: &Reporter,
+    state: &mut State,
+) {
+    match ev {
+        WifiEvent::PeerDel { ifindex: i, peer } if i == ifindex => {
+            // Heal now: forget every path through the lost peer, so the next frame starts a
+            // fresh discovery instead of waiting for the path to time out.
+            heal_paths_via(nl, ifindex, peer, out, state).await;
+            refresh(nl, ifindex, s, out, state).await;
+        }
+        WifiEvent::PeerNew { ifindex: i, .. } if i == ifindex => {
+            refresh(nl, ifindex, s, out, state).await;
+        }
+        WifiEvent::InterfaceGone { ifindex: i } if i == ifindex => {
+            out.line(
+                "error",
+                &json!({"what": format!("interface {} was deleted", s.iface)}),
+            );
+        }
+        _ => {}
+    }
+}
+
+async fn heal_paths_via(nl: &Nl80211, ifindex: u32, peer: Mac, out: &Reporter, state: &State) {
+    for p in state.paths.values().filter(|p| p.next_hop == peer) {
+        if nl.delete_mesh_path(ifindex, p.dst).await.is_ok() {
+            out.line(
+                "heal",
+                &json!({"dst": p.dst, "via_lost_peer": peer, "action": "path deleted, rediscovering"}),
+            );
+        }
+    }
+}
+
+async fn on_supplicant_event(
+    nl: &Nl80211,
+    ifindex: u32,
+    ev: SupplicantEvent,
+    out: &Reporter,
+    state: &mut State,
+) {
+    match ev {
+        SupplicantEvent::GroupStarted => {
+            out.line("joined", &json!({"how": "wpa_supplicant (SAE)"}));
+            state.params_applied = try_set_params(nl, ifindex, &state.role).await;
+        }
+        SupplicantEvent::PeerConnected(peer) => {
+            out.line("sae_peer_connected", &json!({"peer": peer}));
+        }
+        SupplicantEvent::PeerDisconnected(peer) => {
+            out.line("sae_peer_disconnected", &json!({"peer": peer}));
+        }
+        SupplicantEvent::SaeAuthFailure(peer) => {
+            let n = state.auth_failures.entry(peer).or_insert(0);
+            *n += 1;
+            out.line(
+                "sae_auth_failure",
+                &json!({"peer": peer, "count": *n,
+                        "why": "SAE authentication failed: this node and the peer do not share the mesh password (re-pair the node, or check the mesh credentials)"}),
+            );
+        }
+        SupplicantEvent::SaeAuthBlocked { peer, seconds } => {
+            out.line(
+                "sae_auth_blocked",
+                &json!({"peer": peer, "seconds": seconds,
+                        "why": "repeated SAE failures: wpa_supplicant pauses attempts with this peer"}),
+            );
+        }
+        SupplicantEvent::GroupRemoved => out.line("left", &json!({})),
+        SupplicantEvent::Other(_) => {}
+    }
+}
+
+/// Dumps stations and paths, prints what changed, runs damping and the diagnosis.
+async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, state: &mut State) {
+    let now_ms = out.elapsed_ms();
+    let links: Vec<PeerLink> = match nl.peer_links(ifindex).await {
+        Ok(l) => l,
+        Err(e) => {
+            out.line("error", &json!({"what": e.to_string()}));
+            return;
+        }
+    };
+    // Peer link state changes.
+    let mut lost = Vec::new();
+    for l in &links {
+        let prev = state.links.get(&l.peer);
+        if prev.map(String::as_str) != Some(l.plink.as_str()) {
+            let was_up = prev.is_some_and(|p| p == "ESTAB");
+            if l.is_established() {
+                out.line(
+                    "peer_up",
+                    &json!({"peer": l.peer, "signal_dbm": l.signal_dbm, "airtime_metric": l.airtime_metric}),
+                );
+            } else if was_up {
+                out.line("peer_down", &json!({"peer": l.peer, "plink": l.plink}));
+                lost.push(l.peer);
+            }
+        }
+    }
+    for (peer, plink) in &state.links {
+        if plink == "ESTAB" && !links.iter().any(|l| &l.peer == peer) {
+            out.line("peer_down", &json!({"peer": peer, "plink": "GONE"}));
+            lost.push(*peer);
+        }
+    }
+    for peer in lost {
+        heal_paths_via(nl, ifindex, peer, out, state).await;
+    }
+    state.links = links.iter().map(|l| (l.peer, l.plink.clone())).collect();
+    let estab = links.iter().filter(|l| l.is_established()).count();
+    if estab > 0 && !state.formed {
+        state.formed = true;
+        out.line(
+            "mesh_formed",
+            &json!({"peers": estab, "since_start_ms": state.started.elapsed().as_millis() as u64}),
+        );
+    }
+
+    // Damping.
+    for action in state.health.observe_links(now_ms, &links) {
+        apply_damping(nl, ifindex, &action, out).await;
+    }
+
+    // Paths.
+    match nl.mesh_paths(ifindex).await {
+        Ok(paths) => {
+            let mut new_map = BTreeMap::new();
+            for p in paths {
+                let old = state.paths.get(&p.dst);
+                let changed = old.is_none_or(|o| o.next_hop != p.next_hop);
+                if changed {
+                    state
+                        .health
+                        .observe_path_change(now_ms, old.map(|o| o.next_hop), p.next_hop);
+                    out.line(
+                        "path",
+                        &json!({"dst": p.dst, "next_hop": p.next_hop,
+                                "old_next_hop": old.map(|o| o.next_hop),
+                                "metric": p.info.metric, "hop_count": p.info.hop_count,
+                                "active": p.info.is_active()}),
+                    );
+                }
+                new_map.insert(p.dst, p);
+            }
+            for dst in state.paths.keys() {
+                if !new_map.contains_key(dst) {
+                    out.line("path_gone", &json!({"dst": dst}));
+                }
+            }
+            state.paths = new_map;
+        }
+        Err(e) => out.line("error", &json!({"what": e.to_string()})),
+    }
+
+    // Diagnosis: peers heard, none established, for a while.
+    if !state.diagnosed
+        && estab == 0
+        && state.started.elapsed() >= DIAGNOSE_AFTER
+        && matches!(s.security, MeshSecurity::Sae(_))
+    {
+        state.diagnosed = true;
+        let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
+        let why = if !state.auth_failures.is_empty() {
+            "SAE authentication keeps failing with every peer: the mesh password differs from the other nodes' (re-pair this node)"
+        } else if !seen.is_empty() {
+            "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password"
+        } else {
+            "no mesh peer in range on this channel and mesh ID: check the channel, the mesh ID and the distance"
+        };
+        out.line(
+            "diagnosis",
+            &json!({"problem": "no_peer_link", "peers_in_range": seen, "auth_failures": state.auth_failures.values().sum::<u32>(), "why": why}),
+        );
+    }
+
+    if state.last_report.elapsed() >= s.report_every {
+        state.last_report = Instant::now();
+        report(out, state, now_ms);
+    }
+    for action in state.health.tick(now_ms) {
+        apply_damping(nl, ifindex, &action, out).await;
+    }
+}
+
+fn report(out: &Reporter, state: &State, now_ms: u64) {
+    out.line("links", &json!({"links": state.health.report(now_ms)}));
+    let paths: Vec<Value> = state
+        .paths
+        .values()
+        .map(|p| json!({"dst": p.dst, "next_hop": p.next_hop, "metric": p.info.metric, "hop_count": p.info.hop_count, "path_changes": p.info.path_change_count, "active": p.info.is_active()}))
+        .collect();
+    out.line("paths", &json!({ "paths": paths }));
+}
+
+async fn apply_damping(nl: &Nl80211, ifindex: u32, action: &Action, out: &Reporter) {
+    let result = match action {
+        Action::Block { peer, .. } => {
+            nl.set_plink_action(ifindex, *peer, PlinkAction::Block)
+                .await
+        }
+        // Deleting the station forgets the BLOCKED state; the next beacon from the peer starts a
+        // fresh peering (kernel MPM or wpa_supplicant alike, where plink_action open is refused).
+        Action::Unblock { peer, .. } => nl.delete_station(ifindex, *peer).await,
+    };
+    match result {
+        Ok(()) => out.line("damping", action),
+        Err(e) => out.line(
+            "error",
+            &json!({"what": format!("damping action failed: {e}"), "action": action}),
+        ),
+    }
+}
