@@ -4,8 +4,10 @@
 //! - `test`: install what the tests need (when missing), then run every check CI runs.
 //! - `cross [TARGET…]`: static router binaries for the arches in `cross/targets.tsv`.
 //! - `bench`: the benchmarks, printing figures.
+//! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim), agents form and heal a real mesh.
 mod cross;
 mod demo;
+mod lab;
 mod setup;
 mod test;
 
@@ -24,6 +26,8 @@ commands:
   cross [TARGET...]     static release binaries for router CPUs (default: all in
                         cross/targets.tsv), with size and xz size
   bench                 run the benchmarks and print their figures
+  lab [--agent PATH]    the 802.11s VM lab: qemu + mac80211_hwsim, agents form an SAE mesh,
+                        a line topology and a reroute (root; ~2 min after the agent build)
   setup                 only install what the tests need";
 
 fn main() -> ExitCode {
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("cross") => cross::run(&args[1..]).map(|_| ()),
         Some("bench") => bench(),
+        Some("lab") => lab::run(&args[1..]),
         Some("setup") => setup::ensure_test_tools(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");

@@ -60,7 +60,7 @@ pub struct LinkReport {
     pub plink: String,
     pub signal_dbm: Option<i8>,
     pub expected_throughput_kbps: Option<u32>,
-    pub airtime_metric: Option<u16>,
+    pub airtime_metric: Option<u32>,
     pub tx_bitrate_100kbps: Option<u32>,
     pub path_changes_per_min: usize,
     pub flaps_10min: usize,

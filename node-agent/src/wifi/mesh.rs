@@ -359,8 +359,16 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
         MeshSecurity::OpenTestMesh => {
             links.set_up(&s.iface).await?;
             // The role's parameters go with JOIN_MESH: no window with kernel defaults.
-            nl.join_open_mesh(ifindex, &s.mesh_id, s.freq_mhz, &role.mesh_params)
-                .await?;
+            if let Err(e) = nl
+                .join_open_mesh(ifindex, &s.mesh_id, s.freq_mhz, &role.mesh_params)
+                .await
+            {
+                // Joined already (a previous run was killed): leave, then join with our settings.
+                tracing::info!(error = %e, "leaving the mesh to rejoin it");
+                nl.leave_mesh(ifindex).await?;
+                nl.join_open_mesh(ifindex, &s.mesh_id, s.freq_mhz, &role.mesh_params)
+                    .await?;
+            }
             params_applied = true;
             out.line(
                 "joined",
@@ -386,6 +394,8 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
                 restart_at: None,
                 tx: sup_tx.clone(),
             };
+            // A mesh left joined by a killed run would make wpa_supplicant's join fail.
+            let _ = nl.leave_mesh(ifindex).await;
             start_supplicant(&s, &mut st, &out).await?;
             sup = Some(st);
         }
@@ -462,9 +472,10 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
     out.line("stopping", &json!({}));
     if let Some(mut st) = sup.take() {
         st.stop();
-    } else {
-        let _ = nl.leave_mesh(ifindex).await;
     }
+    // wpa_supplicant was killed (not asked to leave): leave the mesh here so the interface is
+    // free for the next start, whoever joined it.
+    let _ = nl.leave_mesh(ifindex).await;
     Ok(())
 }
 

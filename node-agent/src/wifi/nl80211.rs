@@ -1,24 +1,26 @@
 //! The agent's nl80211 handle: radios, interfaces, the mesh-point interface, peer links
 //! (stations), mesh paths, mesh parameters and nl80211 events.
 //!
-//! Typed requests go through `wl-nl80211`; what it does not type yet (JOIN_MESH, GET_MPATH,
-//! GET/SET_MESH_CONFIG, SET_STATION plink_action) is sent through its generic request path with
-//! attributes from [`super::raw_nla`]. Each method names the `iw` command it matches.
+//! Radios and interfaces go through `wl-nl80211`'s typed requests. What it does not type yet
+//! (JOIN_MESH, GET_MPATH, GET/SET_MESH_CONFIG, SET_STATION plink_action) and the station dump
+//! (its parser rejects the kernel's u32 airtime metric, see [`super::raw_nla`]) go through the
+//! same generic-netlink connection as [`RawNl80211`] messages whose attributes are built and
+//! parsed in [`super::raw_nla`]. Each method names the `iw` command it matches.
 
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use serde::Serialize;
-use wl_nl80211::packet_core::{DefaultNla, NetlinkMessage, NetlinkPayload};
+use wl_nl80211::packet_core::{
+    DecodeError, Emitable, NetlinkMessage, NetlinkPayload, ParseableParametrized,
+};
 use wl_nl80211::packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
-use wl_nl80211::packet_generic::GenlMessage;
+use wl_nl80211::packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 use wl_nl80211::{
-    Nl80211Attr, Nl80211Command, Nl80211Handle, Nl80211InterfaceType, Nl80211Message,
-    Nl80211MulticastGroup, Nl80211NewInterface, Nl80211PeerLinkState, Nl80211RateInfo,
-    Nl80211StationInfo,
+    Nl80211Attr, Nl80211Handle, Nl80211InterfaceType, Nl80211MulticastGroup, Nl80211NewInterface,
 };
 
-use super::raw_nla::{self, MeshParam, MpathInfo, PlinkAction};
+use super::raw_nla::{self, MeshParam, MpathInfo, NlaWriter, PlinkAction};
 use super::Mac;
 
 /// Dumps stop here: a home mesh has a handful of peers; a kernel that returns thousands of
@@ -79,7 +81,7 @@ pub struct PeerLink {
     /// Estimated throughput in kbit/s (mac80211's rate control estimate).
     pub expected_throughput_kbps: Option<u32>,
     /// The HWMP airtime link metric (lower is better).
-    pub airtime_metric: Option<u16>,
+    pub airtime_metric: Option<u32>,
     pub inactive_ms: Option<u32>,
     pub tx_failed: Option<u32>,
     pub tx_retries: Option<u32>,
@@ -233,13 +235,9 @@ impl Nl80211 {
 
     /// `iw dev X del`.
     pub async fn delete_interface(&self, ifindex: u32) -> Result<(), Error> {
-        self.raw(
-            Nl80211Command::DelInterface,
-            vec![Nl80211Attr::IfIndex(ifindex)],
-            false,
-        )
-        .await
-        .map(|_| ())
+        self.raw(cmd::DEL_INTERFACE, ifindex_attr(ifindex), false)
+            .await
+            .map(|_| ())
     }
 
     /// `iw dev X mesh join ID freq F [mesh params]`: joins an OPEN mesh run by the kernel's own
@@ -252,44 +250,40 @@ impl Nl80211 {
         freq_mhz: u32,
         params: &[(MeshParam, u32)],
     ) -> Result<(), Error> {
-        let mut attrs = vec![
-            Nl80211Attr::IfIndex(ifindex),
-            other(raw_nla::ATTR_MESH_ID, mesh_id.as_bytes().to_vec()),
-            Nl80211Attr::WiphyFreq(freq_mhz),
-            other(raw_nla::ATTR_MESH_SETUP, raw_nla::encode_mesh_setup_open()),
-        ];
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, ifindex)
+            .bytes(raw_nla::ATTR_MESH_ID, mesh_id.as_bytes())
+            .u32(raw_nla::ATTR_WIPHY_FREQ, freq_mhz)
+            .bytes(raw_nla::ATTR_MESH_SETUP, &raw_nla::encode_mesh_setup_open());
         if !params.is_empty() {
-            attrs.push(other(
+            w.bytes(
                 raw_nla::ATTR_MESH_CONFIG,
-                raw_nla::encode_mesh_config(params),
-            ));
+                &raw_nla::encode_mesh_config(params),
+            );
         }
-        self.raw(Nl80211Command::JoinMesh, attrs, false)
+        self.raw(cmd::JOIN_MESH, w.finish(), false)
             .await
             .map(|_| ())
     }
 
     /// `iw dev X mesh leave`.
     pub async fn leave_mesh(&self, ifindex: u32) -> Result<(), Error> {
-        self.raw(
-            Nl80211Command::LeaveMesh,
-            vec![Nl80211Attr::IfIndex(ifindex)],
-            false,
-        )
-        .await
-        .map(|_| ())
+        self.raw(cmd::LEAVE_MESH, ifindex_attr(ifindex), false)
+            .await
+            .map(|_| ())
     }
 
     /// `iw dev X station dump`: every peer link with its signal, rates and metric.
     pub async fn peer_links(&self, ifindex: u32) -> Result<Vec<PeerLink>, Error> {
-        let cmd = "GET_STATION";
-        let mut stream = self.handle.clone().station().dump(ifindex).execute().await;
+        let msgs = self
+            .raw(cmd::GET_STATION, ifindex_attr(ifindex), true)
+            .await?;
         let mut out = Vec::new();
-        while let Some(msg) = with_timeout(cmd, stream.try_next()).await? {
-            if let Some(link) = peer_link_from_attrs(&msg.payload.attributes) {
-                if out.len() < MAX_DUMP_ENTRIES {
-                    out.push(link);
-                }
+        for m in msgs {
+            match peer_link_from_attrs(&m.attrs) {
+                Ok(Some(l)) => out.push(l),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed station entry"),
             }
         }
         out.sort_by_key(|l: &PeerLink| l.peer);
@@ -298,27 +292,19 @@ impl Nl80211 {
 
     /// `iw dev X station del PEER`: drops the peer's station entry (and any BLOCKED state).
     pub async fn delete_station(&self, ifindex: u32, peer: Mac) -> Result<(), Error> {
-        self.raw(
-            Nl80211Command::DelStation,
-            vec![Nl80211Attr::IfIndex(ifindex), Nl80211Attr::Mac(peer.0)],
-            false,
-        )
-        .await
-        .map(|_| ())
+        self.raw(cmd::DEL_STATION, ifindex_mac_attrs(ifindex, peer), false)
+            .await
+            .map(|_| ())
     }
 
     /// `iw dev X mpath dump`.
     pub async fn mesh_paths(&self, ifindex: u32) -> Result<Vec<MeshPath>, Error> {
         let msgs = self
-            .raw(
-                Nl80211Command::GetMpath,
-                vec![Nl80211Attr::IfIndex(ifindex)],
-                true,
-            )
+            .raw(cmd::GET_MPATH, ifindex_attr(ifindex), true)
             .await?;
         let mut out = Vec::new();
         for m in msgs {
-            match mesh_path_from_attrs(&m.attributes) {
+            match mesh_path_from_attrs(&m.attrs) {
                 Ok(Some(p)) => out.push(p),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "skipping a malformed mesh path"),
@@ -330,28 +316,20 @@ impl Nl80211 {
 
     /// `iw dev X mpath del DST`: forgets a path so the next frame starts a fresh discovery.
     pub async fn delete_mesh_path(&self, ifindex: u32, dst: Mac) -> Result<(), Error> {
-        self.raw(
-            Nl80211Command::DelMpath,
-            vec![Nl80211Attr::IfIndex(ifindex), Nl80211Attr::Mac(dst.0)],
-            false,
-        )
-        .await
-        .map(|_| ())
+        self.raw(cmd::DEL_MPATH, ifindex_mac_attrs(ifindex, dst), false)
+            .await
+            .map(|_| ())
     }
 
     /// `iw dev X get mesh_param`: every parameter the kernel reports.
     pub async fn mesh_config(&self, ifindex: u32) -> Result<Vec<(MeshParam, u32)>, Error> {
         let msgs = self
-            .raw(
-                Nl80211Command::GetMeshConfig,
-                vec![Nl80211Attr::IfIndex(ifindex)],
-                false,
-            )
+            .raw(cmd::GET_MESH_CONFIG, ifindex_attr(ifindex), false)
             .await?;
         for m in msgs {
-            for a in &m.attributes {
-                if let Some(v) = other_value(a, raw_nla::ATTR_MESH_CONFIG) {
-                    return raw_nla::parse_mesh_config(&v).map_err(|e| Error::Request {
+            for a in raw_nla::attrs(&m.attrs).flatten() {
+                if a.0 == raw_nla::ATTR_MESH_CONFIG {
+                    return raw_nla::parse_mesh_config(a.1).map_err(|e| Error::Request {
                         cmd: "GET_MESH_CONFIG",
                         detail: e.to_string(),
                     });
@@ -371,19 +349,14 @@ impl Nl80211 {
         if params.is_empty() {
             return Ok(());
         }
-        self.raw(
-            Nl80211Command::SetMeshConfig,
-            vec![
-                Nl80211Attr::IfIndex(ifindex),
-                other(
-                    raw_nla::ATTR_MESH_CONFIG,
-                    raw_nla::encode_mesh_config(params),
-                ),
-            ],
-            false,
-        )
-        .await
-        .map(|_| ())
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, ifindex).bytes(
+            raw_nla::ATTR_MESH_CONFIG,
+            &raw_nla::encode_mesh_config(params),
+        );
+        self.raw(cmd::SET_MESH_CONFIG, w.finish(), false)
+            .await
+            .map(|_| ())
     }
 
     /// `iw dev X station set PEER plink_action open|block`.
@@ -393,36 +366,27 @@ impl Nl80211 {
         peer: Mac,
         action: PlinkAction,
     ) -> Result<(), Error> {
-        self.raw(
-            Nl80211Command::SetStation,
-            vec![
-                Nl80211Attr::IfIndex(ifindex),
-                Nl80211Attr::Mac(peer.0),
-                other(raw_nla::ATTR_STA_PLINK_ACTION, vec![action as u8]),
-            ],
-            false,
-        )
-        .await
-        .map(|_| ())
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, ifindex)
+            .bytes(raw_nla::ATTR_MAC, &peer.0)
+            .u8(raw_nla::ATTR_STA_PLINK_ACTION, action as u8);
+        self.raw(cmd::SET_STATION, w.finish(), false)
+            .await
+            .map(|_| ())
     }
 
     /// Sends one request and collects the replies; a kernel error (NACK) becomes
     /// [`Error::Kernel`]. `dump` asks for every object; otherwise an ACK is requested so
     /// commands without a reply still report failure.
-    async fn raw(
-        &self,
-        cmd: Nl80211Command,
-        attributes: Vec<Nl80211Attr>,
-        dump: bool,
-    ) -> Result<Vec<Nl80211Message>, Error> {
-        let name = command_name(cmd);
-        let mut msg = NetlinkMessage::from(GenlMessage::from_payload(Nl80211Message {
-            cmd,
-            attributes,
+    async fn raw(&self, command: u8, attrs: Vec<u8>, dump: bool) -> Result<Vec<RawNl80211>, Error> {
+        let name = cmd_name(command);
+        let mut msg = NetlinkMessage::from(GenlMessage::from_payload(RawNl80211 {
+            cmd: command,
+            attrs,
         }));
         msg.header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { NLM_F_ACK };
-        let mut handle = self.handle.clone();
-        let stream = handle.request(msg).await.map_err(|e| Error::Request {
+        let mut genl = self.handle.handle.clone();
+        let stream = genl.request(msg).await.map_err(|e| Error::Request {
             cmd: name,
             detail: e.to_string(),
         })?;
@@ -459,6 +423,7 @@ impl Nl80211 {
 
 /// Subscribes to the nl80211 `mlme` and `config` multicast groups (`iw event`): peer links
 /// appearing and going, interfaces vanishing. The returned stream ends when the socket closes.
+/// (The channel behind it is netlink-proto's; the agent drains it at once.)
 pub fn events() -> Result<impl Stream<Item = WifiEvent>, Error> {
     let (conn, _handle, messages) = wl_nl80211::new_multicast_connection(&[
         Nl80211MulticastGroup::Mlme,
@@ -470,72 +435,127 @@ pub fn events() -> Result<impl Stream<Item = WifiEvent>, Error> {
         let NetlinkPayload::InnerMessage(raw) = msg.payload else {
             return None;
         };
-        let genl = raw.parse_into_genlmsg::<Nl80211Message>().ok()?;
+        let genl = raw.parse_into_genlmsg::<RawNl80211>().ok()?;
         Some(event_from_message(&genl.payload))
     }))
 }
 
-fn event_from_message(msg: &Nl80211Message) -> WifiEvent {
-    let ifindex = msg
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            Nl80211Attr::IfIndex(i) => Some(*i),
-            _ => None,
-        })
-        .unwrap_or(0);
-    let mac = msg.attributes.iter().find_map(|a| match a {
-        Nl80211Attr::Mac(m) => Some(Mac(*m)),
-        _ => None,
-    });
+fn event_from_message(msg: &RawNl80211) -> WifiEvent {
+    let mut ifindex = 0;
+    let mut mac = None;
+    for (k, v) in raw_nla::attrs(&msg.attrs).flatten() {
+        match k {
+            raw_nla::ATTR_IFINDEX => {
+                if let Ok(b) = <[u8; 4]>::try_from(v) {
+                    ifindex = u32::from_ne_bytes(b);
+                }
+            }
+            raw_nla::ATTR_MAC => mac = raw_nla::parse_mac(k, v).ok().map(Mac),
+            _ => {}
+        }
+    }
     match (msg.cmd, mac) {
-        (Nl80211Command::NewStation, Some(peer)) => WifiEvent::PeerNew { ifindex, peer },
-        (Nl80211Command::DelStation, Some(peer)) => WifiEvent::PeerDel { ifindex, peer },
-        (Nl80211Command::DelInterface, _) => WifiEvent::InterfaceGone { ifindex },
-        (Nl80211Command::Other(NL80211_CMD_NEW_PEER_CANDIDATE), Some(peer)) => {
-            WifiEvent::PeerCandidate { ifindex, peer }
-        }
-        (cmd, _) => WifiEvent::Other {
-            cmd: format!("{cmd:?}"),
-        },
+        (cmd::NEW_STATION, Some(peer)) => WifiEvent::PeerNew { ifindex, peer },
+        (cmd::DEL_STATION, Some(peer)) => WifiEvent::PeerDel { ifindex, peer },
+        (cmd::DEL_INTERFACE, _) => WifiEvent::InterfaceGone { ifindex },
+        (cmd::NEW_PEER_CANDIDATE, Some(peer)) => WifiEvent::PeerCandidate { ifindex, peer },
+        (c, _) => WifiEvent::Other { cmd: c.to_string() },
     }
 }
 
-/// `NL80211_CMD_NEW_PEER_CANDIDATE` (wl-nl80211 0.8 has no name for it).
-const NL80211_CMD_NEW_PEER_CANDIDATE: u8 = 72;
-
-fn other(kind: u16, value: Vec<u8>) -> Nl80211Attr {
-    Nl80211Attr::Other(DefaultNla::new(kind, value))
+/// nl80211 command numbers (`enum nl80211_commands`, include/uapi/linux/nl80211.h).
+mod cmd {
+    pub const DEL_INTERFACE: u8 = 8;
+    pub const GET_STATION: u8 = 17;
+    pub const SET_STATION: u8 = 18;
+    pub const NEW_STATION: u8 = 19;
+    pub const DEL_STATION: u8 = 20;
+    pub const GET_MPATH: u8 = 21;
+    pub const DEL_MPATH: u8 = 24;
+    pub const GET_MESH_CONFIG: u8 = 28;
+    pub const SET_MESH_CONFIG: u8 = 29;
+    pub const JOIN_MESH: u8 = 68;
+    pub const LEAVE_MESH: u8 = 69;
+    pub const NEW_PEER_CANDIDATE: u8 = 72;
 }
 
-/// The value of an untyped attribute of the given kind (nested flag ignored).
-fn other_value(attr: &Nl80211Attr, kind: u16) -> Option<Vec<u8>> {
-    match attr {
-        Nl80211Attr::Other(nla) => {
-            let (k, v) = nla_parts(nla);
-            (k == kind).then_some(v)
-        }
-        _ => None,
+/// An nl80211 message whose attributes stay raw bytes: sent and received through
+/// `wl-nl80211`'s generic-netlink handle, parsed by [`super::raw_nla`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawNl80211 {
+    pub cmd: u8,
+    pub attrs: Vec<u8>,
+}
+
+impl GenlFamily for RawNl80211 {
+    fn family_name() -> &'static str {
+        "nl80211"
+    }
+    fn command(&self) -> u8 {
+        self.cmd
+    }
+    fn version(&self) -> u8 {
+        1
     }
 }
 
-fn mesh_path_from_attrs(attrs: &[Nl80211Attr]) -> Result<Option<MeshPath>, raw_nla::NlaError> {
+impl Emitable for RawNl80211 {
+    fn buffer_len(&self) -> usize {
+        self.attrs.len()
+    }
+    fn emit(&self, buffer: &mut [u8]) {
+        buffer[..self.attrs.len()].copy_from_slice(&self.attrs);
+    }
+}
+
+impl ParseableParametrized<[u8], GenlHeader> for RawNl80211 {
+    fn parse_with_param(buf: &[u8], header: GenlHeader) -> Result<Self, DecodeError> {
+        Ok(Self {
+            cmd: header.cmd,
+            attrs: buf.to_vec(),
+        })
+    }
+}
+
+fn cmd_name(c: u8) -> &'static str {
+    match c {
+        cmd::DEL_INTERFACE => "DEL_INTERFACE",
+        cmd::GET_STATION => "GET_STATION",
+        cmd::SET_STATION => "SET_STATION",
+        cmd::DEL_STATION => "DEL_STATION",
+        cmd::GET_MPATH => "GET_MPATH",
+        cmd::DEL_MPATH => "DEL_MPATH",
+        cmd::GET_MESH_CONFIG => "GET_MESH_CONFIG",
+        cmd::SET_MESH_CONFIG => "SET_MESH_CONFIG",
+        cmd::JOIN_MESH => "JOIN_MESH",
+        cmd::LEAVE_MESH => "LEAVE_MESH",
+        _ => "request",
+    }
+}
+
+fn ifindex_attr(ifindex: u32) -> Vec<u8> {
+    NlaWriter::new()
+        .u32(raw_nla::ATTR_IFINDEX, ifindex)
+        .finish()
+}
+
+fn ifindex_mac_attrs(ifindex: u32, mac: Mac) -> Vec<u8> {
+    NlaWriter::new()
+        .u32(raw_nla::ATTR_IFINDEX, ifindex)
+        .bytes(raw_nla::ATTR_MAC, &mac.0)
+        .finish()
+}
+
+fn mesh_path_from_attrs(buf: &[u8]) -> Result<Option<MeshPath>, raw_nla::NlaError> {
     let mut dst = None;
     let mut next_hop = None;
     let mut info = None;
-    for a in attrs {
-        match a {
-            Nl80211Attr::Mac(m) => dst = Some(Mac(*m)),
-            Nl80211Attr::Other(nla) => {
-                let (kind, value) = nla_parts(nla);
-                match kind {
-                    raw_nla::ATTR_MPATH_NEXT_HOP => {
-                        next_hop = Some(Mac(raw_nla::parse_mac(kind, &value)?))
-                    }
-                    raw_nla::ATTR_MPATH_INFO => info = Some(raw_nla::parse_mpath_info(&value)?),
-                    _ => {}
-                }
-            }
+    for a in raw_nla::attrs(buf) {
+        let (k, v) = a?;
+        match k {
+            raw_nla::ATTR_MAC => dst = Some(Mac(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_MPATH_NEXT_HOP => next_hop = Some(Mac(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_MPATH_INFO => info = Some(raw_nla::parse_mpath_info(v)?),
             _ => {}
         }
     }
@@ -549,13 +569,33 @@ fn mesh_path_from_attrs(attrs: &[Nl80211Attr]) -> Result<Option<MeshPath>, raw_n
     })
 }
 
-/// Kind (flags masked) and value bytes of an untyped attribute. `DefaultNla` keeps its fields
-/// private, so the value is read back by emitting it.
-fn nla_parts(nla: &DefaultNla) -> (u16, Vec<u8>) {
-    use wl_nl80211::packet_core::Nla;
-    let mut value = vec![0u8; nla.value_len()];
-    nla.emit_value(&mut value);
-    (nla.kind() & 0x3fff, value)
+fn peer_link_from_attrs(buf: &[u8]) -> Result<Option<PeerLink>, raw_nla::NlaError> {
+    let mut peer = None;
+    let mut st = None;
+    for a in raw_nla::attrs(buf) {
+        let (k, v) = a?;
+        match k {
+            raw_nla::ATTR_MAC => peer = Some(Mac(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_STA_INFO => st = Some(raw_nla::parse_sta_info(v)?),
+            _ => {}
+        }
+    }
+    let (Some(peer), Some(st)) = (peer, st) else {
+        return Ok(None);
+    };
+    Ok(Some(PeerLink {
+        peer,
+        plink: raw_nla::plink_state_name(st.plink_state).to_string(),
+        signal_dbm: st.signal_dbm,
+        signal_avg_dbm: st.signal_avg_dbm,
+        tx_bitrate_100kbps: st.tx_bitrate_100kbps,
+        expected_throughput_kbps: st.expected_throughput_kbps,
+        airtime_metric: st.airtime_metric,
+        inactive_ms: st.inactive_ms,
+        tx_failed: st.tx_failed,
+        tx_retries: st.tx_retries,
+        connected_to_gate: st.connected_to_gate,
+    }))
 }
 
 fn interface_from_attrs(attrs: &[Nl80211Attr]) -> Option<WifiInterface> {
@@ -596,88 +636,6 @@ fn iftype_name(t: &Nl80211InterfaceType) -> String {
     }
 }
 
-fn peer_link_from_attrs(attrs: &[Nl80211Attr]) -> Option<PeerLink> {
-    let mut peer = None;
-    let mut info: &[Nl80211StationInfo] = &[];
-    for a in attrs {
-        match a {
-            Nl80211Attr::Mac(m) => peer = Some(Mac(*m)),
-            Nl80211Attr::StationInfo(i) => info = i,
-            _ => {}
-        }
-    }
-    let mut link = PeerLink {
-        peer: peer?,
-        plink: "UNKNOWN".into(),
-        signal_dbm: None,
-        signal_avg_dbm: None,
-        tx_bitrate_100kbps: None,
-        expected_throughput_kbps: None,
-        airtime_metric: None,
-        inactive_ms: None,
-        tx_failed: None,
-        tx_retries: None,
-        connected_to_gate: None,
-    };
-    for i in info {
-        match i {
-            Nl80211StationInfo::PeerLinkState(s) => link.plink = plink_name(s),
-            Nl80211StationInfo::Signal(s) => link.signal_dbm = Some(*s),
-            Nl80211StationInfo::SignalAvg(s) => link.signal_avg_dbm = Some(*s),
-            Nl80211StationInfo::TxBitrate(rate) => link.tx_bitrate_100kbps = bitrate(rate),
-            Nl80211StationInfo::ExpectedThroughput(t) => link.expected_throughput_kbps = Some(*t),
-            Nl80211StationInfo::AirtimeLinkMetric(m) => link.airtime_metric = Some(*m),
-            Nl80211StationInfo::InactiveTime(t) => link.inactive_ms = Some(*t),
-            Nl80211StationInfo::TxFailed(t) => link.tx_failed = Some(*t),
-            Nl80211StationInfo::TxRetries(t) => link.tx_retries = Some(*t),
-            Nl80211StationInfo::ConnectedToGate(g) => link.connected_to_gate = Some(*g),
-            _ => {}
-        }
-    }
-    Some(link)
-}
-
-/// The 32-bit bitrate when present (it does not overflow above 6.5 Gbit/s), else the 16-bit one.
-fn bitrate(rate: &[Nl80211RateInfo]) -> Option<u32> {
-    let mut b16 = None;
-    for r in rate {
-        match r {
-            Nl80211RateInfo::Bitrate32(b) => return Some(*b),
-            Nl80211RateInfo::Bitrate(b) => b16 = Some(u32::from(*b)),
-            _ => {}
-        }
-    }
-    b16
-}
-
-fn plink_name(s: &Nl80211PeerLinkState) -> String {
-    match s {
-        Nl80211PeerLinkState::Listen => "LISTEN".into(),
-        Nl80211PeerLinkState::OpenSent => "OPN_SNT".into(),
-        Nl80211PeerLinkState::OpenReceived => "OPN_RCVD".into(),
-        Nl80211PeerLinkState::ConfirmReceived => "CNF_RCVD".into(),
-        Nl80211PeerLinkState::Established => "ESTAB".into(),
-        Nl80211PeerLinkState::Holding => "HOLDING".into(),
-        Nl80211PeerLinkState::Blocked => "BLOCKED".into(),
-        other => format!("{other:?}").to_uppercase(),
-    }
-}
-
-fn command_name(cmd: Nl80211Command) -> &'static str {
-    match cmd {
-        Nl80211Command::JoinMesh => "JOIN_MESH",
-        Nl80211Command::LeaveMesh => "LEAVE_MESH",
-        Nl80211Command::GetMpath => "GET_MPATH",
-        Nl80211Command::DelMpath => "DEL_MPATH",
-        Nl80211Command::GetMeshConfig => "GET_MESH_CONFIG",
-        Nl80211Command::SetMeshConfig => "SET_MESH_CONFIG",
-        Nl80211Command::SetStation => "SET_STATION",
-        Nl80211Command::DelInterface => "DEL_INTERFACE",
-        Nl80211Command::DelStation => "DEL_STATION",
-        _ => "request",
-    }
-}
-
 async fn with_timeout<T, E: std::fmt::Display>(
     cmd: &'static str,
     fut: impl std::future::Future<Output = Result<Option<T>, E>>,
@@ -707,15 +665,16 @@ mod tests {
 
     #[test]
     fn mpath_reply_attributes_become_a_path() {
-        let mut w = raw_nla::NlaWriter::new();
-        w.u32(3, 170).u8(5, raw_nla::mpath_flags::ACTIVE).u8(8, 2);
-        let attrs = vec![
-            Nl80211Attr::IfIndex(5),
-            Nl80211Attr::Mac([2, 0, 0, 0, 2, 0]),
-            other(raw_nla::ATTR_MPATH_NEXT_HOP, vec![2, 0, 0, 0, 1, 0]),
-            other(raw_nla::ATTR_MPATH_INFO | 0x8000, w.finish()),
-        ];
-        let p = mesh_path_from_attrs(&attrs)
+        let mut info = NlaWriter::new();
+        info.u32(3, 170)
+            .u8(5, raw_nla::mpath_flags::ACTIVE)
+            .u8(8, 2);
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, 5)
+            .bytes(raw_nla::ATTR_MAC, &[2, 0, 0, 0, 2, 0])
+            .bytes(raw_nla::ATTR_MPATH_NEXT_HOP, &[2, 0, 0, 0, 1, 0])
+            .bytes(raw_nla::ATTR_MPATH_INFO | 0x8000, &info.finish());
+        let p = mesh_path_from_attrs(&w.finish())
             .expect("valid")
             .expect("complete");
         assert_eq!(p.dst.to_string(), "02:00:00:00:02:00");
@@ -727,26 +686,29 @@ mod tests {
 
     #[test]
     fn a_short_next_hop_is_an_error() {
-        let attrs = vec![
-            Nl80211Attr::Mac([2, 0, 0, 0, 2, 0]),
-            other(raw_nla::ATTR_MPATH_NEXT_HOP, vec![2, 0, 0]),
-        ];
-        assert!(mesh_path_from_attrs(&attrs).is_err());
+        let mut w = NlaWriter::new();
+        w.bytes(raw_nla::ATTR_MAC, &[2, 0, 0, 0, 2, 0])
+            .bytes(raw_nla::ATTR_MPATH_NEXT_HOP, &[2, 0, 0]);
+        assert!(mesh_path_from_attrs(&w.finish()).is_err());
     }
 
     #[test]
-    fn station_attributes_become_a_peer_link() {
-        let attrs = vec![
-            Nl80211Attr::Mac([2, 0, 0, 0, 1, 0]),
-            Nl80211Attr::StationInfo(vec![
-                Nl80211StationInfo::PeerLinkState(Nl80211PeerLinkState::Established),
-                Nl80211StationInfo::Signal(-42),
-                Nl80211StationInfo::TxBitrate(vec![Nl80211RateInfo::Bitrate(540)]),
-                Nl80211StationInfo::ExpectedThroughput(36000),
-                Nl80211StationInfo::AirtimeLinkMetric(170),
-            ]),
-        ];
-        let l = peer_link_from_attrs(&attrs).expect("has a MAC");
+    fn station_reply_becomes_a_peer_link() {
+        let mut rate = NlaWriter::new();
+        rate.u16(1, 540);
+        let mut info = NlaWriter::new();
+        info.u8(6, 4) // ESTAB
+            .u8(7, (-42i8) as u8)
+            .bytes(8, &rate.finish())
+            .u32(27, 36000)
+            .u32(41, 170);
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, 5)
+            .bytes(raw_nla::ATTR_MAC, &[2, 0, 0, 0, 1, 0])
+            .bytes(raw_nla::ATTR_STA_INFO, &info.finish());
+        let l = peer_link_from_attrs(&w.finish())
+            .expect("valid")
+            .expect("has a MAC");
         assert!(l.is_established());
         assert_eq!(l.signal_dbm, Some(-42));
         assert_eq!(l.tx_bitrate_100kbps, Some(540));
@@ -756,12 +718,9 @@ mod tests {
 
     #[test]
     fn station_events_name_the_peer() {
-        let msg = Nl80211Message {
-            cmd: Nl80211Command::DelStation,
-            attributes: vec![
-                Nl80211Attr::IfIndex(7),
-                Nl80211Attr::Mac([2, 0, 0, 0, 3, 0]),
-            ],
+        let msg = RawNl80211 {
+            cmd: cmd::DEL_STATION,
+            attrs: ifindex_mac_attrs(7, Mac([2, 0, 0, 0, 3, 0])),
         };
         assert_eq!(
             event_from_message(&msg),
@@ -770,5 +729,17 @@ mod tests {
                 peer: Mac([2, 0, 0, 0, 3, 0])
             }
         );
+    }
+
+    #[test]
+    fn raw_messages_emit_their_attribute_bytes() {
+        let m = RawNl80211 {
+            cmd: cmd::GET_MPATH,
+            attrs: ifindex_attr(9),
+        };
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        assert_eq!(buf, ifindex_attr(9));
+        assert_eq!(m.command(), 21);
     }
 }

@@ -8,6 +8,16 @@
 
 use std::fmt;
 
+/// `NL80211_ATTR_WIPHY`: u32 radio index.
+pub const ATTR_WIPHY: u16 = 1;
+/// `NL80211_ATTR_IFINDEX`: u32.
+pub const ATTR_IFINDEX: u16 = 3;
+/// `NL80211_ATTR_MAC`: 6 bytes.
+pub const ATTR_MAC: u16 = 6;
+/// `NL80211_ATTR_STA_INFO`: nested `NL80211_STA_INFO_*`.
+pub const ATTR_STA_INFO: u16 = 21;
+/// `NL80211_ATTR_WIPHY_FREQ`: u32 MHz.
+pub const ATTR_WIPHY_FREQ: u16 = 38;
 /// `NL80211_ATTR_MESH_ID`: the mesh ID (like an SSID), 0..=32 bytes.
 pub const ATTR_MESH_ID: u16 = 24;
 /// `NL80211_ATTR_STA_PLINK_ACTION`: u8, [`PlinkAction`].
@@ -180,6 +190,103 @@ fn get_u16(kind: u16, v: &[u8]) -> Result<u16, NlaError> {
 }
 fn get_u32(kind: u16, v: &[u8]) -> Result<u32, NlaError> {
     Ok(u32::from_ne_bytes(fixed(kind, v)?))
+}
+
+/// `NL80211_STA_INFO_*` (station dump). Parsed here rather than through `wl-nl80211` 0.8, whose
+/// station parser expects `AIRTIME_LINK_METRIC` as a u16 while the kernel sends a u32
+/// (`PUT_SINFO(AIRTIME_LINK_METRIC, airtime_link_metric, u32)` in net/wireless/nl80211.c), so the
+/// whole reply of a mesh peer fails to decode there.
+mod sta_info {
+    pub const INACTIVE_TIME: u16 = 1;
+    pub const LLID: u16 = 4;
+    pub const PLID: u16 = 5;
+    pub const PLINK_STATE: u16 = 6;
+    pub const SIGNAL: u16 = 7;
+    pub const TX_BITRATE: u16 = 8;
+    pub const TX_RETRIES: u16 = 11;
+    pub const TX_FAILED: u16 = 12;
+    pub const SIGNAL_AVG: u16 = 13;
+    pub const EXPECTED_THROUGHPUT: u16 = 27;
+    pub const CONNECTED_TO_GATE: u16 = 38;
+    pub const AIRTIME_LINK_METRIC: u16 = 41;
+}
+
+/// `NL80211_RATE_INFO_*` inside `TX_BITRATE`.
+mod rate_info {
+    pub const BITRATE: u16 = 1;
+    pub const BITRATE32: u16 = 5;
+}
+
+/// What the agent reads of one station (peer) entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaInfo {
+    pub inactive_ms: Option<u32>,
+    pub llid: Option<u16>,
+    pub plid: Option<u16>,
+    /// `enum nl80211_plink_state`, see [`plink_state_name`].
+    pub plink_state: Option<u8>,
+    pub signal_dbm: Option<i8>,
+    pub signal_avg_dbm: Option<i8>,
+    /// 100 kbit/s units.
+    pub tx_bitrate_100kbps: Option<u32>,
+    pub tx_retries: Option<u32>,
+    pub tx_failed: Option<u32>,
+    pub expected_throughput_kbps: Option<u32>,
+    pub connected_to_gate: Option<bool>,
+    pub airtime_metric: Option<u32>,
+}
+
+/// Parses the value of `NL80211_ATTR_STA_INFO`. Unknown kinds are skipped; a known kind with a
+/// wrong width is an error.
+pub fn parse_sta_info(buf: &[u8]) -> Result<StaInfo, NlaError> {
+    let mut st = StaInfo::default();
+    for a in attrs(buf) {
+        let (k, v) = a?;
+        match k {
+            sta_info::INACTIVE_TIME => st.inactive_ms = Some(get_u32(k, v)?),
+            sta_info::LLID => st.llid = Some(get_u16(k, v)?),
+            sta_info::PLID => st.plid = Some(get_u16(k, v)?),
+            sta_info::PLINK_STATE => st.plink_state = Some(get_u8(k, v)?),
+            sta_info::SIGNAL => st.signal_dbm = Some(get_u8(k, v)? as i8),
+            sta_info::SIGNAL_AVG => st.signal_avg_dbm = Some(get_u8(k, v)? as i8),
+            sta_info::TX_BITRATE => {
+                let mut b16 = None;
+                let mut b32 = None;
+                for r in attrs(v) {
+                    let (rk, rv) = r?;
+                    match rk {
+                        rate_info::BITRATE => b16 = Some(u32::from(get_u16(rk, rv)?)),
+                        rate_info::BITRATE32 => b32 = Some(get_u32(rk, rv)?),
+                        _ => {}
+                    }
+                }
+                // The 32-bit field exists because the 16-bit one overflows above 6.5 Gbit/s.
+                st.tx_bitrate_100kbps = b32.or(b16);
+            }
+            sta_info::TX_RETRIES => st.tx_retries = Some(get_u32(k, v)?),
+            sta_info::TX_FAILED => st.tx_failed = Some(get_u32(k, v)?),
+            sta_info::EXPECTED_THROUGHPUT => st.expected_throughput_kbps = Some(get_u32(k, v)?),
+            sta_info::CONNECTED_TO_GATE => st.connected_to_gate = Some(get_u8(k, v)? != 0),
+            sta_info::AIRTIME_LINK_METRIC => st.airtime_metric = Some(get_u32(k, v)?),
+            _ => {}
+        }
+    }
+    Ok(st)
+}
+
+/// The `iw` name of an `enum nl80211_plink_state` value.
+pub fn plink_state_name(state: Option<u8>) -> &'static str {
+    match state {
+        Some(0) => "LISTEN",
+        Some(1) => "OPN_SNT",
+        Some(2) => "OPN_RCVD",
+        Some(3) => "CNF_RCVD",
+        Some(4) => "ESTAB",
+        Some(5) => "HOLDING",
+        Some(6) => "BLOCKED",
+        Some(_) => "UNKNOWN",
+        None => "NONE",
+    }
 }
 
 /// `enum nl80211_plink_action`, sent with SET_STATION (`iw dev X station set MAC plink_action`).
@@ -489,6 +596,41 @@ mod tests {
             assert_eq!(info.path_change_count, Some(3));
         }
 
+        /// A 6.1 kernel's STA_INFO for an established mesh peer (abridged): inactive 120 ms,
+        /// LLID/PLID, plink ESTAB, signal -30, tx bitrate {BITRATE 540, BITRATE32 540},
+        /// expected throughput 36000 kbit/s, connected to gate, airtime metric 170 as a u32.
+        static STA_INFO: [u8; 100] = [
+            8, 0, 1, 0, 120, 0, 0, 0, // INACTIVE_TIME 120
+            6, 0, 4, 0, 0x34, 0x12, 0, 0, // LLID 0x1234
+            6, 0, 5, 0, 0x78, 0x56, 0, 0, // PLID 0x5678
+            5, 0, 6, 0, 4, 0, 0, 0, // PLINK_STATE ESTAB
+            5, 0, 7, 0, 0xe2, 0, 0, 0, // SIGNAL -30
+            20, 0, 8, 0x80, // TX_BITRATE (nested)
+            6, 0, 1, 0, 0x1c, 0x02, 0, 0, // BITRATE 540
+            8, 0, 5, 0, 0x1c, 0x02, 0, 0, // BITRATE32 540
+            8, 0, 11, 0, 3, 0, 0, 0, // TX_RETRIES 3
+            8, 0, 12, 0, 1, 0, 0, 0, // TX_FAILED 1
+            8, 0, 27, 0, 0xa0, 0x8c, 0, 0, // EXPECTED_THROUGHPUT 36000
+            5, 0, 38, 0, 1, 0, 0, 0, // CONNECTED_TO_GATE
+            8, 0, 41, 0, 170, 0, 0, 0, // AIRTIME_LINK_METRIC 170 (u32!)
+        ];
+
+        #[test]
+        fn parses_a_kernel_sta_info() {
+            let st = parse_sta_info(&STA_INFO).expect("valid fixture");
+            assert_eq!(st.inactive_ms, Some(120));
+            assert_eq!(st.llid, Some(0x1234));
+            assert_eq!(st.plid, Some(0x5678));
+            assert_eq!(plink_state_name(st.plink_state), "ESTAB");
+            assert_eq!(st.signal_dbm, Some(-30));
+            assert_eq!(st.tx_bitrate_100kbps, Some(540));
+            assert_eq!(st.tx_retries, Some(3));
+            assert_eq!(st.tx_failed, Some(1));
+            assert_eq!(st.expected_throughput_kbps, Some(36000));
+            assert_eq!(st.connected_to_gate, Some(true));
+            assert_eq!(st.airtime_metric, Some(170));
+        }
+
         #[test]
         fn mesh_config_uses_the_policy_widths() {
             let bytes = encode_mesh_config(&[
@@ -573,6 +715,28 @@ mod tests {
                 len: 2,
                 expected: 4
             })
+        );
+    }
+
+    #[test]
+    fn a_u16_airtime_metric_is_rejected_not_misread() {
+        let mut w = NlaWriter::new();
+        w.u16(41, 170);
+        assert!(matches!(
+            parse_sta_info(&w.finish()),
+            Err(NlaError::BadLength { kind: 41, .. })
+        ));
+    }
+
+    #[test]
+    fn plink_states_have_iw_names() {
+        let names: Vec<_> = (0..=7).map(|s| plink_state_name(Some(s))).collect();
+        assert_eq!(
+            names,
+            [
+                "LISTEN", "OPN_SNT", "OPN_RCVD", "CNF_RCVD", "ESTAB", "HOLDING", "BLOCKED",
+                "UNKNOWN"
+            ]
         );
     }
 
