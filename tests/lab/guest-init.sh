@@ -141,6 +141,21 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
 else
   result sae-mesh fail "why=agents-did-not-form-the-mesh A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
 fi
+# roles: the portal A runs HWMP root mode 4 (RANN) with gate announcements, relay B does not;
+# the agents read the values back from the kernel, iw confirms them
+A_CFG=$(grep '"event":"mesh_config"' /tmp/agent-A-$SC.log | tail -1)
+B_CFG=$(grep '"event":"mesh_config"' /tmp/agent-B-$SC.log | tail -1)
+K_ROOT=$(nsx ns0 iw dev mesh0 get mesh_param mesh_hwmp_rootmode 2>/dev/null | tr -dc 0-9)
+K_GATE=$(nsx ns0 iw dev mesh0 get mesh_param mesh_gate_announcements 2>/dev/null | tr -dc 0-9)
+K_BROOT=$(nsx ns1 iw dev mesh1 get mesh_param mesh_hwmp_rootmode 2>/dev/null | tr -dc 0-9)
+K_APT=$(nsx ns0 iw dev mesh0 get mesh_param mesh_hwmp_active_path_timeout 2>/dev/null | tr -dc 0-9)
+case "$A_CFG|$B_CFG" in
+  *'"mesh_gate_announcements":1'*'"mesh_hwmp_rootmode":4'*'|'*'"mesh_hwmp_rootmode":0'*)
+    if [ "$K_ROOT" = 4 ] && [ "$K_GATE" = 1 ] && [ "$K_BROOT" = 0 ]; then
+      result roles pass "portal_A_rootmode=4 gate=1 relay_B_rootmode=0 active_path_timeout_ms=$K_APT (set by the agents over SAE)"
+    else result roles fail "kernel A rootmode=$K_ROOT gate=$K_GATE B rootmode=$K_BROOT"; fi;;
+  *) result roles fail "agent A: ${A_CFG:-no mesh_config line} / B: ${B_CFG:-none}";;
+esac
 # (4) the node with the wrong password: give it the diagnosis window of its agent
 k=0; while [ $k -lt 100 ] && ! grep -q '"event":"diagnosis"\|"event":"sae_auth_failure"' /tmp/agent-D-$SC.log; do sleep 0.2; k=$((k + 1)); done
 WHY=$(grep '"event":"\(diagnosis\|sae_auth_failure\)"' /tmp/agent-D-$SC.log | head -1 | sed -n 's/.*"why":"\([^"]*\)".*/\1/p')
@@ -167,6 +182,25 @@ done
 T_L0=$(up)
 if wait_peers $SC 40 A:2 B:2 C:2; then
   lab "measure name=open_mesh_formed_by_agents agents_start_s=$(dt "$T_L0" "$(up)") nodes=3 security=open-test-mesh"
+  # flap damping against the real kernel: C drops its link to A again and again (station del
+  # sends a peering close); A's agent must block C, keeping its link to B
+  F=0
+  while [ $F -lt 5 ] && ! grep -q '"event":"damping"' /tmp/agent-A-$SC.log; do
+    k=0; while [ $k -lt 30 ] && ! nsx ns0 iw dev mesh0 station get "$MAC_C" 2>/dev/null | grep -q 'plink:[[:space:]]*ESTAB'; do sleep 0.2; k=$((k + 1)); done
+    sleep 0.8
+    nsx ns2 iw dev mesh2 station del "$MAC_A" 2>/dev/null
+    sleep 0.8; F=$((F + 1))
+  done
+  sleep 1
+  DAMP=$(grep '"event":"damping"' /tmp/agent-A-$SC.log | head -1)
+  APL=$(nsx ns0 iw dev mesh0 station get "$MAC_C" 2>/dev/null | sed -n 's/.*mesh plink:[[:space:]]*//p')
+  case $DAMP in
+    *'"action":"block"'*"\"peer\":\"$MAC_C\""*)
+      if [ "$APL" = BLOCKED ] && [ "$(estab A)" -ge 1 ]; then
+        result flap-damping pass "drops=$F agent_A_blocked=C kernel_plink=BLOCKED link_to_B_kept=yes"
+      else result flap-damping fail "agent blocked but kernel plink=$APL estab=$(estab A)"; fi;;
+    *) result flap-damping fail "drops=$F no damping block by A's agent: ${DAMP:-none}";;
+  esac
   nsx ns0 iw dev mesh0 station set "$MAC_C" plink_action block
   nsx ns2 iw dev mesh2 station set "$MAC_A" plink_action block
   nsx ns0 iw dev mesh0 mpath del "$MAC_C" 2>/dev/null; nsx ns2 iw dev mesh2 mpath del "$MAC_A" 2>/dev/null

@@ -402,7 +402,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
     }
     apply_role(&nl, ifindex, &role, &out, params_applied).await;
     if !params_applied {
-        params_applied = try_set_params(&nl, ifindex, &role).await;
+        params_applied = try_set_params(&nl, ifindex, &role, &out).await;
     }
 
     let mut state = State {
@@ -436,12 +436,12 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
                     }
                 }
                 if !state.params_applied {
-                    state.params_applied = try_set_params(&nl, ifindex, &state.role).await;
+                    state.params_applied = try_set_params(&nl, ifindex, &state.role, &out).await;
                 }
                 if let Some(d) = roles.update(out.elapsed_ms(), role_inputs(&s)) {
                     state.role = d.clone();
                     apply_role(&nl, ifindex, &d, &out, false).await;
-                    state.params_applied = try_set_params(&nl, ifindex, &d).await;
+                    state.params_applied = try_set_params(&nl, ifindex, &d, &out).await;
                 }
             }
             ev = nl_events.next() => {
@@ -581,15 +581,29 @@ async fn apply_role(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Reporter
     );
 }
 
-/// Sets the role's mesh parameters; false while the mesh is not joined yet (ENOLINK).
-async fn try_set_params(nl: &Nl80211, ifindex: u32, d: &RoleDecision) -> bool {
-    match nl.set_mesh_config(ifindex, &d.mesh_params).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::debug!(error = %e, "mesh parameters not applied yet");
-            false
-        }
+/// Sets the role's mesh parameters; false while the mesh is not joined yet (ENOLINK). On
+/// success the kernel's values are read back (GET_MESH_CONFIG) and printed, so what is
+/// reported is what the radio runs, not what was asked for.
+async fn try_set_params(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Reporter) -> bool {
+    if let Err(e) = nl.set_mesh_config(ifindex, &d.mesh_params).await {
+        tracing::debug!(error = %e, "mesh parameters not applied yet");
+        return false;
     }
+    match nl.mesh_config(ifindex).await {
+        Ok(all) => {
+            let running: BTreeMap<String, u32> = all
+                .iter()
+                .filter(|(p, _)| d.mesh_params.iter().any(|(q, _)| q == p))
+                .map(|(p, v)| (p.iw_name().to_string(), *v))
+                .collect();
+            out.line("mesh_config", &json!({"role": d.role, "running": running}));
+        }
+        Err(e) => out.line(
+            "error",
+            &json!({"what": format!("reading mesh parameters back: {e}")}),
+        ),
+    }
+    true
 }
 
 struct State {
@@ -654,7 +668,7 @@ async fn on_supplicant_event(
     match ev {
         SupplicantEvent::GroupStarted => {
             out.line("joined", &json!({"how": "wpa_supplicant (SAE)"}));
-            state.params_applied = try_set_params(nl, ifindex, &state.role).await;
+            state.params_applied = try_set_params(nl, ifindex, &state.role, out).await;
         }
         SupplicantEvent::PeerConnected(peer) => {
             out.line("sae_peer_connected", &json!({"peer": peer}));
