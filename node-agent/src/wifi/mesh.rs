@@ -400,7 +400,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
             sup = Some(st);
         }
     }
-    apply_role(&nl, ifindex, &role, &out, params_applied).await;
+    report_role(&role, &out, params_applied);
     if !params_applied {
         params_applied = try_set_params(&nl, ifindex, &role, &out).await;
     }
@@ -440,7 +440,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
                 }
                 if let Some(d) = roles.update(out.elapsed_ms(), role_inputs(&s)) {
                     state.role = d.clone();
-                    apply_role(&nl, ifindex, &d, &out, false).await;
+                    report_role(&d, &out, false);
                     state.params_applied = try_set_params(&nl, ifindex, &d, &out).await;
                 }
             }
@@ -567,8 +567,9 @@ fn schedule_restart(st: &mut Sup, out: &Reporter) {
     );
 }
 
-async fn apply_role(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Reporter, joined: bool) {
-    let _ = (nl, ifindex);
+/// Prints the role decision; the parameters themselves are set by [`try_set_params`] (or went
+/// with JOIN_MESH when `joined`).
+fn report_role(d: &RoleDecision, out: &Reporter, joined: bool) {
     let params: BTreeMap<String, u32> = d
         .mesh_params
         .iter()
@@ -835,5 +836,90 @@ async fn apply_damping(nl: &Nl80211, ifindex: u32, action: &Action, out: &Report
             "error",
             &json!({"what": format!("damping action failed: {e}"), "action": action}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        mesh: MeshArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<MeshArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mesh").chain(args.iter().copied())).map(|c| c.mesh)
+    }
+
+    #[test]
+    fn an_open_mesh_needs_the_explicit_test_flag() {
+        let a = parse(&["--mesh-id", "home"]).expect("parses");
+        assert!(matches!(
+            MeshSettings::from_args(&a),
+            Err(Error::NoSecurity)
+        ));
+        let a = parse(&["--mesh-id", "home", "--open-test-mesh"]).expect("parses");
+        let s = MeshSettings::from_args(&a).expect("valid");
+        assert!(matches!(s.security, MeshSecurity::OpenTestMesh));
+    }
+
+    #[test]
+    fn password_file_and_open_mesh_exclude_each_other() {
+        assert!(parse(&[
+            "--mesh-id",
+            "m",
+            "--password-file",
+            "/x",
+            "--open-test-mesh"
+        ])
+        .is_err());
+        assert!(parse(&[]).is_err(), "mesh id is required");
+        assert!(parse(&["--list"]).is_ok(), "except for --list");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_file_and_is_not_printed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "sekrit-mesh-password\n").expect("write");
+        let a = parse(&[
+            "--mesh-id",
+            "home",
+            "--password-file",
+            pw.to_str().expect("utf-8 path"),
+            "--addr",
+            "10.99.0.1/24",
+        ])
+        .expect("parses");
+        let s = MeshSettings::from_args(&a).expect("valid");
+        assert!(matches!(s.security, MeshSecurity::Sae(_)));
+        assert!(!format!("{s:?}").contains("sekrit"));
+    }
+
+    #[test]
+    fn controller_credentials_replace_the_command_line_ones() {
+        let a = parse(&["--mesh-id", "lab", "--open-test-mesh"]).expect("parses");
+        let creds = trellis_proto::snapshot::MeshCredentials {
+            mesh_id: "trellis-home".into(),
+            sae_password: "from-the-controller-123".into(),
+        };
+        let s = MeshSettings::from_args(&a)
+            .expect("valid")
+            .with_credentials(&creds)
+            .expect("valid credentials");
+        assert_eq!(s.mesh_id, "trellis-home");
+        assert!(matches!(s.security, MeshSecurity::Sae(_)));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let a = parse(&["--mesh-id", "a\"b", "--open-test-mesh"]).expect("parses");
+        assert!(MeshSettings::from_args(&a).is_err());
+        let a =
+            parse(&["--mesh-id", "m", "--open-test-mesh", "--addr", "10.0.0.1"]).expect("parses");
+        assert!(MeshSettings::from_args(&a).is_err());
     }
 }
