@@ -413,6 +413,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
         health: HealthMonitor::new(),
         auth_failures: BTreeMap::new(),
         diagnosed: false,
+        no_link_since: None,
         last_report: Instant::now(),
         role,
         params_applied,
@@ -615,6 +616,8 @@ struct State {
     health: HealthMonitor,
     auth_failures: BTreeMap<Mac, u32>,
     diagnosed: bool,
+    /// Since when no peer link is established (None while one is).
+    no_link_since: Option<Instant>,
     last_report: Instant,
     role: RoleDecision,
     params_applied: bool,
@@ -780,25 +783,25 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
         Err(e) => out.line("error", &json!({"what": e.to_string()})),
     }
 
-    // Diagnosis: peers heard, none established, for a while.
-    if !state.diagnosed
-        && estab == 0
-        && state.started.elapsed() >= DIAGNOSE_AFTER
-        && matches!(s.security, MeshSecurity::Sae(_))
-    {
-        state.diagnosed = true;
-        let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
-        let why = if !state.auth_failures.is_empty() {
-            "SAE authentication keeps failing with every peer: the mesh password differs from the other nodes' (re-pair this node)"
-        } else if !seen.is_empty() {
-            "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password"
-        } else {
-            "no mesh peer in range on this channel and mesh ID: check the channel, the mesh ID and the distance"
-        };
-        out.line(
-            "diagnosis",
-            &json!({"problem": "no_peer_link", "peers_in_range": seen, "auth_failures": state.auth_failures.values().sum::<u32>(), "why": why}),
-        );
+    // Diagnosis: no peer link for a while. Said once per outage, withdrawn when a link comes up.
+    if estab > 0 {
+        state.no_link_since = None;
+        if state.diagnosed {
+            state.diagnosed = false;
+            out.line("diagnosis_cleared", &json!({"peers": estab}));
+        }
+    } else {
+        let since = *state.no_link_since.get_or_insert_with(Instant::now);
+        if !state.diagnosed && since.elapsed() >= DIAGNOSE_AFTER {
+            state.diagnosed = true;
+            let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
+            let sae = matches!(s.security, MeshSecurity::Sae(_));
+            let why = why_no_link(sae, !seen.is_empty(), !state.auth_failures.is_empty());
+            out.line(
+                "diagnosis",
+                &json!({"problem": "no_peer_link", "peers_in_range": seen, "auth_failures": state.auth_failures.values().sum::<u32>(), "why": why}),
+            );
+        }
     }
 
     if state.last_report.elapsed() >= s.report_every {
@@ -807,6 +810,16 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
     }
     for action in state.health.tick(now_ms) {
         apply_damping(nl, ifindex, &action, out).await;
+    }
+}
+
+/// Why no peer link came up, in words a person can act on.
+fn why_no_link(sae: bool, peers_in_range: bool, auth_failures: bool) -> &'static str {
+    match (sae, peers_in_range, auth_failures) {
+        (true, _, true) => "SAE authentication keeps failing with every peer: the mesh password differs from the other nodes' (re-pair this node)",
+        (true, true, false) => "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password",
+        (false, true, _) => "mesh peers are in range but no link came up: check that every node uses the same mesh settings",
+        (_, false, _) => "no mesh peer in range on this channel and mesh ID: check the channel, the mesh ID and the distance",
     }
 }
 
@@ -912,6 +925,14 @@ mod tests {
             .expect("valid credentials");
         assert_eq!(s.mesh_id, "trellis-home");
         assert!(matches!(s.security, MeshSecurity::Sae(_)));
+    }
+
+    #[test]
+    fn no_link_diagnosis_names_the_likely_cause() {
+        assert!(why_no_link(true, true, true).contains("password differs"));
+        assert!(why_no_link(true, true, false).contains("wrong mesh password"));
+        assert!(why_no_link(false, true, false).contains("same mesh settings"));
+        assert!(why_no_link(true, false, false).contains("no mesh peer in range"));
     }
 
     #[test]
