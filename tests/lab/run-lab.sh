@@ -61,12 +61,19 @@ KVER=${KPKG#linux-image-}
 # executables' other dependencies such as adduser or debconf are not needed in a VM).
 LIBS=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
          --no-replaces --no-enhances "${GUEST_PKGS[@]}" 2>/dev/null | grep -E '^(lib[a-z0-9.+-]+|zlib1g)$' | sort -u)
-fetched=0
+missing=()
 for p in "$KPKG" "${GUEST_PKGS[@]}" $LIBS; do
-  ls "$WORK/debs/${p}_"*.deb >/dev/null 2>&1 && continue
-  (cd "$WORK/debs" && apt-get download -qq "$p" >/dev/null 2>&1) || log "no .deb for $p (virtual?) — skipped"
-  fetched=$((fetched + 1))
+  ls "$WORK/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
 done
+fetched=${#missing[@]}
+# One apt-get call for all (about a second); one per package only if that fails, so a virtual
+# or vanished name is skipped instead of failing the lot.
+if [ $fetched -gt 0 ] && ! (cd "$WORK/debs" && apt-get download -qq "${missing[@]}" >/dev/null 2>&1); then
+  for p in "${missing[@]}"; do
+    ls "$WORK/debs/${p}_"*.deb >/dev/null 2>&1 && continue
+    (cd "$WORK/debs" && apt-get download -qq "$p" >/dev/null 2>&1) || log "no .deb for $p (virtual?) — skipped"
+  done
+fi
 log "guest packages: $(ls "$WORK/debs" | wc -l) .debs cached ($fetched fetched now), kernel $KVER"
 
 KROOT="$WORK/kpkg-$KVER"
