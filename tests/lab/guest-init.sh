@@ -175,10 +175,14 @@ grep -l 'trellis-lab-correct\|trellis-lab-WRONG' /tmp/agent-*.log /tmp/wpa-*.log
 # ======================================================= (2): line A-B-C, open test mesh
 SC=line
 sleep 0.5
+# C is a satellite with a LAN bridge: its agent puts the mesh into br-lan with the mesh port's
+# STP cost; C's address lives on the bridge, so A->C also crosses the bridged mesh port
+nsx ns2 ip link add br-lan type bridge && nsx ns2 ip link set br-lan up
+nsx ns2 ip addr add 10.99.0.3/24 dev br-lan
 for n in A B C; do
   role=relay; [ $n = A ] && role=portal
-  start_agent $n $SC --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role $role \
-    --addr 10.99.0.$(( $(idx $n) + 1 ))/24
+  if [ $n = C ]; then extra="--bridge br-lan"; else extra="--addr 10.99.0.$(( $(idx $n) + 1 ))/24"; fi
+  start_agent $n $SC --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role $role $extra
 done
 T_L0=$(up)
 if wait_peers $SC 40 A:2 B:2 C:2; then
@@ -218,6 +222,11 @@ if wait_peers $SC 40 A:2 B:2 C:2; then
     OPEN_CLEAR=$(xxd -p /tmp/air-open.pcap | tr -d '\n' | grep -o a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5 | wc -l)
     if [ "$OPEN_CLEAR" -gt 0 ]; then result sniffer-control pass "open mesh payload seen in clear hits=$OPEN_CLEAR"
     else result sniffer-control fail "the sniffer saw no clear payload on the open mesh"; fi
+    COST=$(nsx ns2 cat /sys/class/net/mesh2/brport/path_cost 2>/dev/null)
+    MASTER=$(nsx ns2 readlink /sys/class/net/mesh2/master 2>/dev/null); MASTER=${MASTER##*/}
+    if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ]; then
+      result bridge pass "C mesh2 in br-lan path_cost=65000 ping-to-bridge-address=ok"
+    else result bridge fail "master=${MASTER:-none} path_cost=${COST:-none}"; fi
     if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ]; then
       result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B"
     else

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
-use rtnetlink::LinkUnspec;
+use rtnetlink::{LinkBridgePort, LinkUnspec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -122,6 +122,26 @@ impl Links {
             .await
             .map_err(|source| Error::Netlink {
                 what: "adding the mesh to the bridge",
+                link: name.to_string(),
+                source,
+            })
+    }
+}
+
+impl Links {
+    /// `ip link set NAME type bridge_slave cost COST`: the STP path cost of the mesh port, so a
+    /// cable wins over the air (see [`super::role`]). STP itself is switched on for the LAN
+    /// bridge by the firmware's defaults, not by the agent at run time (Trellis does not rewrite
+    /// `/etc/config/network` behind LuCI's back).
+    pub async fn set_port_cost(&self, name: &str, cost: u32) -> Result<(), Error> {
+        let index = self.index(name).await?;
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).cost(cost).build())
+            .execute()
+            .await
+            .map_err(|source| Error::Netlink {
+                what: "setting the bridge port cost",
                 link: name.to_string(),
                 source,
             })

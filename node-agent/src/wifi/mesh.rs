@@ -345,6 +345,9 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
 
     if let Some(bridge) = &s.bridge {
         links.enslave(&s.iface, bridge).await?;
+        links
+            .set_port_cost(&s.iface, role.mesh_port_path_cost)
+            .await?;
     }
     if let Some(addr) = s.addr {
         links.add_address(&s.iface, addr).await?;
