@@ -7,8 +7,11 @@
 #   sae-mesh     (1) A B C form an SAE mesh; ping and a TCP request cross it; a capture of the
 #                    whole simulated air (hwsim0) never shows the payload marker in clear
 #   wrong-password (4) D runs at the same time with a wrong password: never peers, its agent says why
+#   roles            portal/relay HWMP parameters set by the agents, read back
+#   flap-damping     C keeps dropping its link to A: A's agent blocks C
 #   line         (2) open test mesh A B C, A-C blocked: A->C goes through B, A's agent reports it
-#   reroute      (3) + D, B-D blocked: A->C has two paths (via B, via D); the relay on the active
+#   bridge           D's agent puts its mesh into a LAN bridge with the mesh port's STP cost
+#   reroute      (3) + D (bridged), B-D blocked: A->C has two paths (via B, via D); the relay on the active
 #                    path loses power (agent kill -9, radio silenced); the ping gap is the reroute time
 # Output: machine-readable `LAB ...` lines on the serial console; qemu exits with 2*failures+1.
 export PATH=/bin
@@ -175,14 +178,10 @@ grep -l 'trellis-lab-correct\|trellis-lab-WRONG' /tmp/agent-*.log /tmp/wpa-*.log
 # ======================================================= (2): line A-B-C, open test mesh
 SC=line
 sleep 0.5
-# C is a satellite with a LAN bridge: its agent puts the mesh into br-lan with the mesh port's
-# STP cost; C's address lives on the bridge, so A->C also crosses the bridged mesh port
-nsx ns2 ip link add br-lan type bridge && nsx ns2 ip link set br-lan up
-nsx ns2 ip addr add 10.99.0.3/24 dev br-lan
 for n in A B C; do
   role=relay; [ $n = A ] && role=portal
-  if [ $n = C ]; then extra="--bridge br-lan"; else extra="--addr 10.99.0.$(( $(idx $n) + 1 ))/24"; fi
-  start_agent $n $SC --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role $role $extra
+  start_agent $n $SC --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role $role \
+    --addr 10.99.0.$(( $(idx $n) + 1 ))/24
 done
 T_L0=$(up)
 if wait_peers $SC 40 A:2 B:2 C:2; then
@@ -222,11 +221,6 @@ if wait_peers $SC 40 A:2 B:2 C:2; then
     OPEN_CLEAR=$(xxd -p /tmp/air-open.pcap | tr -d '\n' | grep -o a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5 | wc -l)
     if [ "$OPEN_CLEAR" -gt 0 ]; then result sniffer-control pass "open mesh payload seen in clear hits=$OPEN_CLEAR"
     else result sniffer-control fail "the sniffer saw no clear payload on the open mesh"; fi
-    COST=$(nsx ns2 cat /sys/class/net/mesh2/brport/path_cost 2>/dev/null)
-    MASTER=$(nsx ns2 readlink /sys/class/net/mesh2/master 2>/dev/null); MASTER=${MASTER##*/}
-    if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ]; then
-      result bridge pass "C mesh2 in br-lan path_cost=65000 ping-to-bridge-address=ok"
-    else result bridge fail "master=${MASTER:-none} path_cost=${COST:-none}"; fi
     if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ]; then
       result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B"
     else
@@ -242,12 +236,21 @@ show_log A $SC 6
 
 # ======================================================= (3): two paths, kill the relay
 SC2=reroute
-start_agent D $SC2 --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role relay --addr 10.99.0.4/24
+# D is a satellite with a LAN bridge: its agent puts the mesh into br-lan with the mesh port's
+# STP cost; a bridged node must still relay mesh traffic (forwarding happens below the bridge)
+modprobe bridge
+nsx ns3 ip link add br-lan type bridge && nsx ns3 ip link set br-lan up
+start_agent D $SC2 --mesh-id trellis-open-lab --freq 2412 --open-test-mesh --role relay --bridge br-lan
 # D must not shortcut B: A-B-C and A-D-C only
 k=0; while [ $k -lt 100 ] && [ "$(nsx ns3 iw dev mesh3 station dump 2>/dev/null | grep -c Station)" -lt 3 ]; do sleep 0.2; k=$((k + 1)); done
 nsx ns1 iw dev mesh1 station set "$MAC_D" plink_action block
 nsx ns3 iw dev mesh3 station set "$MAC_B" plink_action block
 if wait_peers $SC2 30 D:2; then
+  COST=$(nsx ns3 cat /sys/class/net/mesh3/brport/path_cost 2>/dev/null)
+  MASTER=$(nsx ns3 readlink /sys/class/net/mesh3/master 2>/dev/null); MASTER=${MASTER##*/}
+  if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ]; then
+    result bridge pass "D's agent put mesh3 into br-lan with path_cost=65000"
+  else result bridge fail "master=${MASTER:-none} path_cost=${COST:-none}"; fi
   wait_ping ns0 10.99.0.3 10
   sleep 1.2
   RELAY=$(nsx ns0 iw dev mesh0 mpath dump | grep -i "^$MAC_C " | awk '{print $2}')

@@ -140,10 +140,12 @@ cp -L "$LD" "$ROOT/lib64/ld-linux-x86-64.so.2"; cp -L "$LD" "$ROOT/lib/x86_64-li
 echo 'root:x:0:0:root:/root:/bin/sh' > "$ROOT/etc/passwd"; echo 'root:x:0:' > "$ROOT/etc/group"
 printf 'passwd: files\ngroup: files\n' > "$ROOT/etc/nsswitch.conf"
 cp "$AGENT" "$ROOT/bin/trellis-agent"
-# Kernel modules: the mac80211_hwsim closure and the crypto mac80211 asks for at run time.
+# Kernel modules: the mac80211_hwsim and bridge closures and the crypto mac80211 asks for.
 copy_mod() { mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$1")"; cp -n "$KMOD/$1" "$ROOT/lib/modules/$KVER/$1"; }
-line=$(grep -E "/mac80211_hwsim\.ko(\.[a-z]+)?:" "$KMOD/modules.dep") || die "mac80211_hwsim not in $KPKG"
-for f in ${line/:/}; do copy_mod "$f"; done
+for m in mac80211_hwsim bridge; do   # bridge: the LAN bridge a satellite puts its mesh into
+  line=$(grep -E "/${m}\.ko(\.[a-z]+)?:" "$KMOD/modules.dep") || die "$m not in $KPKG"
+  for f in ${line/:/}; do copy_mod "$f"; done
+done
 (cd "$KMOD" && find kernel/crypto kernel/arch/x86/crypto kernel/lib/crypto -name '*.ko*') |
   while read -r f; do copy_mod "$f"; done
 cp "$KMOD"/modules.{builtin,builtin.modinfo,order} "$ROOT/lib/modules/$KVER/"
