@@ -250,6 +250,11 @@ if wait_peers $SC2 30 D:2; then
   MASTER=$(nsx ns3 readlink /sys/class/net/mesh3/master 2>/dev/null); MASTER=${MASTER##*/}
   if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ]; then
     result bridge pass "D's agent put mesh3 into br-lan with path_cost=65000"
+    nsx ns3 ip addr add 10.99.0.4/24 dev br-lan
+    BMAC=$(nsx ns3 cat /sys/class/net/br-lan/address)
+    if wait_ping ns0 10.99.0.4 8; then BP=ok; else BP=fail; fi
+    lab "info bridged_ip_ping=$BP br_lan_mac=$BMAC mesh3_mac=$MAC_D"
+    nsx ns0 iw dev mesh0 mpp dump 2>/dev/null | sed 's/^/LAB-LOG A mpp /' | head -5
   else result bridge fail "master=${MASTER:-none} path_cost=${COST:-none}"; fi
   wait_ping ns0 10.99.0.3 10
   sleep 1.2
