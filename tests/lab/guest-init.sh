@@ -10,7 +10,7 @@
 #   roles            portal/relay HWMP parameters set by the agents, read back
 #   flap-damping     C keeps dropping its link to A: A's agent blocks C
 #   line         (2) open test mesh A B C, A-C blocked: A->C goes through B, A's agent reports it
-#   bridge           D's agent puts its mesh into a LAN bridge with the mesh port's STP cost
+#   bridge           D's agent puts its mesh into a LAN bridge (STP cost); D's br-lan address answers
 #   reroute      (3) + D (bridged), B-D blocked: A->C has two paths (via B, via D); the relay on the active
 #                    path loses power (agent kill -9, radio silenced); the ping gap is the reroute time
 # Output: machine-readable `LAB ...` lines on the serial console; qemu exits with 2*failures+1.
@@ -248,14 +248,15 @@ nsx ns3 iw dev mesh3 station set "$MAC_B" plink_action block
 if wait_peers $SC2 30 D:2; then
   COST=$(nsx ns3 cat /sys/class/net/mesh3/brport/path_cost 2>/dev/null)
   MASTER=$(nsx ns3 readlink /sys/class/net/mesh3/master 2>/dev/null); MASTER=${MASTER##*/}
-  if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ]; then
-    result bridge pass "D's agent put mesh3 into br-lan with path_cost=65000"
-    nsx ns3 ip addr add 10.99.0.4/24 dev br-lan
-    BMAC=$(nsx ns3 cat /sys/class/net/br-lan/address)
-    if wait_ping ns0 10.99.0.4 8; then BP=ok; else BP=fail; fi
-    lab "info bridged_ip_ping=$BP br_lan_mac=$BMAC mesh3_mac=$MAC_D"
-    nsx ns0 iw dev mesh0 mpp dump 2>/dev/null | sed 's/^/LAB-LOG A mpp /' | head -5
-  else result bridge fail "master=${MASTER:-none} path_cost=${COST:-none}"; fi
+  PSTATE=$(nsx ns3 cat /sys/class/net/mesh3/brport/state 2>/dev/null)   # 3 = forwarding
+  # the satellite's own address lives on the bridge, as on a router's br-lan
+  nsx ns3 ip addr add 10.99.0.4/24 dev br-lan
+  if wait_ping ns0 10.99.0.4 8; then BP=ok; else BP=fail; fi
+  if [ "$MASTER" = br-lan ] && [ "$COST" = 65000 ] && [ "$PSTATE" = 3 ] && [ $BP = ok ]; then
+    result bridge pass "D's agent put mesh3 into br-lan path_cost=65000 port=forwarding ping_to_br_lan=ok"
+  else
+    result bridge fail "master=${MASTER:-none} path_cost=${COST:-none} port_state=$PSTATE ping_to_br_lan=$BP mesh3_oper=$(nsx ns3 cat /sys/class/net/mesh3/operstate)"
+  fi
   wait_ping ns0 10.99.0.3 10
   sleep 1.2
   RELAY=$(nsx ns0 iw dev mesh0 mpath dump | grep -i "^$MAC_C " | awk '{print $2}')

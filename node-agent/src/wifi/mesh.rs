@@ -475,10 +475,21 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
     }
     out.line("stopping", &json!({}));
     if let Some(mut st) = sup.take() {
+        // Ask wpa_supplicant to leave and restore the link mode it changed; kill it only if it
+        // does not exit in time.
+        if let Some(ctrl) = st.ctrl.as_ref() {
+            let _ = ctrl.request("TERMINATE").await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                while let Some(m) = sup_rx.recv().await {
+                    if matches!(m, SupMsg::Exited(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
         st.stop();
     }
-    // wpa_supplicant was killed (not asked to leave): leave the mesh here so the interface is
-    // free for the next start, whoever joined it.
     let _ = nl.leave_mesh(ifindex).await;
     Ok(())
 }
@@ -512,7 +523,13 @@ fn default_route_elsewhere(mesh_iface: &str) -> bool {
 
 async fn start_supplicant(s: &MeshSettings, st: &mut Sup, out: &Reporter) -> Result<(), Error> {
     let ctrl_dir = s.run_dir.join("wpa");
-    // A stale socket from a killed instance makes wpa_supplicant refuse to start.
+    // A wpa_supplicant orphaned by a killed agent still owns the interface: ask it to go. A
+    // stale socket left by a dead one makes the new one refuse to start.
+    if let Ok(old) = Ctrl::connect(&ctrl_dir.join(&s.iface), Duration::ZERO).await {
+        if old.request("TERMINATE").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
     let _ = std::fs::remove_file(ctrl_dir.join(&s.iface));
     st.stop();
     let proc = Supplicant::spawn(

@@ -202,8 +202,10 @@ impl Nl80211 {
             .ok_or_else(|| Error::NoSuchRadio(name.to_string()))
     }
 
-    /// `iw phy PHY interface add NAME type mp`: creates the mesh-point interface, or returns the
-    /// existing one of that name if it already is a mesh point on that radio.
+    /// `iw phy PHY interface add NAME type mp`: creates the mesh-point interface. An interface
+    /// of that name left from an earlier run is deleted first: a fresh one carries no state from
+    /// before (a killed wpa_supplicant leaves its link in DORMANT mode, which keeps a bridge
+    /// port disabled).
     pub async fn ensure_mesh_interface(
         &self,
         wiphy: u32,
@@ -215,9 +217,6 @@ impl Nl80211 {
             .into_iter()
             .find(|i| i.name == name)
         {
-            if existing.iftype == "mesh point" && existing.wiphy == wiphy {
-                return Ok(existing);
-            }
             self.delete_interface(existing.ifindex).await?;
         }
         let cmd = "NEW_INTERFACE";
