@@ -8,6 +8,8 @@
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
 //! - [`health`]: per-link health, flap damping, advice (pure logic).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
+//! - [`settings`]: the command's flags and the controller-credentials hook.
+//! - [`report`]: JSON lines out.
 //! - [`mesh`]: the `trellis-agent mesh` command that ties them together.
 //!
 //! It does not own bridging policy of the LAN or the controller protocol: the caller hands in the
@@ -18,8 +20,10 @@ pub mod link;
 pub mod mesh;
 pub mod nl80211;
 pub mod raw_nla;
+pub mod report;
 pub mod role;
 pub mod sae;
+pub mod settings;
 
 pub use mesh::MeshArgs;
 
