@@ -43,6 +43,9 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Form, secure and supervise the 802.11s mesh on one radio; report links and paths as
+    /// JSON lines.
+    Mesh(crate::wifi::MeshArgs),
 }
 
 /// Options of `trellis-agent run`.
@@ -128,6 +131,10 @@ fn default_name() -> String {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::init_logging(&cli.log);
+    if let Command::Mesh(args) = cli.command {
+        // The mesh supervisor runs on its own single-threaded runtime.
+        return crate::wifi::mesh::main(args);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -141,6 +148,7 @@ pub fn main() -> ExitCode {
     };
     let state = StateDir::new(&cli.state_dir);
     match cli.command {
+        Command::Mesh(_) => unreachable!("handled above"),
         Command::Run(args) => match (Agent::load(state), args.service_mesh()) {
             (_, Err(e)) => {
                 eprintln!("trellis-agent: {e}");

@@ -14,6 +14,10 @@
 //! - [`metrics`]: Prometheus text and the per-connection access log.
 //! - [`dns`]: the mesh zone `trellis.home.arpa` (A records → virtual IPs).
 //! - [`discovery`]: DHCP leases and mDNS/DNS-SD on this router's segment.
+//! - [`service_mesh`]: wires the data plane to each applied config snapshot.
+//!
+//! and the wifi mesh:
+//! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
 
 pub mod cli;
 pub mod control;
@@ -26,6 +30,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod service_mesh;
 pub mod state;
+pub mod wifi;
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -5,8 +5,10 @@
 //! - `cross [TARGET…]`: static router binaries for the arches in `cross/targets.tsv`.
 //! - `package [--target ARCH…]`: OpenWrt packages (.ipk) of both daemons and the LuCI app.
 //! - `bench`: the benchmarks, printing figures.
+//! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim), agents form and heal a real mesh.
 mod cross;
 mod demo;
+mod lab;
 mod package;
 mod setup;
 mod test;
@@ -29,6 +31,8 @@ commands:
                         OpenWrt .ipk packages (agent, controller, luci-app) into
                         dist/packages/, each read back and checked
   bench                 run the benchmarks and print their figures
+  lab [--agent PATH]    the 802.11s VM lab: qemu + mac80211_hwsim, agents form an SAE mesh,
+                        a line topology and a reroute (root; ~2 min after the agent build)
   setup                 only install what the tests need";
 
 fn main() -> ExitCode {
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("cross") => cross::run(&args[1..]).map(|_| ()),
         Some("package") => package::run(&args[1..]),
         Some("bench") => bench(),
+        Some("lab") => lab::run(&args[1..]),
         Some("setup") => setup::ensure_test_tools(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
