@@ -1,4 +1,4 @@
-//! Tunnels to peer nodes: pre-dialled TLS connections, a breaker per node, and locality order.
+//! Tunnels to peer nodes: pooled HTTP/2-over-mTLS connections, a breaker per node, locality order.
 //!
 //! **Pool.** Tunnels are HTTP/2 connections over mutual TLS 1.3 (see the framing decision in
 //! `proxy.rs`); each new client connection is one CONNECT stream on a pooled connection to
