@@ -398,6 +398,98 @@ mod tests {
         assert_eq!(order, ["me", "near", "far", "unknown"]);
     }
 
+    /// Node B's proxy on loopback and a state for A that knows B there.
+    async fn two_nodes() -> (Arc<MeshState>, crate::proxy::ProxyHandle) {
+        let ca = crate::proxy::testca::TestCa::new("h").unwrap();
+        let mk = |local: &str, id: crate::proxy::NodeIdentity, nodes| MeshState {
+            version: 1,
+            local_node: n(local),
+            identity: id,
+            bundle: ca.bundle_arc(),
+            nodes,
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
+            hops: Default::default(),
+        };
+        let (a, b) = (ca.issue_node("a").unwrap(), ca.issue_node("b").unwrap());
+        let peer = |name: &str, id: &crate::proxy::NodeIdentity, addr: String| {
+            trellis_proto::snapshot::PeerNode {
+                name: n(name),
+                identity: id.id.clone(),
+                addresses: vec![addr],
+            }
+        };
+        let cfg = ProxyConfig {
+            outbound_addr: "127.0.0.1:0".parse().unwrap(),
+            inbound_addr: "127.0.0.1:0".parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        let b_nodes = vec![peer("a", &a, "127.0.0.1".into())];
+        // The sender may go: the proxy keeps serving its last state (fail static).
+        let (_, rx) = tokio::sync::watch::channel(Arc::new(mk("b", b, b_nodes)));
+        let handle = crate::proxy::Proxy::start(cfg, rx, Arc::new(crate::metrics::Metrics::new()))
+            .await
+            .unwrap();
+        let b_id = ca.issue_node("b").unwrap();
+        let a_nodes = vec![peer("b", &b_id, handle.inbound.to_string())];
+        (Arc::new(mk("a", a, a_nodes)), handle)
+    }
+
+    #[tokio::test]
+    async fn streams_share_one_connection_until_it_is_full() {
+        let (state, _b) = two_nodes().await;
+        let pool = Pool::new(ProxyConfig::default());
+        let b = n("b");
+        let mut leases = Vec::new();
+        for _ in 0..STREAMS_PER_CONNECTION {
+            leases.push(pool.get(&state, &b).await.unwrap());
+        }
+        assert_eq!(
+            pool.connection_count(&b),
+            1,
+            "100 streams fit one connection"
+        );
+        leases.push(pool.get(&state, &b).await.unwrap());
+        assert_eq!(
+            pool.connection_count(&b),
+            2,
+            "the 101st stream opens a second one"
+        );
+        // Streams ending free room: the next stream goes to an existing connection.
+        leases.truncate(10);
+        let l = pool.get(&state, &b).await.unwrap();
+        assert_eq!(pool.connection_count(&b), 2);
+        // A failed connection is forgotten; a new snapshot forgets them all.
+        pool.discard(&b, l.id);
+        assert_eq!(pool.connection_count(&b), 1);
+        let mut newer = (*state).clone();
+        newer.version += 1;
+        let newer = Arc::new(newer);
+        let _l = pool.get(&newer, &b).await.unwrap();
+        assert_eq!(
+            pool.connection_count(&b),
+            1,
+            "old-snapshot connections dropped, one new"
+        );
+    }
+
+    #[tokio::test]
+    async fn dialling_a_node_that_is_not_there_fails_with_its_name() {
+        let (state, b) = two_nodes().await;
+        b.shutdown();
+        // Let the aborted listener close.
+        tokio::task::yield_now().await;
+        let pool = Pool::new(ProxyConfig::default());
+        let err = pool.dial(&state, &n("b")).await.unwrap_err().to_string();
+        assert!(
+            err.contains("connect to 127.0.0.1:") || err.contains("with node b"),
+            "{err}"
+        );
+        let err = pool.dial(&state, &n("zz")).await.unwrap_err().to_string();
+        assert_eq!(err, "node zz is not in the snapshot");
+    }
+
     #[test]
     fn breaker_opens_after_threshold_and_backs_off() {
         let pool = Pool::new(ProxyConfig::default());
