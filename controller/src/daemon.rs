@@ -1,14 +1,126 @@
-//! The `trellis-controller` process.
-use std::process::ExitCode;
+//! The `trellis-controller` process: options, logging, and the two API servers.
+//!
+//! The admin API and the agent API run on one small tokio runtime (two worker threads): the
+//! controller's load is a handful of routers long-polling, not a data plane.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Parser;
 
+use crate::api;
+use crate::home::{Home, Settings};
+
 /// The Trellis controller: certificate authority, pairing, store and APIs of the home.
+///
+/// Runs on the primary router. The `trellis` command (this same binary, called by that
+/// name) manages it through the admin socket.
 #[derive(Debug, Parser)]
-#[command(name = "trellis-controller", version, about)]
-pub struct Options {}
+#[command(name = "trellis-controller", version, about, long_about)]
+pub struct Options {
+    /// Where the store (CA, nodes, config versions) lives; kept across sysupgrade.
+    #[arg(long, default_value = "/etc/trellis/controller")]
+    pub data_dir: PathBuf,
+    /// Address of the agent API (HTTPS, TLS 1.3, client certificates).
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub agent_api: SocketAddr,
+    /// The agent API address handed to satellites at pairing (host:port); by default they
+    /// keep using the address they paired with.
+    #[arg(long, default_value = "")]
+    pub advertise: String,
+    /// The admin socket the `trellis` command talks to (root only).
+    #[arg(long, default_value = "/var/run/trellis/admin.sock")]
+    pub admin_socket: PathBuf,
+    /// Lifetime of node certificates in hours (1 to 168); agents renew at half of it.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]
+    pub cert_ttl_hours: u64,
+    /// Log filter, e.g. `info` or `trellis_controller=debug`.
+    #[arg(long, env = "TRELLIS_LOG", default_value = "info")]
+    pub log: String,
+}
 
 pub fn main() -> ExitCode {
-    let _opts = Options::parse();
-    ExitCode::SUCCESS
+    let opts = Options::parse();
+    init_logging(&opts.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trellis-controller: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("trellis-controller: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // procd collects stderr into logd; no ANSI colours there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let home = Home::open(Settings {
+        data_dir: opts.data_dir.clone(),
+        leaf_ttl: Duration::from_secs(opts.cert_ttl_hours * 3600),
+        advertise: opts.advertise.clone(),
+    })?;
+    let admin = api::admin::bind(&opts.admin_socket).with_context(|| {
+        format!(
+            "cannot open the admin socket {}",
+            opts.admin_socket.display()
+        )
+    })?;
+    let agents = tokio::net::TcpListener::bind(opts.agent_api)
+        .await
+        .with_context(|| format!("cannot listen on {} for the agent API", opts.agent_api))?;
+    tracing::info!(
+        home_id = %home.home_id(),
+        agent_api = %agents.local_addr()?,
+        admin_socket = %opts.admin_socket.display(),
+        "trellis-controller ready"
+    );
+    let result = tokio::select! {
+        r = api::agent::serve(home.clone(), agents) => r.context("agent API stopped"),
+        r = api::admin::serve(home.clone(), admin) => r.context("admin API stopped"),
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    let _ = std::fs::remove_file(&opts.admin_socket);
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -6,10 +6,15 @@
 //! - [`pairing`]: single-use pairing codes and the SPAKE2 exchange that enrolls a satellite;
 //! - [`store`]: the embedded SQLite store (nodes, CA material, config versions), crash-safe
 //!   and written only when state changes;
-//! - [`config`]: the versioned config snapshot agents long-poll for;
+//! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
+pub mod api;
+pub mod ca;
 pub mod cli;
 pub mod daemon;
+pub mod home;
+pub mod pairing;
+pub mod store;

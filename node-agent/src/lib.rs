@@ -1,6 +1,11 @@
 //! The Trellis agent, run on every router of the home (primary and satellites).
 //!
 //! It owns the node's side of the control plane:
+//! - [`join`]: pairing with a code (SPAKE2), pinning the home CA;
+//! - [`identity`]: the node's key, CSR and certificate, and when to renew it;
+//! - [`control`]: the mTLS client of the controller: config long poll, fail static,
+//!   renewal, telemetry; and [`control::Trust`], the peers this node accepts;
+//! - [`state`]: what the agent keeps on flash, written atomically and only on change;
 //! - [`cli`]: the `trellis-agent` command line (`run`, `join`).
 //!
 //! and the service mesh's data plane:
@@ -9,9 +14,32 @@
 //! - [`metrics`]: Prometheus text and the per-connection access log.
 //! - [`dns`]: the mesh zone `trellis.home.arpa` (A records → virtual IPs).
 //! - [`discovery`]: DHCP leases and mDNS/DNS-SD on this router's segment.
+
 pub mod cli;
+pub mod control;
 pub mod discovery;
 pub mod dns;
+pub mod identity;
 pub mod intercept;
+pub mod join;
 pub mod metrics;
 pub mod proxy;
+pub mod state;
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // procd collects stderr into logd; no ANSI colours there.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,7 +1,8 @@
 //! Types the Trellis controller and its agents share.
 //!
-//! This crate owns the *language* of the control plane and nothing else: no I/O, no crypto,
-//! no async. Both binaries depend on it so a message cannot drift between the two sides.
+//! This crate owns the *language* of the control plane: no I/O and no async. Only the `tls`
+//! feature brings in certificate parsing. Both binaries depend on it so a message cannot drift
+//! between the two sides.
 //!
 //! - [`identity`]: SPIFFE IDs (`spiffe://<home-id>/node/<node>`, `spiffe://<home-id>/svc/<name>`).
 //! - [`pairing`]: the messages of the PAKE exchange that enrolls a satellite.
@@ -9,12 +10,21 @@
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
+//! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
+//! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
+//! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
 
 pub mod api;
 pub mod catalog;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod identity;
 pub mod pairing;
+#[cfg(feature = "tls")]
+pub mod pake;
 pub mod policy;
 pub mod snapshot;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use identity::{HomeId, NodeName, SpiffeId};

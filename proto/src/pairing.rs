@@ -151,7 +151,7 @@ pub mod hex {
     }
 
     pub fn decode(text: &str) -> Option<Vec<u8>> {
-        if text.len() % 2 != 0 {
+        if !text.len().is_multiple_of(2) {
             return None;
         }
         let nibble = |c: u8| match c {

@@ -39,8 +39,6 @@ pub struct PeerNode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {
     pub identity: SpiffeId,
-    /// Serial numbers (hex) of certificates issued to it, for a belt-and-braces check.
-    pub serials: Vec<String>,
     /// Unix seconds.
     pub revoked_at: u64,
 }
@@ -54,6 +52,11 @@ pub struct ConfigSnapshot {
     pub ca_pem: String,
     pub nodes: Vec<PeerNode>,
     pub revoked: Vec<Revocation>,
+    /// Serials (hex) of revoked certificates not yet expired. A router removed and paired
+    /// again under its old name gets a valid identity back, but its old certificates stay
+    /// refused.
+    #[serde(default)]
+    pub revoked_serials: Vec<String>,
     pub mesh: MeshCredentials,
 }
 
@@ -61,6 +64,13 @@ impl ConfigSnapshot {
     /// Whether this identity has been revoked in this snapshot.
     pub fn is_revoked(&self, id: &SpiffeId) -> bool {
         self.revoked.iter().any(|r| &r.identity == id)
+    }
+
+    /// Whether a peer presenting this identity and certificate serial must be refused.
+    pub fn refuses(&self, id: &SpiffeId, serial: &str) -> bool {
+        id.home != self.home_id
+            || self.is_revoked(id)
+            || self.revoked_serials.iter().any(|s| s == serial)
     }
 }
 

@@ -86,9 +86,9 @@ impl TrustBundle {
             roots: certs_from_pem(&s.ca_pem)?,
             revoked_ids: s.revoked.iter().map(|r| r.identity.clone()).collect(),
             revoked_serials: s
-                .revoked
+                .revoked_serials
                 .iter()
-                .flat_map(|r| r.serials.iter().map(|x| normalize_serial(x)))
+                .map(|x| normalize_serial(x))
                 .collect(),
         })
     }
@@ -492,6 +492,40 @@ mod tests {
         assert_eq!(certs_from_pem(&text).unwrap().len(), 1);
         assert!(certs_from_pem("nothing here").is_err());
         assert_eq!(normalize_serial("00:0A:ff"), "aff");
+    }
+
+    #[test]
+    fn bundle_from_the_snapshot_keeps_revocations() {
+        use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, Revocation};
+        let ca = TestCa::new("home1").unwrap();
+        let gone = ca.issue_node("gone").unwrap();
+        let snap = ConfigSnapshot {
+            version: 3,
+            home_id: ca.home.clone(),
+            ca_pem: format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                b64(&ca.root())
+            ),
+            nodes: vec![],
+            revoked: vec![Revocation {
+                identity: gone.id.clone(),
+                revoked_at: 1,
+            }],
+            revoked_serials: vec!["000A".into()],
+            mesh: MeshCredentials {
+                mesh_id: "m".into(),
+                sae_password: "p".into(),
+            },
+        };
+        let b = TrustBundle::from_snapshot(&snap).unwrap();
+        assert_eq!(b.roots, vec![ca.root()]);
+        assert!(b.revoked_ids.contains(&gone.id));
+        assert!(b.revoked_serials.contains("a"), "{:?}", b.revoked_serials);
+        let err = b.check(&gone.chain[0]).unwrap_err().to_string();
+        assert!(
+            err.contains("spiffe://home1/node/gone has been revoked"),
+            "{err}"
+        );
     }
 
     fn b64(data: &[u8]) -> String {

@@ -1,0 +1,49 @@
+//! The controller's two APIs.
+//!
+//! - [`agent`]: HTTPS on the LAN (default port 7443), TLS 1.3 only. Pairing needs no client
+//!   certificate (the PAKE authenticates both sides); everything under `/v1/agent/` requires
+//!   a client certificate from the home CA whose node is still enrolled.
+//! - [`admin`]: HTTP over a root-only unix socket on the router itself; the file permissions
+//!   are the authentication, as for ubus.
+
+pub mod admin;
+pub mod agent;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use trellis_proto::pairing::ApiError;
+
+use crate::home::{HomeError, Kind};
+
+/// Largest request body either API accepts: CSRs and telemetry are a few KiB.
+pub const MAX_BODY: usize = 64 * 1024;
+
+impl IntoResponse for HomeError {
+    fn into_response(self) -> Response {
+        let status = match self.kind {
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::TooMany => StatusCode::TOO_MANY_REQUESTS,
+            Kind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(ApiError {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Malformed JSON gets the same error shape as every other failure, naming what was wrong.
+pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> HomeError {
+    HomeError::new(
+        Kind::BadRequest,
+        format!("malformed request body: {}", rejection.body_text()),
+    )
+}

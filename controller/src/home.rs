@@ -1,0 +1,480 @@
+//! The running home: store, CA, pairing state, the config snapshot and what agents report.
+//!
+//! Both APIs call into [`Home`]; it owns the rules (who may renew, what a removal revokes,
+//! when the config version moves), the APIs only translate HTTP.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::watch;
+use trellis_proto::api::{
+    CaBackup, NewPairingCode, NodeInfo, RemovedNode, RenewResponse, Status, Telemetry,
+};
+use trellis_proto::pairing::{HomeSecrets, PairChallenge, PairFinish, PairStart, PairWelcome};
+use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocation};
+use trellis_proto::{HomeId, NodeName, SpiffeId};
+
+use crate::ca::{self, unix_now, HomeCa};
+use crate::pairing::{Pairing, PairingError};
+use crate::store::{DeviceRow, HomeRecord, Store, StoreError};
+
+/// Why a request failed, in the caller's terms. The APIs map kinds to HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    BadRequest,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooMany,
+    StorageFull,
+    Internal,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct HomeError {
+    pub kind: Kind,
+    pub message: String,
+}
+
+impl HomeError {
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for HomeError {
+    fn from(e: StoreError) -> Self {
+        let kind = match &e {
+            StoreError::DiskFull => Kind::StorageFull,
+            StoreError::Conflict(_) => Kind::Conflict,
+            StoreError::NotFound(_) => Kind::NotFound,
+            _ => Kind::Internal,
+        };
+        HomeError::new(kind, e.to_string())
+    }
+}
+
+impl From<PairingError> for HomeError {
+    fn from(e: PairingError) -> Self {
+        let kind = match &e {
+            PairingError::WrongCode { .. } | PairingError::Burned => Kind::Forbidden,
+            PairingError::UnknownCode(_) | PairingError::UnknownSession => Kind::NotFound,
+            PairingError::TooManyCodes | PairingError::Busy => Kind::TooMany,
+            PairingError::BadMessage(_) => Kind::BadRequest,
+        };
+        HomeError::new(kind, e.to_string())
+    }
+}
+
+impl From<ca::CaError> for HomeError {
+    fn from(e: ca::CaError) -> Self {
+        let kind = match &e {
+            ca::CaError::BadCsr(_) | ca::CaError::WrongKeyType => Kind::BadRequest,
+            _ => Kind::Internal,
+        };
+        HomeError::new(kind, e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, HomeError>;
+
+/// Settings the admin chooses (UCI / command line).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub leaf_ttl: Duration,
+    /// The agent API address agents should use (host:port), handed out at pairing.
+    pub advertise: String,
+}
+
+/// What the controller knows about a live node, in RAM only.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    acked_version: u64,
+    last_seen: Option<Instant>,
+    telemetry: Telemetry,
+}
+
+/// Most entries an agent's telemetry lists may carry (RAM stays bounded).
+const MAX_REPORTED_ADDRESSES: usize = 16;
+
+pub struct Home {
+    settings: Settings,
+    store: Store,
+    ca: HomeCa,
+    mesh: MeshCredentials,
+    pairing: Mutex<Pairing>,
+    live: Mutex<HashMap<NodeName, Live>>,
+    config: watch::Sender<Arc<ConfigSnapshot>>,
+}
+
+fn random_label(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Create the data directory readable by root only (it holds the CA key).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+impl Home {
+    /// Open the home in `settings.data_dir`, creating a new one (home ID, CA, mesh
+    /// credentials) on first start.
+    pub fn open(settings: Settings) -> Result<Arc<Self>> {
+        private_dir(&settings.data_dir).map_err(|e| {
+            HomeError::new(
+                Kind::Internal,
+                format!(
+                    "cannot create the data directory {}: {e}",
+                    settings.data_dir.display()
+                ),
+            )
+        })?;
+        let path = settings.data_dir.join("store.db");
+        let store = Store::open(&path)?;
+        let record = store.home_or_create(|| {
+            let home_id =
+                HomeId::new(random_label(8)).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let ca = HomeCa::generate(&home_id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            tracing::info!(%home_id, "created a new home and its root CA");
+            Ok(HomeRecord {
+                mesh: MeshCredentials {
+                    mesh_id: format!("trellis-{home_id}"),
+                    sae_password: random_label(24),
+                },
+                home_id,
+                ca_cert_pem: ca.cert_pem().to_owned(),
+                ca_key_pem: ca.key_pem().to_owned(),
+            })
+        })?;
+        // The store file holds the CA key: root only, whatever the umask was.
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", path.display()));
+            if p.exists() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+        let ca = HomeCa::from_pem(
+            record.home_id.clone(),
+            &record.ca_cert_pem,
+            &record.ca_key_pem,
+        )?;
+        let placeholder = ConfigSnapshot {
+            version: 0,
+            home_id: record.home_id.clone(),
+            ca_pem: String::new(),
+            nodes: vec![],
+            revoked: vec![],
+            revoked_serials: vec![],
+            mesh: record.mesh.clone(),
+        };
+        let (config, _) = watch::channel(Arc::new(placeholder));
+        let home = Arc::new(Self {
+            settings,
+            store,
+            ca,
+            mesh: record.mesh,
+            pairing: Mutex::default(),
+            live: Mutex::default(),
+            config,
+        });
+        home.publish()?;
+        Ok(home)
+    }
+
+    pub fn home_id(&self) -> &HomeId {
+        self.ca.home_id()
+    }
+
+    pub fn ca(&self) -> &HomeCa {
+        &self.ca
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Rebuild the snapshot from the store and wake every long poll.
+    fn publish(&self) -> Result<()> {
+        let now = unix_now();
+        let version = self.store.config_version()?;
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut nodes = Vec::new();
+        let mut revoked = Vec::new();
+        for row in self.store.nodes()? {
+            match row.revoked_at {
+                None => nodes.push(PeerNode {
+                    addresses: live
+                        .get(&row.name)
+                        .map(|l| l.telemetry.addresses.clone())
+                        .unwrap_or_default(),
+                    name: row.name,
+                    identity: row.identity,
+                }),
+                Some(at) => revoked.push(Revocation {
+                    identity: row.identity,
+                    revoked_at: at,
+                }),
+            }
+        }
+        let snapshot = ConfigSnapshot {
+            version,
+            home_id: self.home_id().clone(),
+            ca_pem: self.ca.cert_pem().to_owned(),
+            nodes,
+            revoked,
+            revoked_serials: self.store.revoked_serials(now)?,
+            mesh: self.mesh.clone(),
+        };
+        self.config.send_replace(Arc::new(snapshot));
+        Ok(())
+    }
+
+    pub fn snapshot(&self) -> Arc<ConfigSnapshot> {
+        self.config.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ConfigSnapshot>> {
+        self.config.subscribe()
+    }
+
+    // --- pairing -------------------------------------------------------------------------
+
+    pub fn new_pairing_code(&self) -> Result<NewPairingCode> {
+        let code = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .new_code(Instant::now())?;
+        tracing::info!(slot = %code.slot, "pairing code issued, valid 10 minutes");
+        Ok(NewPairingCode {
+            code: code.display(),
+            expires_in_s: crate::pairing::CODE_LIFETIME.as_secs(),
+        })
+    }
+
+    pub fn pair_start(&self, req: &PairStart) -> Result<PairChallenge> {
+        if self.is_enrolled(&req.node_name)? {
+            return Err(HomeError::new(
+                Kind::Conflict,
+                format!(
+                    "a router named {:?} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {})",
+                    req.node_name.as_str(),
+                    req.node_name
+                ),
+            ));
+        }
+        let challenge = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .start(req, self.home_id(), self.ca.cert_pem(), Instant::now());
+        match &challenge {
+            Ok(_) => tracing::info!(node = %req.node_name, "pairing started"),
+            Err(e) => tracing::warn!(node = %req.node_name, "pairing refused: {e}"),
+        }
+        Ok(challenge?)
+    }
+
+    pub fn pair_finish(&self, req: &PairFinish) -> Result<PairWelcome> {
+        let admitted = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish(req, Instant::now());
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("pairing failed: {e}");
+                return Err(e.into());
+            }
+        };
+        let identity = SpiffeId::node(self.home_id(), &admitted.node_name);
+        let issued = self
+            .ca
+            .sign_csr(&admitted.csr_pem, &identity, self.settings.leaf_ttl)?;
+        self.store
+            .enroll_node(&identity, &issued.serial, issued.not_after, unix_now())?;
+        self.publish()?;
+        tracing::info!(%identity, "router enrolled");
+        let secrets = HomeSecrets {
+            mesh: self.mesh.clone(),
+            controller_api: self.settings.advertise.clone(),
+        };
+        let json = serde_json::to_vec(&secrets)
+            .map_err(|e| HomeError::new(Kind::Internal, e.to_string()))?;
+        Ok(PairWelcome {
+            identity,
+            cert_pem: issued.cert_pem,
+            sealed: admitted.keys.seal(&json),
+        })
+    }
+
+    pub fn pair_abort(&self, session: &str) {
+        if let Some((node, tries)) = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort(session)
+        {
+            tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
+        }
+    }
+
+    fn is_enrolled(&self, name: &NodeName) -> Result<bool> {
+        Ok(self
+            .store
+            .nodes()?
+            .iter()
+            .any(|n| &n.name == name && n.revoked_at.is_none()))
+    }
+
+    // --- agents ----------------------------------------------------------------------------
+
+    /// The node behind a verified client certificate, if it is still a member of the home.
+    pub fn authorize(&self, identity: &SpiffeId, serial: &str) -> Result<NodeName> {
+        let refuse = |why: &str| HomeError::new(Kind::Forbidden, format!("{identity} {why}"));
+        if &identity.home != self.home_id() {
+            return Err(refuse("belongs to another home"));
+        }
+        let name = identity
+            .node_name()
+            .ok_or_else(|| refuse("is not a router identity"))?;
+        let snapshot = self.snapshot();
+        if snapshot.revoked_serials.iter().any(|s| s == serial) || snapshot.is_revoked(identity) {
+            return Err(refuse(
+                "was removed from this home; pair it again to bring it back",
+            ));
+        }
+        if !snapshot.nodes.iter().any(|n| n.name == name) {
+            return Err(refuse("is not enrolled in this home"));
+        }
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.entry(name.clone()).or_default().last_seen = Some(Instant::now());
+        Ok(name)
+    }
+
+    pub fn renew(&self, node: &NodeName, csr_pem: &str) -> Result<RenewResponse> {
+        let identity = SpiffeId::node(self.home_id(), node);
+        let issued = self
+            .ca
+            .sign_csr(csr_pem, &identity, self.settings.leaf_ttl)?;
+        self.store
+            .record_certificate(node, &issued.serial, issued.not_after, unix_now())?;
+        tracing::info!(%identity, not_after = issued.not_after, "certificate renewed");
+        Ok(RenewResponse {
+            cert_pem: issued.cert_pem,
+            not_after: issued.not_after,
+        })
+    }
+
+    pub fn ack(&self, node: &NodeName, version: u64, error: Option<&str>) {
+        if let Some(err) = error {
+            tracing::warn!(%node, version, "agent could not apply config: {err}");
+            return;
+        }
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = live.entry(node.clone()).or_default();
+        entry.acked_version = entry.acked_version.max(version);
+    }
+
+    pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
+        telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
+        let changed = {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = live.entry(node.clone()).or_default();
+            let changed = entry.telemetry.addresses != telemetry.addresses;
+            entry.telemetry = telemetry;
+            changed
+        };
+        // Peers need to know where a node can be reached; republish (RAM only) when it moves.
+        if changed {
+            self.publish()?;
+        }
+        Ok(())
+    }
+
+    // --- admin -----------------------------------------------------------------------------
+
+    pub fn status(&self) -> Result<Status> {
+        Ok(Status {
+            home_id: self.home_id().clone(),
+            config_version: self.snapshot().version,
+            nodes: self.snapshot().nodes.len(),
+            ca_not_after: self.ca.not_after(),
+            agent_api: self.settings.advertise.clone(),
+            controller_version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(self
+            .store
+            .nodes()?
+            .into_iter()
+            .map(|row| {
+                let l = live.get(&row.name).cloned().unwrap_or_default();
+                NodeInfo {
+                    name: row.name,
+                    identity: row.identity,
+                    enrolled_at: row.enrolled_at,
+                    cert_not_after: row.cert_not_after,
+                    revoked: row.revoked_at.is_some(),
+                    acked_version: l.acked_version,
+                    last_seen_s: l.last_seen.map(|t| t.elapsed().as_secs()),
+                }
+            })
+            .collect())
+    }
+
+    pub fn remove_node(&self, name: &NodeName) -> Result<RemovedNode> {
+        let (identity, config_version) = self.store.revoke_node(name, unix_now())?;
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        self.publish()?;
+        tracing::info!(%identity, config_version, "router removed and its identity revoked");
+        Ok(RemovedNode {
+            identity,
+            config_version,
+        })
+    }
+
+    pub fn put_device(&self, device: &DeviceRow) -> Result<u64> {
+        let version = self.store.put_device(device, unix_now())?;
+        self.publish()?;
+        Ok(version)
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRow>> {
+        Ok(self.store.devices()?)
+    }
+
+    pub fn ca_backup(&self) -> CaBackup {
+        tracing::info!("CA backup exported through the admin socket");
+        CaBackup {
+            home_id: self.home_id().clone(),
+            ca_cert_pem: self.ca.cert_pem().to_owned(),
+            ca_key_pem: self.ca.key_pem().to_owned(),
+        }
+    }
+}

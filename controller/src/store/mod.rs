@@ -1,0 +1,394 @@
+//! The controller's embedded store: SQLite through rusqlite (bundled, so no system library).
+//!
+//! Why SQLite rather than redb: it is the most crash-tested embedded store there is, WAL mode
+//! with `synchronous=FULL` makes every acknowledged commit durable across `kill -9` and power
+//! loss, it is plain C that cross-compiles to every router CPU with `zig cc`, and it needs no
+//! 64-bit atomics (MIPS32 has none). Routers' flash wears, so only state changes are written:
+//! telemetry and acknowledgements live in RAM.
+//!
+//! The schema is versioned with `PRAGMA user_version`; [`migrations`] lists every step.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use trellis_proto::snapshot::MeshCredentials;
+use trellis_proto::{HomeId, NodeName, SpiffeId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the router's storage is full, so the change was not saved: free space on the overlay (df -h /overlay) and try again")]
+    DiskFull,
+    #[error("the store at {path} is not a readable Trellis database ({detail}); nothing was changed: restore it from a backup or move it aside to start a new home")]
+    Unreadable { path: String, detail: String },
+    #[error("the store at {path} was written by a newer Trellis (schema {found}, this one knows up to {known}); upgrade trellis-controller")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("store error: {0}")]
+    Sqlite(rusqlite::Error),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// What defines a home: its ID, its CA and its mesh credentials.
+#[derive(Clone)]
+pub struct HomeRecord {
+    pub home_id: HomeId,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub mesh: MeshCredentials,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: NodeName,
+    pub identity: SpiffeId,
+    pub enrolled_at: u64,
+    pub revoked_at: Option<u64>,
+    /// Expiry of the newest certificate issued to it (unix seconds).
+    pub cert_not_after: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub mac: String,
+    pub name: String,
+    pub group: String,
+}
+
+/// The store. One connection behind a mutex: the control plane's write rate is tiny.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Open (or create) the store and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let unreadable = |e: rusqlite::Error| StoreError::Unreadable {
+            path: shown.clone(),
+            detail: e.to_string(),
+        };
+        let mut conn = Connection::open(path).map_err(unreadable)?;
+        // WAL + FULL: a commit is on flash before we acknowledge it.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(unreadable)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(unreadable)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(unreadable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unreadable)?;
+        migrations::apply(&mut conn, &shown)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite's transaction
+        // rolled back, so the connection is still consistent.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+
+    /// The home, creating it with `make` on first start (in one transaction).
+    pub fn home_or_create(&self, make: impl FnOnce() -> Result<HomeRecord>) -> Result<HomeRecord> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(home) = read_home(&tx)? {
+                return Ok(home);
+            }
+            let home = make()?;
+            tx.execute(
+                "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, ?1, ?2)",
+                params![home.ca_cert_pem, home.ca_key_pem],
+            )?;
+            for (k, v) in [
+                ("home_id", home.home_id.as_str()),
+                ("mesh_id", &home.mesh.mesh_id),
+                ("sae_password", &home.mesh.sae_password),
+            ] {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                    params![k, v],
+                )?;
+            }
+            tx.commit()?;
+            Ok(home)
+        })
+    }
+
+    pub fn config_version(&self) -> Result<u64> {
+        self.with(|conn| config_version(conn))
+    }
+
+    /// Record a newly enrolled node and its first certificate; bumps the config version.
+    pub fn enroll_node(
+        &self,
+        identity: &SpiffeId,
+        serial: &str,
+        not_after: u64,
+        now: u64,
+    ) -> Result<u64> {
+        let name = identity
+            .node_name()
+            .ok_or_else(|| StoreError::Conflict(format!("{identity} is not a node identity")))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: Option<Option<u64>> = tx
+                .query_row(
+                    "SELECT revoked_at FROM nodes WHERE name = ?1",
+                    [name.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match existing {
+                Some(None) => {
+                    return Err(StoreError::Conflict(format!(
+                        "a router named {name:?} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {name})"
+                    )))
+                }
+                // Re-pairing a removed router under its old name: the old certificates stay
+                // revoked by serial; the identity becomes valid again.
+                Some(Some(_)) => {
+                    tx.execute(
+                        "UPDATE nodes SET revoked_at = NULL, enrolled_at = ?2 WHERE name = ?1",
+                        params![name.as_str(), now],
+                    )?;
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO nodes (name, identity, enrolled_at) VALUES (?1, ?2, ?3)",
+                        params![name.as_str(), identity.to_string(), now],
+                    )?;
+                }
+            }
+            insert_cert(&tx, name.as_str(), serial, not_after, now)?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    /// Record a renewed certificate (not a config change: agents need not hear of it).
+    pub fn record_certificate(
+        &self,
+        node: &NodeName,
+        serial: &str,
+        not_after: u64,
+        now: u64,
+    ) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            insert_cert(&tx, node.as_str(), serial, not_after, now)?;
+            // Forget certificates that expired long ago: the table stays bounded.
+            tx.execute(
+                "DELETE FROM certificates WHERE not_after < ?1",
+                [now.saturating_sub(7 * 24 * 3600)],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Revoke a node: it can no longer renew, and the next config version tells every agent.
+    pub fn revoke_node(&self, name: &NodeName, now: u64) -> Result<(SpiffeId, u64)> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(String, Option<u64>)> = tx
+                .query_row(
+                    "SELECT identity, revoked_at FROM nodes WHERE name = ?1",
+                    [name.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((identity, revoked)) = row else {
+                return Err(StoreError::NotFound(format!(
+                    "no router named {name:?} in this home (trellis nodes lists them)"
+                )));
+            };
+            if revoked.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "router {name:?} was already removed"
+                )));
+            }
+            tx.execute(
+                "UPDATE nodes SET revoked_at = ?2 WHERE name = ?1",
+                params![name.as_str(), now],
+            )?;
+            tx.execute(
+                "UPDATE certificates SET revoked = 1 WHERE node = ?1",
+                [name.as_str()],
+            )?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            let identity = identity
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("node {name}: {e}")))?;
+            Ok((identity, version))
+        })
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT n.name, n.identity, n.enrolled_at, n.revoked_at,
+                        (SELECT MAX(c.not_after) FROM certificates c WHERE c.node = n.name AND c.revoked = 0)
+                 FROM nodes n ORDER BY n.name",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u64>(2)?,
+                    r.get::<_, Option<u64>>(3)?,
+                    r.get::<_, Option<u64>>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, identity, enrolled_at, revoked_at, cert_not_after) = row?;
+                out.push(NodeRow {
+                    name: NodeName::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    identity: identity.parse().map_err(|e: trellis_proto::identity::IdentityError| StoreError::Corrupt(e.to_string()))?,
+                    enrolled_at,
+                    revoked_at,
+                    cert_not_after,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Serials of revoked certificates that have not expired yet.
+    pub fn revoked_serials(&self, now: u64) -> Result<Vec<String>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT serial FROM certificates WHERE revoked = 1 AND not_after > ?1 ORDER BY serial",
+            )?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Name a device (by MAC) and put it in a group; bumps the config version.
+    pub fn put_device(&self, device: &DeviceRow, now: u64) -> Result<u64> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let group_exists: bool = tx
+                .query_row("SELECT 1 FROM groups WHERE name = ?1", [&device.group], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !group_exists {
+                return Err(StoreError::NotFound(format!(
+                    "no device group {:?}: the groups are trusted, iot, guest and those you made",
+                    device.group
+                )));
+            }
+            tx.execute(
+                "INSERT INTO devices (mac, name, grp, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(mac) DO UPDATE SET name = excluded.name, grp = excluded.grp, updated_at = excluded.updated_at",
+                params![device.mac, device.name, device.group, now],
+            )?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT mac, name, grp FROM devices ORDER BY mac")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(DeviceRow {
+                    mac: r.get(0)?,
+                    name: r.get(1)?,
+                    group: r.get(2)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+fn read_home(conn: &Connection) -> Result<Option<HomeRecord>> {
+    let ca: Option<(String, String)> = conn
+        .query_row("SELECT cert_pem, key_pem FROM ca WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((ca_cert_pem, ca_key_pem)) = ca else {
+        return Ok(None);
+    };
+    let meta = |key: &str| -> Result<String> {
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta key {key} missing")))
+    };
+    Ok(Some(HomeRecord {
+        home_id: HomeId::new(meta("home_id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        ca_cert_pem,
+        ca_key_pem,
+        mesh: MeshCredentials {
+            mesh_id: meta("mesh_id")?,
+            sae_password: meta("sae_password")?,
+        },
+    }))
+}
+
+fn config_version(conn: &Connection) -> Result<u64> {
+    let v: String = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'config_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    v.parse()
+        .map_err(|_| StoreError::Corrupt(format!("config_version {v:?} is not a number")))
+}
+
+fn bump(tx: &rusqlite::Transaction<'_>) -> Result<u64> {
+    let next = config_version(tx)? + 1;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'config_version'",
+        [next.to_string()],
+    )?;
+    Ok(next)
+}
+
+fn insert_cert(
+    tx: &rusqlite::Transaction<'_>,
+    node: &str,
+    serial: &str,
+    not_after: u64,
+    now: u64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO certificates (serial, node, issued_at, not_after, revoked) VALUES (?1, ?2, ?3, ?4, 0)",
+        params![serial, node, now, not_after],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! The commands a person types on the routers: `trellis` on the primary (the controller
+//! binary called by that name) and `trellis-agent join` on a satellite, as real processes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Controller {
+    child: Child,
+    socket: PathBuf,
+    port: u16,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(dir: &Path) -> Controller {
+    let socket = dir.join("admin.sock");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_trellis-controller"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--admin-socket")
+        .arg(&socket)
+        .args(["--agent-api", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err()
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(Instant::now() < deadline, "controller did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Controller {
+        child,
+        socket,
+        port,
+    }
+}
+
+/// `trellis` is a symlink to the controller binary, as the package installs it.
+fn trellis(dir: &Path, socket: &Path, args: &[&str]) -> Output {
+    let link = dir.join("trellis");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_trellis-controller"), &link).unwrap();
+    }
+    Command::new(&link)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The agent binary sits beside the controller's in the target directory (`cargo test
+/// --workspace` builds both).
+fn agent_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_trellis-controller")).with_file_name("trellis-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: run the workspace tests (cargo test --workspace) or cargo build -p trellis-agent first",
+        path.display()
+    );
+    path
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn pair_a_satellite_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+
+    let out = trellis(dir.path(), &c.socket, &["nodes"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("no routers yet"));
+
+    let out = trellis(dir.path(), &c.socket, &["pair", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let code: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let code = code["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 12, "{code}");
+
+    // A wrong code on the satellite: refused, exit 1, says what to check.
+    let wrong = format!("{}ZZZZ-ZZZZ", &code[..2]);
+    let out = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.path().join("sat"))
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            &wrong,
+            "--name",
+            "attic",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("did not prove it knows this pairing code"),
+        "{}",
+        text(&out)
+    );
+
+    // The right code: joined.
+    let out = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.path().join("sat"))
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            &code.to_lowercase(),
+            "--name",
+            "attic",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("/node/attic"), "{}", text(&out));
+
+    let out = trellis(dir.path(), &c.socket, &["nodes"]);
+    assert!(
+        text(&out).contains("attic") && text(&out).contains("enrolled"),
+        "{}",
+        text(&out)
+    );
+    let out = trellis(dir.path(), &c.socket, &["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["nodes"], 1);
+
+    let out = trellis(dir.path(), &c.socket, &["remove-node", "attic"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("revoked"), "{}", text(&out));
+    let out = trellis(dir.path(), &c.socket, &["remove-node", "attic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("already removed"), "{}", text(&out));
+}
+
+#[test]
+fn errors_have_meaningful_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // No controller: exit 3 and a hint.
+    let out = trellis(dir.path(), &dir.path().join("nothing.sock"), &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("cannot reach the controller"));
+    // Usage errors: exit 2.
+    let out = trellis(
+        dir.path(),
+        &dir.path().join("nothing.sock"),
+        &["frobnicate"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // A code that is not a code: exit 2 before any network.
+    let out = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.path().join("sat"))
+        .args(["join", "127.0.0.1", "not-a-code"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("K7QF-9M2X-3D"), "{}", text(&out));
+    // Bad input to the admin API is refused with the reason.
+    let c = start(dir.path());
+    let out = trellis(
+        dir.path(),
+        &c.socket,
+        &["set-device", "not-a-mac", "tv", "iot"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("not a MAC address"), "{}", text(&out));
+    let out = trellis(
+        dir.path(),
+        &c.socket,
+        &["set-device", "aa:bb:cc:dd:ee:ff", "tv", "robots"],
+    );
+    assert!(text(&out).contains("no device group"), "{}", text(&out));
+}
+
+#[test]
+fn every_binary_answers_help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bin, args) in [
+        (
+            PathBuf::from(env!("CARGO_BIN_EXE_trellis-controller")),
+            vec![],
+        ),
+        (agent_binary(), vec![]),
+        (
+            PathBuf::from(env!("CARGO_BIN_EXE_trellis-controller")),
+            vec!["trellis"],
+        ),
+    ] {
+        let program = if args.is_empty() {
+            bin.clone()
+        } else {
+            let link = dir.path().join("trellis");
+            let _ = std::os::unix::fs::symlink(&bin, &link);
+            link
+        };
+        let out = Command::new(&program).arg("--version").output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            text(&out).contains(env!("CARGO_PKG_VERSION")),
+            "{}",
+            text(&out)
+        );
+        let out = Command::new(&program).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        assert!(text(&out).contains("Usage"), "{}", text(&out));
+    }
+}

@@ -1,0 +1,325 @@
+//! The control plane end to end, in one process over real TLS on loopback: a controller's
+//! agent API, agents pairing with codes, following config, renewing, being removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use trellis_agent::control::{tls, Agent, Controller};
+use trellis_agent::join::{join, JoinError};
+use trellis_agent::state::StateDir;
+use trellis_controller::home::{Home, Settings};
+use trellis_proto::pairing::PairingCode;
+use trellis_proto::{NodeName, SpiffeId};
+
+struct TestHome {
+    home: Arc<Home>,
+    addr: String,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_home() -> TestHome {
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::open(Settings {
+        data_dir: dir.path().join("controller"),
+        leaf_ttl: Duration::from_secs(24 * 3600),
+        advertise: String::new(),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(trellis_controller::api::agent::serve(
+        home.clone(),
+        listener,
+    ));
+    TestHome {
+        home,
+        addr,
+        server,
+        _dir: dir,
+    }
+}
+
+fn code_of(home: &Home) -> PairingCode {
+    PairingCode::parse(&home.new_pairing_code().unwrap().code).unwrap()
+}
+
+fn name(n: &str) -> NodeName {
+    NodeName::new(n).unwrap()
+}
+
+async fn pair(th: &TestHome, node: &str, dir: &std::path::Path) -> StateDir {
+    let state = StateDir::new(dir.join(node));
+    join(&th.addr, &code_of(&th.home), &name(node), &state, false)
+        .await
+        .unwrap_or_else(|e| panic!("{node} could not join: {e}"));
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn satellites_pair_follow_config_renew_and_are_revoked() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    let garage = pair(&th, "garage", dirs.path()).await;
+
+    // The agent left pairing with its identity, the CA, the mesh credentials.
+    let node = attic.node().unwrap();
+    assert_eq!(
+        node.identity.to_string(),
+        format!("spiffe://{}/node/attic", th.home.home_id())
+    );
+    assert_eq!(attic.ca_pem().unwrap(), th.home.ca().cert_pem());
+    assert_eq!(attic.mesh().unwrap(), th.home.snapshot().mesh);
+    assert!(th.home.snapshot().mesh.sae_password.len() >= 20);
+
+    // Both agents follow the config; each accepts the other.
+    let attic_agent = Agent::load(attic.clone()).unwrap().start();
+    let garage_agent = Agent::load(garage.clone()).unwrap().start();
+    let v = th.home.snapshot().version;
+    let mut trust = attic_agent.trust.clone();
+    let seen = tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(v))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.nodes.len(), 2);
+    let garage_id = garage.node().unwrap().identity;
+    let garage_serial = garage_agent.agent.identity().facts.serial;
+    attic_agent.trust.check(&garage_id, &garage_serial).unwrap();
+    // The snapshot was persisted for fail-static.
+    assert_eq!(attic.snapshot().unwrap().unwrap().version, v);
+
+    // Renewal: a new key and certificate for the same identity, stored and served.
+    let before = attic_agent.agent.identity();
+    let renewed = attic_agent.agent.renew_once().await.unwrap();
+    assert_eq!(renewed.facts.identity, before.facts.identity);
+    assert_ne!(renewed.facts.serial, before.facts.serial);
+    assert_eq!(attic.identity_pem().unwrap(), renewed.pem);
+    // The renewed certificate works for the next call.
+    attic_agent.agent.report_once().await.unwrap();
+
+    // Remove the garage: the attic's agent refuses it once the next version arrives.
+    let removed = th.home.remove_node(&name("garage")).unwrap();
+    assert_eq!(removed.identity, garage_id);
+    let seen = tokio::time::timeout(
+        Duration::from_secs(10),
+        trust.wait_for_version(removed.config_version),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(seen.is_revoked(&garage_id));
+    let why = attic_agent
+        .trust
+        .check(&garage_id, &garage_serial)
+        .unwrap_err();
+    assert!(why.contains("revoked"), "{why}");
+    // And the garage can no longer renew or read config.
+    let err = garage_agent
+        .agent
+        .renew_once()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("removed from this home"), "{err}");
+    let nodes = th.home.nodes().unwrap();
+    assert!(nodes
+        .iter()
+        .any(|n| n.name.as_str() == "garage" && n.revoked));
+    assert!(nodes
+        .iter()
+        .any(|n| n.name.as_str() == "attic" && !n.revoked && n.last_seen_s.is_some()));
+    th.server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_code_fails_on_both_sides_and_five_tries_burn_it() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dirs.path().join("attic"));
+    let real = code_of(&th.home);
+    let wrong = PairingCode {
+        slot: real.slot.clone(),
+        secret: "ZZZZZZZZ".into(),
+    };
+    for _ in 0..5 {
+        let err = join(&th.addr, &wrong, &name("attic"), &state, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JoinError::ControllerNotProven(_)), "{err}");
+        assert!(err.to_string().contains("nothing was saved"));
+        assert!(!state.is_joined());
+    }
+    let err = join(&th.addr, &real, &name("attic"), &state, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("burned"), "{err}");
+    assert!(th.home.nodes().unwrap().is_empty());
+    // A fresh code still works.
+    join(&th.addr, &code_of(&th.home), &name("attic"), &state, false)
+        .await
+        .unwrap();
+    // And joining twice needs --force.
+    let err = join(&th.addr, &code_of(&th.home), &name("attic2"), &state, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rogue_controller_that_lacks_the_code_cannot_capture_a_satellite() {
+    let real = start_home().await;
+    let rogue = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dirs.path().join("attic"));
+    let code = code_of(&real.home);
+    // The rogue sits on the LAN and even holds a code under the same slot name: it sees the
+    // slot in clear, but not the secret.
+    let rogue_code = code_of(&rogue.home);
+    let typed = PairingCode {
+        slot: rogue_code.slot.clone(),
+        secret: code.secret.clone(),
+    };
+    let err = join(&rogue.addr, &typed, &name("attic"), &state, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JoinError::ControllerNotProven(_)), "{err}");
+    assert!(
+        !state.path().join("ca.pem").exists(),
+        "the rogue CA must not be pinned"
+    );
+    assert!(rogue.home.nodes().unwrap().is_empty());
+    // The real controller still pairs it.
+    join(&real.addr, &code, &name("attic"), &state, false)
+        .await
+        .unwrap();
+    assert_eq!(state.ca_pem().unwrap(), real.home.ca().cert_pem());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_api_needs_a_client_certificate_and_the_long_poll_waits() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+
+    // No client certificate: refused with a message that says what to do.
+    let anonymous = Controller::new(&th.addr, tls::pairing_config().unwrap());
+    let answer = anonymous
+        .call::<()>(Method::GET, "/v1/agent/config?after=0", None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&answer.body).contains("trellis-agent join"));
+
+    // Malformed JSON is a clear 400.
+    let answer = anonymous
+        .call(
+            Method::POST,
+            "/v1/pair/start",
+            Some(&serde_json::json!({"slot": 1})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&answer.body).contains("malformed request body"));
+
+    // The long poll answers "no change" after the wait, and at once when a change lands.
+    let agent = Agent::load(attic.clone()).unwrap();
+    let handle = agent.start();
+    let current = th.home.snapshot().version;
+    let mut trust = handle.trust.clone();
+    tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(current))
+        .await
+        .unwrap();
+    th.home
+        .put_device(&trellis_controller::store::DeviceRow {
+            mac: "aa:bb:cc:dd:ee:ff".into(),
+            name: "tv".into(),
+            group: "iot".into(),
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(current + 1))
+        .await
+        .expect("the long poll must deliver the new version without waiting out its 55 s");
+    println!("config change reached the agent in {:?}", started.elapsed());
+    drop(handle);
+
+    // 204 when nothing changed within `wait`.
+    let member = Controller::new(
+        &th.addr,
+        tls::member_config(
+            &attic.ca_pem().unwrap(),
+            trellis_agent::identity::CurrentIdentity::new(
+                trellis_agent::identity::NodeIdentity::from_pem(&attic.identity_pem().unwrap())
+                    .unwrap(),
+            ),
+        )
+        .unwrap(),
+    );
+    let path = format!("/v1/agent/config?after={}&wait=1", current + 1);
+    let answer = member.call::<()>(Method::GET, &path, None).await.unwrap();
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_keep_their_last_config_when_the_controller_is_gone() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    let garage = pair(&th, "garage", dirs.path()).await;
+    let v = th.home.snapshot().version;
+    {
+        let handle = Agent::load(attic.clone()).unwrap().start();
+        let mut trust = handle.trust.clone();
+        tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(v))
+            .await
+            .unwrap();
+    }
+    // The controller dies.
+    th.server.abort();
+    let _ = th.server.await;
+    // A restarted agent comes up on the stored snapshot and still knows its peers.
+    let handle = Agent::load(attic).unwrap().start();
+    assert_eq!(handle.trust.version(), v);
+    let garage_id: SpiffeId = garage.node().unwrap().identity;
+    let serial = trellis_agent::identity::NodeIdentity::from_pem(&garage.identity_pem().unwrap())
+        .unwrap()
+        .facts
+        .serial;
+    handle.trust.check(&garage_id, &serial).unwrap();
+}
+
+/// A real TLS peer (openssl) sees what an attacker on the LAN would: TLS 1.3 only, and the
+/// controller's certificate names the fixed controller DNS name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_sees_tls13_only() {
+    let th = start_home().await;
+    let s_client = |version: &'static str| {
+        let addr = th.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &addr,
+                    version,
+                    "-servername",
+                    "controller.trellis.home.arpa",
+                ])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("openssl is installed by cargo xtask setup")
+        })
+    };
+    let old = s_client("-tls1_2").await.unwrap();
+    assert!(!old.status.success(), "TLS 1.2 must be refused");
+    let new = s_client("-tls1_3").await.unwrap();
+    let text = String::from_utf8_lossy(&new.stdout);
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(
+        text.contains("Trellis root CA"),
+        "the chain names the home CA: {text}"
+    );
+}

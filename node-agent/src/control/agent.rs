@@ -1,0 +1,275 @@
+//! The running agent: follows the controller's config and keeps the node certificate fresh.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, StatusCode};
+use tokio::sync::watch;
+use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, Telemetry};
+use trellis_proto::snapshot::ConfigSnapshot;
+
+use super::{tls, CallError, Controller, Trust};
+use crate::identity::{self, Backoff, CurrentIdentity, NodeIdentity};
+use crate::state::{NodeRecord, StateDir};
+
+/// How long each config long poll may wait at the controller.
+const POLL_WAIT_S: u64 = 55;
+/// Telemetry is small and goes out every few minutes (RAM only at the controller).
+const TELEMETRY_EVERY: Duration = Duration::from_secs(300);
+/// Retry pace of the config watch while the controller is away.
+const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
+
+/// Everything the agent's tasks share.
+#[derive(Clone)]
+pub struct Agent {
+    state: StateDir,
+    pub node: NodeRecord,
+    identity: Arc<CurrentIdentity>,
+    controller: Controller,
+    applied: Arc<watch::Sender<Option<Arc<ConfigSnapshot>>>>,
+}
+
+/// What a caller (the CLI, a test, the data plane) holds of a running agent.
+pub struct AgentHandle {
+    pub agent: Agent,
+    pub trust: Trust,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl AgentHandle {
+    /// Wait for the agent's tasks (they run until the process ends).
+    pub async fn wait(mut self) {
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Agent {
+    /// Load a joined node's state and its last snapshot (fail static).
+    pub fn load(state: StateDir) -> anyhow::Result<Self> {
+        let node = state.node()?;
+        let identity = NodeIdentity::from_pem(&state.identity_pem()?)?;
+        if identity.facts.identity != node.identity {
+            anyhow::bail!(
+                "identity.pem names {} but node.json says {}; re-pair this router",
+                identity.facts.identity,
+                node.identity
+            );
+        }
+        let identity = CurrentIdentity::new(identity);
+        let ca_pem = state.ca_pem()?;
+        let config = tls::member_config(&ca_pem, identity.clone())?;
+        let controller = Controller::new(&node.controller, config);
+        let last = state.snapshot()?.map(Arc::new);
+        if let Some(s) = &last {
+            tracing::info!(
+                version = s.version,
+                "loaded the last config snapshot; working on it until the controller answers"
+            );
+        }
+        let (applied, _) = watch::channel(last);
+        Ok(Self {
+            state,
+            node,
+            identity,
+            controller,
+            applied: Arc::new(applied),
+        })
+    }
+
+    /// Start following the controller; returns at once.
+    pub fn start(self) -> AgentHandle {
+        let trust = Trust::new(self.applied.subscribe());
+        let watcher = tokio::spawn(self.clone().watch_config());
+        let renewer = tokio::spawn(self.clone().keep_renewed());
+        let reporter = tokio::spawn(self.clone().report());
+        AgentHandle {
+            agent: self,
+            trust,
+            tasks: vec![watcher, renewer, reporter],
+        }
+    }
+
+    pub fn identity(&self) -> NodeIdentity {
+        self.identity.get()
+    }
+
+    fn applied_version(&self) -> u64 {
+        self.applied
+            .borrow()
+            .as_ref()
+            .map(|s| s.version)
+            .unwrap_or(0)
+    }
+
+    /// Long-poll the controller for newer snapshots for ever; on failure keep the last one.
+    async fn watch_config(self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let after = self.applied_version();
+            let path = format!("/v1/agent/config?after={after}&wait={POLL_WAIT_S}");
+            match self.controller.call::<()>(Method::GET, &path, None).await {
+                Ok(answer) if answer.status == StatusCode::NO_CONTENT => backoff.reset(),
+                Ok(answer) => match answer.json::<ConfigSnapshot>() {
+                    Ok(snapshot) => {
+                        backoff.reset();
+                        let version = snapshot.version;
+                        let result = self.apply(snapshot);
+                        let ack = ConfigAck {
+                            version,
+                            error: result.as_ref().err().map(|e| format!("{e:#}")),
+                        };
+                        if let Err(e) = self
+                            .controller
+                            .call(Method::POST, "/v1/agent/config/ack", Some(&ack))
+                            .await
+                        {
+                            tracing::debug!("could not acknowledge config v{version}: {e}");
+                        }
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay().min(WATCH_RETRY_CAP);
+                        tracing::warn!(
+                            "controller refused the config watch: {e}; retrying in {delay:?}"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                },
+                Err(e) => {
+                    let delay = backoff.next_delay().min(WATCH_RETRY_CAP);
+                    tracing::warn!(
+                        "{e}; keeping config v{} (fail static), retrying in {delay:?}",
+                        self.applied_version()
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Persist, then publish a snapshot to the data plane.
+    fn apply(&self, snapshot: ConfigSnapshot) -> anyhow::Result<()> {
+        if snapshot.home_id != self.node.home_id {
+            anyhow::bail!(
+                "snapshot for home {} but this router belongs to {}",
+                snapshot.home_id,
+                self.node.home_id
+            );
+        }
+        self.state.save_snapshot(&snapshot)?;
+        self.state.save_mesh(&snapshot.mesh)?;
+        if snapshot.refuses(&self.node.identity, &self.identity.get().facts.serial) {
+            tracing::error!("this router was removed from the home (config v{}); pair it again to bring it back", snapshot.version);
+        }
+        tracing::info!(
+            version = snapshot.version,
+            nodes = snapshot.nodes.len(),
+            revoked = snapshot.revoked.len(),
+            "config applied"
+        );
+        self.applied.send_replace(Some(Arc::new(snapshot)));
+        Ok(())
+    }
+
+    /// Renew at half-life with jitter; back off on failure; the old certificate is served
+    /// until a new one arrives.
+    async fn keep_renewed(self) {
+        let mut backoff = Backoff::default();
+        loop {
+            let facts = self.identity.get().facts;
+            let at =
+                identity::renewal_at(facts.not_before, facts.not_after, &mut rand::thread_rng());
+            let now = crate::unix_now();
+            if at > now {
+                tokio::time::sleep(Duration::from_secs(at - now)).await;
+            }
+            loop {
+                match self.renew_once().await {
+                    Ok(fresh) => {
+                        backoff.reset();
+                        tracing::info!(not_after = fresh.facts.not_after, "certificate renewed");
+                        break;
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        let left = self
+                            .identity
+                            .get()
+                            .facts
+                            .not_after
+                            .saturating_sub(crate::unix_now());
+                        tracing::warn!("certificate renewal failed: {e:#}; retrying in {delay:?} (current one valid {left} s more)");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One renewal: new key, CSR, signed certificate, stored atomically, then swapped in.
+    pub async fn renew_once(&self) -> anyhow::Result<NodeIdentity> {
+        let kc = identity::new_key_and_csr(self.node.identity.name.as_str())?;
+        let answer: RenewResponse = self
+            .controller
+            .json(
+                Method::POST,
+                "/v1/agent/renew",
+                Some(&RenewRequest {
+                    csr_pem: kc.csr_pem,
+                }),
+            )
+            .await?;
+        let fresh = NodeIdentity::from_parts(&answer.cert_pem, &kc.key_pem)?;
+        if fresh.facts.identity != self.node.identity {
+            anyhow::bail!(
+                "the controller issued a certificate for {} instead of {}",
+                fresh.facts.identity,
+                self.node.identity
+            );
+        }
+        self.state.save_identity_pem(&fresh.pem)?;
+        self.identity.replace(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Tell the controller how this node is doing.
+    pub async fn report_once(&self) -> Result<(), CallError> {
+        let t = Telemetry {
+            addresses: Vec::new(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            cert_expires_in_s: self.identity.get().facts.not_after as i64
+                - crate::unix_now() as i64,
+            applied_version: self.applied_version(),
+        };
+        self.controller
+            .call(Method::POST, "/v1/agent/telemetry", Some(&t))
+            .await?
+            .ok()
+            .map_err(|source| CallError::Api {
+                addr: self.controller.addr.clone(),
+                source,
+            })
+    }
+
+    async fn report(self) {
+        loop {
+            if let Err(e) = self.report_once().await {
+                tracing::debug!("telemetry not delivered: {e}");
+            }
+            tokio::time::sleep(TELEMETRY_EVERY).await;
+        }
+    }
+}

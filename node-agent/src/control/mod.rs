@@ -1,0 +1,111 @@
+//! The agent's side of the control plane: the mTLS client of the controller's agent API,
+//! following the config snapshot (long poll, acknowledge, persist, fail static), renewing
+//! the node certificate, and reporting telemetry.
+//!
+//! Entry point: [`Agent::start`]; the data plane reads [`Trust`] to decide which peers to
+//! accept.
+
+pub mod tls;
+
+mod agent;
+mod trust;
+
+pub use agent::{Agent, AgentHandle};
+pub use trust::Trust;
+
+use std::sync::Arc;
+
+use hyper::Method;
+use rustls::ClientConfig;
+use serde::Serialize;
+use trellis_proto::client::{self, Answer, ClientError};
+
+/// Default port of the controller's agent API.
+pub const DEFAULT_PORT: u16 = 7443;
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port` → `host:port` with the default port.
+pub fn with_default_port(addr: &str) -> String {
+    let has_port = if let Some(rest) = addr.strip_prefix('[') {
+        rest.contains("]:")
+    } else {
+        addr.matches(':').count() == 1
+    };
+    if has_port {
+        addr.to_owned()
+    } else if addr.contains(':') && !addr.starts_with('[') {
+        format!("[{addr}]:{DEFAULT_PORT}")
+    } else {
+        format!("{addr}:{DEFAULT_PORT}")
+    }
+}
+
+/// One controller endpoint with one TLS configuration.
+#[derive(Clone)]
+pub struct Controller {
+    pub addr: String,
+    config: Arc<ClientConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Connect(#[from] tls::ConnectError),
+    #[error("controller at {addr}: {source}")]
+    Api { addr: String, source: ClientError },
+}
+
+impl Controller {
+    pub fn new(addr: &str, config: Arc<ClientConfig>) -> Self {
+        Self {
+            addr: with_default_port(addr),
+            config,
+        }
+    }
+
+    /// One request on a fresh TLS connection.
+    pub async fn call<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Answer, CallError> {
+        let io = tls::connect(&self.addr, self.config.clone()).await?;
+        client::request(io, method, path, body)
+            .await
+            .map_err(|source| CallError::Api {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+
+    /// A request whose 2xx answer is JSON.
+    pub async fn json<T: serde::de::DeserializeOwned, B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, CallError> {
+        self.call(method, path, body)
+            .await?
+            .json()
+            .map_err(|source| CallError::Api {
+                addr: self.addr.clone(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_default_port;
+
+    #[test]
+    fn addresses_get_the_default_port() {
+        assert_eq!(with_default_port("192.168.1.1"), "192.168.1.1:7443");
+        assert_eq!(with_default_port("192.168.1.1:8443"), "192.168.1.1:8443");
+        assert_eq!(with_default_port("router.lan"), "router.lan:7443");
+        assert_eq!(with_default_port("fd00::1"), "[fd00::1]:7443");
+        assert_eq!(with_default_port("[fd00::1]"), "[fd00::1]:7443");
+        assert_eq!(with_default_port("[fd00::1]:9"), "[fd00::1]:9");
+    }
+}
