@@ -294,3 +294,52 @@ pub(crate) fn reset(stream: tokio::net::TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_at_once_and_counted() {
+        let ca = testca::TestCa::new("h").unwrap();
+        let state = MeshState {
+            version: 1,
+            local_node: NodeName::new("b").unwrap(),
+            identity: ca.issue_node("b").unwrap(),
+            bundle: ca.bundle_arc(),
+            nodes: vec![],
+            catalog: Catalog::default(),
+            policy: Policy::default(),
+            devices: vec![],
+            hops: HashMap::new(),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(state));
+        let metrics = Arc::new(Metrics::new());
+        let cfg = ProxyConfig {
+            outbound_addr: "127.0.0.1:0".parse().unwrap(),
+            inbound_addr: "127.0.0.1:0".parse().unwrap(),
+            max_inbound: 1,
+            ..ProxyConfig::default()
+        };
+        let h = Proxy::start(cfg, rx, metrics.clone()).await.unwrap();
+        // The first connection holds the only permit (it sits in the TLS handshake).
+        let _first = tokio::net::TcpStream::connect(h.inbound).await.unwrap();
+        // Refused: the reset can land before connect() returns, or on the first read.
+        if let Ok(mut second) = tokio::net::TcpStream::connect(h.inbound).await {
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+                .await
+                .expect("refused at once, not left waiting");
+            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+        }
+        assert!(
+            metrics
+                .render()
+                .contains("trellis_proxy_overflow_total{direction=\"inbound\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        h.shutdown();
+    }
+}
