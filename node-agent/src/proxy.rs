@@ -47,12 +47,16 @@
 //!
 //! ## Entry point for the lead
 //! ```ignore
-//! let (tx, rx) = tokio::sync::watch::channel(Arc::new(MeshState { .. }));   // from the snapshot
-//! let handle = Proxy::start(ProxyConfig::default(), rx, metrics.clone()).await?;
-//! nft = intercept::Interception::install(&intercept::Rules::for_proxy(handle.outbound.port()))?;
-//! // on every snapshot / certificate / hop-count change: tx.send(Arc::new(new_state))
-//! // on shutdown: drop(nft) (removes table inet trellis), handle.shutdown()
+//! let identity = proxy::NodeIdentity::from_pem(&state_dir.identity_pem()?)?;
+//! let mesh = MeshState::from_snapshot(&snapshot, node_name, identity, catalog, policy, devices, hops)?;
+//! let (tx, rx) = tokio::sync::watch::channel(Arc::new(mesh));
+//! let handle = Proxy::start(ProxyConfig::default(), rx, metrics.clone()).await?;   // binds :15001, :15008
+//! let _nft = intercept::Interception::install(&intercept::Rules::for_proxy(handle.outbound.port()))?;
+//! // every applied snapshot, renewed certificate or hop change: tx.send(Arc::new(new_state))
+//! //   (bump `version` each time: pooled tunnels of older versions are dropped)
+//! // shutdown: drop(_nft) removes table inet trellis; handle.shutdown()
 //! ```
+//! Fail static comes for free: the proxy decides with the last state it was given.
 
 pub mod copy;
 pub mod h2stream;
@@ -149,6 +153,32 @@ pub struct MeshState {
 }
 
 impl MeshState {
+    /// Build the proxy's state from an applied config snapshot (nodes, CA, revocations) plus
+    /// what the snapshot does not carry yet or what is local: this node's name and certificate,
+    /// the catalog, policy and device book (to move into the snapshot), and mesh hop counts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_snapshot(
+        snapshot: &trellis_proto::snapshot::ConfigSnapshot,
+        local_node: NodeName,
+        identity: NodeIdentity,
+        catalog: Catalog,
+        policy: Policy,
+        devices: Vec<Device>,
+        hops: HashMap<NodeName, u32>,
+    ) -> Result<Self, tls::TlsError> {
+        Ok(Self {
+            version: snapshot.version,
+            local_node,
+            identity,
+            bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
+            nodes: snapshot.nodes.clone(),
+            catalog,
+            policy,
+            devices,
+            hops,
+        })
+    }
+
     /// Check a peer certificate (already chain-verified in its handshake) against this
     /// snapshot's trust bundle: home, revocations.
     pub fn bundle_check(
