@@ -5,7 +5,8 @@
 //! `cargo bench -p trellis-agent --bench mesh_path` (root: network namespaces) prints:
 //! - single-stream bulk throughput (laptop → server, 256 MiB, median of 3);
 //! - new connection per request (~200/s): connect + 1 KiB request + 1 KiB response, p50/p99;
-//! - persistent connection: 1 KiB request/response round trips, p50/p99 (closed loop).
+//! - persistent connection: 1 KiB request/response round trips, p50/p99 (closed loop);
+//! - RSS growth per concurrent connection through both proxies.
 //!
 //! Both proxies run in this process, each on a single-threaded runtime (a one-core router),
 //! on a machine whose cores are shared, so read ratios rather than absolutes. This is the
@@ -67,6 +68,33 @@ fn start_servers(ns: &str) {
     });
     rx.recv_timeout(Duration::from_secs(10))
         .expect("servers start");
+}
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 4
+}
+
+/// RSS growth per concurrent connection through both proxies (plus the client and server
+/// sockets' user-space side, which is small): open `n`, exchange 1 KiB on each, hold them.
+fn memory_per_connection(laptop: &str, ip: std::net::Ipv4Addr, n: usize) -> f64 {
+    in_ns(laptop, move || {
+        let before = rss_kib();
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut s = TcpStream::connect(SocketAddr::from((ip, 9001))).unwrap();
+            s.write_all(&[1u8; 1024]).unwrap();
+            let mut r = [0u8; 1024];
+            s.read_exact(&mut r).unwrap();
+            held.push(s);
+        }
+        (rss_kib().saturating_sub(before)) as f64 / n as f64
+    })
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -171,6 +199,7 @@ fn main() {
             x.mbps, x.new_p50, x.new_p99, x.rt_p50, x.rt_p99
         )
     };
+    let per_conn = memory_per_connection(&f.home.laptop, f.vip, 500);
     row("direct", &direct);
     row("trellis", &mesh);
     println!(
@@ -180,4 +209,5 @@ fn main() {
         mesh.rt_p50 / direct.rt_p50,
         mesh.rt_p99 / direct.rt_p99
     );
+    println!("memory   {per_conn:.1} KiB RSS per concurrent connection through both proxies (500 held open; the echo server's threads add ~8 KiB of stack each)");
 }
