@@ -102,6 +102,9 @@ struct PerNode {
     breaker: Breaker,
     /// (snapshot version, client config that expects this node's SPIFFE ID).
     config: Option<(u64, Arc<ClientConfig>)>,
+    /// One dial at a time per node: a burst of new streams to a node with no connection waits
+    /// for the first dial instead of opening one connection each; other nodes are not held up.
+    dialing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Counts a stream against its connection while alive.
@@ -126,9 +129,6 @@ impl Drop for StreamGuard {
 pub struct Pool {
     cfg: ProxyConfig,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
-    /// One dial at a time per pool: a burst of new streams to a node with no connection
-    /// waits for the first dial instead of opening one connection each.
-    dialing: tokio::sync::Mutex<()>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -137,7 +137,6 @@ impl Pool {
         Self {
             cfg,
             nodes: Mutex::new(HashMap::new()),
-            dialing: tokio::sync::Mutex::new(()),
             next_id: 0.into(),
         }
     }
@@ -272,7 +271,8 @@ impl Pool {
         if let Some(t) = self.pick(state, node) {
             return Ok(t);
         }
-        let _one_dial = self.dialing.lock().await;
+        let dialing = self.lock().entry(node.clone()).or_default().dialing.clone();
+        let _one_dial = dialing.lock().await;
         // Someone may have dialled while we waited.
         if let Some(t) = self.pick(state, node) {
             return Ok(t);
