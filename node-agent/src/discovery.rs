@@ -13,7 +13,7 @@
 //! lease file and mDNS packets come from devices we do not control.
 //!
 //! Entry points for the lead: `read_leases(Path::new(DNSMASQ_LEASES))` then
-//! `devices_from_leases(&leases, &known, "guest", &this_node)`; `MdnsBrowser::start(DEFAULT_SERVICE_TYPES)`
+//! `devices_from_leases(&leases, &known, "guest")`; `MdnsBrowser::start(DEFAULT_SERVICE_TYPES)`
 //! → a `tokio::sync::mpsc::Receiver<DiscoveryEvent>` to forward to the controller.
 
 use std::collections::BTreeSet;
@@ -22,7 +22,6 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use trellis_proto::policy::{Device, MacAddr};
-use trellis_proto::NodeName;
 
 /// Where OpenWrt's dnsmasq keeps its leases.
 pub const DNSMASQ_LEASES: &str = "/tmp/dhcp.leases";
@@ -105,13 +104,8 @@ pub fn label_from(name: &str) -> Option<String> {
 
 /// Merge leases into the device book: known devices keep their name and group (a person set
 /// them) and gain the lease's address; new devices get their DHCP hostname (or `device-<mac>`)
-/// and `default_group`. Every device in a lease is marked as seen on `this_node`.
-pub fn devices_from_leases(
-    leases: &[Lease],
-    known: &[Device],
-    default_group: &str,
-    this_node: &NodeName,
-) -> Vec<Device> {
+/// and `default_group`.
+pub fn devices_from_leases(leases: &[Lease], known: &[Device], default_group: &str) -> Vec<Device> {
     let mut out: Vec<Device> = known.to_vec();
     for l in leases {
         let Some(mac) = l.mac else { continue };
@@ -120,7 +114,6 @@ pub fn devices_from_leases(
                 if !d.ips.contains(&l.ip) {
                     d.ips.push(l.ip);
                 }
-                d.node = Some(this_node.clone());
             }
             None => {
                 let name = l
@@ -133,7 +126,6 @@ pub fn devices_from_leases(
                     mac,
                     ips: vec![l.ip],
                     group: default_group.to_owned(),
-                    node: Some(this_node.clone()),
                 });
             }
         }
@@ -252,10 +244,8 @@ garbage line
             mac: "02:00:00:00:00:01".parse().unwrap(),
             ips: vec![],
             group: "trusted".into(),
-            node: None,
         }];
-        let attic = NodeName::new("attic").unwrap();
-        let d = devices_from_leases(&parse_leases(LEASES), &known, "guest", &attic);
+        let d = devices_from_leases(&parse_leases(LEASES), &known, "guest");
         assert_eq!(d.len(), 3);
         assert_eq!(
             (d[0].name.as_str(), d[0].group.as_str()),
@@ -267,10 +257,6 @@ garbage line
             ("device-020000000002", "guest")
         );
         assert_eq!(d[2].name, "kitchen-thermostat");
-        assert!(
-            d.iter().all(|x| x.node.as_ref() == Some(&attic)),
-            "seen on this node"
-        );
     }
 
     #[test]

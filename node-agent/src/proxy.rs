@@ -188,45 +188,6 @@ impl MeshState {
         self.bundle.check(cert).map_err(|e| e.to_string())
     }
 
-    /// Whether router `node` may speak for `source` (seen by it at `ip`): a device or a service
-    /// instance known to sit behind another router cannot be claimed by this one, so one
-    /// compromised router cannot pass itself off as the trusted laptop on another's segment.
-    /// Unknown devices need no check: they get the unknown-device group anyway.
-    pub fn vouch(
-        &self,
-        node: &NodeName,
-        ip: Option<IpAddr>,
-        source: &Source,
-    ) -> Result<(), String> {
-        let behind = match source {
-            Source::Workload(id) => ip.and_then(|ip| {
-                self.catalog
-                    .services
-                    .iter()
-                    .filter(|s| &s.identity == id)
-                    .flat_map(|s| &s.instances)
-                    .find(|i| i.addr == ip)
-                    .map(|i| i.node.clone())
-            }),
-            Source::Device {
-                name: Some(_),
-                mac: Some(mac),
-                ..
-            } => self
-                .devices
-                .iter()
-                .find(|d| &d.mac == mac)
-                .and_then(|d| d.node.clone()),
-            Source::Device { .. } => None,
-        };
-        match behind {
-            Some(b) if &b != node => Err(format!(
-                "{source} sits behind router {b}, but router {node} spoke for it"
-            )),
-            _ => Ok(()),
-        }
-    }
-
     /// Who a client address is: a catalog service instance (its SPIFFE ID) or a device.
     pub fn resolve_client(&self, ip: IpAddr, mac: Option<MacAddr>) -> Source {
         if let Some(svc) = self.catalog.by_instance_addr(ip) {

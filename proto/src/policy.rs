@@ -129,10 +129,6 @@ pub struct Device {
     #[serde(default)]
     pub ips: Vec<IpAddr>,
     pub group: String,
-    /// The router whose segment the device was last seen on (its DHCP lease). Only that
-    /// node may speak for the device in a tunnel; `None` until seen.
-    #[serde(default)]
-    pub node: Option<crate::identity::NodeName>,
 }
 
 /// A rule's match on the source side.
@@ -676,7 +672,6 @@ mod tests {
             mac: mac(m),
             ips: vec![ip.parse().unwrap()],
             group: group.into(),
-            node: None,
         };
         vec![
             d("laptop", "02:00:00:00:00:01", "192.168.1.10", "trusted"),

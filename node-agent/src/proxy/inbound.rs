@@ -20,9 +20,6 @@ use super::wire::TunnelResponse;
 use super::{tls, Ctx, MeshState};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
 
-/// The "rule" a refusal names when a router claims a client that sits behind another router.
-pub const RULE_NOT_BEHIND_PEER: &str = "integrity:source-not-behind-peer";
-
 fn server_config(ctx: &Ctx, state: &MeshState) -> Result<Arc<rustls::ServerConfig>, tls::TlsError> {
     let mut g = ctx.server_tls.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((v, c)) = g.as_ref() {
@@ -187,22 +184,6 @@ async fn stream(
         (Workload::Node, Some(ip)) => state.resolve_client(ip, client_mac),
         (Workload::Node, None) => Source::device(&state.devices, &state.policy, client_mac, None),
     };
-    if let (Workload::Node, Some(peer_node)) = (peer_id.kind, peer_id.node_name()) {
-        if let Err(why) = state.vouch(&peer_node, client_ip, &source) {
-            tracing::warn!(peer = %peer_id, "refused stream: {why}");
-            ctx.metrics
-                .denied(RULE_NOT_BEHIND_PEER, &service, "destination");
-            refuse(
-                &mut respond,
-                http::StatusCode::FORBIDDEN,
-                &TunnelResponse::Denied {
-                    rule: RULE_NOT_BEHIND_PEER.into(),
-                    explanation: format!("DENIED: {why}. [rule {RULE_NOT_BEHIND_PEER}]"),
-                },
-            );
-            return;
-        }
-    }
     let Some(svc) = state.catalog.by_name(&service) else {
         refuse(
             &mut respond,

@@ -410,7 +410,6 @@ pub fn fixture(policy: Policy) -> Fixture {
         mac: LAPTOP_MAC.parse().unwrap(),
         ips: vec![],
         group: "trusted".into(),
-        node: Some(node("ra")),
     }];
     let ident_a: NodeIdentity = ca.issue_node("ra").unwrap();
     let ident_b: NodeIdentity = ca.issue_node("rb").unwrap();
