@@ -330,59 +330,6 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    #[test]
-    fn a_router_speaks_only_for_what_sits_behind_it() {
-        use trellis_proto::catalog::{Instance, LearnedVia};
-        let ca = testca::TestCa::new("h").unwrap();
-        let n = |s: &str| NodeName::new(s).unwrap();
-        let mut catalog = Catalog::default();
-        catalog
-            .add(
-                &ca.home,
-                "home-assistant",
-                vec![],
-                vec![Instance {
-                    node: n("attic"),
-                    addr: "10.0.1.5".parse().unwrap(),
-                    reachable: true,
-                }],
-                LearnedVia::Mdns,
-            )
-            .unwrap();
-        let laptop: trellis_proto::policy::MacAddr = "02:00:00:00:00:01".parse().unwrap();
-        let state = MeshState {
-            version: 1,
-            local_node: n("hall"),
-            identity: ca.issue_node("hall").unwrap(),
-            bundle: ca.bundle_arc(),
-            nodes: vec![],
-            catalog,
-            policy: Policy::default(),
-            devices: vec![Device {
-                name: "laptop".into(),
-                mac: laptop,
-                ips: vec![],
-                group: "trusted".into(),
-                node: Some(n("attic")),
-            }],
-            hops: HashMap::new(),
-        };
-        let ha_ip = "10.0.1.5".parse().unwrap();
-        let ha = state.resolve_client(ha_ip, None);
-        assert!(state.vouch(&n("attic"), Some(ha_ip), &ha).is_ok());
-        let err = state.vouch(&n("hall"), Some(ha_ip), &ha).unwrap_err();
-        assert!(
-            err.contains("sits behind router attic, but router hall spoke for it"),
-            "{err}"
-        );
-        let dev = state.resolve_client("10.0.9.9".parse().unwrap(), Some(laptop));
-        assert!(state.vouch(&n("attic"), None, &dev).is_ok());
-        assert!(state.vouch(&n("hall"), None, &dev).is_err());
-        // An unknown device has nothing to protect: it is a guest wherever it is.
-        let stranger = state.resolve_client("10.0.9.10".parse().unwrap(), None);
-        assert!(state.vouch(&n("hall"), None, &stranger).is_ok());
-    }
-
     #[tokio::test]
     async fn connections_over_the_cap_are_refused_at_once_and_counted() {
         let ca = testca::TestCa::new("h").unwrap();
