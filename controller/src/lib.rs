@@ -6,6 +6,7 @@
 //! - [`pairing`]: single-use pairing codes and the SPAKE2 exchange that enrolls a satellite;
 //! - [`store`]: the embedded SQLite store (nodes, CA material, config versions), crash-safe
 //!   and written only when state changes;
+//! - [`catalog`]: services, policy rules, device groups and `why`, as the controller keeps them;
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`cli`]: the `trellis` command (a client of the admin API);
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod catalog;
 pub mod cli;
 pub mod daemon;
 pub mod home;

@@ -24,6 +24,7 @@ pub mod intercept;
 pub mod join;
 pub mod metrics;
 pub mod proxy;
+pub mod service_mesh;
 pub mod state;
 
 pub fn unix_now() -> u64 {

@@ -48,7 +48,7 @@
 //! ## Entry point for the lead
 //! ```ignore
 //! let identity = proxy::NodeIdentity::from_pem(&state_dir.identity_pem()?)?;
-//! let mesh = MeshState::from_snapshot(&snapshot, node_name, identity, catalog, policy, devices, hops)?;
+//! let mesh = MeshState::from_snapshot(&snapshot, node_name, identity, devices, hops)?;
 //! let (tx, rx) = tokio::sync::watch::channel(Arc::new(mesh));
 //! let handle = Proxy::start(ProxyConfig::default(), rx, metrics.clone()).await?;   // binds :15001, :15008
 //! let _nft = intercept::Interception::install(&intercept::Rules::for_proxy(handle.outbound.port()))?;
@@ -153,16 +153,14 @@ pub struct MeshState {
 }
 
 impl MeshState {
-    /// Build the proxy's state from an applied config snapshot (nodes, CA, revocations) plus
-    /// what the snapshot does not carry yet or what is local: this node's name and certificate,
-    /// the catalog, policy and device book (to move into the snapshot), and mesh hop counts.
-    #[allow(clippy::too_many_arguments)]
+    /// Build the proxy's state from an applied config snapshot (nodes, CA, revocations,
+    /// catalog, policy) plus what is local: this node's name and certificate, the device book
+    /// (the snapshot's, merged with this node's DHCP leases: `discovery::devices_from_leases`)
+    /// and mesh hop counts from the wifi side.
     pub fn from_snapshot(
         snapshot: &trellis_proto::snapshot::ConfigSnapshot,
         local_node: NodeName,
         identity: NodeIdentity,
-        catalog: Catalog,
-        policy: Policy,
         devices: Vec<Device>,
         hops: HashMap<NodeName, u32>,
     ) -> Result<Self, tls::TlsError> {
@@ -172,8 +170,8 @@ impl MeshState {
             identity,
             bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
             nodes: snapshot.nodes.clone(),
-            catalog,
-            policy,
+            catalog: snapshot.catalog.clone(),
+            policy: snapshot.policy.clone(),
             devices,
             hops,
         })

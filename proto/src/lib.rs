@@ -10,9 +10,11 @@
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
+//! - [`paths`]: default places (OpenWrt's on a router, `./trellis-data` elsewhere).
 //! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
 //! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
+//! - [`uci`]: a reader for OpenWrt UCI files such as `/etc/config/trellis`.
 
 pub mod api;
 pub mod catalog;
@@ -22,9 +24,11 @@ pub mod identity;
 pub mod pairing;
 #[cfg(feature = "tls")]
 pub mod pake;
+pub mod paths;
 pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod uci;
 
 pub use identity::{HomeId, NodeName, SpiffeId};

@@ -33,6 +33,9 @@ const STEPS: &[&str] = &[
      );
      CREATE TABLE services (name TEXT PRIMARY KEY, record TEXT NOT NULL);
      CREATE TABLE policies (id INTEGER PRIMARY KEY, record TEXT NOT NULL);",
+    // 2: where each node's tunnel endpoint is reachable (JSON list of ip:port), so peers
+    // still know after a controller restart.
+    "ALTER TABLE nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// The schema version this build writes.

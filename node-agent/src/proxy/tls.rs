@@ -558,6 +558,9 @@ mod tests {
                 mesh_id: "m".into(),
                 sae_password: "p".into(),
             },
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
         };
         let b = TrustBundle::from_snapshot(&snap).unwrap();
         assert_eq!(b.roots, vec![ca.root()]);
