@@ -34,7 +34,8 @@
 //! without assembly P-256, where it caps new connections at a few dozen per second. Through
 //! the whole path in namespaces (`--bench mesh_path`), per-stream TLS with a warm pool gave
 //! new-connection p50 4.2–9.2× direct (the pool's refill handshakes compete with requests),
-//! HTTP/2 gives 1.7–2.0×, with throughput 0.24–0.36× direct against 0.26–0.27×. HTTP/2 also
+//! HTTP/2 gives 1.7–2.5× (five runs), with throughput 0.23–0.36× direct against 0.26–0.27×
+//! (load average ~7 on 2 cores while measuring: read these as ratios, not absolutes). HTTP/2 also
 //! needs ~30× less memory per idle stream. Frames are 256 KiB and windows 1 MiB per stream /
 //! 4 MiB per connection (`h2stream`), which bounds what a peer can make us buffer.
 //!
