@@ -224,12 +224,10 @@ async fn open_stream(
             let (resp, stream) = send.send_request(request, false)?;
             Ok::<_, ::h2::Error>((resp.await?, stream))
         };
-        match tokio::time::timeout(
-            ctx.cfg.connect_timeout + ctx.cfg.handshake_timeout,
-            exchange,
-        )
-        .await
-        {
+        // The answer needs one mesh round trip plus the far node's connect to the device
+        // (itself bounded by connect_timeout): twice that means the pooled connection's peer
+        // vanished without closing it, and the next instance should get its chance.
+        match tokio::time::timeout(ctx.cfg.connect_timeout * 2, exchange).await {
             Ok(Ok((resp, send_stream))) => {
                 let status = resp.status();
                 let mut body = resp.into_body();
