@@ -145,8 +145,10 @@ async fn serve(
         let t0 = Instant::now();
         let peer = inst.node.to_string();
         match open_stream(ctx, state, &inst.node, req).await {
-            Err(e) => {
-                ctx.pool.record_failure(&inst.node);
+            Err((e, node_at_fault)) => {
+                if node_at_fault {
+                    ctx.pool.record_failure(&inst.node);
+                }
                 tracing::warn!(node = %inst.node, service = %conn.svc.name, error = %e, "instance failed; trying the next");
                 last_err = e;
             }
@@ -197,16 +199,22 @@ pub(crate) const HDR_CLIENT_IP: &str = "trellis-client-ip";
 pub(crate) const HDR_CLIENT_MAC: &str = "trellis-client-mac";
 
 /// Open one CONNECT stream to `node` for `req`. A pooled connection may have died while
-/// idle; one retry on a fresh connection is not the node's fault.
+/// idle; one retry on a fresh connection is not the node's fault. Errors say whether the node
+/// is to blame (for the breaker).
 async fn open_stream(
     ctx: &Ctx,
     state: &Arc<MeshState>,
     node: &NodeName,
     req: &TunnelRequest,
-) -> Result<Opened, String> {
+) -> Result<Opened, (String, bool)> {
     let mut last = String::new();
     for _attempt in 0..2 {
-        let lease = ctx.pool.get(state, node).await.map_err(|e| e.to_string())?;
+        let lease = match ctx.pool.get(state, node).await {
+            Ok(l) => l,
+            // Busy is not broken: the breaker counts failures of the node, not of our pool.
+            Err(e @ pool::DialError::Saturated(_)) => return Err((e.to_string(), false)),
+            Err(e) => return Err((e.to_string(), true)),
+        };
         let mut request = http::Request::builder()
             .method(http::Method::CONNECT)
             .uri(format!("{}:{}", req.service, req.port));
@@ -263,11 +271,11 @@ async fn open_stream(
             }
             Err(_) => {
                 ctx.pool.discard(node, lease.id);
-                return Err(format!("tunnel to {node}: no answer"));
+                return Err((format!("tunnel to {node}: no answer"), true));
             }
         }
     }
-    Err(last)
+    Err((last, true))
 }
 
 async fn pump<U>(
