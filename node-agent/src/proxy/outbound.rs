@@ -226,7 +226,7 @@ async fn open_stream(
         }
         let request = request
             .body(())
-            .map_err(|e| format!("bad CONNECT request: {e}"))?;
+            .map_err(|e| (format!("bad CONNECT request: {e}"), false))?;
         let exchange = async {
             let mut send = lease.send.clone().ready().await?;
             let (resp, stream) = send.send_request(request, false)?;
