@@ -274,3 +274,34 @@ fn a_dead_node_is_skipped_for_the_next_instance_and_then_not_hammered() {
         "latency recorded"
     );
 }
+
+#[test]
+fn a_router_that_vanishes_silently_costs_bounded_time_and_recovers() {
+    require_root!();
+    let f = fixture(Policy::default());
+    let mut log_a = f.a.metrics.subscribe_access_log();
+    // A pooled tunnel A → B exists after the first page.
+    assert!(laptop_get(&f.home.laptop, f.vip)
+        .expect("page")
+        .contains(PAGE_SECRET));
+    let _ = next_record(&mut log_a);
+    // B's mesh link goes dark without a FIN or RST: the pooled connection looks alive.
+    run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "down"]);
+    let t0 = std::time::Instant::now();
+    let got = laptop_get(&f.home.laptop, f.vip);
+    let took = t0.elapsed();
+    assert!(
+        !got.as_deref().unwrap_or("").contains(PAGE_SECRET),
+        "{got:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the laptop waited {took:?} for a vanished router"
+    );
+    let rec = next_record(&mut log_a);
+    assert!(matches!(rec.outcome, Outcome::Error(_)), "{rec}");
+    // B comes back: the next connection dials afresh and gets the page.
+    run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "up"]);
+    let page = laptop_get(&f.home.laptop, f.vip).expect("page after the router is back");
+    assert!(page.contains(PAGE_SECRET), "{page}");
+}
