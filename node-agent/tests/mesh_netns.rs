@@ -281,10 +281,12 @@ fn a_router_that_vanishes_silently_costs_bounded_time_and_recovers() {
     let f = fixture(Policy::default());
     let mut log_a = f.a.metrics.subscribe_access_log();
     // A pooled tunnel A → B exists after the first page.
-    assert!(laptop_get(&f.home.laptop, f.vip)
-        .expect("page")
-        .contains(PAGE_SECRET));
-    let _ = next_record(&mut log_a);
+    let first = laptop_get(&f.home.laptop, f.vip);
+    let rec = next_record(&mut log_a);
+    assert!(
+        first.as_deref().unwrap_or("").contains(PAGE_SECRET),
+        "{first:?} {rec}"
+    );
     // B's mesh link goes dark without a FIN or RST: the pooled connection looks alive.
     run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "down"]);
     let t0 = std::time::Instant::now();
