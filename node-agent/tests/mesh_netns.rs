@@ -304,6 +304,40 @@ fn a_router_that_vanishes_silently_costs_bounded_time_and_recovers() {
     assert!(matches!(rec.outcome, Outcome::Error(_)), "{rec}");
     // B comes back: the next connection dials afresh and gets the page.
     run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "up"]);
+    // The kernel reports carrier asynchronously (linkwatch, up to a second later); until
+    // both ends say LOWER_UP and A's route is no longer `linkdown`, packets are dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let up = |ns: &str, args: &[&str], want: &str, not: &str| {
+        let out = Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(want) && !text.contains(not)
+    };
+    while !(up(
+        &f.home.rb,
+        &["-o", "link", "show", "b1"],
+        "LOWER_UP",
+        "NO-CARRIER",
+    ) && up(
+        &f.home.ra,
+        &["-o", "link", "show", "a1"],
+        "LOWER_UP",
+        "NO-CARRIER",
+    ) && up(
+        &f.home.ra,
+        &["route", "show", "10.9.0.0/24"],
+        "10.9.0.0/24",
+        "linkdown",
+    )) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the link did not come back up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let page = laptop_get(&f.home.laptop, f.vip).expect("page after the router is back");
     assert!(page.contains(PAGE_SECRET), "{page}");
 }
