@@ -61,7 +61,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:15008")]
     pub proxy_inbound: std::net::SocketAddr,
     /// Mesh-zone DNS (dnsmasq forwards trellis.home.arpa here); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:5354")]
+    #[arg(long, default_value = "127.0.0.1:15053")]
     pub dns_listen: String,
     /// Prometheus /metrics; "off" disables it.
     #[arg(long, default_value = "127.0.0.1:9464")]
@@ -82,10 +82,9 @@ fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>
     if value == "off" {
         return Ok(None);
     }
-    value
-        .parse()
-        .map(Some)
-        .map_err(|_| format!("{what} {value:?} is not an address like 127.0.0.1:5354 (or \"off\")"))
+    value.parse().map(Some).map_err(|_| {
+        format!("{what} {value:?} is not an address like 127.0.0.1:15053 (or \"off\")")
+    })
 }
 
 impl RunArgs {
@@ -201,7 +200,7 @@ pub fn main() -> ExitCode {
             };
             match runtime.block_on(join(&controller, &code, &name, &state, force)) {
                 Ok(joined) => {
-                    let hours = joined.not_after.saturating_sub(crate::unix_now()) / 3600;
+                    let hours = (joined.not_after.saturating_sub(crate::unix_now()) + 1800) / 3600;
                     println!(
                         "joined home {} as {}; certificate valid {hours} h (renewed automatically); start the agent: /etc/init.d/trellis-agent restart",
                         joined.node.home_id, joined.node.identity

@@ -20,6 +20,8 @@ pub fn run_all(quick: bool) -> Result<()> {
     // run trellis-agent), which `cargo test` alone does not build.
     crate::run(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::run(cargo().args(["test", "--workspace"]))?;
+    // The README's first command, checked the way a newcomer would run it.
+    crate::demo::run(&["--once".to_owned()])?;
     if !quick {
         router_binaries()?;
     }
