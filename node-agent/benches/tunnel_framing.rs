@@ -1,9 +1,10 @@
-//! Tunnel framing, measured: one mutual-TLS 1.3 connection per stream (what Trellis does)
-//! versus HTTP/2 CONNECT streams multiplexed on one shared TLS connection (Istio's HBONE).
+//! Tunnel framing, measured: one mutual-TLS 1.3 connection per stream versus HTTP/2 CONNECT
+//! streams multiplexed on one shared TLS connection (Istio's HBONE; what Trellis does).
 //!
 //! `cargo bench -p trellis-agent --bench tunnel_framing` prints, for each shape:
-//! - new-stream latency (p50/p99): a fresh TCP+TLS handshake + request/response, a request on a
-//!   pre-dialled TLS connection, and a CONNECT stream on an established HTTP/2 connection;
+//! - new-stream latency (p50/p99) and CPU: a fresh TCP+TLS handshake + request/response, a
+//!   request on a pre-dialled TLS connection, and a CONNECT stream on an established HTTP/2
+//!   connection;
 //! - single-stream bulk throughput (client → server, 256 MiB);
 //! - memory per idle tunnel/stream (RSS growth over 1000 of them, both ends in this process).
 //!

@@ -4,50 +4,60 @@
 //!   here by nftables (`crate::intercept`); the original destination names the service; the
 //!   policy is checked at the source to fail fast; then the connection goes to the nearest
 //!   healthy instance — straight to the device when it sits behind this node, otherwise
-//!   through a mutual-TLS 1.3 tunnel to the node it sits behind, whose SPIFFE ID must be the
-//!   one the snapshot lists for that node.
+//!   as an HTTP/2 CONNECT stream in a mutual-TLS 1.3 tunnel to the node it sits behind, whose
+//!   SPIFFE ID must be the one the snapshot lists for that node.
 //! - **Inbound** ([`inbound`]): accepts tunnels from other nodes (client certificate required,
-//!   revoked identities refused in the handshake), decides the policy **again, always**, on its
-//!   own snapshot, and opens the plaintext last hop to the device on its own segment.
+//!   revoked identities refused in the handshake and again on every new stream), decides the
+//!   policy **again, always**, on its own snapshot, and opens the plaintext last hop to the
+//!   device on its own segment.
 //!
-//! ## Tunnel framing: one TLS connection per stream, pre-dialled (decided by measurement)
+//! ## Tunnel framing: HTTP/2 CONNECT on pooled mTLS connections (decided by measurement)
 //!
-//! `cargo bench -p trellis-agent --bench tunnel_framing` compares the two shapes on loopback
-//! (P-256 certificates from a test CA, TLS 1.3, ring, 2 tokio workers, bench profile =
-//! release: opt-level "z" + LTO as shipped; this machine: 2 shared cores; three runs, Nov 2026):
+//! Like Istio's HBONE: one mutual-TLS 1.3 connection (ALPN `h2`) per pair of nodes, carrying
+//! one HTTP/2 `CONNECT <service>:<port>` stream per client connection; the source node's
+//! facts travel as `trellis-client-ip` / `trellis-client-mac` headers; the destination
+//! answers 200 (bytes follow), 403 with the deciding rule and its explanation (JSON body),
+//! or 404/503. `cargo bench -p trellis-agent --bench tunnel_framing` compared this with one
+//! TLS connection per stream on loopback (P-256 certificates, ring, 2 tokio workers, bench
+//! profile = the shipped opt-level "z" + LTO; this machine has 2 shared cores):
 //!
-//! | measure | TLS per stream | HTTP/2 CONNECT on one TLS conn |
+//! | measure | TLS per stream | HTTP/2 CONNECT streams |
 //! |---|---|---|
-//! | new stream, fresh TCP + TLS handshake, p50 | 0.53 ms | (only once per peer) |
-//! | new stream on a pre-dialled TLS conn / on the h2 conn, p50 | 0.026–0.030 ms | 0.034–0.043 ms |
-//! | single-stream bulk throughput | 746–987 MB/s | 356–468 MB/s |
-//! | memory per idle tunnel / stream, both ends | 27 KiB | 0.5–1 KiB |
+//! | CPU per new stream, both ends | 555 µs (a full handshake) | 36 µs |
+//! | new stream latency p50 | 0.53 ms fresh; 0.026 ms on a pre-dialled conn | 0.034–0.043 ms |
+//! | single-stream bulk throughput | 750–990 MB/s | 356–468 MB/s (16 KiB frames), 538 MB/s (1 MiB) |
+//! | memory per idle tunnel/stream, both ends | 27–33 KiB | 0.5–1 KiB |
 //!
-//! Per-stream TLS moves bulk data at ~2× the rate of HTTP/2 (no DATA framing, no per-stream
-//! flow-control windows, one fewer copy), and with a pool of pre-dialled connections the
-//! handshake leaves the critical path, so a new stream costs the same as opening an h2
-//! stream (one request/response round trip). HTTP/2 wins on memory: ~13 KiB of rustls state
-//! per tunnel end versus ~0.5 KiB per h2 stream, i.e. ~13 MB per node at 1000 concurrent
-//! streams. A home rarely holds more than a few hundred mesh streams per router, the bulk
-//! throughput goal (≥ 0.45× direct on one-core routers) is the harder one, and a tunnel per
-//! stream has no head-of-line blocking between streams and is simpler to bound (the
-//! connection cap bounds TLS state too). So: one mutual-TLS connection per stream, pre-dialled.
-//! Revisit if a node regularly carries >1000 concurrent mesh streams.
+//! Per-stream TLS moves a single bulk stream faster, and pre-dialling hides the handshake's
+//! latency — but not its CPU: every client connection costs a full P-256 handshake at both
+//! ends, ~15× the CPU of an HTTP/2 stream on x86 and tens of milliseconds on a MIPS router
+//! without assembly P-256, where it caps new connections at a few dozen per second. Through
+//! the whole path in namespaces (`--bench mesh_path`), per-stream TLS with a warm pool gave
+//! new-connection p50 4.2–9.2× direct (the pool's refill handshakes compete with requests),
+//! HTTP/2 gives 1.7–2.5× (five runs), with throughput 0.23–0.36× direct against 0.26–0.27×
+//! (load average ~7 on 2 cores while measuring: read these as ratios, not absolutes). HTTP/2 also
+//! needs ~30× less memory per idle stream. Frames are 256 KiB and windows 1 MiB per stream /
+//! 4 MiB per connection (`h2stream`), which bounds what a peer can make us buffer.
 //!
 //! ## Bounds
 //! Connection caps per direction ([`ProxyConfig::max_outbound`], [`ProxyConfig::max_inbound`];
 //! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 64 KiB
-//! with a process-wide budget for the 64 KiB ones (`copy`), the tunnel request capped at 2 KiB
-//! (`wire`), timeouts on every wait that a peer controls.
+//! with a process-wide budget for the 64 KiB ones (`copy`), HTTP/2 windows and send buffers
+//! per stream (`h2stream`), at most 100 streams per tunnel and 8 tunnels per peer (`pool`),
+//! refusal bodies read up to 2 KiB (`wire`), timeouts on every wait that a peer controls.
 //!
 //! ## Entry point for the lead
 //! ```ignore
-//! let (tx, rx) = tokio::sync::watch::channel(Arc::new(MeshState { .. }));   // from the snapshot
-//! let handle = Proxy::start(ProxyConfig::default(), rx, metrics.clone()).await?;
-//! nft = intercept::Interception::install(&intercept::Rules::for_proxy(handle.outbound.port()))?;
-//! // on every snapshot / certificate / hop-count change: tx.send(Arc::new(new_state))
-//! // on shutdown: drop(nft) (removes table inet trellis), handle.shutdown()
+//! let identity = proxy::NodeIdentity::from_pem(&state_dir.identity_pem()?)?;
+//! let mesh = MeshState::from_snapshot(&snapshot, node_name, identity, devices, hops)?;
+//! let (tx, rx) = tokio::sync::watch::channel(Arc::new(mesh));
+//! let handle = Proxy::start(ProxyConfig::default(), rx, metrics.clone()).await?;   // binds :15001, :15008
+//! let _nft = intercept::Interception::install(&intercept::Rules::for_proxy(handle.outbound.port()))?;
+//! // every applied snapshot, renewed certificate or hop change: tx.send(Arc::new(new_state))
+//! //   (bump `version` each time: pooled tunnels of older versions are dropped)
+//! // shutdown: drop(_nft) removes table inet trellis; handle.shutdown()
 //! ```
+//! Fail static comes for free: the proxy decides with the last state it was given.
 
 pub mod copy;
 pub mod h2stream;
@@ -144,6 +154,30 @@ pub struct MeshState {
 }
 
 impl MeshState {
+    /// Build the proxy's state from an applied config snapshot (nodes, CA, revocations,
+    /// catalog, policy) plus what is local: this node's name and certificate, the device book
+    /// (the snapshot's, merged with this node's DHCP leases: `discovery::devices_from_leases`)
+    /// and mesh hop counts from the wifi side.
+    pub fn from_snapshot(
+        snapshot: &trellis_proto::snapshot::ConfigSnapshot,
+        local_node: NodeName,
+        identity: NodeIdentity,
+        devices: Vec<Device>,
+        hops: HashMap<NodeName, u32>,
+    ) -> Result<Self, tls::TlsError> {
+        Ok(Self {
+            version: snapshot.version,
+            local_node,
+            identity,
+            bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
+            nodes: snapshot.nodes.clone(),
+            catalog: snapshot.catalog.clone(),
+            policy: snapshot.policy.clone(),
+            devices,
+            hops,
+        })
+    }
+
     /// Check a peer certificate (already chain-verified in its handshake) against this
     /// snapshot's trust bundle: home, revocations.
     pub fn bundle_check(
@@ -220,7 +254,7 @@ impl Proxy {
             server_tls: std::sync::Mutex::new(None),
         });
         let mut tasks = Vec::new();
-        // Snapshot changes empty the pool: a revocation must not ride on a pre-dialled tunnel.
+        // Snapshot changes empty the pool: a revocation must not ride on an old tunnel.
         let watcher = {
             let ctx = ctx.clone();
             let mut rx = state;
@@ -288,4 +322,53 @@ async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, cap: usize, direction
 pub(crate) fn reset(stream: tokio::net::TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_at_once_and_counted() {
+        let ca = testca::TestCa::new("h").unwrap();
+        let state = MeshState {
+            version: 1,
+            local_node: NodeName::new("b").unwrap(),
+            identity: ca.issue_node("b").unwrap(),
+            bundle: ca.bundle_arc(),
+            nodes: vec![],
+            catalog: Catalog::default(),
+            policy: Policy::default(),
+            devices: vec![],
+            hops: HashMap::new(),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(state));
+        let metrics = Arc::new(Metrics::new());
+        let cfg = ProxyConfig {
+            outbound_addr: "127.0.0.1:0".parse().unwrap(),
+            inbound_addr: "127.0.0.1:0".parse().unwrap(),
+            max_inbound: 1,
+            ..ProxyConfig::default()
+        };
+        let h = Proxy::start(cfg, rx, metrics.clone()).await.unwrap();
+        // The first connection holds the only permit (it sits in the TLS handshake).
+        let _first = tokio::net::TcpStream::connect(h.inbound).await.unwrap();
+        // Refused: the reset can land before connect() returns, or on the first read.
+        if let Ok(mut second) = tokio::net::TcpStream::connect(h.inbound).await {
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
+                .await
+                .expect("refused at once, not left waiting");
+            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+        }
+        assert!(
+            metrics
+                .render()
+                .contains("trellis_proxy_overflow_total{direction=\"inbound\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        h.shutdown();
+    }
 }

@@ -1,5 +1,7 @@
 //! mDNS / DNS-SD discovery across a real link: a device namespace announces `_http._tcp`,
-//! the router namespace's [`MdnsBrowser`] sees it with its address and port.
+//! the router namespace's [`MdnsBrowser`] sees it with its address and port — announced by
+//! the `mdns-sd` crate, and announced by a real avahi-daemon while another avahi-daemon holds
+//! UDP 5353 in the router namespace (the coexistence OpenWrt needs with umdns/avahi).
 //! Needs root (network namespaces); prints why it is skipped otherwise.
 
 use std::process::Command;
@@ -112,4 +114,125 @@ fn router_discovers_a_service_announced_on_its_segment() {
         "{seen:?}"
     );
     assert_eq!(seen.host, "nas-box.local.");
+}
+
+/// An avahi-daemon in a namespace, configured through `/etc/netns/<ns>/avahi` (which
+/// `ip netns exec` bind-mounts over `/etc/avahi`), without D-Bus; killed on drop.
+struct Avahi {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Avahi {
+    fn start(ns: &str, iface: &str, service: Option<(&str, u16)>) -> Self {
+        let dir = std::path::PathBuf::from(format!("/etc/netns/{ns}"));
+        let avahi = dir.join("avahi");
+        std::fs::create_dir_all(avahi.join("services")).unwrap();
+        std::fs::write(
+            avahi.join("avahi-daemon.conf"),
+            format!(
+                "[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces={iface}\nenable-dbus=no\n\
+                 [wide-area]\nenable-wide-area=no\n[publish]\npublish-hinfo=no\npublish-workstation=no\n"
+            ),
+        )
+        .unwrap();
+        if let Some((name, port)) = service {
+            std::fs::write(
+                avahi.join("services/http.service"),
+                format!(
+                    "<?xml version=\"1.0\" standalone='no'?>\n<service-group><name>{name}</name>\
+                     <service><type>_http._tcp</type><port>{port}</port></service></service-group>\n"
+                ),
+            )
+            .unwrap();
+        }
+        // `ip netns exec` gives the command its own mount namespace; a private tmpfs on
+        // /run/avahi-daemon keeps the two daemons' PID files apart.
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c"])
+            .arg(
+                "mkdir -p /run/avahi-daemon && mount -t tmpfs tmpfs /run/avahi-daemon && \
+                 exec avahi-daemon --no-drop-root --no-chroot --no-rlimits --no-proc-title \
+                 -f /etc/avahi/avahi-daemon.conf",
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("avahi-daemon is installed (cargo xtask setup installs it)");
+        Avahi { child, dir }
+    }
+}
+
+impl Drop for Avahi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn browser_sees_an_avahi_announcement_while_avahi_also_runs_on_the_router() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root for network namespaces (CI runs as root)");
+        return;
+    }
+    let id = std::process::id();
+    let (dev, rtr) = (format!("ad-{id}"), format!("ar-{id}"));
+    let _ns = Ns(vec![dev.clone(), rtr.clone()]);
+    for n in [&dev, &rtr] {
+        run(&["ip", "netns", "add", n]);
+        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    run(&[
+        "ip", "link", "add", "d0", "netns", &dev, "type", "veth", "peer", "name", "r0", "netns",
+        &rtr,
+    ]);
+    run(&["ip", "-n", &dev, "addr", "add", "10.3.0.2/24", "dev", "d0"]);
+    run(&["ip", "-n", &rtr, "addr", "add", "10.3.0.1/24", "dev", "r0"]);
+    run(&["ip", "-n", &dev, "link", "set", "d0", "up"]);
+    run(&["ip", "-n", &rtr, "link", "set", "r0", "up"]);
+
+    // The router's own mDNS daemon (umdns/avahi on OpenWrt) holds 5353 first.
+    let mut router_avahi = Avahi::start(&rtr, "r0", None);
+    // The device: a NAS announcing its web page through avahi, like a real one.
+    let mut device_avahi = Avahi::start(&dev, "d0", Some(("Family NAS", 8080)));
+
+    let rtr2 = rtr.clone();
+    let seen = std::thread::spawn(move || {
+        enter(&rtr2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (_browser, mut events) = MdnsBrowser::start(&["_http._tcp.local."]).unwrap();
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    match events.recv().await {
+                        Some(DiscoveryEvent::Up(d)) if d.name == "family-nas" => return d,
+                        Some(_) => continue,
+                        None => panic!("browser stopped"),
+                    }
+                }
+            })
+            .await
+            .expect("avahi's announcement not seen within 30 s")
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen.port, 8080);
+    assert!(
+        seen.addrs.contains(&"10.3.0.2".parse().unwrap()),
+        "{seen:?}"
+    );
+    // Both daemons still up: the browser shared 5353 with the router's, it did not win it.
+    for (who, a) in [("router", &mut router_avahi), ("device", &mut device_avahi)] {
+        assert!(
+            matches!(a.child.try_wait(), Ok(None)),
+            "the {who}'s avahi-daemon exited"
+        );
+    }
 }

@@ -274,3 +274,70 @@ fn a_dead_node_is_skipped_for_the_next_instance_and_then_not_hammered() {
         "latency recorded"
     );
 }
+
+#[test]
+fn a_router_that_vanishes_silently_costs_bounded_time_and_recovers() {
+    require_root!();
+    let f = fixture(Policy::default());
+    let mut log_a = f.a.metrics.subscribe_access_log();
+    // A pooled tunnel A → B exists after the first page.
+    let first = laptop_get(&f.home.laptop, f.vip);
+    let rec = next_record(&mut log_a);
+    assert!(
+        first.as_deref().unwrap_or("").contains(PAGE_SECRET),
+        "{first:?} {rec}"
+    );
+    // B's mesh link goes dark without a FIN or RST: the pooled connection looks alive.
+    run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "down"]);
+    let t0 = std::time::Instant::now();
+    let got = laptop_get(&f.home.laptop, f.vip);
+    let took = t0.elapsed();
+    assert!(
+        !got.as_deref().unwrap_or("").contains(PAGE_SECRET),
+        "{got:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the laptop waited {took:?} for a vanished router"
+    );
+    let rec = next_record(&mut log_a);
+    assert!(matches!(rec.outcome, Outcome::Error(_)), "{rec}");
+    // B comes back: the next connection dials afresh and gets the page.
+    run(&["ip", "-n", &f.home.rb, "link", "set", "b1", "up"]);
+    // The kernel reports carrier asynchronously (linkwatch, up to a second later); until
+    // both ends say LOWER_UP and A's route is no longer `linkdown`, packets are dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let up = |ns: &str, args: &[&str], want: &str, not: &str| {
+        let out = Command::new("ip")
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains(want) && !text.contains(not)
+    };
+    while !(up(
+        &f.home.rb,
+        &["-o", "link", "show", "b1"],
+        "LOWER_UP",
+        "NO-CARRIER",
+    ) && up(
+        &f.home.ra,
+        &["-o", "link", "show", "a1"],
+        "LOWER_UP",
+        "NO-CARRIER",
+    ) && up(
+        &f.home.ra,
+        &["route", "show", "10.9.0.0/24"],
+        "10.9.0.0/24",
+        "linkdown",
+    )) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the link did not come back up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let page = laptop_get(&f.home.laptop, f.vip).expect("page after the router is back");
+    assert!(page.contains(PAGE_SECRET), "{page}");
+}

@@ -15,6 +15,8 @@ const APT: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("nft", "nftables"),
     ("ip", "iproute2"),
+    // A real mDNS peer for the discovery tests (run without D-Bus, one per namespace).
+    ("avahi-daemon", "avahi-daemon"),
     ("shellcheck", "shellcheck"),
 ];
 

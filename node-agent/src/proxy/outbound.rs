@@ -145,8 +145,10 @@ async fn serve(
         let t0 = Instant::now();
         let peer = inst.node.to_string();
         match open_stream(ctx, state, &inst.node, req).await {
-            Err(e) => {
-                ctx.pool.record_failure(&inst.node);
+            Err((e, node_at_fault)) => {
+                if node_at_fault {
+                    ctx.pool.record_failure(&inst.node);
+                }
                 tracing::warn!(node = %inst.node, service = %conn.svc.name, error = %e, "instance failed; trying the next");
                 last_err = e;
             }
@@ -197,16 +199,22 @@ pub(crate) const HDR_CLIENT_IP: &str = "trellis-client-ip";
 pub(crate) const HDR_CLIENT_MAC: &str = "trellis-client-mac";
 
 /// Open one CONNECT stream to `node` for `req`. A pooled connection may have died while
-/// idle; one retry on a fresh connection is not the node's fault.
+/// idle; one retry on a fresh connection is not the node's fault. Errors say whether the node
+/// is to blame (for the breaker).
 async fn open_stream(
     ctx: &Ctx,
     state: &Arc<MeshState>,
     node: &NodeName,
     req: &TunnelRequest,
-) -> Result<Opened, String> {
+) -> Result<Opened, (String, bool)> {
     let mut last = String::new();
     for _attempt in 0..2 {
-        let lease = ctx.pool.get(state, node).await.map_err(|e| e.to_string())?;
+        let lease = match ctx.pool.get(state, node).await {
+            Ok(l) => l,
+            // Busy is not broken: the breaker counts failures of the node, not of our pool.
+            Err(e @ pool::DialError::Saturated(_)) => return Err((e.to_string(), false)),
+            Err(e) => return Err((e.to_string(), true)),
+        };
         let mut request = http::Request::builder()
             .method(http::Method::CONNECT)
             .uri(format!("{}:{}", req.service, req.port));
@@ -218,18 +226,16 @@ async fn open_stream(
         }
         let request = request
             .body(())
-            .map_err(|e| format!("bad CONNECT request: {e}"))?;
+            .map_err(|e| (format!("bad CONNECT request: {e}"), false))?;
         let exchange = async {
             let mut send = lease.send.clone().ready().await?;
             let (resp, stream) = send.send_request(request, false)?;
             Ok::<_, ::h2::Error>((resp.await?, stream))
         };
-        match tokio::time::timeout(
-            ctx.cfg.connect_timeout + ctx.cfg.handshake_timeout,
-            exchange,
-        )
-        .await
-        {
+        // The answer needs one mesh round trip plus the far node's connect to the device
+        // (itself bounded by connect_timeout): twice that means the pooled connection's peer
+        // vanished without closing it, and the next instance should get its chance.
+        match tokio::time::timeout(ctx.cfg.connect_timeout * 2, exchange).await {
             Ok(Ok((resp, send_stream))) => {
                 let status = resp.status();
                 let mut body = resp.into_body();
@@ -265,11 +271,11 @@ async fn open_stream(
             }
             Err(_) => {
                 ctx.pool.discard(node, lease.id);
-                return Err(format!("tunnel to {node}: no answer"));
+                return Err((format!("tunnel to {node}: no answer"), true));
             }
         }
     }
-    Err(last)
+    Err((last, true))
 }
 
 async fn pump<U>(

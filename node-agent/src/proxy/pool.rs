@@ -1,4 +1,4 @@
-//! Tunnels to peer nodes: pre-dialled TLS connections, a breaker per node, and locality order.
+//! Tunnels to peer nodes: pooled HTTP/2-over-mTLS connections, a breaker per node, locality order.
 //!
 //! **Pool.** Tunnels are HTTP/2 connections over mutual TLS 1.3 (see the framing decision in
 //! `proxy.rs`); each new client connection is one CONNECT stream on a pooled connection to
@@ -102,6 +102,9 @@ struct PerNode {
     breaker: Breaker,
     /// (snapshot version, client config that expects this node's SPIFFE ID).
     config: Option<(u64, Arc<ClientConfig>)>,
+    /// One dial at a time per node: a burst of new streams to a node with no connection waits
+    /// for the first dial instead of opening one connection each; other nodes are not held up.
+    dialing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Counts a stream against its connection while alive.
@@ -126,9 +129,6 @@ impl Drop for StreamGuard {
 pub struct Pool {
     cfg: ProxyConfig,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
-    /// One dial at a time per pool: a burst of new streams to a node with no connection
-    /// waits for the first dial instead of opening one connection each.
-    dialing: tokio::sync::Mutex<()>,
     next_id: std::sync::atomic::AtomicU64,
 }
 
@@ -137,7 +137,6 @@ impl Pool {
         Self {
             cfg,
             nodes: Mutex::new(HashMap::new()),
-            dialing: tokio::sync::Mutex::new(()),
             next_id: 0.into(),
         }
     }
@@ -272,7 +271,8 @@ impl Pool {
         if let Some(t) = self.pick(state, node) {
             return Ok(t);
         }
-        let _one_dial = self.dialing.lock().await;
+        let dialing = self.lock().entry(node.clone()).or_default().dialing.clone();
+        let _one_dial = dialing.lock().await;
         // Someone may have dialled while we waited.
         if let Some(t) = self.pick(state, node) {
             return Ok(t);
@@ -396,6 +396,98 @@ mod tests {
             .map(|i| i.node.to_string())
             .collect();
         assert_eq!(order, ["me", "near", "far", "unknown"]);
+    }
+
+    /// Node B's proxy on loopback and a state for A that knows B there.
+    async fn two_nodes() -> (Arc<MeshState>, crate::proxy::ProxyHandle) {
+        let ca = crate::proxy::testca::TestCa::new("h").unwrap();
+        let mk = |local: &str, id: crate::proxy::NodeIdentity, nodes| MeshState {
+            version: 1,
+            local_node: n(local),
+            identity: id,
+            bundle: ca.bundle_arc(),
+            nodes,
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
+            hops: Default::default(),
+        };
+        let (a, b) = (ca.issue_node("a").unwrap(), ca.issue_node("b").unwrap());
+        let peer = |name: &str, id: &crate::proxy::NodeIdentity, addr: String| {
+            trellis_proto::snapshot::PeerNode {
+                name: n(name),
+                identity: id.id.clone(),
+                addresses: vec![addr],
+            }
+        };
+        let cfg = ProxyConfig {
+            outbound_addr: "127.0.0.1:0".parse().unwrap(),
+            inbound_addr: "127.0.0.1:0".parse().unwrap(),
+            ..ProxyConfig::default()
+        };
+        let b_nodes = vec![peer("a", &a, "127.0.0.1".into())];
+        // The sender may go: the proxy keeps serving its last state (fail static).
+        let (_, rx) = tokio::sync::watch::channel(Arc::new(mk("b", b, b_nodes)));
+        let handle = crate::proxy::Proxy::start(cfg, rx, Arc::new(crate::metrics::Metrics::new()))
+            .await
+            .unwrap();
+        let b_id = ca.issue_node("b").unwrap();
+        let a_nodes = vec![peer("b", &b_id, handle.inbound.to_string())];
+        (Arc::new(mk("a", a, a_nodes)), handle)
+    }
+
+    #[tokio::test]
+    async fn streams_share_one_connection_until_it_is_full() {
+        let (state, _b) = two_nodes().await;
+        let pool = Pool::new(ProxyConfig::default());
+        let b = n("b");
+        let mut leases = Vec::new();
+        for _ in 0..STREAMS_PER_CONNECTION {
+            leases.push(pool.get(&state, &b).await.unwrap());
+        }
+        assert_eq!(
+            pool.connection_count(&b),
+            1,
+            "100 streams fit one connection"
+        );
+        leases.push(pool.get(&state, &b).await.unwrap());
+        assert_eq!(
+            pool.connection_count(&b),
+            2,
+            "the 101st stream opens a second one"
+        );
+        // Streams ending free room: the next stream goes to an existing connection.
+        leases.truncate(10);
+        let l = pool.get(&state, &b).await.unwrap();
+        assert_eq!(pool.connection_count(&b), 2);
+        // A failed connection is forgotten; a new snapshot forgets them all.
+        pool.discard(&b, l.id);
+        assert_eq!(pool.connection_count(&b), 1);
+        let mut newer = (*state).clone();
+        newer.version += 1;
+        let newer = Arc::new(newer);
+        let _l = pool.get(&newer, &b).await.unwrap();
+        assert_eq!(
+            pool.connection_count(&b),
+            1,
+            "old-snapshot connections dropped, one new"
+        );
+    }
+
+    #[tokio::test]
+    async fn dialling_a_node_that_is_not_there_fails_with_its_name() {
+        let (state, b) = two_nodes().await;
+        b.shutdown();
+        // Let the aborted listener close.
+        tokio::task::yield_now().await;
+        let pool = Pool::new(ProxyConfig::default());
+        let err = pool.dial(&state, &n("b")).await.unwrap_err().to_string();
+        assert!(
+            err.contains("connect to 127.0.0.1:") || err.contains("with node b"),
+            "{err}"
+        );
+        let err = pool.dial(&state, &n("zz")).await.unwrap_err().to_string();
+        assert_eq!(err, "node zz is not in the snapshot");
     }
 
     #[test]

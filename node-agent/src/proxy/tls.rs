@@ -57,6 +57,26 @@ pub struct NodeIdentity {
     pub not_after: u64,
 }
 
+impl NodeIdentity {
+    /// From `identity.pem` (certificate chain then PKCS#8 key, as the agent stores it; see
+    /// `crate::identity::NodeIdentity::pem`). The SPIFFE ID and expiry come from the leaf.
+    pub fn from_pem(cert_and_key_pem: &str) -> Result<Self, TlsError> {
+        let bad = |e: &dyn std::fmt::Display| TlsError::BadIdentity(e.to_string());
+        let chain = trellis_proto::tls::certs_from_pem(cert_and_key_pem, "identity.pem")
+            .map_err(|e| bad(&e))?;
+        let key = trellis_proto::tls::key_from_pem(cert_and_key_pem, "identity.pem")
+            .map_err(|e| bad(&e))?;
+        let leaf = chain.first().ok_or_else(|| bad(&"no certificate"))?;
+        let facts = trellis_proto::tls::cert_facts(leaf).map_err(|e| bad(&e))?;
+        Ok(Self {
+            id: facts.identity,
+            chain,
+            key,
+            not_after: facts.not_after,
+        })
+    }
+}
+
 impl Clone for NodeIdentity {
     fn clone(&self) -> Self {
         Self {
@@ -492,6 +512,65 @@ mod tests {
         assert_eq!(certs_from_pem(&text).unwrap().len(), 1);
         assert!(certs_from_pem("nothing here").is_err());
         assert_eq!(normalize_serial("00:0A:ff"), "aff");
+    }
+
+    #[test]
+    fn node_identity_from_the_agents_identity_pem() {
+        let ca = TestCa::new("home1").unwrap();
+        let issued = ca.issue_node("attic").unwrap();
+        let pem = |label: &str, der: &[u8]| {
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                b64(der)
+            )
+        };
+        let PrivateKeyDer::Pkcs8(k) = &issued.key else {
+            panic!("pkcs8")
+        };
+        let text = pem("CERTIFICATE", &issued.chain[0]) + &pem("PRIVATE KEY", k.secret_pkcs8_der());
+        let id = NodeIdentity::from_pem(&text).unwrap();
+        assert_eq!(id.id.to_string(), "spiffe://home1/node/attic");
+        assert_eq!(id.not_after, issued.not_after);
+        assert!(server_config(&id, &ca.bundle()).is_ok(), "usable for TLS");
+        let err = NodeIdentity::from_pem(&pem("CERTIFICATE", &issued.chain[0])).unwrap_err();
+        assert!(err.to_string().contains("not usable"), "{err}");
+    }
+
+    #[test]
+    fn bundle_from_the_snapshot_keeps_revocations() {
+        use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, Revocation};
+        let ca = TestCa::new("home1").unwrap();
+        let gone = ca.issue_node("gone").unwrap();
+        let snap = ConfigSnapshot {
+            version: 3,
+            home_id: ca.home.clone(),
+            ca_pem: format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                b64(&ca.root())
+            ),
+            nodes: vec![],
+            revoked: vec![Revocation {
+                identity: gone.id.clone(),
+                revoked_at: 1,
+            }],
+            revoked_serials: vec!["000A".into()],
+            mesh: MeshCredentials {
+                mesh_id: "m".into(),
+                sae_password: "p".into(),
+            },
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
+        };
+        let b = TrustBundle::from_snapshot(&snap).unwrap();
+        assert_eq!(b.roots, vec![ca.root()]);
+        assert!(b.revoked_ids.contains(&gone.id));
+        assert!(b.revoked_serials.contains("a"), "{:?}", b.revoked_serials);
+        let err = b.check(&gone.chain[0]).unwrap_err().to_string();
+        assert!(
+            err.contains("spiffe://home1/node/gone has been revoked"),
+            "{err}"
+        );
     }
 
     fn b64(data: &[u8]) -> String {

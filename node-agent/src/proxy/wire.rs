@@ -1,13 +1,14 @@
-//! The tunnel's one-message handshake, sent inside mutual TLS before the stream's bytes.
+//! What a tunnel stream asks and how a refusal answers.
 //!
-//! `TRL1` + u16 length + JSON [`TunnelRequest`] from the dialling node, then u16 length + JSON
-//! [`TunnelResponse`] from the accepting node; after that the TLS stream carries the client's
-//! bytes unchanged. Both messages are capped at [`MAX_MESSAGE`] bytes, so a peer cannot make a
-//! node buffer more than that before it is authorised.
+//! [`TunnelRequest`] holds the *facts* the source node saw (client address and MAC), not
+//! conclusions (its group): the destination node resolves the device against its own
+//! snapshot and decides again, so a node with a stale or tampered policy cannot widen access.
+//! On the wire it travels as the CONNECT authority plus `trellis-client-*` headers; a refusal
+//! comes back as a [`TunnelResponse`] JSON body, read up to [`MAX_MESSAGE`] bytes.
 //!
-//! The request carries *facts* the source node saw (client address and MAC), not conclusions
-//! (its group): the destination node resolves the device against its own snapshot and decides
-//! again, so a node with a stale or tampered policy cannot widen access.
+//! The length-prefixed framing below (`TRL1` + u16 length + JSON, both ways) is the
+//! one-TLS-connection-per-stream protocol measured against HTTP/2 in the framing bench; it
+//! stays for that comparison and is bounded the same way.
 
 use std::net::IpAddr;
 
