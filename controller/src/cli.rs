@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
+    /// Print the one-time token that sets the web page's admin password on first run.
+    SetupToken,
 }
 
 pub fn main() -> ExitCode {
@@ -212,6 +214,16 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 call(cli, Method::POST, "/v1/admin/devices", Some(&body)).await?;
             show(cli, &v, |_| {
                 format!("{name} ({mac}) is now in group {group}\n")
+            })
+        }
+        Command::SetupToken => {
+            let v: serde_json::Value =
+                call(cli, Method::GET, "/v1/admin/setup-token", none).await?;
+            show(cli, &v, |v| {
+                format!(
+                    "{}\nType it on the router page (https://<this router>:7443/) to set the admin password.\n",
+                    v["setup_token"].as_str().unwrap_or_default()
+                )
             })
         }
         Command::CaBackup => {

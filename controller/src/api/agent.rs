@@ -94,7 +94,9 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/agent/renew", post(renew))
         .route("/v1/agent/telemetry", post(telemetry))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(home)
+        .with_state(home.clone())
+        // The web page shares this port and certificate; its routes never overlap /v1/.
+        .merge(super::web::router(home))
 }
 
 /// Accept agent connections until the listener fails.

@@ -33,6 +33,18 @@ const STEPS: &[&str] = &[
      );
      CREATE TABLE services (name TEXT PRIMARY KEY, record TEXT NOT NULL);
      CREATE TABLE policies (id INTEGER PRIMARY KEY, record TEXT NOT NULL);",
+    // 2: the web page: the admin password (PBKDF2 record, one row) and a label a person gives
+    // each router (the node name stays the identity; a label can change without new
+    // certificates).
+    "CREATE TABLE admin_password (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        algorithm TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        set_at INTEGER NOT NULL
+     );
+     ALTER TABLE nodes ADD COLUMN label TEXT;",
 ];
 
 /// The schema version this build writes.
