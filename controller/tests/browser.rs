@@ -98,7 +98,10 @@ fn gzip_size() -> usize {
 fn the_page_stays_within_150_kb_gzip() {
     let size = gzip_size();
     println!("web page: {size} bytes gzip");
-    assert!(size <= 150 * 1024, "{size} bytes gzip is over the 150 KB budget");
+    assert!(
+        size <= 150 * 1024,
+        "{size} bytes gzip is over the 150 KB budget"
+    );
 }
 
 #[test]
@@ -115,7 +118,7 @@ fn the_router_page_in_a_real_browser() {
     let shots = screenshots_dir();
     let shot = |d: &Driver, name: &str| {
         let path = shots.join(format!("{name}.png"));
-        d.screenshot(&path);
+        d.screenshot_full(&path);
         println!("screenshot: {}", path.display());
     };
 
@@ -151,7 +154,10 @@ fn the_router_page_in_a_real_browser() {
     // The log says where the token is, never the token itself.
     let logged = std::fs::read_to_string(dir.path().join("controller.log")).unwrap();
     assert!(logged.contains("setup-token"), "{logged}");
-    assert!(!logged.contains(&token), "the setup token leaked into the log");
+    assert!(
+        !logged.contains(&token),
+        "the setup token leaked into the log"
+    );
 
     let d = Driver::start(
         &browser,
@@ -182,7 +188,10 @@ fn the_router_page_in_a_real_browser() {
     d.type_into(&pw, "wrong password");
     d.click(&d.wait("#login-submit"));
     d.wait_text("#login-result", "wrong password");
-    assert!(!d.exists("#topology"), "a wrong password must not open the page");
+    assert!(
+        !d.exists("#topology"),
+        "a wrong password must not open the page"
+    );
     shot(&d, "03-login-wrong-password");
     d.type_into(&d.wait("#login-password"), "kitchen table 42");
     d.click(&d.wait("#login-submit"));
@@ -240,7 +249,10 @@ fn the_router_page_in_a_real_browser() {
     d.goto(&format!("{base}/#/"));
     let node = d.wait("#topology [data-router=attic]");
     let label = d.attr(&node, "aria-label").unwrap_or_default();
-    assert!(label.contains("Attic") && label.contains("Online"), "{label}");
+    assert!(
+        label.contains("Attic") && label.contains("Online"),
+        "{label}"
+    );
     d.script(
         "document.querySelector('#topology [data-router=attic]').focus()",
         serde_json::json!([]),
@@ -266,7 +278,10 @@ fn the_router_page_in_a_real_browser() {
     );
     d.click(&d.wait("#device-submit"));
     d.wait_text("#device-result", "Thermostat is in the iot group");
-    d.wait_text("[data-group=iot] [data-mac='aa:bb:cc:00:11:22']", "Thermostat");
+    d.wait_text(
+        "[data-group=iot] [data-mac='aa:bb:cc:00:11:22']",
+        "Thermostat",
+    );
     d.wait_text("#rules", "Coming with the service mesh");
     d.wait_text("#why", "Coming with the service mesh");
     shot(&d, "08-policy");
@@ -305,6 +320,7 @@ fn the_router_page_in_a_real_browser() {
     d.wait_text("dialog[open]", "Remove Attic?");
     shot(&d, "13-remove-confirm");
     d.click(&d.wait("dialog[open] button[value=ok]"));
+    d.wait_text("#routers-result", "its identity is revoked");
     d.wait_gone("#router-list [data-router=attic]");
     d.wait_text("#router-list .removed-note", "Attic");
     shot(&d, "14-removed");

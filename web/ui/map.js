@@ -8,6 +8,9 @@ import { h, s, routerName, STATE_TEXT, duration } from './lib.js';
 const W = 640;
 const H = 420;
 const PORTAL = 'controller';
+// The smallest area the map zooms to, so one or two routers are not drawn huge.
+const MIN_W = 720;
+const MIN_H = 300;
 
 // Same thresholds as the agent's link health (node-agent wifi/health.rs).
 function linkQuality(link) {
@@ -40,14 +43,21 @@ function routerText(r) {
   return parts.join(', ');
 }
 
+// A small router: a box with two antennas.
+const ROUTER_GLYPH = 'M-13 0h26v10h-26zM-8 0l-3-10M8 0l3-10M-7 5h2M-2 5h2';
+
 // Place satellites on a ring around the portal (stable order: by name).
-function layout(routers) {
+function layout(routers, narrow) {
   const pos = new Map([[PORTAL, { x: W / 2, y: H / 2 }]]);
   const n = routers.length;
   const r = n <= 1 ? 140 : Math.min(160, 90 + n * 12);
+  // One or two satellites sit beside the portal; more go round it from the top.
+  // On a phone they go below it, so the map stays tall rather than wide.
+  const start = narrow ? Math.PI / 2 : n <= 2 ? 0 : -Math.PI / 2;
+  const stretch = narrow ? 0.8 : 1.45;
   routers.forEach((rt, i) => {
-    const a = -Math.PI / 2 + (2 * Math.PI * i) / Math.max(n, 1);
-    pos.set(rt.name, { x: W / 2 + r * 1.45 * Math.cos(a), y: H / 2 + r * Math.sin(a) });
+    const a = start + (2 * Math.PI * i) / Math.max(n, 1);
+    pos.set(rt.name, { x: W / 2 + r * stretch * Math.cos(a), y: H / 2 + r * Math.sin(a) });
   });
   return pos;
 }
@@ -57,7 +67,9 @@ export function drawMap(holder, overview) {
   const routers = overview.routers.filter((r) => r.state !== 'removed');
   const byName = new Map(routers.map((r) => [r.name, r]));
   const names = (n) => (n === PORTAL ? 'This router' : routerName(byName.get(n) || { name: n }));
-  const pos = layout(routers);
+  const narrow = holder.clientWidth > 0 && holder.clientWidth < 520;
+  const pos = layout(routers, narrow);
+  const minW = narrow ? 360 : MIN_W;
   // A refresh keeps what the person was looking at: the details text and keyboard focus.
   const before = holder.querySelector('.map-details');
   const focused = document.activeElement && holder.contains(document.activeElement)
@@ -70,7 +82,16 @@ export function drawMap(holder, overview) {
   const summary = routers.length === 0
     ? 'Map: only this router so far. Pair a satellite on the Routers page.'
     : `Map: this router and ${routers.length} satellite${routers.length === 1 ? '' : 's'}, ${online} online.`;
-  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'map', role: 'group', 'aria-label': summary, id: 'topology' });
+  // Fit the view to the routers (labels hang below each circle).
+  const xs = [...pos.values()].map((p) => p.x);
+  const ys = [...pos.values()].map((p) => p.y);
+  let [x0, x1, y0, y1] = [Math.min(...xs) - 90, Math.max(...xs) + 90, Math.min(...ys) - 45, Math.max(...ys) + 80];
+  if (x1 - x0 < minW) { const c = (x0 + x1) / 2; x0 = c - minW / 2; x1 = c + minW / 2; }
+  if (y1 - y0 < MIN_H) { const c = (y0 + y1) / 2; y0 = c - MIN_H / 2; y1 = c + MIN_H / 2; }
+  const svg = s('svg', {
+    viewBox: `${x0.toFixed(0)} ${y0.toFixed(0)} ${(x1 - x0).toFixed(0)} ${(y1 - y0).toFixed(0)}`,
+    class: 'map', role: 'group', 'aria-label': summary, id: 'topology',
+  });
 
   const linked = new Set();
   const linkLayer = s('g', { class: 'links' });
@@ -108,7 +129,8 @@ export function drawMap(holder, overview) {
   },
   s('title', {}, portalText),
   s('circle', { r: 34 }),
-  s('path', { d: 'M-14 6h28M-10 -2h20M-6 -10h12', class: 'glyph' }),
+  s('path', { d: ROUTER_GLYPH, class: 'glyph' }),
+  s('path', { d: 'M0 -6v-12M-5 -13l5-5 5 5', class: 'glyph' }),
   s('text', { y: 54, class: 'label' }, 'This router'),
   s('text', { y: 70, class: 'sub' }, 'portal · controller')));
 
@@ -122,11 +144,14 @@ export function drawMap(holder, overview) {
     },
     s('title', {}, text),
     s('circle', { r: 26 }),
-    s('path', { d: 'M-10 4h20M-7 -3h14', class: 'glyph' }),
+    s('path', { d: ROUTER_GLYPH, class: 'glyph' }),
     s('text', { y: 44, class: 'label' }, routerName(r)),
     s('text', { y: 60, class: 'sub' }, `${STATE_TEXT[r.state] || r.state} · ${r.devices.length} dev · ${r.services.length} svc`)));
   }
   svg.append(nodeLayer);
+  if (routers.length === 0) {
+    svg.append(s('text', { x: W / 2, y: H / 2 + 100, class: 'sub hint-text' }, 'No satellites yet: pair one on the Routers page.'));
+  }
 
   const legend = h('ul', { class: 'legend', 'aria-label': 'Map legend' },
     h('li', {}, h('span', { class: 'swatch q-good' }), 'good link'),

@@ -16,6 +16,10 @@ const APT: &[(&str, &str)] = &[
     ("nft", "nftables"),
     ("ip", "iproute2"),
     ("shellcheck", "shellcheck"),
+    // The web page's browser test (controller/tests/browser.rs) drives headless Chromium.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    ("gzip", "gzip"),
 ];
 
 /// Rust targets built on stable with the rust-std rustup ships.

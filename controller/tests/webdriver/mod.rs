@@ -28,13 +28,13 @@ impl Browser {
             if let Some(p) = std::env::var_os(var) {
                 return Some(PathBuf::from(p));
             }
-            candidates
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
+            candidates.iter().map(PathBuf::from).find(|p| p.exists())
         };
         Some(Self {
-            chromium: pick("TRELLIS_CHROMIUM", &["/usr/bin/chromium", "/usr/bin/chromium-browser"])?,
+            chromium: pick(
+                "TRELLIS_CHROMIUM",
+                &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
+            )?,
             chromedriver: pick(
                 "TRELLIS_CHROMEDRIVER",
                 &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
@@ -113,7 +113,9 @@ impl Driver {
         });
         let v = driver
             .call("POST", "/session", Some(caps))
-            .unwrap_or_else(|e| panic!("chromedriver refused a session: {e}; see {}", log.display()));
+            .unwrap_or_else(|e| {
+                panic!("chromedriver refused a session: {e}; see {}", log.display())
+            });
         driver.session = v["sessionId"]
             .as_str()
             .expect("a session id from chromedriver")
@@ -275,7 +277,10 @@ impl Driver {
         let deadline = Instant::now() + WAIT;
         while self.exists(css) {
             if Instant::now() > deadline {
-                panic!("`{css}` is still on the page; the page says:\n{}", self.page_text());
+                panic!(
+                    "`{css}` is still on the page; the page says:\n{}",
+                    self.page_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -337,6 +342,30 @@ impl Driver {
         .unwrap_or_default()
     }
 
+    /// A screenshot of the whole page: the window grows to the page's height for it.
+    pub fn screenshot_full(&self, path: &Path) {
+        let rect = self.cmd("GET", "window/rect", None).expect("window size");
+        let (w, h) = (
+            rect["width"].as_u64().unwrap_or(1280) as u32,
+            rect["height"].as_u64().unwrap_or(900) as u32,
+        );
+        let page = self
+            .script(
+                "return Math.ceil(document.documentElement.scrollHeight)",
+                json!([]),
+            )
+            .as_u64()
+            .unwrap_or(h as u64) as u32;
+        let grow = (page + 120).clamp(h, 4000);
+        if grow > h {
+            self.set_window(w, grow);
+        }
+        self.screenshot(path);
+        if grow > h {
+            self.set_window(w, h);
+        }
+    }
+
     pub fn screenshot(&self, path: &Path) {
         let b64 = self
             .cmd("GET", "screenshot", None)
@@ -352,12 +381,13 @@ impl Driver {
 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = body.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&body[..eol]).split(';').next().unwrap_or("0").trim(),
+            String::from_utf8_lossy(&body[..eol])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
             16,
         )
         .unwrap_or(0);

@@ -20,7 +20,9 @@ export function render(root) {
   async function load() {
     try {
       const [g, devices] = await Promise.all([api('GET', '/api/ui/groups'), api('GET', '/api/ui/devices')]);
-      groups = g;
+      // Built-in groups in the order of trust, then the ones people made.
+      const rank = { trusted: 0, iot: 1, guest: 2 };
+      groups = g.slice().sort((a, b) => (rank[a.name] ?? 9) - (rank[b.name] ?? 9) || a.name.localeCompare(b.name));
       fillGroupSelect(form.querySelector('select'), groups);
       groupsBox.replaceChildren(h('div', { class: 'group-grid' }, groups.map((grp) => groupCard(grp, groups, devices, load))));
     } catch (e) {
@@ -85,7 +87,7 @@ function deviceForm(reload) {
     h('div', { class: 'field' }, h('label', { for: 'device-name' }, 'Name'),
       h('input', { id: 'device-name', required: true, maxlength: 64, placeholder: 'Living-room TV', autocomplete: 'off' })),
     h('div', { class: 'field' }, h('label', { for: 'device-group' }, 'Group'), h('select', { id: 'device-group' })),
-    h('div', { class: 'field' }, submit), out);
+    h('div', { class: 'field submit-cell' }, submit), out);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const mac = form.querySelector('#device-mac').value.trim();

@@ -15,6 +15,8 @@ export function render(root) {
   const pairOut = h('p', { class: 'result', role: 'status' });
   const list = h('ul', { class: 'cards', id: 'router-list', 'aria-label': 'Routers' });
   const listError = h('p', { class: 'result', role: 'status' });
+  // Removal results live here: the router's own card disappears with it.
+  const listOut = h('p', { class: 'result', role: 'status', id: 'routers-result' });
   let stopPairing = null;
   let editing = false;
 
@@ -29,7 +31,7 @@ export function render(root) {
     section('Add a router',
       h('p', {}, 'Install Trellis on the new router, connect it by cable or put it in range, then make a code here and type it on the new router.'),
       pairButton, pairOut, pairBox),
-    section('Routers in this home', list, listError));
+    section('Routers in this home', listOut, list, listError));
 
   async function refresh() {
     if (editing) return;
@@ -98,14 +100,15 @@ export function render(root) {
         `${routerName(r)} leaves the home: its certificate is revoked and every router stops trusting it. To bring it back later, pair it again with a new code.`,
         'Remove router');
       if (!sure) { remove.focus(); return; }
-      const ok = await action(remove, out, 'Removing…', async () => {
+      const ok = await action(remove, listOut, `Removing ${routerName(r)}…`, async () => {
         const res = await api('DELETE', `/api/ui/routers/${encodeURIComponent(r.name)}`);
         return `${routerName(r)} was removed; its identity is revoked from config version ${res.config_version}.`;
       });
       if (ok) {
         await refresh();
-        announce(`${routerName(r)} was removed.`);
-        list.closest('section').querySelector('h2').focus?.();
+        // The focused button is gone with its card: move focus to the result.
+        listOut.setAttribute('tabindex', '-1');
+        listOut.focus();
       }
     });
     return card;
