@@ -165,11 +165,26 @@ fn the_router_page_in_a_real_browser() {
         &dir.path().join("chromedriver.log"),
     );
     let base = format!("https://127.0.0.1:{port}");
+    // Every form control has a label a screen reader can read.
+    let labelled = |d: &Driver, page: &str| {
+        let unlabelled = d.script(
+            "return [...document.querySelectorAll('input, select, button')]
+               .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label') && !el.textContent.trim())
+               .map((el) => el.outerHTML)",
+            serde_json::json!([]),
+        );
+        assert_eq!(
+            unlabelled,
+            serde_json::json!([]),
+            "unlabelled controls on {page}"
+        );
+    };
 
     // --- first run: a wrong token is refused, the right one sets the password ---------------
     d.goto(&format!("{base}/"));
     let token_input = d.wait("#setup-token");
     shot(&d, "01-first-run");
+    labelled(&d, "first run");
     d.type_into(&token_input, "not-the-token-at-all");
     d.type_into(&d.wait("#setup-password"), "kitchen table 42");
     d.type_into(&d.wait("#setup-password2"), "kitchen table 42");
@@ -185,6 +200,7 @@ fn the_router_page_in_a_real_browser() {
     // --- log out; a wrong password is refused; the right one logs in ----------------------
     d.click(&d.wait("#logout"));
     let pw = d.wait("#login-password");
+    labelled(&d, "login");
     d.type_into(&pw, "wrong password");
     d.click(&d.wait("#login-submit"));
     d.wait_text("#login-result", "wrong password");
@@ -242,6 +258,7 @@ fn the_router_page_in_a_real_browser() {
     // --- rename it ------------------------------------------------------------------------
     d.click(&d.wait("[data-router=attic] button[aria-label='Rename attic']"));
     d.type_into(&d.wait("#label-attic"), "Attic");
+    labelled(&d, "routers (renaming)");
     d.click(&d.wait("[data-router=attic] form.inline button[type=submit]"));
     d.wait_text("#router-list [data-router=attic] h3", "Attic");
 
@@ -260,6 +277,54 @@ fn the_router_page_in_a_real_browser() {
     d.wait_text("#map-details", "Attic: Online");
     d.wait_text("#summary", "1 of 1 online");
     shot(&d, "06-home-map");
+
+    // --- link colours and warnings, with the telemetry the wifi half will report -------------
+    // The controller has no link data yet (no wifi here), so feed the page's own map and
+    // warning code a home with links of each quality and check what a person would see.
+    let drawn = d.script_async(
+        r#"const done = arguments[arguments.length - 1];
+        Promise.all([import('/ui/map.js'), import('/ui/pages/home.js')]).then(([map, home]) => {
+          const r = (name, label, state, devices, services) => ({ name, label, state, identity: 'spiffe://demo/node/' + name,
+            last_seen_s: state === 'online' ? 3 : 900, addresses: ['192.168.1.' + name.length], devices, services,
+            cert_expires_in_s: 40000, enrolled_at: 0, acked_version: 3, agent_version: '0.1.0' });
+          const overview = { home_id: 'demo', config_version: 7, controller_version: '0.1.0',
+            routers: [r('attic', 'Attic', 'online', ['tv', 'laptop'], ['nas']), r('garage', null, 'online', ['camera'], []),
+                      r('shed', 'Shed', 'offline', [], [])],
+            links: [
+              { from: 'controller', to: 'attic', signal_dbm: -52, expected_throughput_kbps: 286000, airtime_metric: 120, verdict: 'good' },
+              { from: 'attic', to: 'garage', signal_dbm: -68, expected_throughput_kbps: 54000, airtime_metric: 410, verdict: 'fair' },
+              { from: 'controller', to: 'shed', signal_dbm: -84, expected_throughput_kbps: 4000, airtime_metric: 2900, verdict: 'unstable' },
+            ],
+            warnings: [
+              { level: 'error', subject: 'Shed', message: 'Shed is offline: it has not called the controller for 15 min. Check that it has power and a link to the mesh.' },
+              { level: 'warning', subject: 'Shed', message: 'The link to Shed is unstable (3 drops in 10 min): move it closer or add a cable.' },
+            ] };
+          const page = document.querySelector('main .page');
+          const warn = document.createElement('div');
+          const holder = document.createElement('div');
+          holder.id = 'preview';
+          page.replaceChildren(warn, holder);
+          home.drawWarnings(warn, overview.warnings);
+          map.drawMap(holder, overview);
+          done(document.querySelectorAll('#preview line.link').length);
+        }).catch((e) => done('error: ' + e));"#,
+        serde_json::json!([]),
+    );
+    assert_eq!(drawn, serde_json::json!(3), "{drawn}");
+    for q in ["q-good", "q-fair", "q-bad"] {
+        d.wait(&format!("#preview line.{q}"));
+    }
+    d.script(
+        "document.querySelector('#preview line.q-fair').focus()",
+        serde_json::json!([]),
+    );
+    let details = d.wait_text("#preview .map-details", "-68 dBm");
+    assert!(
+        details.contains("54.0 Mbit/s") && details.contains("fair"),
+        "{details}"
+    );
+    d.wait_text("main .warnings", "2 things need attention");
+    shot(&d, "06b-map-link-quality-preview");
 
     // --- certificates -----------------------------------------------------------------------
     d.goto(&format!("{base}/#/certificates"));
@@ -285,6 +350,7 @@ fn the_router_page_in_a_real_browser() {
     d.wait_text("#rules", "Coming with the service mesh");
     d.wait_text("#why", "Coming with the service mesh");
     shot(&d, "08-policy");
+    labelled(&d, "policy");
     let out = trellis(dir.path(), &socket, &["devices", "--json"]);
     assert!(text(&out).contains("\"iot\""), "{}", text(&out));
 

@@ -331,6 +331,16 @@ impl Driver {
         .unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 
+    /// Run an async script: it calls its last argument with the result.
+    pub fn script_async(&self, js: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "execute/async",
+            Some(json!({ "script": js, "args": args })),
+        )
+        .unwrap_or_else(|e| panic!("async script failed: {e}"))
+    }
+
     pub fn page_text(&self) -> String {
         self.cmd(
             "POST",
@@ -349,14 +359,16 @@ impl Driver {
             rect["width"].as_u64().unwrap_or(1280) as u32,
             rect["height"].as_u64().unwrap_or(900) as u32,
         );
-        let page = self
+        // The window is taller than its viewport by the browser's own frame: grow it by
+        // what the page needs beyond the viewport.
+        let missing = self
             .script(
-                "return Math.ceil(document.documentElement.scrollHeight)",
+                "return Math.max(0, Math.ceil(document.documentElement.scrollHeight - window.innerHeight))",
                 json!([]),
             )
             .as_u64()
-            .unwrap_or(h as u64) as u32;
-        let grow = (page + 120).clamp(h, 4000);
+            .unwrap_or(0) as u32;
+        let grow = (h + missing).min(4000);
         if grow > h {
             self.set_window(w, grow);
         }

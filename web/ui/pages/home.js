@@ -40,7 +40,7 @@ export function render(root) {
   });
 }
 
-function drawWarnings(holder, warnings) {
+export function drawWarnings(holder, warnings) {
   if (!warnings.length) {
     holder.replaceChildren();
     return;

@@ -431,3 +431,49 @@ fn the_page_fits_the_size_budget() {
     let raw: usize = asset_files().map(|(_, b)| b.len()).sum();
     assert!(raw < 400 * 1024, "{raw} bytes raw");
 }
+
+#[test]
+fn warnings_name_the_router_and_say_what_to_do() {
+    let f = fixture();
+    let web = Web {
+        home: f.home.clone(),
+        sessions: Sessions::default(),
+        throttle: Throttle::default(),
+        started: Instant::now(),
+    };
+    let r = |name: &str, state: &'static str, cert: i64| RouterView {
+        name: name.into(),
+        label: (name == "attic").then(|| "Attic".to_owned()),
+        identity: format!("spiffe://h/node/{name}"),
+        state,
+        last_seen_s: Some(600),
+        enrolled_at: 0,
+        cert_not_after: Some(1),
+        cert_expires_in_s: Some(cert),
+        acked_version: 1,
+        addresses: vec![],
+        agent_version: String::new(),
+        devices: vec![],
+        services: vec![],
+    };
+    let w = warnings(
+        &web,
+        &[
+            r("attic", "offline", 100),
+            r("garage", "online", -5),
+            r("shed", "removed", -5),
+            r("den", "online", 80_000),
+        ],
+    );
+    let text: Vec<String> = w
+        .iter()
+        .map(|w| format!("{} {}", w.level, w.message))
+        .collect();
+    assert_eq!(w.len(), 3, "{text:#?}");
+    assert!(text[0].starts_with("error Attic is offline") && text[0].contains("10 min"));
+    assert!(text[1].starts_with("warning Attic's certificate expires in 1 min"));
+    assert!(text[2].starts_with("error garage's certificate has expired"));
+    assert!(text
+        .iter()
+        .all(|t| !t.contains("shed") && !t.contains("den")));
+}
