@@ -170,6 +170,8 @@ pub fn token_matches(real: &str, typed: &str) -> bool {
 
 struct Session {
     csrf: String,
+    /// The password epoch at login ([`crate::home::Home::password_epoch`]).
+    epoch: u64,
     created: Instant,
     last_used: Instant,
 }
@@ -192,7 +194,7 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn create(&self, now: Instant) -> NewSession {
+    pub fn create(&self, now: Instant, epoch: u64) -> NewSession {
         let cookie = random_string(40);
         let csrf = random_string(32);
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,6 +212,7 @@ impl Sessions {
             sha256(cookie.as_bytes()),
             Session {
                 csrf: csrf.clone(),
+                epoch,
                 created: now,
                 last_used: now,
             },
@@ -217,12 +220,13 @@ impl Sessions {
         NewSession { cookie, csrf }
     }
 
-    /// The session behind a cookie, refreshing its idle timer.
-    pub fn check(&self, cookie: &str, now: Instant) -> Option<SessionInfo> {
+    /// The session behind a cookie, refreshing its idle timer. Sessions from before a
+    /// password reset (another `epoch`) are over.
+    pub fn check(&self, cookie: &str, now: Instant, epoch: u64) -> Option<SessionInfo> {
         let key = sha256(cookie.as_bytes());
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let s = map.get_mut(&key)?;
-        if !alive(s, now) {
+        if !alive(s, now) || s.epoch != epoch {
             map.remove(&key);
             return None;
         }
@@ -350,26 +354,29 @@ mod tests {
     fn sessions_expire_and_stay_bounded() {
         let s = Sessions::default();
         let t0 = Instant::now();
-        let a = s.create(t0);
-        assert!(s.check(&a.cookie, t0).is_some());
-        assert!(s.check("forged", t0).is_none());
+        let a = s.create(t0, 0);
+        assert!(s.check(&a.cookie, t0, 0).is_some());
+        assert!(s.check("forged", t0, 0).is_none());
         // Idle too long.
-        assert!(s.check(&a.cookie, t0 + SESSION_IDLE).is_none());
+        assert!(s.check(&a.cookie, t0 + SESSION_IDLE, 0).is_none());
+        // A password reset ends older sessions.
+        let r = s.create(t0, 0);
+        assert!(s.check(&r.cookie, t0, 1).is_none());
         // Used regularly, still ends at the absolute limit.
-        let b = s.create(t0);
+        let b = s.create(t0, 0);
         let mut t = t0;
         while t + Duration::from_secs(600) < t0 + SESSION_MAX_AGE {
             t += Duration::from_secs(600);
-            assert!(s.check(&b.cookie, t).is_some());
+            assert!(s.check(&b.cookie, t, 0).is_some());
         }
-        assert!(s.check(&b.cookie, t0 + SESSION_MAX_AGE).is_none());
+        assert!(s.check(&b.cookie, t0 + SESSION_MAX_AGE, 0).is_none());
         for _ in 0..3 * MAX_SESSIONS {
-            s.create(t0);
+            s.create(t0, 0);
         }
         assert!(s.len() <= MAX_SESSIONS);
-        let c = s.create(t0);
+        let c = s.create(t0, 0);
         s.end(&c.cookie);
-        assert!(s.check(&c.cookie, t0).is_none());
+        assert!(s.check(&c.cookie, t0, 0).is_none());
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum Command {
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
     SetupToken,
+    /// Forget the web page's admin password (logs everyone out) and print a new setup token.
+    ResetPassword,
 }
 
 pub fn main() -> ExitCode {
@@ -222,6 +224,16 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             show(cli, &v, |v| {
                 format!(
                     "{}\nType it on the router page (https://<this router>:7443/) to set the admin password.\n",
+                    v["setup_token"].as_str().unwrap_or_default()
+                )
+            })
+        }
+        Command::ResetPassword => {
+            let v: serde_json::Value =
+                call(cli, Method::DELETE, "/v1/admin/web-password", none).await?;
+            show(cli, &v, |v| {
+                format!(
+                    "The web page's password was reset and everyone was logged out.\nSetup token: {}\nOpen the router page to set a new password with it.\n",
                     v["setup_token"].as_str().unwrap_or_default()
                 )
             })

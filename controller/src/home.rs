@@ -127,6 +127,8 @@ pub struct Home {
     pairing: Mutex<Pairing>,
     live: Mutex<HashMap<NodeName, Live>>,
     config: watch::Sender<Arc<ConfigSnapshot>>,
+    /// Moves when the admin password is reset, so every web session made before ends.
+    password_epoch: std::sync::atomic::AtomicU64,
 }
 
 fn random_label(len: usize) -> String {
@@ -208,6 +210,7 @@ impl Home {
             pairing: Mutex::default(),
             live: Mutex::default(),
             config,
+            password_epoch: Default::default(),
         });
         home.publish()?;
         Ok(home)
@@ -552,6 +555,26 @@ impl Home {
         crate::auth::remove_setup_token(&self.settings.data_dir);
         tracing::info!("the web page's admin password was set");
         Ok(())
+    }
+
+    /// Forget the admin password (from the router's shell, when it is lost): every web
+    /// session ends and a new setup token is written for the next first run.
+    pub fn reset_admin_password(&self) -> Result<String> {
+        let had = self.store.clear_admin_password()?;
+        self.password_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::auth::remove_setup_token(&self.settings.data_dir);
+        tracing::info!(
+            had_password = had,
+            "the web page's admin password was reset"
+        );
+        self.setup_token()
+    }
+
+    /// Sessions remember this at login; a reset moves it.
+    pub fn password_epoch(&self) -> u64 {
+        self.password_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The first-run token for the web page, or `Conflict` once a password is set.

@@ -398,5 +398,21 @@ fn the_router_page_in_a_real_browser() {
     d.wait("#topology [data-router=controller]");
     assert!(!d.exists("#topology [data-router=attic]"));
 
+
+    // --- a lost password is reset from the router's shell; the page asks for a new one -----
+    let out = trellis(dir.path(), &socket, &["reset-password", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let new_token = v["setup_token"].as_str().unwrap().to_owned();
+    assert_ne!(new_token, token);
+    // The home page polls: its next call finds the session over and shows first run.
+    d.wait("#setup-token");
+    assert!(!d.exists("#topology"));
+    d.type_into(&d.wait("#setup-token"), &new_token);
+    d.type_into(&d.wait("#setup-password"), "a new password");
+    d.type_into(&d.wait("#setup-password2"), "a new password");
+    d.click(&d.wait("#setup-submit"));
+    d.wait("#topology");
+
     println!("web page: {} bytes gzip", gzip_size());
 }

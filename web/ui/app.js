@@ -137,13 +137,15 @@ logoutButton.addEventListener('click', async () => {
 });
 
 window.addEventListener('hashchange', route);
-window.addEventListener('trellis:logged-out', (ev) => loginForm(ev.detail));
+// The session ended (expired, or the password was reset from the router's shell): ask the
+// controller whether to log in again or set a new password.
+window.addEventListener('trellis:logged-out', (ev) => start(ev.detail));
 
-async function start() {
+async function start(reason) {
   try {
     const s = await api('GET', '/api/ui/session');
     if (s.state === 'setup') setupForm();
-    else if (s.state === 'login') loginForm();
+    else if (s.state === 'login') loginForm(reason);
     else enter(s);
   } catch (e) {
     main.replaceChildren(h('p', { class: 'result error', role: 'alert' }, e.message));

@@ -26,6 +26,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/ca/backup", get(ca_backup))
         .route("/v1/admin/devices", get(devices).post(put_device))
         .route("/v1/admin/setup-token", get(setup_token))
+        .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(home)
 }
@@ -102,6 +103,14 @@ async fn put_device(
 /// First run of the web page: `trellis setup-token` reads it here (root only).
 async fn setup_token(State(home): State<Arc<Home>>) -> Result<Json<serde_json::Value>, HomeError> {
     let token = home.setup_token()?;
+    Ok(Json(serde_json::json!({ "setup_token": token })))
+}
+
+/// A lost web password: forget it and hand back a fresh setup token (root only).
+async fn reset_password(
+    State(home): State<Arc<Home>>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    let token = home.reset_admin_password()?;
     Ok(Json(serde_json::json!({ "setup_token": token })))
 }
 

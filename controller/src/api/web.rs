@@ -257,7 +257,7 @@ impl FromRequestParts<Arc<Web>> for Admin {
         let cookie = cookie_value(&parts.headers).ok_or_else(login_again)?;
         let session = web
             .sessions
-            .check(&cookie, Instant::now())
+            .check(&cookie, Instant::now(), web.home.password_epoch())
             .ok_or_else(login_again)?;
         if parts.method != Method::GET && parts.method != Method::HEAD {
             let sent = parts
@@ -312,7 +312,10 @@ async fn session(State(web): State<Arc<Web>>, headers: HeaderMap) -> WebResult<J
             home_id: None,
         }));
     }
-    let live = cookie_value(&headers).and_then(|c| web.sessions.check(&c, Instant::now()));
+    let live = cookie_value(&headers).and_then(|c| {
+        web.sessions
+            .check(&c, Instant::now(), web.home.password_epoch())
+    });
     Ok(Json(match live {
         Some(s) => SessionState {
             state: "ready",
@@ -328,7 +331,9 @@ async fn session(State(web): State<Arc<Web>>, headers: HeaderMap) -> WebResult<J
 }
 
 fn logged_in(web: &Web) -> Response {
-    let s = web.sessions.create(Instant::now());
+    let s = web
+        .sessions
+        .create(Instant::now(), web.home.password_epoch());
     let mut resp = Json(SessionState {
         state: "ready",
         csrf: Some(s.csrf),
@@ -417,7 +422,7 @@ async fn login(
         tracing::warn!("web page: wrong admin password");
         return Err(WebError::new(
             StatusCode::UNAUTHORIZED,
-            "wrong password: try again (forgotten? see the README to reset it from the router's shell)",
+            "wrong password: try again (forgotten? run `trellis reset-password` on the router and set a new one)",
         ));
     }
     web.throttle.succeeded();

@@ -411,6 +411,11 @@ impl Store {
         })
     }
 
+    /// Forget the admin password (reset from the router's shell); `true` if one was set.
+    pub fn clear_admin_password(&self) -> Result<bool> {
+        self.with(|conn| Ok(conn.execute("DELETE FROM admin_password", [])? > 0))
+    }
+
     pub fn devices(&self) -> Result<Vec<DeviceRow>> {
         self.with(|conn| {
             let mut stmt = conn.prepare("SELECT mac, name, grp FROM devices ORDER BY mac")?;

@@ -477,3 +477,18 @@ fn warnings_name_the_router_and_say_what_to_do() {
         .iter()
         .all(|t| !t.contains("shed") && !t.contains("den")));
 }
+
+#[tokio::test]
+async fn a_password_reset_ends_every_session() {
+    let f = fixture();
+    let (cookie, _) = set_up(&f, "good password").await;
+    let token = f.home.reset_admin_password().unwrap();
+    let a = call(&f.app, "GET", "/api/ui/overview", Some(&cookie), None, None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let a = call(&f.app, "GET", "/api/ui/session", Some(&cookie), None, None).await;
+    assert_eq!(a.json["state"], "setup");
+    assert_eq!(f.home.setup_token().unwrap(), token);
+    set_up(&f, "new password!").await;
+    let stored = f.home.admin_password().unwrap().unwrap();
+    assert!(crate::auth::verify_password(&stored, "new password!"));
+}
