@@ -203,7 +203,7 @@ fn the_router_page_in_a_real_browser() {
     labelled(&d, "login");
     d.type_into(&pw, "wrong password");
     d.click(&d.wait("#login-submit"));
-    d.wait_text("#login-result", "wrong password");
+    d.wait_text("#login-result", "Wrong password");
     assert!(
         !d.exists("#topology"),
         "a wrong password must not open the page"

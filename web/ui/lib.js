@@ -10,7 +10,8 @@ export function setCsrf(token) {
 
 export class ApiError extends Error {
   constructor(status, message) {
-    super(message);
+    // The controller's messages are sentences that start in lower case (shared with the CLI).
+    super(message ? message[0].toUpperCase() + message.slice(1) : message);
     this.status = status;
   }
 }

@@ -12,7 +12,8 @@ export function render(root) {
     if (!res.available || res.items.length === 0) {
       body.replaceChildren(emptyState(
         res.available ? 'No services found yet' : 'Coming with the service mesh',
-        res.reason || 'Services found on your routers (a NAS, Home Assistant, a printer) will be listed here.'));
+        res.reason || 'Services found on your routers (a NAS, Home Assistant, a printer) will be listed here.'),
+        h('p', { class: 'muted' }, `For each service you will see: ${COLUMNS.join(', ').toLowerCase()}.`));
       return;
     }
     body.replaceChildren(h('div', { class: 'table-wrap' }, h('table', {},
