@@ -398,7 +398,6 @@ fn the_router_page_in_a_real_browser() {
     d.wait("#topology [data-router=controller]");
     assert!(!d.exists("#topology [data-router=attic]"));
 
-
     // --- a lost password is reset from the router's shell; the page asks for a new one -----
     let out = trellis(dir.path(), &socket, &["reset-password", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
