@@ -216,6 +216,12 @@ fn the_router_page_in_a_real_browser() {
     // --- pair a satellite from the page ---------------------------------------------------
     d.goto(&format!("{base}/#/routers"));
     d.wait_text("#router-list", "No satellites yet");
+    // A page change moves focus to its heading, so screen readers announce the new page.
+    let focused = d.script(
+        "return document.activeElement && document.activeElement.textContent",
+        serde_json::json!([]),
+    );
+    assert_eq!(focused, serde_json::json!("Routers"));
     d.click(&d.wait("#pair-button"));
     let code = d.text(&d.wait("#pair-code"));
     assert_eq!(code.len(), 12, "pairing code {code:?}");
@@ -384,6 +390,12 @@ fn the_router_page_in_a_real_browser() {
     d.goto(&format!("{base}/#/routers"));
     d.click(&d.wait("[data-router=attic] button[aria-label='Remove Attic']"));
     d.wait_text("dialog[open]", "Remove Attic?");
+    // The safe choice has the focus: Enter or Escape does not remove anything.
+    let focused = d.script(
+        "return document.activeElement && document.activeElement.value",
+        serde_json::json!([]),
+    );
+    assert_eq!(focused, serde_json::json!("cancel"));
     shot(&d, "13-remove-confirm");
     d.click(&d.wait("dialog[open] button[value=ok]"));
     d.wait_text("#routers-result", "its identity is revoked");
