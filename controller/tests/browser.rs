@@ -386,6 +386,18 @@ fn the_router_page_in_a_real_browser() {
     shot(&d, "12-phone-routers");
     d.set_window(1280, 900);
 
+    // --- dark mode -----------------------------------------------------------------------
+    d.color_scheme("dark");
+    d.goto(&format!("{base}/#/"));
+    d.wait("#topology [data-router=attic]");
+    let bg = d.script(
+        "return getComputedStyle(document.body).backgroundColor",
+        serde_json::json!([]),
+    );
+    assert_eq!(bg, serde_json::json!("rgb(16, 22, 20)"), "dark colours apply");
+    shot(&d, "12b-home-dark");
+    d.color_scheme("light");
+
     // --- remove the router (with confirmation) ------------------------------------------
     d.goto(&format!("{base}/#/routers"));
     d.click(&d.wait("[data-router=attic] button[aria-label='Remove Attic']"));

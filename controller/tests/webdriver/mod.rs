@@ -331,6 +331,20 @@ impl Driver {
         .unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 
+    /// Emulate the person's colour-scheme preference ("dark" or "light") through
+    /// chromedriver's DevTools bridge.
+    pub fn color_scheme(&self, scheme: &str) {
+        self.cmd(
+            "POST",
+            "goog/cdp/execute",
+            Some(json!({
+                "cmd": "Emulation.setEmulatedMedia",
+                "params": { "features": [{ "name": "prefers-color-scheme", "value": scheme }] }
+            })),
+        )
+        .expect("emulate the colour scheme");
+    }
+
     /// Run an async script: it calls its last argument with the result.
     pub fn script_async(&self, js: &str, args: Value) -> Value {
         self.cmd(
