@@ -394,7 +394,11 @@ fn the_router_page_in_a_real_browser() {
         "return getComputedStyle(document.body).backgroundColor",
         serde_json::json!([]),
     );
-    assert_eq!(bg, serde_json::json!("rgb(16, 22, 20)"), "dark colours apply");
+    assert_eq!(
+        bg,
+        serde_json::json!("rgb(16, 22, 20)"),
+        "dark colours apply"
+    );
     shot(&d, "12b-home-dark");
     d.color_scheme("light");
 
