@@ -13,6 +13,10 @@ use serde::Serialize;
 use trellis_proto::api::{CaBackup, NewPairingCode, NodeInfo, RemovedNode, Status};
 use trellis_proto::client::{self, ClientError};
 
+use trellis_proto::api::{NewService, WhyAnswer};
+use trellis_proto::catalog::Service;
+use trellis_proto::policy::{Action, Policy, Rule, ServiceMatch, SourceMatch};
+
 use crate::api::admin::Device;
 
 /// Manage the Trellis home: routers, pairing, devices.
@@ -20,7 +24,7 @@ use crate::api::admin::Device;
 #[command(name = "trellis", version, about)]
 pub struct Cli {
     /// The controller's admin socket.
-    #[arg(long, global = true, default_value = "/var/run/trellis/admin.sock")]
+    #[arg(long, global = true, default_value_os_t = trellis_proto::paths::admin_socket())]
     pub socket: PathBuf,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
@@ -47,12 +51,110 @@ pub enum Command {
         name: String,
         group: String,
     },
+    /// The home's services: mesh name, virtual IP, where they run, how they were found.
+    Services,
+    /// Add a service by hand: `trellis add-service printer --node attic --addr 192.168.1.40 --port 631`.
+    AddService {
+        name: String,
+        /// The router the device sits behind.
+        #[arg(long)]
+        node: String,
+        /// The device's address on that router's segment.
+        #[arg(long)]
+        addr: std::net::IpAddr,
+        /// A port it listens on (repeat for several).
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
+    },
+    /// Remove a service from the catalog.
+    RemoveService { name: String },
+    /// Device groups and what each reaches when no rule speaks.
+    Groups,
+    /// Make a device group (it reaches only what rules grant).
+    AddGroup { name: String },
+    /// Policy rules; `trellis policy add …` and `trellis policy remove NAME` change them.
+    Policy {
+        #[command(subcommand)]
+        change: Option<PolicyChange>,
+    },
+    /// Explain a decision: `trellis why thermostat nas:445` (source: device name, MAC, IP or
+    /// SPIFFE ID).
+    Why { source: String, target: String },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
     SetupToken,
     /// Forget the web page's admin password (logs everyone out) and print a new setup token.
     ResetPassword,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyChange {
+    /// Add a rule: `trellis policy add iot-printing allow --from group:iot --to printer:631`.
+    Add {
+        name: String,
+        /// allow or deny (deny wins when both match).
+        action: String,
+        /// Sources: `group:NAME`, `device:MAC`, `id:SPIFFE-ID` or `any` (repeatable).
+        #[arg(long = "from", required = true)]
+        from: Vec<String>,
+        /// Destinations: `SERVICE` or `SERVICE:PORT` (repeatable; none = every service).
+        #[arg(long = "to")]
+        to: Vec<String>,
+        /// Log what the rule would deny instead of enforcing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove a rule by name.
+    Remove { name: String },
+}
+
+fn source_match(s: &str) -> Result<SourceMatch, ClientError> {
+    let bad = |why: String| ClientError::Status {
+        status: hyper::StatusCode::BAD_REQUEST,
+        message: why,
+    };
+    Ok(match s.split_once(':') {
+        _ if s == "any" => SourceMatch::Any,
+        Some(("group", g)) => SourceMatch::Group(g.to_owned()),
+        Some(("device", m)) => SourceMatch::Device(
+            m.parse()
+                .map_err(|e: trellis_proto::policy::PolicyError| bad(e.to_string()))?,
+        ),
+        Some(("id", id)) => SourceMatch::Identity(
+            id.parse()
+                .map_err(|e: trellis_proto::identity::IdentityError| bad(e.to_string()))?,
+        ),
+        _ => {
+            return Err(bad(format!(
+                "{s:?} is not a source: use group:NAME, device:MAC, id:SPIFFE-ID or any"
+            )))
+        }
+    })
+}
+
+fn service_match(s: &str) -> Result<ServiceMatch, ClientError> {
+    let (service, port) =
+        trellis_proto::policy::parse_target(s).map_err(|e| ClientError::Status {
+            status: hyper::StatusCode::BAD_REQUEST,
+            message: e.to_string(),
+        })?;
+    Ok(ServiceMatch {
+        service: Some(service),
+        ports: port.into_iter().collect(),
+    })
+}
+
+/// Percent-encode a query value (SPIFFE IDs carry ':' and '/').
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub fn main() -> ExitCode {
@@ -237,6 +339,188 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     v["setup_token"].as_str().unwrap_or_default()
                 )
             })
+        }
+        Command::Services => {
+            let services: Vec<Service> = call(cli, Method::GET, "/v1/admin/services", none).await?;
+            show(cli, &services, |ss| {
+                if ss.is_empty() {
+                    return "no services yet: agents add what they find (mDNS, DHCP); add one by hand with trellis add-service\n".into();
+                }
+                let mut out = format!(
+                    "{:<16} {:<34} {:<14} {:<12} {:<8} {}\n",
+                    "NAME", "MESH NAME", "VIRTUAL IP", "PORTS", "FOUND", "RUNS ON"
+                );
+                for s in ss {
+                    let ports: Vec<String> = s.ports.iter().map(|p| p.port.to_string()).collect();
+                    let on: Vec<String> = s
+                        .instances
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{}@{}{}",
+                                i.addr,
+                                i.node,
+                                if i.reachable { "" } else { " (unreachable)" }
+                            )
+                        })
+                        .collect();
+                    out += &format!(
+                        "{:<16} {:<34} {:<14} {:<12} {:<8} {}\n",
+                        s.name,
+                        s.mesh_name(),
+                        s.vip,
+                        ports.join(","),
+                        s.learned_via,
+                        on.join(" ")
+                    );
+                }
+                out
+            })
+        }
+        Command::AddService {
+            name,
+            node,
+            addr,
+            ports,
+        } => {
+            let node =
+                trellis_proto::NodeName::new(node.clone()).map_err(|e| ClientError::Status {
+                    status: hyper::StatusCode::BAD_REQUEST,
+                    message: e.to_string(),
+                })?;
+            let body = NewService {
+                name: name.clone(),
+                node,
+                addr: *addr,
+                ports: ports.clone(),
+            };
+            let s: Service = call(cli, Method::POST, "/v1/admin/services", Some(&body)).await?;
+            show(cli, &s, |s| {
+                format!("{} is {} ({})\n", s.name, s.mesh_name(), s.vip)
+            })
+        }
+        Command::RemoveService { name } => {
+            let v: serde_json::Value = call(
+                cli,
+                Method::DELETE,
+                &format!("/v1/admin/services/{name}"),
+                none,
+            )
+            .await?;
+            show(cli, &v, |_| format!("removed service {name}\n"))
+        }
+        Command::Groups => {
+            let p: Policy = call(cli, Method::GET, "/v1/admin/policy", none).await?;
+            show(cli, &p.groups, |gs| {
+                let mut out = format!("{:<16} {}\n", "GROUP", "WITHOUT A RULE");
+                for g in gs {
+                    let d = match g.default {
+                        trellis_proto::policy::GroupDefault::AllServices => {
+                            "reaches every home service"
+                        }
+                        trellis_proto::policy::GroupDefault::GrantedOnly => {
+                            "reaches only what rules grant"
+                        }
+                    };
+                    out += &format!("{:<16} {d}\n", g.name);
+                }
+                out
+            })
+        }
+        Command::AddGroup { name } => {
+            let v: serde_json::Value = call(
+                cli,
+                Method::POST,
+                "/v1/admin/groups",
+                Some(&serde_json::json!({ "name": name })),
+            )
+            .await?;
+            show(cli, &v, |_| {
+                format!("group {name} made; it reaches only what rules grant\n")
+            })
+        }
+        Command::Policy { change: None } => {
+            let p: Policy = call(cli, Method::GET, "/v1/admin/policy", none).await?;
+            show(cli, &p.rules, |rules| {
+                if rules.is_empty() {
+                    return "no rules: trusted devices reach every service, iot and guest reach nothing\n".into();
+                }
+                let mut out = String::new();
+                for r in rules {
+                    out += &format!(
+                        "{}: {} from {:?} to {:?}{}\n",
+                        r.name,
+                        r.action,
+                        r.sources,
+                        r.to,
+                        if r.dry_run { " (dry run)" } else { "" }
+                    );
+                }
+                out
+            })
+        }
+        Command::Policy {
+            change:
+                Some(PolicyChange::Add {
+                    name,
+                    action,
+                    from,
+                    to,
+                    dry_run,
+                }),
+        } => {
+            let action = match action.as_str() {
+                "allow" => Action::Allow,
+                "deny" => Action::Deny,
+                other => {
+                    return Err(ClientError::Status {
+                        status: hyper::StatusCode::BAD_REQUEST,
+                        message: format!("{other:?} is not an action: use allow or deny"),
+                    })
+                }
+            };
+            let rule = Rule {
+                name: name.clone(),
+                action,
+                sources: from
+                    .iter()
+                    .map(|s| source_match(s))
+                    .collect::<Result<_, _>>()?,
+                to: to
+                    .iter()
+                    .map(|s| service_match(s))
+                    .collect::<Result<_, _>>()?,
+                dry_run: *dry_run,
+            };
+            let v: serde_json::Value =
+                call(cli, Method::POST, "/v1/admin/policy/rules", Some(&rule)).await?;
+            show(cli, &v, |v| {
+                format!(
+                    "rule {name} added (config version {})\n",
+                    v["config_version"]
+                )
+            })
+        }
+        Command::Policy {
+            change: Some(PolicyChange::Remove { name }),
+        } => {
+            let v: serde_json::Value = call(
+                cli,
+                Method::DELETE,
+                &format!("/v1/admin/policy/rules/{name}"),
+                none,
+            )
+            .await?;
+            show(cli, &v, |_| format!("rule {name} removed\n"))
+        }
+        Command::Why { source, target } => {
+            let path = format!(
+                "/v1/admin/why?source={}&target={}",
+                query_value(source),
+                query_value(target)
+            );
+            let w: WhyAnswer = call(cli, Method::GET, &path, none).await?;
+            show(cli, &w, |w| format!("{}\n", w.explanation))
         }
         Command::CaBackup => {
             let b: CaBackup = call(cli, Method::GET, "/v1/admin/ca/backup", none).await?;

@@ -21,18 +21,19 @@ use crate::home::{Home, Settings};
 #[derive(Debug, Parser)]
 #[command(name = "trellis-controller", version, about, long_about)]
 pub struct Options {
-    /// Where the store (CA, nodes, config versions) lives; kept across sysupgrade.
-    #[arg(long, default_value = "/etc/trellis/controller")]
+    /// Where the store (CA, nodes, config versions) lives; kept across sysupgrade. Default:
+    /// /etc/trellis/controller on OpenWrt, ./trellis-data/controller elsewhere.
+    #[arg(long, default_value_os_t = trellis_proto::paths::controller_data_dir())]
     pub data_dir: PathBuf,
     /// Address of the agent API (HTTPS, TLS 1.3, client certificates).
-    #[arg(long, default_value = "0.0.0.0:7443")]
+    #[arg(long, visible_alias = "listen", default_value = "0.0.0.0:7443")]
     pub agent_api: SocketAddr,
     /// The agent API address handed to satellites at pairing (host:port); by default they
     /// keep using the address they paired with.
     #[arg(long, default_value = "")]
     pub advertise: String,
     /// The admin socket the `trellis` command talks to (root only).
-    #[arg(long, default_value = "/var/run/trellis/admin.sock")]
+    #[arg(long, default_value_os_t = trellis_proto::paths::admin_socket())]
     pub admin_socket: PathBuf,
     /// Lifetime of node certificates in hours (1 to 168); agents renew at half of it.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]

@@ -121,7 +121,7 @@ pub fn normalise_mac(mac: &str) -> Option<String> {
 
 pub struct Home {
     settings: Settings,
-    store: Store,
+    pub(crate) store: Store,
     ca: HomeCa,
     mesh: MeshCredentials,
     pairing: Mutex<Pairing>,
@@ -200,6 +200,9 @@ impl Home {
             revoked: vec![],
             revoked_serials: vec![],
             mesh: record.mesh.clone(),
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
         };
         let (config, _) = watch::channel(Arc::new(placeholder));
         let home = Arc::new(Self {
@@ -229,19 +232,15 @@ impl Home {
     }
 
     /// Rebuild the snapshot from the store and wake every long poll.
-    fn publish(&self) -> Result<()> {
+    pub(crate) fn publish(&self) -> Result<()> {
         let now = unix_now();
         let version = self.store.config_version()?;
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut nodes = Vec::new();
         let mut revoked = Vec::new();
         for row in self.store.nodes()? {
             match row.revoked_at {
                 None => nodes.push(PeerNode {
-                    addresses: live
-                        .get(&row.name)
-                        .map(|l| l.telemetry.addresses.clone())
-                        .unwrap_or_default(),
+                    addresses: row.addresses,
                     name: row.name,
                     identity: row.identity,
                 }),
@@ -251,6 +250,7 @@ impl Home {
                 }),
             }
         }
+        let catalog = crate::catalog::catalog_for(self.store.services()?, &nodes);
         let snapshot = ConfigSnapshot {
             version,
             home_id: self.home_id().clone(),
@@ -259,6 +259,9 @@ impl Home {
             revoked,
             revoked_serials: self.store.revoked_serials(now)?,
             mesh: self.mesh.clone(),
+            catalog,
+            policy: self.store.policy()?.unwrap_or_default(),
+            devices: crate::catalog::devices_for(self.store.devices()?),
         };
         self.config.send_replace(Arc::new(snapshot));
         Ok(())
@@ -344,15 +347,15 @@ impl Home {
         })
     }
 
-    pub fn pair_abort(&self, session: &str) {
-        if let Some((node, tries)) = self
+    pub fn pair_abort(&self, session: &str) -> Result<()> {
+        let (node, tries) = self
             .pairing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .abort(session)
-        {
-            tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
-        }
+            .ok_or(PairingError::UnknownSession)?;
+        tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
+        Ok(())
     }
 
     fn is_enrolled(&self, name: &NodeName) -> Result<bool> {
@@ -414,17 +417,26 @@ impl Home {
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
-        let changed = {
-            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = live.entry(node.clone()).or_default();
-            let changed = entry.telemetry.addresses != telemetry.addresses;
-            entry.telemetry = telemetry;
-            changed
-        };
-        // Peers need to know where a node can be reached; republish (RAM only) when it moves.
-        if changed {
+        telemetry
+            .services
+            .truncate(crate::catalog::MAX_REPORTED_SERVICES);
+        for seen in std::mem::take(&mut telemetry.services) {
+            if let Err(e) = self.learn_service(node, &seen) {
+                tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
+            }
+        }
+        // Peers need to know where a node can be reached: a move is a config change (stored,
+        // so it survives a controller restart); the same addresses again write nothing.
+        if let Some(version) = self.store.set_node_addresses(node, &telemetry.addresses)? {
+            tracing::info!(%node, addresses = ?telemetry.addresses, version, "router's tunnel address changed");
             self.publish()?;
         }
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.clone())
+            .or_default()
+            .telemetry = telemetry;
         Ok(())
     }
 

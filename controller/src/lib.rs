@@ -6,6 +6,7 @@
 //! - [`pairing`]: single-use pairing codes and the SPAKE2 exchange that enrolls a satellite;
 //! - [`store`]: the embedded SQLite store (nodes, CA material, config versions), crash-safe
 //!   and written only when state changes;
+//! - [`catalog`]: services, policy rules, device groups and `why`, as the controller keeps them;
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
 //! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod ca;
+pub mod catalog;
 pub mod cli;
 pub mod daemon;
 pub mod home;

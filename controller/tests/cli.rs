@@ -66,13 +66,13 @@ fn trellis(dir: &Path, socket: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The agent binary sits beside the controller's in the target directory (`cargo test
-/// --workspace` builds both).
+/// The agent binary sits beside the controller's in the target directory (`cargo xtask test`
+/// builds every binary before the tests).
 fn agent_binary() -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_trellis-controller")).with_file_name("trellis-agent");
     assert!(
         path.exists(),
-        "{} is missing: run the workspace tests (cargo test --workspace) or cargo build -p trellis-agent first",
+        "{} is missing: build it first (cargo build --workspace --bins; cargo xtask test does)",
         path.display()
     );
     path
@@ -250,4 +250,156 @@ fn setup_token_and_password_reset_from_the_shell() {
     let fresh = v["setup_token"].as_str().unwrap();
     assert_ne!(fresh, token, "a reset writes a new token");
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), fresh);
+}
+
+#[test]
+fn services_groups_rules_and_why_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    let run = |args: &[&str]| {
+        let out = trellis(dir.path(), &c.socket, args);
+        (out.status.code(), text(&out))
+    };
+    // A service needs a router to sit behind.
+    let (code, out) = run(&[
+        "add-service",
+        "nas",
+        "--node",
+        "attic",
+        "--addr",
+        "192.168.1.20",
+        "--port",
+        "445",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no router named"), "{out}");
+    let pair: serde_json::Value =
+        serde_json::from_slice(&trellis(dir.path(), &c.socket, &["pair", "--json"]).stdout)
+            .unwrap();
+    let joined = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.path().join("sat"))
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            pair["code"].as_str().unwrap(),
+            "--name",
+            "attic",
+        ])
+        .output()
+        .unwrap();
+    assert!(joined.status.success(), "{}", text(&joined));
+
+    let (code, out) = run(&[
+        "add-service",
+        "nas",
+        "--node",
+        "attic",
+        "--addr",
+        "192.168.1.20",
+        "--port",
+        "445",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("nas.trellis.home.arpa") && out.contains("198.18."),
+        "{out}"
+    );
+    let (_, out) = run(&["services"]);
+    assert!(
+        out.contains("nas.trellis.home.arpa") && out.contains("445") && out.contains("manual"),
+        "{out}"
+    );
+
+    run(&["set-device", "02:00:00:00:00:02", "thermostat", "iot"]);
+    run(&["set-device", "02:00:00:00:00:01", "laptop", "trusted"]);
+    // Defaults: trusted reaches everything, iot nothing.
+    let (_, out) = run(&["why", "laptop", "nas:445"]);
+    assert!(
+        out.starts_with("ALLOWED") && out.contains("default:trusted"),
+        "{out}"
+    );
+    let (_, out) = run(&["why", "thermostat", "nas:445"]);
+    assert!(
+        out.starts_with("DENIED") && out.contains("default:iot"),
+        "{out}"
+    );
+    let why: serde_json::Value = serde_json::from_slice(
+        &trellis(
+            dir.path(),
+            &c.socket,
+            &["why", "thermostat", "nas:445", "--json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(why["allowed"], false);
+
+    // Grant iot the NAS on 445; the decision names the rule.
+    let (code, out) = run(&[
+        "policy",
+        "add",
+        "iot-backup",
+        "allow",
+        "--from",
+        "group:iot",
+        "--to",
+        "nas:445",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let why: serde_json::Value = serde_json::from_slice(
+        &trellis(
+            dir.path(),
+            &c.socket,
+            &["why", "thermostat", "nas:445", "--json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(why["allowed"], true, "{why}");
+    assert_eq!(why["rule"], "iot-backup", "{why}");
+    // Deny wins over allow.
+    run(&[
+        "policy",
+        "add",
+        "no-thermostat",
+        "deny",
+        "--from",
+        "device:02:00:00:00:00:02",
+    ]);
+    let why: serde_json::Value = serde_json::from_slice(
+        &trellis(
+            dir.path(),
+            &c.socket,
+            &["why", "02:00:00:00:00:02", "nas", "--json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(why["allowed"], false, "{why}");
+    assert_eq!(why["rule"], "no-thermostat", "{why}");
+
+    // Bad input is refused with the reason and changes nothing.
+    let (code, out) = run(&["policy", "add", "x", "allow", "--from", "group:robots"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("robots"), "{out}");
+    let (_, out) = run(&["policy"]);
+    assert!(
+        out.contains("iot-backup") && out.contains("no-thermostat") && !out.contains("x:"),
+        "{out}"
+    );
+    let (code, _) = run(&["add-group", "cameras"]);
+    assert_eq!(code, Some(0));
+    let (_, out) = run(&["groups"]);
+    assert!(
+        out.contains("cameras") && out.contains("only what rules grant"),
+        "{out}"
+    );
+
+    // Removing the router leaves the service, marked unreachable.
+    run(&["remove-node", "attic"]);
+    let (_, out) = run(&["services"]);
+    assert!(out.contains("(unreachable)"), "{out}");
 }

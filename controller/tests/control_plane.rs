@@ -323,3 +323,211 @@ async fn openssl_sees_tls13_only() {
         "the chain names the home CA: {text}"
     );
 }
+
+/// A client certificate for `id`, signed by `ca_cert`/`ca_key`, valid in [from, to] (unix s).
+fn client_cert(ca_cert: &str, ca_key: &str, id: &str, from: i64, to: i64) -> String {
+    use rcgen::{
+        CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
+        PKCS_ECDSA_P256_SHA256,
+    };
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, KeyPair::from_pem(ca_key).unwrap()).unwrap();
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ClientAuth,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    ];
+    p.not_before = time::OffsetDateTime::from_unix_timestamp(from).unwrap();
+    p.not_after = time::OffsetDateTime::from_unix_timestamp(to).unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    format!("{}{}", cert.pem(), key.serialize_pem())
+}
+
+/// curl (a real TLS client) asks for the config with a client certificate; returns the HTTP
+/// status, or None when the TLS handshake itself was refused.
+fn curl_config(
+    addr: &str,
+    ca_pem: &str,
+    cert_and_key: Option<&str>,
+    dir: &std::path::Path,
+) -> Option<u16> {
+    let port = addr.rsplit(':').next().unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--max-time",
+        "10",
+        "--cacert",
+    ])
+    .arg(&ca)
+    .args([
+        "--resolve",
+        &format!("controller.trellis.home.arpa:{port}:127.0.0.1"),
+    ]);
+    if let Some(pem) = cert_and_key {
+        let f = dir.join("client.pem");
+        std::fs::write(&f, pem).unwrap();
+        cmd.arg("--cert").arg(&f);
+    }
+    cmd.arg(format!(
+        "https://controller.trellis.home.arpa:{port}/v1/agent/config?after=0&wait=0"
+    ));
+    let out = cmd
+        .output()
+        .expect("curl is installed by cargo xtask setup");
+    let code: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code != 0).then_some(code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_with_wrong_certificates_is_refused_and_with_a_good_one_accepted() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    let garage = pair(&th, "garage", dirs.path()).await;
+    th.home.remove_node(&name("garage")).unwrap();
+    let backup = th.home.ca_backup();
+    let home_id = th.home.home_id().to_string();
+    let now = trellis_controller::ca::unix_now() as i64;
+    let other =
+        trellis_controller::ca::HomeCa::generate(&trellis_proto::HomeId::new("otherhome").unwrap())
+            .unwrap();
+    let addr = th.addr.clone();
+    let ca = backup.ca_cert_pem.clone();
+    let d = dirs.path().to_owned();
+    let attic_pem = attic.identity_pem().unwrap();
+    let garage_pem = garage.identity_pem().unwrap();
+    let results = tokio::task::spawn_blocking(move || {
+        let try_with = |pem: Option<&str>| curl_config(&addr, &ca, pem, &d);
+        vec![
+            ("a good node certificate", try_with(Some(&attic_pem))),
+            ("no client certificate", try_with(None)),
+            (
+                "a certificate from another CA",
+                try_with(Some(&client_cert(
+                    other.cert_pem(),
+                    other.key_pem(),
+                    &format!("spiffe://{home_id}/node/attic"),
+                    now - 60,
+                    now + 3600,
+                ))),
+            ),
+            (
+                "an expired certificate",
+                try_with(Some(&client_cert(
+                    &backup.ca_cert_pem,
+                    &backup.ca_key_pem,
+                    &format!("spiffe://{home_id}/node/attic"),
+                    now - 7200,
+                    now - 3600,
+                ))),
+            ),
+            ("a removed node's certificate", try_with(Some(&garage_pem))),
+            (
+                "a node the home never enrolled",
+                try_with(Some(&client_cert(
+                    &backup.ca_cert_pem,
+                    &backup.ca_key_pem,
+                    &format!("spiffe://{home_id}/node/ghost"),
+                    now - 60,
+                    now + 3600,
+                ))),
+            ),
+            (
+                "a service identity",
+                try_with(Some(&client_cert(
+                    &backup.ca_cert_pem,
+                    &backup.ca_key_pem,
+                    &format!("spiffe://{home_id}/svc/nas"),
+                    now - 60,
+                    now + 3600,
+                ))),
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    for (what, status) in &results {
+        println!(
+            "{what}: {}",
+            status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "TLS handshake refused".into())
+        );
+    }
+    assert_eq!(
+        results[0].1,
+        Some(200),
+        "a good certificate must be accepted"
+    );
+    for (what, status) in &results[1..] {
+        assert!(
+            matches!(status, None | Some(403)),
+            "{what} must be refused, got {status:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_certificates_are_renewed_on_time_and_kept_when_the_controller_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6-second certificates: the agent must renew about every 3 s.
+    let home = Home::open(Settings {
+        data_dir: dir.path().join("controller"),
+        leaf_ttl: Duration::from_secs(6),
+        advertise: String::new(),
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(trellis_controller::api::agent::serve(
+        home.clone(),
+        listener,
+    ));
+    let th = TestHome {
+        home,
+        addr,
+        server,
+        _dir: dir,
+    };
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    let handle = Agent::load(attic.clone()).unwrap().start();
+    let mut renewals = handle.agent.renewals();
+    let mut serials = vec![handle.agent.identity().facts.serial];
+    for round in 0..3 {
+        let before = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), renewals.changed())
+            .await
+            .unwrap_or_else(|_| panic!("renewal {round} did not happen within 10 s"))
+            .unwrap();
+        let id = handle.agent.identity();
+        println!("renewal {round} after {:?}", before.elapsed());
+        assert!(!serials.contains(&id.facts.serial));
+        serials.push(id.facts.serial.clone());
+        // The connection to the controller keeps working with each new certificate.
+        handle.agent.report_once().await.unwrap();
+        assert_eq!(attic.identity_pem().unwrap(), id.pem);
+    }
+    // The controller goes away: renewals fail, the last certificate stays in use and on disk.
+    th.server.abort();
+    let _ = th.server.await;
+    let kept = handle.agent.identity();
+    let waited = tokio::time::timeout(Duration::from_secs(4), renewals.changed()).await;
+    assert!(
+        waited.is_err(),
+        "no renewal can succeed without the controller"
+    );
+    assert_eq!(handle.agent.identity().facts.serial, kept.facts.serial);
+    assert_eq!(attic.identity_pem().unwrap(), kept.pem);
+}

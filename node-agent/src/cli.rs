@@ -15,7 +15,8 @@ use crate::state::StateDir;
 #[command(name = "trellis-agent", version, about)]
 pub struct Cli {
     /// Where the node's identity, pinned CA and last config live; kept across sysupgrade.
-    #[arg(long, global = true, default_value = "/etc/trellis/agent")]
+    /// Default: /etc/trellis/agent on OpenWrt, ./trellis-data/agent elsewhere.
+    #[arg(long, global = true, default_value_os_t = trellis_proto::paths::agent_state_dir())]
     pub state_dir: PathBuf,
     /// Log filter, e.g. `info` or `trellis_agent=debug`.
     #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info")]
@@ -26,8 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent (what procd starts): follow the controller, renew the certificate.
-    Run,
+    /// Run the agent (what procd starts): follow the controller, renew the certificate, run
+    /// the service mesh proxy.
+    Run(RunArgs),
     /// Pair this router with the home: `trellis-agent join 192.168.1.1 K7QF-9M2X-3D`.
     Join {
         /// The primary router's address (port 7443 unless given).
@@ -41,6 +43,70 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// Options of `trellis-agent run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Only the control plane: no proxy, interception, mesh DNS or discovery.
+    #[arg(long)]
+    pub no_service_mesh: bool,
+    /// Run the proxy but do not install nftables interception.
+    #[arg(long)]
+    pub no_intercept: bool,
+    /// Where intercepted connections arrive.
+    #[arg(long, default_value = "0.0.0.0:15001")]
+    pub proxy_outbound: std::net::SocketAddr,
+    /// Where tunnels from other routers arrive (mutual TLS).
+    #[arg(long, default_value = "0.0.0.0:15008")]
+    pub proxy_inbound: std::net::SocketAddr,
+    /// Mesh-zone DNS (dnsmasq forwards trellis.home.arpa here); "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:15053")]
+    pub dns_listen: String,
+    /// Prometheus /metrics; "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+    /// dnsmasq's DHCP lease file.
+    #[arg(long, default_value = "/tmp/dhcp.leases")]
+    pub leases: PathBuf,
+    /// Do not browse mDNS/DNS-SD.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// The address other routers reach this one by (default: the one used towards the
+    /// controller).
+    #[arg(long)]
+    pub advertise: Option<std::net::IpAddr>,
+}
+
+fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if value == "off" {
+        return Ok(None);
+    }
+    value.parse().map(Some).map_err(|_| {
+        format!("{what} {value:?} is not an address like 127.0.0.1:15053 (or \"off\")")
+    })
+}
+
+impl RunArgs {
+    fn service_mesh(&self) -> Result<Option<crate::service_mesh::Options>, String> {
+        if self.no_service_mesh {
+            return Ok(None);
+        }
+        Ok(Some(crate::service_mesh::Options {
+            proxy: crate::proxy::ProxyConfig {
+                outbound_addr: self.proxy_outbound,
+                inbound_addr: self.proxy_inbound,
+                inbound_port: self.proxy_inbound.port(),
+                ..Default::default()
+            },
+            intercept: !self.no_intercept,
+            dns: optional_addr(&self.dns_listen, "--dns-listen")?,
+            metrics: optional_addr(&self.metrics_listen, "--metrics-listen")?,
+            leases: Some(self.leases.clone()),
+            mdns: !self.no_mdns,
+            advertise: self.advertise,
+        }))
+    }
 }
 
 fn default_name() -> String {
@@ -75,19 +141,39 @@ pub fn main() -> ExitCode {
     };
     let state = StateDir::new(&cli.state_dir);
     match cli.command {
-        Command::Run => match Agent::load(state) {
-            Ok(agent) => {
+        Command::Run(args) => match (Agent::load(state), args.service_mesh()) {
+            (_, Err(e)) => {
+                eprintln!("trellis-agent: {e}");
+                ExitCode::from(2)
+            }
+            (Ok(agent), Ok(mesh)) => {
                 tracing::info!(identity = %agent.node.identity, controller = %agent.node.controller, "trellis-agent running");
                 runtime.block_on(async {
                     let handle = agent.start();
-                    tokio::select! {
-                        _ = handle.wait() => {}
-                        _ = tokio::signal::ctrl_c() => {}
+                    // The data plane starts once a config is known (stored or fresh); a stop
+                    // request may come before that.
+                    let start_mesh = async {
+                        let opts = mesh?;
+                        crate::service_mesh::start(&handle, opts)
+                            .await
+                            .map_err(|e| tracing::error!("service mesh not started: {e:#}"))
+                            .ok()
+                    };
+                    let (mesh, stop_requested) = tokio::select! {
+                        m = start_mesh => (m, false),
+                        _ = shutdown_signal() => (None, true),
+                    };
+                    if !stop_requested {
+                        shutdown_signal().await;
                     }
+                    tracing::info!("shutting down");
+                    // Dropping the data plane removes nftables interception.
+                    drop(mesh);
+                    handle.stop();
                 });
                 ExitCode::SUCCESS
             }
-            Err(e) => {
+            (Err(e), _) => {
                 eprintln!("trellis-agent: {e:#}");
                 ExitCode::FAILURE
             }
@@ -130,6 +216,22 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// SIGTERM (procd stopping the service) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -7,11 +7,24 @@
 //!   renewal, telemetry; and [`control::Trust`], the peers this node accepts;
 //! - [`state`]: what the agent keeps on flash, written atomically and only on change;
 //! - [`cli`]: the `trellis-agent` command line (`run`, `join`).
+//!
+//! and the service mesh's data plane:
+//! - [`proxy`]: the ztunnel-shaped node proxy (outbound, inbound, mTLS tunnels, policy).
+//! - [`intercept`]: nftables interception of virtual IPs (`table inet trellis`).
+//! - [`metrics`]: Prometheus text and the per-connection access log.
+//! - [`dns`]: the mesh zone `trellis.home.arpa` (A records → virtual IPs).
+//! - [`discovery`]: DHCP leases and mDNS/DNS-SD on this router's segment.
 
 pub mod cli;
 pub mod control;
+pub mod discovery;
+pub mod dns;
 pub mod identity;
+pub mod intercept;
 pub mod join;
+pub mod metrics;
+pub mod proxy;
+pub mod service_mesh;
 pub mod state;
 
 pub fn unix_now() -> u64 {

@@ -49,6 +49,38 @@ pub struct Telemetry {
     pub cert_expires_in_s: i64,
     #[serde(default)]
     pub applied_version: u64,
+    /// Services this node found on its segment (mDNS, DHCP) or that host agents registered.
+    #[serde(default)]
+    pub services: Vec<SeenService>,
+}
+
+/// A service an agent found behind its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenService {
+    /// DNS label, e.g. `nas`.
+    pub name: String,
+    pub addr: std::net::IpAddr,
+    pub ports: Vec<u16>,
+    pub learned_via: crate::catalog::LearnedVia,
+}
+
+/// `POST /v1/admin/services`: a service a person adds by hand.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewService {
+    pub name: String,
+    /// The router the device sits behind.
+    pub node: NodeName,
+    pub addr: std::net::IpAddr,
+    pub ports: Vec<u16>,
+}
+
+/// `GET /v1/admin/why?source=…&target=…`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhyAnswer {
+    pub allowed: bool,
+    pub rule: String,
+    /// The plain-language explanation.
+    pub explanation: String,
 }
 
 /// `GET /v1/admin/status`.

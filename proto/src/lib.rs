@@ -8,19 +8,27 @@
 //! - [`pairing`]: the messages of the PAKE exchange that enrolls a satellite.
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
+//! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
+//! - [`policy`]: who may talk to whom, the decision engine and its explanations.
+//! - [`paths`]: default places (OpenWrt's on a router, `./trellis-data` elsewhere).
 //! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
 //! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
+//! - [`uci`]: a reader for OpenWrt UCI files such as `/etc/config/trellis`.
 
 pub mod api;
+pub mod catalog;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod identity;
 pub mod pairing;
 #[cfg(feature = "tls")]
 pub mod pake;
+pub mod paths;
+pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod uci;
 
 pub use identity::{HomeId, NodeName, SpiffeId};

@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::Catalog;
 use crate::identity::{HomeId, NodeName, SpiffeId};
+use crate::policy::{Device, Policy};
 
 /// Mesh credentials handed to an enrolled node: the 802.11s mesh ID and SAE password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +60,15 @@ pub struct ConfigSnapshot {
     #[serde(default)]
     pub revoked_serials: Vec<String>,
     pub mesh: MeshCredentials,
+    /// The home's services, their mesh names and virtual IPs.
+    #[serde(default)]
+    pub catalog: Catalog,
+    /// Who may talk to whom.
+    #[serde(default)]
+    pub policy: Policy,
+    /// Devices people named and grouped (agents add DHCP addresses they see).
+    #[serde(default)]
+    pub devices: Vec<Device>,
 }
 
 impl ConfigSnapshot {

@@ -11,6 +11,11 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::SpiffeId;
 
+/// Certificates start this long before they are issued, so a router whose clock lags a
+/// little still accepts them. Agents subtract it to know when a certificate was really
+/// issued (renewal is timed from that).
+pub const CERT_BACKDATE_S: u64 = 300;
+
 /// The name agents use to verify the controller's server certificate, whatever address they
 /// reach it by (the controller's IP may change; its certificate names this).
 pub const CONTROLLER_SERVER_NAME: &str = "controller.trellis.home.arpa";

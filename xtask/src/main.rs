@@ -3,9 +3,11 @@
 //! - `demo`: build and run a demo home with embedded defaults.
 //! - `test`: install what the tests need (when missing), then run every check CI runs.
 //! - `cross [TARGET…]`: static router binaries for the arches in `cross/targets.tsv`.
+//! - `package [--target ARCH…]`: OpenWrt packages (.ipk) of both daemons and the LuCI app.
 //! - `bench`: the benchmarks, printing figures.
 mod cross;
 mod demo;
+mod package;
 mod setup;
 mod test;
 
@@ -23,6 +25,9 @@ commands:
                         aarch64 static build under qemu (--quick: skip the cross build)
   cross [TARGET...]     static release binaries for router CPUs (default: all in
                         cross/targets.tsv), with size and xz size
+  package [--target ARCH...] [--no-build]
+                        OpenWrt .ipk packages (agent, controller, luci-app) into
+                        dist/packages/, each read back and checked
   bench                 run the benchmarks and print their figures
   setup                 only install what the tests need";
 
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("cross") => cross::run(&args[1..]).map(|_| ()),
+        Some("package") => package::run(&args[1..]),
         Some("bench") => bench(),
         Some("setup") => setup::ensure_test_tools(),
         Some("-h" | "--help" | "help") | None => {

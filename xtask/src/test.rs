@@ -16,10 +16,14 @@ pub fn run_all(quick: bool) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // Integration tests run the real binaries of other packages (the controller's CLI tests
+    // run trellis-agent), which `cargo test` alone does not build.
+    crate::run(cargo().args(["build", "--workspace", "--bins"]))?;
     crate::run(cargo().args(["test", "--workspace"]))?;
     if !quick {
         router_binaries()?;
     }
+    crate::package::ci_checks(quick)?;
     Ok(())
 }
 

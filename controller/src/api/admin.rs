@@ -5,13 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
+use axum::extract::Query;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
-use trellis_proto::api::{CaBackup, NewPairingCode, NodeInfo, RemovedNode, Status};
+use trellis_proto::api::{
+    CaBackup, NewPairingCode, NewService, NodeInfo, RemovedNode, Status, WhyAnswer,
+};
+use trellis_proto::catalog::Service;
+use trellis_proto::policy::{Policy, Rule};
 use trellis_proto::NodeName;
 
 use super::{bad_json, MAX_BODY};
@@ -25,6 +30,13 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/pairing-codes", post(new_code))
         .route("/v1/admin/ca/backup", get(ca_backup))
         .route("/v1/admin/devices", get(devices).post(put_device))
+        .route("/v1/admin/services", get(services).post(add_service))
+        .route("/v1/admin/services/{name}", delete(remove_service))
+        .route("/v1/admin/policy", get(policy))
+        .route("/v1/admin/policy/rules", post(add_rule))
+        .route("/v1/admin/policy/rules/{name}", delete(remove_rule))
+        .route("/v1/admin/groups", post(add_group))
+        .route("/v1/admin/why", get(why))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -125,4 +137,74 @@ async fn devices(State(home): State<Arc<Home>>) -> Result<Json<Vec<Device>>, Hom
             })
             .collect(),
     ))
+}
+
+fn version(v: u64) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "config_version": v }))
+}
+
+async fn services(State(home): State<Arc<Home>>) -> Result<Json<Vec<Service>>, HomeError> {
+    home.services().map(Json)
+}
+
+async fn add_service(
+    State(home): State<Arc<Home>>,
+    body: Result<Json<NewService>, JsonRejection>,
+) -> Result<(StatusCode, Json<Service>), HomeError> {
+    let Json(new) = body.map_err(bad_json)?;
+    home.add_service(&new)
+        .map(|s| (StatusCode::CREATED, Json(s)))
+}
+
+async fn remove_service(
+    State(home): State<Arc<Home>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    home.remove_service(&name).map(version)
+}
+
+async fn policy(State(home): State<Arc<Home>>) -> Json<Policy> {
+    Json(home.policy())
+}
+
+async fn add_rule(
+    State(home): State<Arc<Home>>,
+    body: Result<Json<Rule>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    let Json(rule) = body.map_err(bad_json)?;
+    home.add_rule(rule).map(version)
+}
+
+async fn remove_rule(
+    State(home): State<Arc<Home>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    home.remove_rule(&name).map(version)
+}
+
+#[derive(Debug, Deserialize)]
+struct NewGroup {
+    name: String,
+}
+
+async fn add_group(
+    State(home): State<Arc<Home>>,
+    body: Result<Json<NewGroup>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    let Json(g) = body.map_err(bad_json)?;
+    home.add_group(&g.name).map(version)
+}
+
+#[derive(Debug, Deserialize)]
+struct WhyQuery {
+    source: String,
+    target: String,
+}
+
+async fn why(
+    State(home): State<Arc<Home>>,
+    query: Result<Query<WhyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<WhyAnswer>, HomeError> {
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    home.why(&q.source, &q.target).map(Json)
 }

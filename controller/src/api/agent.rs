@@ -221,7 +221,7 @@ async fn pair_abort(
     body: Result<Json<Abort>, JsonRejection>,
 ) -> Result<StatusCode, HomeError> {
     let Json(req) = body.map_err(bad_json)?;
-    home.pair_abort(&req.session);
+    home.pair_abort(&req.session)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use trellis_proto::catalog::Service;
+use trellis_proto::policy::Policy;
 use trellis_proto::snapshot::MeshCredentials;
 use trellis_proto::{HomeId, NodeName, SpiffeId};
 
@@ -67,6 +69,8 @@ pub struct NodeRow {
     pub revoked_at: Option<u64>,
     /// Expiry of the newest certificate issued to it (unix seconds).
     pub cert_not_after: Option<u64>,
+    /// Where its tunnel endpoint is reachable (`ip:port`), as it last reported.
+    pub addresses: Vec<String>,
     /// The name a person gave it on the web page ("Attic"), if any.
     pub label: Option<String>,
 }
@@ -276,6 +280,7 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT n.name, n.identity, n.enrolled_at, n.revoked_at,
                         (SELECT MAX(c.not_after) FROM certificates c WHERE c.node = n.name AND c.revoked = 0),
+                        n.addresses,
                         n.label
                  FROM nodes n ORDER BY n.name",
             )?;
@@ -286,22 +291,44 @@ impl Store {
                     r.get::<_, u64>(2)?,
                     r.get::<_, Option<u64>>(3)?,
                     r.get::<_, Option<u64>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, identity, enrolled_at, revoked_at, cert_not_after, label) = row?;
+                let (name, identity, enrolled_at, revoked_at, cert_not_after, addresses, label) = row?;
+                let addresses = serde_json::from_str(&addresses).map_err(|e| StoreError::Corrupt(format!("addresses of {name}: {e}")))?;
                 out.push(NodeRow {
                     name: NodeName::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     identity: identity.parse().map_err(|e: trellis_proto::identity::IdentityError| StoreError::Corrupt(e.to_string()))?,
                     enrolled_at,
                     revoked_at,
                     cert_not_after,
+                    addresses,
                     label,
                 });
             }
             Ok(out)
+        })
+    }
+
+    /// Record where a node's tunnel endpoint is; bumps the config version only when it moved.
+    pub fn set_node_addresses(&self, name: &NodeName, addresses: &[String]) -> Result<Option<u64>> {
+        let json =
+            serde_json::to_string(addresses).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE nodes SET addresses = ?2 WHERE name = ?1 AND addresses != ?2",
+                params![name.as_str(), json],
+            )?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(Some(version))
         })
     }
 
@@ -427,6 +454,91 @@ impl Store {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+impl Store {
+    /// The policy people wrote, or `None` before anyone changed the defaults.
+    pub fn policy(&self) -> Result<Option<Policy>> {
+        self.with(|conn| {
+            let json: Option<String> = conn
+                .query_row("SELECT record FROM policies WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("policy: {e}")))
+            })
+            .transpose()
+        })
+    }
+
+    /// Replace the policy (validated by the caller); its groups become valid device groups.
+    pub fn put_policy(&self, policy: &Policy) -> Result<u64> {
+        let json = serde_json::to_string(policy).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO policies (id, record) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                [&json],
+            )?;
+            for g in &policy.groups {
+                tx.execute(
+                    "INSERT OR IGNORE INTO groups (name, builtin) VALUES (?1, 0)",
+                    [&g.name],
+                )?;
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    pub fn services(&self) -> Result<Vec<Service>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT name, record FROM services ORDER BY name")?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, json) = row?;
+                out.push(
+                    serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("service {name}: {e}")))?,
+                );
+            }
+            Ok(out)
+        })
+    }
+
+    /// Insert or replace a catalog entry; bumps the config version.
+    pub fn put_service(&self, service: &Service) -> Result<u64> {
+        let json =
+            serde_json::to_string(service).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO services (name, record) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET record = excluded.record",
+                params![service.name, json],
+            )?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
+        })
+    }
+
+    pub fn remove_service(&self, name: &str) -> Result<u64> {
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if tx.execute("DELETE FROM services WHERE name = ?1", [name])? == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no service named {name:?} (trellis services lists them)"
+                )));
+            }
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(version)
         })
     }
 }

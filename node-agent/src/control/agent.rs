@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use tokio::sync::watch;
-use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, Telemetry};
+use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, SeenService, Telemetry};
 use trellis_proto::snapshot::ConfigSnapshot;
 
 use super::{tls, CallError, Controller, Trust};
@@ -27,6 +27,12 @@ pub struct Agent {
     identity: Arc<CurrentIdentity>,
     controller: Controller,
     applied: Arc<watch::Sender<Option<Arc<ConfigSnapshot>>>>,
+    /// Services discovery found behind this node, reported with the telemetry.
+    seen_services: Arc<std::sync::Mutex<Vec<SeenService>>>,
+    /// Where other routers reach this node's tunnel endpoint (`ip:port`).
+    addresses: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Counts renewals, so the data plane picks up a new certificate at once.
+    renewed: Arc<watch::Sender<u64>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -87,6 +93,9 @@ impl Agent {
             identity,
             controller,
             applied: Arc::new(applied),
+            seen_services: Arc::default(),
+            addresses: Arc::default(),
+            renewed: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -105,6 +114,11 @@ impl Agent {
 
     pub fn identity(&self) -> NodeIdentity {
         self.identity.get()
+    }
+
+    /// Changes each time the certificate is renewed.
+    pub fn renewals(&self) -> watch::Receiver<u64> {
+        self.renewed.subscribe()
     }
 
     fn applied_version(&self) -> u64 {
@@ -201,6 +215,8 @@ impl Agent {
                     Ok(fresh) => {
                         backoff.reset();
                         tracing::info!(not_after = fresh.facts.not_after, "certificate renewed");
+                        // Never renew in a tight loop, whatever lifetime the controller gives.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                         break;
                     }
                     Err(e) => {
@@ -242,17 +258,52 @@ impl Agent {
         }
         self.state.save_identity_pem(&fresh.pem)?;
         self.identity.replace(fresh.clone());
+        self.renewed.send_modify(|n| *n += 1);
         Ok(fresh)
+    }
+
+    /// Replace what discovery found behind this node (sent with the next report).
+    pub fn set_seen_services(&self, services: Vec<SeenService>) {
+        *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
+    }
+
+    /// Announce where this node's tunnel endpoint is reachable.
+    pub fn set_addresses(&self, addresses: Vec<String>) {
+        *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
+    }
+
+    /// The address this node uses towards the controller: on a home mesh, the one other
+    /// routers reach it by too (no packet is sent to find it).
+    pub fn local_address_towards_controller(&self) -> Option<std::net::IpAddr> {
+        use std::net::ToSocketAddrs;
+        let target = self.controller.addr.to_socket_addrs().ok()?.next()?;
+        let bind: std::net::SocketAddr = if target.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = std::net::UdpSocket::bind(bind).ok()?;
+        sock.connect(target).ok()?;
+        Some(sock.local_addr().ok()?.ip())
     }
 
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let t = Telemetry {
-            addresses: Vec::new(),
+            addresses: self
+                .addresses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             cert_expires_in_s: self.identity.get().facts.not_after as i64
                 - crate::unix_now() as i64,
             applied_version: self.applied_version(),
+            services: self
+                .seen_services
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         };
         self.controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))

@@ -47,6 +47,13 @@ impl Trust {
         Ok(())
     }
 
+    /// Wait for the next applied snapshot (waits for ever once the agent has stopped).
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Wait until a snapshot at least `version` is applied.
     pub async fn wait_for_version(&mut self, version: u64) -> Option<Arc<ConfigSnapshot>> {
         self.rx

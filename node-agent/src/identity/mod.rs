@@ -102,16 +102,18 @@ impl ResolvesClientCert for CurrentIdentity {
 }
 
 /// When to renew a certificate valid from `not_before` to `not_after` (unix seconds):
-/// at half its life, moved by up to ±10 % of that half.
+/// at half its life, moved by up to ±10 % of that half. Life counts from issuance, not from
+/// the backdated `not_before`, or short-lived certificates would renew at once.
 pub fn renewal_at(not_before: u64, not_after: u64, rng: &mut impl Rng) -> u64 {
-    let half = not_after.saturating_sub(not_before) / 2;
+    let issued = (not_before + trellis_proto::tls::CERT_BACKDATE_S).min(not_after);
+    let half = not_after.saturating_sub(issued) / 2;
     let spread = half / 10;
     let jitter = if spread == 0 {
         0
     } else {
         rng.gen_range(0..=2 * spread)
     };
-    not_before + half - spread + jitter
+    issued + half - spread + jitter
 }
 
 /// Exponential backoff after failed renewals: 0.5 s, 1 s, 2 s … capped at 150 s.
@@ -149,10 +151,12 @@ mod tests {
     #[test]
     fn renewal_lands_at_half_life_give_or_take_a_tenth() {
         let mut rng = rand::thread_rng();
-        let (start, end) = (1_000_000u64, 1_000_000 + 24 * 3600);
+        let start = 1_000_000u64 + trellis_proto::tls::CERT_BACKDATE_S;
+        let end = start + 24 * 3600;
+        let not_before = start - trellis_proto::tls::CERT_BACKDATE_S;
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..1000 {
-            let at = renewal_at(start, end, &mut rng);
+            let at = renewal_at(not_before, end, &mut rng);
             let frac = (at - start) as f64 / (end - start) as f64;
             assert!((0.45..=0.55).contains(&frac), "renewal at {frac}");
             seen.insert(at);

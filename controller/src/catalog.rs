@@ -1,0 +1,213 @@
+//! The catalog and the policy as the controller keeps them: services agents found or people
+//! added, rules, device groups, and `why`. Stored in SQLite, shipped in the config snapshot.
+//!
+//! The store is written only when something changes: an agent reporting a service the catalog
+//! already lists, at the same address and ports, writes nothing.
+
+use std::net::IpAddr;
+
+use trellis_proto::api::{NewService, SeenService, WhyAnswer};
+use trellis_proto::catalog::{Catalog, Instance, LearnedVia, Service, ServicePort};
+use trellis_proto::policy::{self, Device, Group, GroupDefault, Policy, Rule};
+use trellis_proto::snapshot::PeerNode;
+use trellis_proto::NodeName;
+
+use crate::home::{Home, HomeError, Kind, Result};
+use crate::store::DeviceRow;
+
+/// Services one agent report may carry (RAM and store stay bounded).
+pub const MAX_REPORTED_SERVICES: usize = 64;
+/// Instances one service may have.
+pub const MAX_INSTANCES: usize = 8;
+
+/// The snapshot's catalog: stored services, with instances behind nodes that are no longer
+/// members marked unreachable (computed, not stored: no flash write on removal).
+pub fn catalog_for(mut services: Vec<Service>, members: &[PeerNode]) -> Catalog {
+    for s in &mut services {
+        for i in &mut s.instances {
+            i.reachable = members.iter().any(|n| n.name == i.node);
+        }
+    }
+    Catalog { services }
+}
+
+/// The snapshot's device book from the store's rows (rows with a bad MAC are skipped: the
+/// admin API validates MACs on the way in).
+pub fn devices_for(rows: Vec<DeviceRow>) -> Vec<Device> {
+    rows.into_iter()
+        .filter_map(|d| {
+            Some(Device {
+                mac: d.mac.parse().ok()?,
+                name: d.name,
+                ips: Vec::new(),
+                group: d.group,
+            })
+        })
+        .collect()
+}
+
+fn bad(e: impl std::fmt::Display) -> HomeError {
+    HomeError::new(Kind::BadRequest, e.to_string())
+}
+
+impl Home {
+    pub fn services(&self) -> Result<Vec<Service>> {
+        Ok(self.snapshot().catalog.services.clone())
+    }
+
+    /// A person adds a service by hand (a device that announces nothing).
+    pub fn add_service(&self, new: &NewService) -> Result<Service> {
+        self.put_instance(
+            &new.name,
+            &new.node,
+            new.addr,
+            &new.ports,
+            LearnedVia::Manual,
+        )
+    }
+
+    /// An agent reports a service it found behind it.
+    pub fn learn_service(&self, node: &NodeName, seen: &SeenService) -> Result<Service> {
+        self.put_instance(&seen.name, node, seen.addr, &seen.ports, seen.learned_via)
+    }
+
+    fn put_instance(
+        &self,
+        name: &str,
+        node: &NodeName,
+        addr: IpAddr,
+        ports: &[u16],
+        via: LearnedVia,
+    ) -> Result<Service> {
+        if ports.is_empty() || ports.len() > 16 || ports.contains(&0) {
+            return Err(bad("a service needs 1 to 16 ports, each 1-65535"));
+        }
+        if !self.snapshot().nodes.iter().any(|n| &n.name == node) {
+            return Err(HomeError::new(
+                Kind::NotFound,
+                format!("no router named {node:?} in this home (trellis nodes lists them)"),
+            ));
+        }
+        let mut catalog = Catalog {
+            services: self.store.services()?,
+        };
+        let instance = Instance {
+            node: node.clone(),
+            addr,
+            reachable: true,
+        };
+        let mut ports: Vec<ServicePort> = ports.iter().map(|p| ServicePort::new(*p)).collect();
+        ports.sort_by_key(|p| p.port);
+        ports.dedup();
+        let service = match catalog.services.iter_mut().find(|s| s.name == name) {
+            Some(existing) => {
+                let mut changed = false;
+                if !existing
+                    .instances
+                    .iter()
+                    .any(|i| i.node == instance.node && i.addr == instance.addr)
+                {
+                    if existing.instances.len() >= MAX_INSTANCES {
+                        return Err(bad(format!(
+                            "service {name:?} already has {MAX_INSTANCES} instances"
+                        )));
+                    }
+                    existing.instances.push(instance);
+                    changed = true;
+                }
+                for p in ports {
+                    if !existing.ports.contains(&p) {
+                        existing.ports.push(p);
+                        changed = true;
+                    }
+                }
+                if !changed {
+                    return Ok(existing.clone());
+                }
+                existing.clone()
+            }
+            None => catalog
+                .add(self.home_id(), name, ports, vec![instance], via)
+                .map_err(bad)?
+                .clone(),
+        };
+        self.store.put_service(&service)?;
+        self.publish()?;
+        tracing::info!(service = %service.name, vip = %service.vip, via = %via, "catalog updated");
+        Ok(service)
+    }
+
+    pub fn remove_service(&self, name: &str) -> Result<u64> {
+        let version = self.store.remove_service(name)?;
+        self.publish()?;
+        Ok(version)
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.snapshot().policy.clone()
+    }
+
+    fn change_policy(&self, change: impl FnOnce(&mut Policy) -> Result<()>) -> Result<u64> {
+        let mut policy = self.policy();
+        change(&mut policy)?;
+        policy.validate().map_err(bad)?;
+        let version = self.store.put_policy(&policy)?;
+        self.publish()?;
+        Ok(version)
+    }
+
+    pub fn add_rule(&self, rule: Rule) -> Result<u64> {
+        let name = rule.name.clone();
+        let version = self.change_policy(|p| {
+            p.rules.push(rule);
+            Ok(())
+        })?;
+        tracing::info!(rule = %name, version, "policy rule added");
+        Ok(version)
+    }
+
+    pub fn remove_rule(&self, name: &str) -> Result<u64> {
+        self.change_policy(|p| {
+            let before = p.rules.len();
+            p.rules.retain(|r| r.name != name);
+            if p.rules.len() == before {
+                return Err(HomeError::new(
+                    Kind::NotFound,
+                    format!("no rule named {name:?} (trellis policy lists them)"),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// A group people make: reaches only what rules grant, like `iot`.
+    pub fn add_group(&self, name: &str) -> Result<u64> {
+        if name.is_empty()
+            || name.len() > 32
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(bad("a group name has 1-32 characters a-z, 0-9 and '-'"));
+        }
+        self.change_policy(|p| {
+            p.groups.push(Group {
+                name: name.to_owned(),
+                default: GroupDefault::GrantedOnly,
+            });
+            Ok(())
+        })
+    }
+
+    /// `trellis why <source> <service>[:port]`.
+    pub fn why(&self, source: &str, target: &str) -> Result<WhyAnswer> {
+        let snapshot = self.snapshot();
+        let decision = policy::why(&snapshot.policy, &snapshot.devices, source, target)
+            .map_err(|e| HomeError::new(Kind::NotFound, e.to_string()))?;
+        Ok(WhyAnswer {
+            allowed: decision.allowed(),
+            rule: decision.rule(),
+            explanation: decision.explain(),
+        })
+    }
+}

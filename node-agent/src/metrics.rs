@@ -1,0 +1,445 @@
+//! Prometheus text metrics and the per-connection access log of the node proxy.
+//!
+//! Names follow `istio_tcp_*` / linkerd `tcp_open_total` in spirit, under a `trellis_` prefix:
+//! - `trellis_tcp_connections_opened_total`, `trellis_tcp_connections_closed_total`,
+//!   `trellis_tcp_sent_bytes_total` (client → service), `trellis_tcp_received_bytes_total`
+//!   (service → client), labelled `direction` (outbound|inbound), `source_identity`,
+//!   `destination_identity`, `destination_service`;
+//! - `trellis_tcp_connect_latency_seconds` (histogram): time to reach the service (tunnel + last
+//!   hop), measured at the source node;
+//! - `trellis_policy_denials_total{rule, destination_service, enforced_at}` and
+//!   `trellis_policy_dry_run_denials_total{rule}`;
+//! - `trellis_proxy_overflow_total{direction}`: connections refused at the cap;
+//! - `trellis_cert_expiry_seconds{identity}`: seconds until this node's certificate expires.
+//!
+//! Label sets are capped at [`MAX_SERIES`]; beyond that new combinations are folded into
+//! `source_identity="other"`, so a scan of many devices cannot grow memory without bound.
+//!
+//! Entry point for the lead: keep one `Arc<Metrics>`, give it to `proxy::Proxy::start`, serve
+//! [`Metrics::render`] at `/metrics`, and call [`Metrics::set_cert_expiry`] on each renewal.
+//! [`Metrics::subscribe_access_log`] streams [`AccessRecord`]s (the admin page, tests).
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+/// Most label combinations kept per metric family.
+pub const MAX_SERIES: usize = 512;
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnLabels {
+    pub direction: &'static str,
+    pub source_identity: String,
+    pub destination_identity: String,
+    pub destination_service: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnCounters {
+    opened: u64,
+    closed: u64,
+    sent: u64,
+    received: u64,
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    conns: BTreeMap<ConnLabels, ConnCounters>,
+    denials: BTreeMap<(String, String, &'static str), u64>,
+    dry_run: BTreeMap<String, u64>,
+    latency: Histogram,
+    overflow: BTreeMap<&'static str, u64>,
+    cert_not_after: BTreeMap<String, u64>,
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Denied,
+    Error(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Denied => f.write_str("denied"),
+            Outcome::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// One access-log line: a connection from open to close.
+#[derive(Debug, Clone)]
+pub struct AccessRecord {
+    pub direction: &'static str,
+    pub src_addr: Option<std::net::SocketAddr>,
+    pub src_identity: String,
+    pub service: String,
+    pub port: u16,
+    pub dst_identity: String,
+    /// The node on the other end of the tunnel (outbound: where it went; inbound: who sent it).
+    pub peer_node: String,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration: Duration,
+    pub outcome: Outcome,
+    pub rule: String,
+}
+
+impl fmt::Display for AccessRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // logfmt: one line, greppable, values quoted where they can hold spaces.
+        write!(
+            f,
+            "direction={} src={} src.identity={} dst.service={}:{} dst.identity={} peer={} bytes_sent={} bytes_received={} duration_ms={} result={:?} rule={:?}",
+            self.direction,
+            self.src_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            self.src_identity,
+            self.service,
+            self.port,
+            self.dst_identity,
+            if self.peer_node.is_empty() { "-" } else { &self.peer_node },
+            self.bytes_sent,
+            self.bytes_received,
+            self.duration.as_millis(),
+            self.outcome.to_string(),
+            self.rule
+        )
+    }
+}
+
+/// The proxy's counters; cheap to update from many connections.
+#[derive(Debug)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+    access: broadcast::Sender<AccessRecord>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        // A slow subscriber loses old lines (lagged) rather than holding memory.
+        let (access, _) = broadcast::channel(256);
+        Self {
+            inner: Mutex::new(Inner::default()),
+            access,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave counters half-updated in a harmful way.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conn_entry(inner: &mut Inner, mut labels: ConnLabels) -> &mut ConnCounters {
+        if !inner.conns.contains_key(&labels) && inner.conns.len() >= MAX_SERIES {
+            labels.source_identity = "other".into();
+        }
+        inner.conns.entry(labels).or_default()
+    }
+
+    pub fn opened(&self, labels: ConnLabels) {
+        Self::conn_entry(&mut self.lock(), labels).opened += 1;
+    }
+
+    pub fn closed(&self, labels: ConnLabels, sent: u64, received: u64) {
+        let mut g = self.lock();
+        let c = Self::conn_entry(&mut g, labels);
+        c.closed += 1;
+        c.sent += sent;
+        c.received += received;
+    }
+
+    pub fn denied(&self, rule: &str, service: &str, enforced_at: &'static str) {
+        let mut g = self.lock();
+        let key = (rule.to_owned(), service.to_owned(), enforced_at);
+        if g.denials.contains_key(&key) || g.denials.len() < MAX_SERIES {
+            *g.denials.entry(key).or_default() += 1;
+        }
+    }
+
+    pub fn dry_run_denied(&self, rule: &str) {
+        let mut g = self.lock();
+        if g.dry_run.contains_key(rule) || g.dry_run.len() < MAX_SERIES {
+            *g.dry_run.entry(rule.to_owned()).or_default() += 1;
+        }
+    }
+
+    pub fn overflow(&self, direction: &'static str) {
+        *self.lock().overflow.entry(direction).or_default() += 1;
+    }
+
+    pub fn connect_latency(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let mut g = self.lock();
+        let h = &mut g.latency;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if s <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += s;
+    }
+
+    /// Record when a certificate of this node expires (unix seconds).
+    pub fn set_cert_expiry(&self, identity: &str, not_after: u64) {
+        self.lock()
+            .cert_not_after
+            .insert(identity.to_owned(), not_after);
+    }
+
+    /// Log one access record (tracing target `trellis::access`) and hand it to subscribers.
+    pub fn access(&self, rec: AccessRecord) {
+        tracing::info!(target: "trellis::access", "{rec}");
+        let _ = self.access.send(rec);
+    }
+
+    pub fn subscribe_access_log(&self) -> broadcast::Receiver<AccessRecord> {
+        self.access.subscribe()
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let g = self.lock();
+        let mut out = String::with_capacity(4096);
+        let conn = |out: &mut String, name: &str, help: &str, pick: fn(&ConnCounters) -> u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (l, c) in &g.conns {
+                let _ = writeln!(
+                    out,
+                    "{name}{{direction=\"{}\",source_identity=\"{}\",destination_identity=\"{}\",destination_service=\"{}\"}} {}",
+                    l.direction,
+                    esc(&l.source_identity),
+                    esc(&l.destination_identity),
+                    esc(&l.destination_service),
+                    pick(c)
+                );
+            }
+        };
+        conn(
+            &mut out,
+            "trellis_tcp_connections_opened_total",
+            "TCP connections opened through the proxy.",
+            |c| c.opened,
+        );
+        conn(
+            &mut out,
+            "trellis_tcp_connections_closed_total",
+            "TCP connections closed.",
+            |c| c.closed,
+        );
+        conn(
+            &mut out,
+            "trellis_tcp_sent_bytes_total",
+            "Bytes from client to service.",
+            |c| c.sent,
+        );
+        conn(
+            &mut out,
+            "trellis_tcp_received_bytes_total",
+            "Bytes from service to client.",
+            |c| c.received,
+        );
+
+        let _ = writeln!(out, "# HELP trellis_tcp_connect_latency_seconds Time to reach the service (tunnel and last hop).\n# TYPE trellis_tcp_connect_latency_seconds histogram");
+        for (b, n) in LATENCY_BUCKETS.iter().zip(g.latency.buckets) {
+            let _ = writeln!(
+                out,
+                "trellis_tcp_connect_latency_seconds_bucket{{le=\"{b}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "trellis_tcp_connect_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+            g.latency.count
+        );
+        let _ = writeln!(
+            out,
+            "trellis_tcp_connect_latency_seconds_sum {}",
+            g.latency.sum
+        );
+        let _ = writeln!(
+            out,
+            "trellis_tcp_connect_latency_seconds_count {}",
+            g.latency.count
+        );
+
+        let _ = writeln!(out, "# HELP trellis_policy_denials_total Connections refused by policy.\n# TYPE trellis_policy_denials_total counter");
+        for ((rule, svc, at), n) in &g.denials {
+            let _ = writeln!(
+                out,
+                "trellis_policy_denials_total{{rule=\"{}\",destination_service=\"{}\",enforced_at=\"{at}\"}} {n}",
+                esc(rule),
+                esc(svc)
+            );
+        }
+        let _ = writeln!(out, "# HELP trellis_policy_dry_run_denials_total Connections a dry-run rule would have refused.\n# TYPE trellis_policy_dry_run_denials_total counter");
+        for (rule, n) in &g.dry_run {
+            let _ = writeln!(
+                out,
+                "trellis_policy_dry_run_denials_total{{rule=\"{}\"}} {n}",
+                esc(rule)
+            );
+        }
+        let _ = writeln!(out, "# HELP trellis_proxy_overflow_total Connections refused because the proxy was at its connection cap.\n# TYPE trellis_proxy_overflow_total counter");
+        for (dir, n) in &g.overflow {
+            let _ = writeln!(
+                out,
+                "trellis_proxy_overflow_total{{direction=\"{dir}\"}} {n}"
+            );
+        }
+        let _ = writeln!(out, "# HELP trellis_cert_expiry_seconds Seconds until this node's certificate expires.\n# TYPE trellis_cert_expiry_seconds gauge");
+        for (id, not_after) in &g.cert_not_after {
+            let _ = writeln!(
+                out,
+                "trellis_cert_expiry_seconds{{identity=\"{}\"}} {}",
+                esc(id),
+                *not_after as i64 - now
+            );
+        }
+        out
+    }
+}
+
+/// Escape a label value (backslash, quote, newline) per the text format.
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(src: &str) -> ConnLabels {
+        ConnLabels {
+            direction: "outbound",
+            source_identity: src.into(),
+            destination_identity: "spiffe://h/svc/nas".into(),
+            destination_service: "nas".into(),
+        }
+    }
+
+    #[test]
+    fn counters_histogram_and_denials_render_as_prometheus_text() {
+        let m = Metrics::new();
+        m.opened(labels("device:02:00:00:00:00:01"));
+        m.closed(labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.connect_latency(Duration::from_millis(3));
+        m.denied("no-guests", "nas", "source");
+        m.denied("no-guests", "nas", "source");
+        m.dry_run_denied("maybe");
+        m.overflow("inbound");
+        let far = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        m.set_cert_expiry("spiffe://h/node/a", far);
+        let t = m.render();
+        let l = "direction=\"outbound\",source_identity=\"device:02:00:00:00:00:01\",destination_identity=\"spiffe://h/svc/nas\",destination_service=\"nas\"";
+        assert!(
+            t.contains(&format!("trellis_tcp_connections_opened_total{{{l}}} 1")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("trellis_tcp_sent_bytes_total{{{l}}} 100")),
+            "{t}"
+        );
+        assert!(
+            t.contains(&format!("trellis_tcp_received_bytes_total{{{l}}} 2000")),
+            "{t}"
+        );
+        assert!(
+            t.contains("trellis_tcp_connect_latency_seconds_bucket{le=\"0.0025\"} 0"),
+            "{t}"
+        );
+        assert!(
+            t.contains("trellis_tcp_connect_latency_seconds_bucket{le=\"0.005\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("trellis_tcp_connect_latency_seconds_count 1"),
+            "{t}"
+        );
+        assert!(t.contains("trellis_policy_denials_total{rule=\"no-guests\",destination_service=\"nas\",enforced_at=\"source\"} 2"), "{t}");
+        assert!(t.contains("trellis_policy_dry_run_denials_total{rule=\"maybe\"} 1"));
+        assert!(t.contains("trellis_proxy_overflow_total{direction=\"inbound\"} 1"));
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("trellis_cert_expiry_seconds{"))
+            .unwrap();
+        let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((3590..=3600).contains(&secs), "{line}");
+    }
+
+    #[test]
+    fn label_sets_are_capped() {
+        let m = Metrics::new();
+        for i in 0..(MAX_SERIES + 50) {
+            m.opened(labels(&format!("device:{i}")));
+        }
+        let g = m.lock();
+        assert!(g.conns.len() <= MAX_SERIES + 1, "{}", g.conns.len());
+        let other = g
+            .conns
+            .iter()
+            .find(|(k, _)| k.source_identity == "other")
+            .unwrap()
+            .1;
+        assert_eq!(other.opened, 50);
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_access_lines_are_one_line() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let rec = AccessRecord {
+            direction: "inbound",
+            src_addr: None,
+            src_identity: "device:02:00:00:00:00:03".into(),
+            service: "nas".into(),
+            port: 80,
+            dst_identity: "spiffe://h/svc/nas".into(),
+            peer_node: "spiffe://h/node/a".into(),
+            bytes_sent: 1,
+            bytes_received: 2,
+            duration: Duration::from_millis(7),
+            outcome: Outcome::Denied,
+            rule: "no-guests".into(),
+        };
+        let line = rec.to_string();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("result=\"denied\" rule=\"no-guests\""),
+            "{line}"
+        );
+        assert!(line.contains("dst.service=nas:80"), "{line}");
+    }
+}

@@ -1,0 +1,514 @@
+//! Mutual TLS 1.3 between node proxies, with SPIFFE identities checked on both sides.
+//!
+//! Certificates carry exactly one URI SAN, the SPIFFE ID (no DNS names), so rustls' built-in
+//! server-name check cannot be used: [`SpiffeServerVerifier`] verifies the chain with webpki
+//! itself and then compares the peer's SPIFFE ID with the node the snapshot says should be at
+//! that address. The accepting side uses rustls' client verifier for the chain and checks the
+//! ID after the handshake ([`peer_identity`]). Revoked identities and serials from the snapshot
+//! are refused on both sides.
+//!
+//! Certificates must allow both `serverAuth` and `clientAuth` (or carry no EKU), because every
+//! node both dials and accepts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring, CryptoProvider};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use trellis_proto::{HomeId, SpiffeId};
+
+/// What went wrong establishing or checking a mesh TLS identity.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("peer certificate has no SPIFFE URI SAN (expected spiffe://<home>/node/<name>)")]
+    NoSpiffeId,
+    #[error("peer certificate could not be parsed: {0}")]
+    BadCertificate(String),
+    #[error("peer {0} has been revoked")]
+    Revoked(SpiffeId),
+    #[error("peer is {got}, expected {expected}")]
+    WrongPeer { got: SpiffeId, expected: SpiffeId },
+    #[error("peer {got} belongs to home {got_home}, not this home {home}")]
+    ForeignHome {
+        got: SpiffeId,
+        got_home: HomeId,
+        home: HomeId,
+    },
+    #[error("the trust bundle has no usable CA certificate: {0}")]
+    BadBundle(String),
+    #[error("this node's certificate or key is not usable: {0}")]
+    BadIdentity(String),
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
+/// This node's own certificate chain and key, as issued by the home CA.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    pub id: SpiffeId,
+    /// Leaf first, then intermediates.
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// Unix seconds, for the `trellis_cert_expiry_seconds` gauge.
+    pub not_after: u64,
+}
+
+impl Clone for NodeIdentity {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            not_after: self.not_after,
+        }
+    }
+}
+
+/// What this node trusts: the home CA(s), and who is revoked.
+#[derive(Debug, Clone)]
+pub struct TrustBundle {
+    pub home: HomeId,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub revoked_ids: HashSet<SpiffeId>,
+    /// Lowercase hex serial numbers without separators.
+    pub revoked_serials: HashSet<String>,
+}
+
+impl TrustBundle {
+    /// From the snapshot's `ca_pem` and revocation list.
+    pub fn from_snapshot(s: &trellis_proto::snapshot::ConfigSnapshot) -> Result<Self, TlsError> {
+        Ok(Self {
+            home: s.home_id.clone(),
+            roots: certs_from_pem(&s.ca_pem)?,
+            revoked_ids: s.revoked.iter().map(|r| r.identity.clone()).collect(),
+            revoked_serials: s
+                .revoked_serials
+                .iter()
+                .map(|x| normalize_serial(x))
+                .collect(),
+        })
+    }
+
+    /// The SPIFFE ID of a chain-verified certificate, refusing foreign homes and revoked
+    /// identities or serials.
+    pub fn check(&self, cert: &CertificateDer<'_>) -> Result<SpiffeId, TlsError> {
+        let (id, serial) = spiffe_id_and_serial(cert)?;
+        if id.home != self.home {
+            return Err(TlsError::ForeignHome {
+                got_home: id.home.clone(),
+                got: id,
+                home: self.home.clone(),
+            });
+        }
+        if self.revoked_ids.contains(&id) || self.revoked_serials.contains(&serial) {
+            return Err(TlsError::Revoked(id));
+        }
+        Ok(id)
+    }
+}
+
+fn normalize_serial(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .trim_start_matches('0')
+        .to_ascii_lowercase()
+}
+
+/// Parse every `CERTIFICATE` block of a PEM text.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
+        let p = p.map_err(|e| TlsError::BadBundle(e.to_string()))?;
+        if p.label == "CERTIFICATE" {
+            out.push(CertificateDer::from(p.contents));
+        }
+    }
+    if out.is_empty() {
+        return Err(TlsError::BadBundle(
+            "no CERTIFICATE block in the PEM".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The SPIFFE ID (the one URI SAN) and the serial (lowercase hex) of a certificate.
+pub fn spiffe_id_and_serial(cert: &CertificateDer<'_>) -> Result<(SpiffeId, String), TlsError> {
+    use x509_parser::extensions::GeneralName;
+    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    let serial = normalize_serial(&x.raw_serial_as_string());
+    let san = x
+        .subject_alternative_name()
+        .map_err(|e| TlsError::BadCertificate(e.to_string()))?
+        .ok_or(TlsError::NoSpiffeId)?;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    // Exactly one URI: a certificate naming two identities is ambiguous, refuse it.
+    let (Some(uri), None) = (uris.next(), uris.next()) else {
+        return Err(TlsError::NoSpiffeId);
+    };
+    let id = uri.parse::<SpiffeId>().map_err(|_| TlsError::NoSpiffeId)?;
+    Ok((id, serial))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// Checks the server's chain against the home CA and its SPIFFE ID against the expected node.
+#[derive(Debug)]
+pub struct SpiffeServerVerifier {
+    bundle: Arc<TrustBundle>,
+    anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
+    expected: SpiffeId,
+    provider: Arc<CryptoProvider>,
+}
+
+impl SpiffeServerVerifier {
+    pub fn new(bundle: Arc<TrustBundle>, expected: SpiffeId) -> Result<Self, TlsError> {
+        let anchors = bundle
+            .roots
+            .iter()
+            .map(|c| {
+                webpki::anchor_from_trusted_cert(c)
+                    .map(|a| a.to_owned())
+                    .map_err(|e| TlsError::BadBundle(format!("{e:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            bundle,
+            anchors,
+            expected,
+            provider: provider(),
+        })
+    }
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ee = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("bad peer certificate: {e:?}")))?;
+        ee.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            rustls::Error::General(format!(
+                "peer certificate not issued by this home's CA: {e:?}"
+            ))
+        })?;
+        let id = self
+            .bundle
+            .check(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        if id != self.expected {
+            return Err(rustls::Error::General(
+                TlsError::WrongPeer {
+                    got: id,
+                    expected: self.expected.clone(),
+                }
+                .to_string(),
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // TLS 1.2 is never negotiated (configs allow 1.3 only).
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Client side of the tunnel to one peer node.
+pub fn client_config(
+    me: &NodeIdentity,
+    bundle: Arc<TrustBundle>,
+    expected_peer: SpiffeId,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let verifier = SpiffeServerVerifier::new(bundle, expected_peer)?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous() // "dangerous" only in name: the verifier above checks chain and identity.
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(me.chain.clone(), me.key.clone_key())
+        .map_err(|e| TlsError::BadIdentity(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Server side of the tunnel: client certificates are required and chain to the home CA.
+pub fn server_config(
+    me: &NodeIdentity,
+    bundle: &TrustBundle,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for r in &bundle.roots {
+        roots
+            .add(r.clone())
+            .map_err(|e| TlsError::BadBundle(e.to_string()))?;
+    }
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| TlsError::BadBundle(e.to_string()))?;
+    let verifier = Arc::new(SpiffeClientVerifier {
+        inner,
+        bundle: bundle.clone(),
+    });
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(me.chain.clone(), me.key.clone_key())
+        .map_err(|e| TlsError::BadIdentity(e.to_string()))?;
+    // Tunnels are long-lived HTTP/2 connections, so resumption would save little, and a
+    // resumed session would let a peer back in without showing its certificate again.
+    cfg.send_tls13_tickets = 0;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// webpki's chain check, then the SPIFFE checks (home, revocation) inside the handshake, so a
+/// revoked node gets a TLS alert instead of a connection that dies later.
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    bundle: TrustBundle,
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.bundle
+            .check(end_entity)
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The verified SPIFFE ID of the client of an accepted TLS connection, refusing revoked and
+/// foreign identities.
+pub fn peer_identity(
+    conn: &rustls::ServerConnection,
+    bundle: &TrustBundle,
+) -> Result<SpiffeId, TlsError> {
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or(TlsError::NoSpiffeId)?;
+    bundle.check(cert)
+}
+
+/// The server name sent in the ClientHello. The value does not matter for verification (the
+/// SPIFFE ID does); it is fixed so nothing about the destination leaks in clear text beyond
+/// what the IP already says.
+pub fn sni() -> ServerName<'static> {
+    ServerName::try_from("trellis.mesh").expect("static name is valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::testca::TestCa;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Handshake a client expecting `expected` with a server holding `server_id`; returns the
+    /// client's error text, or the SPIFFE ID the server saw.
+    async fn handshake(
+        client: &NodeIdentity,
+        client_bundle: TrustBundle,
+        server: &NodeIdentity,
+        server_bundle: TrustBundle,
+        expected: SpiffeId,
+    ) -> Result<SpiffeId, String> {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let scfg = server_config(server, &server_bundle).unwrap();
+        let sb = server_bundle.clone();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = l.accept().await.unwrap();
+            let mut t = tokio_rustls::TlsAcceptor::from(scfg)
+                .accept(tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let id = peer_identity(t.get_ref().1, &sb).map_err(|e| e.to_string())?;
+            t.write_all(b"ok").await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(id)
+        });
+        let ccfg = client_config(client, Arc::new(client_bundle), expected).unwrap();
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let res = async {
+            let mut t = tokio_rustls::TlsConnector::from(ccfg)
+                .connect(sni(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut b = [0u8; 2];
+            t.read_exact(&mut b).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(())
+        }
+        .await;
+        let server_side = srv.await.unwrap();
+        res?;
+        server_side
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_checks_identity_on_both_sides() {
+        let ca = TestCa::new("home1").unwrap();
+        let a = ca.issue_node("a").unwrap();
+        let b = ca.issue_node("b").unwrap();
+        // The right peer: both sides learn each other's SPIFFE ID.
+        let seen = handshake(&a, ca.bundle(), &b, ca.bundle(), b.id.clone())
+            .await
+            .unwrap();
+        assert_eq!(seen.to_string(), "spiffe://home1/node/a");
+        // A valid certificate of the home, but not the node the snapshot lists at that address.
+        let c = ca.issue_node("c").unwrap();
+        let err = handshake(&a, ca.bundle(), &c, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("peer is spiffe://home1/node/c, expected spiffe://home1/node/b"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn revoked_foreign_ca_and_foreign_home_peers_are_refused() {
+        let ca = TestCa::new("home1").unwrap();
+        let a = ca.issue_node("a").unwrap();
+        let b = ca.issue_node("b").unwrap();
+        // The server has revoked a: the client gets an alert instead of data.
+        let mut revoked = ca.bundle();
+        revoked.revoked_ids.insert(a.id.clone());
+        assert!(handshake(&a, ca.bundle(), &b, revoked, b.id.clone())
+            .await
+            .is_err());
+        // The client has revoked b (by serial this time).
+        let serial = spiffe_id_and_serial(&b.chain[0]).unwrap().1;
+        let mut by_serial = ca.bundle();
+        by_serial.revoked_serials.insert(serial);
+        let err = handshake(&a, by_serial, &b, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("has been revoked"), "{err}");
+        // Another CA issuing the same name is not this home's CA.
+        let rogue = TestCa::new("home1").unwrap().issue_node("b").unwrap();
+        let err = handshake(&a, ca.bundle(), &rogue, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("not issued by this home's CA"), "{err}");
+        // Our CA, another home's ID: refused by name.
+        let other = ca.issue(&"spiffe://home2/node/b".parse().unwrap()).unwrap();
+        let err = handshake(&a, ca.bundle(), &other, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("belongs to home home2"), "{err}");
+    }
+
+    #[test]
+    fn bundle_from_pem_and_serial_normalisation() {
+        let ca = TestCa::new("home1").unwrap();
+        let text = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            b64(&ca.root())
+        );
+        assert_eq!(certs_from_pem(&text).unwrap().len(), 1);
+        assert!(certs_from_pem("nothing here").is_err());
+        assert_eq!(normalize_serial("00:0A:ff"), "aff");
+    }
+
+    fn b64(data: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}

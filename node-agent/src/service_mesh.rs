@@ -1,0 +1,318 @@
+//! Wires the service mesh's data plane to the control plane inside `trellis-agent run`.
+//!
+//! Every applied config snapshot, every renewed certificate and every change of the DHCP
+//! leases rebuilds one [`MeshState`] and hands it to the proxy through a watch channel; the
+//! DNS responder follows the catalog the same way. Interception (`table inet trellis`) is
+//! installed once and removed when the agent stops. What discovery finds goes back to the
+//! controller with the telemetry, which adds it to the catalog.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use trellis_proto::api::SeenService;
+use trellis_proto::catalog::LearnedVia;
+use trellis_proto::snapshot::ConfigSnapshot;
+use trellis_proto::tls::{certs_from_pem, key_from_pem};
+
+use crate::control::{Agent, AgentHandle};
+use crate::discovery::{self, DiscoveryEvent, MdnsBrowser};
+use crate::intercept::{Interception, Rules};
+use crate::metrics::Metrics;
+use crate::proxy::{MeshState, NodeIdentity, Proxy, ProxyConfig, ProxyHandle, TrustBundle};
+
+/// How often the DHCP lease file is looked at again.
+const REFRESH_EVERY: Duration = Duration::from_secs(30);
+/// Most services one node reports (the controller caps it too).
+const MAX_SEEN: usize = 64;
+/// DNS-SD types browsed on the LAN: file shares, printers, web UIs, Home Assistant, media.
+pub const BROWSED_TYPES: &[&str] = &[
+    "_smb._tcp.local.",
+    "_ipp._tcp.local.",
+    "_http._tcp.local.",
+    "_home-assistant._tcp.local.",
+    "_googlecast._tcp.local.",
+    "_airplay._tcp.local.",
+];
+
+/// Knobs of `trellis-agent run` for the service mesh.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub proxy: ProxyConfig,
+    /// Install nftables interception (needs root and nft).
+    pub intercept: bool,
+    /// Where the mesh-zone DNS answers (dnsmasq forwards `trellis.home.arpa` here).
+    pub dns: Option<SocketAddr>,
+    /// Where `/metrics` is served (Prometheus text).
+    pub metrics: Option<SocketAddr>,
+    /// dnsmasq's lease file.
+    pub leases: Option<PathBuf>,
+    /// Browse mDNS/DNS-SD on the LAN.
+    pub mdns: bool,
+    /// The address other routers reach this one by (default: the inbound listener's, or
+    /// the one used towards the controller).
+    pub advertise: Option<std::net::IpAddr>,
+}
+
+/// The running data plane; stops (and removes interception) when dropped.
+pub struct ServiceMesh {
+    pub proxy: Option<ProxyHandle>,
+    pub metrics: Arc<Metrics>,
+    _interception: Option<Interception>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for ServiceMesh {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(p) = self.proxy.take() {
+            p.shutdown();
+        }
+    }
+}
+
+fn proxy_identity(pem: &str) -> anyhow::Result<NodeIdentity> {
+    let chain = certs_from_pem(pem, "identity.pem")?;
+    let facts = trellis_proto::tls::cert_facts(&chain[0])?;
+    Ok(NodeIdentity {
+        id: facts.identity,
+        chain,
+        key: key_from_pem(pem, "identity.pem")?,
+        not_after: facts.not_after,
+    })
+}
+
+/// Build what the proxy decides with from the snapshot, the certificate and the leases.
+fn mesh_state(
+    generation: u64,
+    agent: &Agent,
+    snapshot: &ConfigSnapshot,
+    leases: &[discovery::Lease],
+) -> anyhow::Result<MeshState> {
+    let id = agent.identity();
+    let devices = discovery::devices_from_leases(
+        leases,
+        &snapshot.devices,
+        &snapshot.policy.unknown_device_group,
+    );
+    Ok(MeshState {
+        version: generation,
+        local_node: agent
+            .node
+            .identity
+            .node_name()
+            .ok_or_else(|| anyhow::anyhow!("this node's identity is not a node identity"))?,
+        identity: proxy_identity(&id.pem)?,
+        bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
+        nodes: snapshot.nodes.clone(),
+        catalog: snapshot.catalog.clone(),
+        policy: snapshot.policy.clone(),
+        devices,
+        hops: HashMap::new(),
+    })
+}
+
+/// Start the data plane once the first snapshot is known (stored or fresh).
+pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<ServiceMesh> {
+    let metrics = Arc::new(Metrics::new());
+    let mut trust = agent.trust.clone();
+    let snapshot = trust
+        .wait_for_version(1)
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the agent stopped before any configuration arrived"))?;
+    let read_leases = {
+        let path = opts.leases.clone();
+        move || {
+            path.as_deref()
+                .and_then(|p| discovery::read_leases(p).ok())
+                .unwrap_or_default()
+        }
+    };
+    let mut generation = 1u64;
+    let mut last = (
+        snapshot.version,
+        agent.agent.identity().facts.serial,
+        read_leases(),
+    );
+    let first = mesh_state(generation, &agent.agent, &snapshot, &last.2)?;
+    let (state_tx, state_rx) = watch::channel(Arc::new(first));
+    let (catalog_tx, catalog_rx) = watch::channel(Arc::new(snapshot.catalog.clone()));
+    let proxy = Proxy::start(opts.proxy.clone(), state_rx, metrics.clone()).await?;
+    tracing::info!(outbound = %proxy.outbound, inbound = %proxy.inbound, "service mesh proxy listening");
+    // Tell the other routers where our tunnel endpoint is.
+    let advertise = opts
+        .advertise
+        .or_else(|| (!proxy.inbound.ip().is_unspecified()).then(|| proxy.inbound.ip()))
+        .or_else(|| agent.agent.local_address_towards_controller());
+    match advertise {
+        Some(ip) => {
+            agent
+                .agent
+                .set_addresses(vec![SocketAddr::new(ip, proxy.inbound.port()).to_string()]);
+            if let Err(e) = agent.agent.report_once().await {
+                tracing::warn!("could not announce the tunnel address yet: {e}");
+            }
+        }
+        None => tracing::warn!("no address to announce for the tunnel endpoint; use --advertise"),
+    }
+    let interception = if opts.intercept {
+        match Interception::install(&Rules::for_proxy(proxy.outbound.port())) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::error!("could not install interception (nftables table inet trellis): {e}; mesh names will not reach the proxy. Is kmod-nft-nat installed?");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut tasks = Vec::new();
+
+    // Rebuild the proxy's state on every snapshot, renewal or lease change.
+    tasks.push(tokio::spawn({
+        let mut trust = agent.trust.clone();
+        let mut renewals = agent.agent.renewals();
+        let agent = agent.agent.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = trust.changed() => {}
+                    Ok(()) = renewals.changed() => {}
+                    _ = tokio::time::sleep(REFRESH_EVERY) => {}
+                }
+                let Some(snapshot) = trust.snapshot() else {
+                    continue;
+                };
+                let now = (
+                    snapshot.version,
+                    agent.identity().facts.serial,
+                    read_leases(),
+                );
+                if now == last {
+                    continue;
+                }
+                generation += 1;
+                match mesh_state(generation, &agent, &snapshot, &now.2) {
+                    Ok(state) => {
+                        state_tx.send_replace(Arc::new(state));
+                        catalog_tx.send_replace(Arc::new(snapshot.catalog.clone()));
+                        last = now;
+                    }
+                    Err(e) => tracing::error!(
+                        "could not apply config v{} to the proxy: {e:#}",
+                        snapshot.version
+                    ),
+                }
+            }
+        }
+    }));
+
+    if let Some(addr) = opts.dns {
+        let sock = tokio::net::UdpSocket::bind(addr).await?;
+        tracing::info!(%addr, "answering DNS for trellis.home.arpa");
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::dns::serve(sock, catalog_rx).await {
+                tracing::error!("mesh DNS stopped: {e}");
+            }
+        }));
+    }
+    if let Some(addr) = opts.metrics {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(%addr, "serving /metrics");
+        tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone())));
+    }
+    if opts.mdns {
+        match MdnsBrowser::start(BROWSED_TYPES) {
+            Ok((browser, events)) => tasks.push(tokio::spawn(report_discoveries(
+                browser,
+                events,
+                agent.agent.clone(),
+            ))),
+            Err(e) => tracing::warn!("mDNS browsing unavailable: {e}"),
+        }
+    }
+    Ok(ServiceMesh {
+        proxy: Some(proxy),
+        metrics,
+        _interception: interception,
+        tasks,
+    })
+}
+
+/// Keep a bounded book of what DNS-SD shows on the LAN and report changes to the controller.
+async fn report_discoveries(
+    _browser: MdnsBrowser,
+    mut events: tokio::sync::mpsc::Receiver<DiscoveryEvent>,
+    agent: Agent,
+) {
+    let mut seen: BTreeMap<String, SeenService> = BTreeMap::new();
+    while let Some(ev) = events.recv().await {
+        match ev {
+            DiscoveryEvent::Up(d) => {
+                let Some(addr) = d
+                    .addrs
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or(d.addrs.iter().next())
+                    .copied()
+                else {
+                    continue;
+                };
+                if seen.len() >= MAX_SEEN && !seen.contains_key(&d.fullname) {
+                    continue;
+                }
+                seen.insert(
+                    d.fullname.clone(),
+                    SeenService {
+                        name: d.name,
+                        addr,
+                        ports: vec![d.port],
+                        learned_via: LearnedVia::Mdns,
+                    },
+                );
+            }
+            DiscoveryEvent::Down { fullname } => {
+                seen.remove(&fullname);
+            }
+        }
+        agent.set_seen_services(seen.values().cloned().collect());
+        if let Err(e) = agent.report_once().await {
+            tracing::debug!("could not report discovered services: {e}");
+        }
+    }
+}
+
+/// `GET /metrics` in Prometheus text; anything else is 404. Bound to loopback by default.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let metrics = metrics.clone();
+                    async move {
+                        let (status, body) = if req.uri().path() == "/metrics" {
+                            (hyper::StatusCode::OK, metrics.render())
+                        } else {
+                            (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_owned())
+                        };
+                        hyper::Response::builder()
+                            .status(status)
+                            .header("content-type", "text/plain; version=0.0.4")
+                            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    }
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}

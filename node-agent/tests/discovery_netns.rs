@@ -1,0 +1,115 @@
+//! mDNS / DNS-SD discovery across a real link: a device namespace announces `_http._tcp`,
+//! the router namespace's [`MdnsBrowser`] sees it with its address and port.
+//! Needs root (network namespaces); prints why it is skipped otherwise.
+
+use std::process::Command;
+use std::time::Duration;
+
+use trellis_agent::discovery::{DiscoveryEvent, MdnsBrowser};
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("ip (iproute2) is installed");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn enter(ns: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+    // SAFETY: setns on a valid namespace fd; affects only this thread.
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+}
+
+struct Ns(Vec<String>);
+impl Drop for Ns {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+#[test]
+fn router_discovers_a_service_announced_on_its_segment() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root for network namespaces (CI runs as root)");
+        return;
+    }
+    let id = std::process::id();
+    let (dev, rtr) = (format!("md-{id}"), format!("mr-{id}"));
+    let _ns = Ns(vec![dev.clone(), rtr.clone()]);
+    for n in [&dev, &rtr] {
+        run(&["ip", "netns", "add", n]);
+        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+    }
+    run(&[
+        "ip", "link", "add", "d0", "netns", &dev, "type", "veth", "peer", "name", "r0", "netns",
+        &rtr,
+    ]);
+    run(&["ip", "-n", &dev, "addr", "add", "10.3.0.2/24", "dev", "d0"]);
+    run(&["ip", "-n", &rtr, "addr", "add", "10.3.0.1/24", "dev", "r0"]);
+    run(&["ip", "-n", &dev, "link", "set", "d0", "up"]);
+    run(&["ip", "-n", &rtr, "link", "set", "r0", "up"]);
+
+    // The device: announces "Family NAS" over mDNS (its own daemon thread lives in `dev`).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dev2 = dev.clone();
+    let announcer = std::thread::spawn(move || {
+        enter(&dev2);
+        let d = mdns_sd::ServiceDaemon::new().unwrap();
+        let info = mdns_sd::ServiceInfo::new(
+            "_http._tcp.local.",
+            "Family NAS",
+            "nas-box.local.",
+            "10.3.0.2",
+            8080,
+            None,
+        )
+        .unwrap();
+        d.register(info).unwrap();
+        // Keep announcing until the router has seen it.
+        let _ = rx.recv_timeout(Duration::from_secs(60));
+        let _ = d.shutdown();
+    });
+
+    let rtr2 = rtr.clone();
+    let seen = std::thread::spawn(move || {
+        enter(&rtr2);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (_browser, mut events) = MdnsBrowser::start(&["_http._tcp.local."]).unwrap();
+            tokio::time::timeout(Duration::from_secs(30), async {
+                loop {
+                    if let Some(DiscoveryEvent::Up(d)) = events.recv().await {
+                        return d;
+                    }
+                }
+            })
+            .await
+            .expect("no mDNS announcement seen within 30 s")
+        })
+    })
+    .join()
+    .unwrap();
+    let _ = tx.send(());
+    announcer.join().unwrap();
+
+    assert_eq!(seen.name, "family-nas");
+    assert_eq!(seen.service_type, "_http._tcp.local.");
+    assert_eq!(seen.port, 8080);
+    assert!(
+        seen.addrs.contains(&"10.3.0.2".parse().unwrap()),
+        "{seen:?}"
+    );
+    assert_eq!(seen.host, "nas-box.local.");
+}

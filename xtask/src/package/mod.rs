@@ -1,0 +1,412 @@
+//! `cargo xtask package`: OpenWrt packages of Trellis, written in Rust, checked on the way out.
+//!
+//! Per OpenWrt arch of `cross/targets.tsv`: `trellis-agent` and `trellis-controller`; once:
+//! the noarch `luci-app-trellis`. Output goes to `dist/packages/<arch>/` and
+//! `dist/packages/all/`, each with an opkg `Packages`/`Packages.gz` index, so the folder can be
+//! served as a feed (`src/gz trellis http://…`) or dropped into an Image Builder's `packages/`.
+//!
+//! `.ipk` (OpenWrt 24.10) is written in Rust. `.apk` (apk-tools v3, OpenWrt 25.12) is written
+//! too when an apk 3 binary is given with `--apk-tool` (see `apk.rs`): no registry reachable
+//! here ships apk-tools 3, so by default only `.ipk` files come out.
+mod apk;
+mod checks;
+mod elf;
+mod ipk;
+mod read;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::{cross, root};
+
+const USAGE: &str =
+    "usage: cargo xtask package [--target ARCH|RUST_TARGET]... [--no-build] [--apk-tool PATH]
+       cargo xtask package check    only the source checks (shellcheck, the LuCI view under node)
+
+  --target      an OpenWrt arch (aarch64_cortex-a53) or Rust target from cross/targets.tsv;
+                repeatable; default: every arch of the table
+  --no-build    package the binaries already in dist/<rust-target>/ instead of building
+  --apk-tool P  also write .apk packages for OpenWrt 25.12 with this apk 3 binary (e.g. a
+                25.12 SDK's staging_dir/host/bin/apk); default: $APK_TOOL when set";
+
+/// A package written to disk.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub name: String,
+    pub arch: String,
+    /// "ipk" or "apk".
+    pub format: &'static str,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("check") {
+        return ci_checks(true);
+    }
+    let mut targets = Vec::new();
+    let mut no_build = false;
+    let mut apk_tool = std::env::var_os("APK_TOOL").map(PathBuf::from);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--target" => match it.next() {
+                Some(t) => targets.push(t.clone()),
+                None => bail!("--target needs a value\n\n{USAGE}"),
+            },
+            "--no-build" => no_build = true,
+            "--apk-tool" => match it.next() {
+                Some(t) => apk_tool = Some(PathBuf::from(t)),
+                None => bail!("--apk-tool needs a path\n\n{USAGE}"),
+            },
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    if let Some(t) = &apk_tool {
+        if !t.is_file() {
+            bail!("--apk-tool {}: no such file", t.display());
+        }
+    }
+    let written = build(&targets, no_build, apk_tool.as_deref())?;
+    print_sizes(&written);
+    Ok(())
+}
+
+/// Build (unless `no_build`), package and check; every package is read back before this
+/// returns, and a package that fails a check is an error.
+pub fn build(targets: &[String], no_build: bool, apk_tool: Option<&Path>) -> Result<Vec<Written>> {
+    let root = root();
+    let all = cross::targets()?;
+    for t in targets {
+        if !all
+            .iter()
+            .any(|r| &r.openwrt_arch == t || &r.rust_target == t)
+        {
+            bail!("unknown target {t:?}; cross/targets.tsv lists the known ones");
+        }
+    }
+    let rows: Vec<cross::Target> = all
+        .into_iter()
+        .filter(|r| {
+            targets.is_empty()
+                || targets
+                    .iter()
+                    .any(|t| t == &r.openwrt_arch || t == &r.rust_target)
+        })
+        .collect();
+    let mut rust_targets: Vec<String> = rows.iter().map(|r| r.rust_target.clone()).collect();
+    rust_targets.dedup();
+    if !no_build {
+        cross::run(&rust_targets)?;
+    }
+
+    let mtime = source_date_epoch(&root);
+    let out = root.join("dist/packages");
+    let mut written = Vec::new();
+    for row in &rows {
+        let bin_dir = root.join("dist").join(&row.rust_target);
+        let bin = |name: &str| -> Result<PathBuf> {
+            let p = bin_dir.join(name);
+            if !p.is_file() {
+                bail!(
+                    "{} is missing: run `cargo xtask cross {}` first, or drop --no-build",
+                    p.display(),
+                    row.rust_target
+                );
+            }
+            Ok(p)
+        };
+        let dir = out.join(&row.openwrt_arch);
+        remove_old(&dir)?;
+        let pkgs = [
+            spec::agent(&row.openwrt_arch, &bin("trellis-agent")?),
+            spec::controller(&row.openwrt_arch, &bin("trellis-controller")?),
+        ];
+        for pkg in &pkgs {
+            written.push(write_checked(pkg, &root, &dir, mtime)?);
+            if let Some(tool) = apk_tool {
+                written.push(write_apk(pkg, &root, tool, &dir, mtime)?);
+            }
+        }
+        write_index(&dir)?;
+    }
+    let luci = spec::luci(&root)?;
+    let dir = out.join("all");
+    remove_old(&dir)?;
+    written.push(write_checked(&luci, &root, &dir, mtime)?);
+    if let Some(tool) = apk_tool {
+        written.push(write_apk(&luci, &root, tool, &dir, mtime)?);
+    }
+    write_index(&dir)?;
+    Ok(written)
+}
+
+/// Build an `.apk` with apk itself, then have apk dump it back and check name and version.
+fn write_apk(
+    pkg: &spec::Package,
+    root: &Path,
+    tool: &Path,
+    dir: &Path,
+    mtime: u64,
+) -> Result<Written> {
+    let path = apk::build(pkg, root, tool, dir, mtime)?;
+    let dump = crate::output(Command::new(tool).arg("adbdump").arg(&path))?;
+    for want in [
+        format!("name: {}", pkg.name),
+        format!("version: {}", pkg.version),
+    ] {
+        if !dump.contains(&want) {
+            bail!("`apk adbdump {}` lacks {want:?}", path.display());
+        }
+    }
+    Ok(Written {
+        name: pkg.name.clone(),
+        arch: pkg.arch.clone(),
+        format: "apk",
+        bytes: std::fs::metadata(&path)?.len(),
+        path,
+    })
+}
+
+/// Packages of an older version would sit next to the new ones in the feed index.
+fn remove_old(dir: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries {
+        let path = e?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let ours = name.starts_with("trellis-") || name.starts_with("luci-app-trellis");
+        if ours && (name.ends_with(".ipk") || name.ends_with(".apk")) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Write one package, then read it back and refuse to keep it if a check fails.
+fn write_checked(pkg: &spec::Package, root: &Path, dir: &Path, mtime: u64) -> Result<Written> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = ipk::build(pkg, root, mtime).with_context(|| format!("packaging {}", pkg.name))?;
+    let file_name = pkg.ipk_file_name();
+    let path = dir.join(&file_name);
+    let problems = verify(&bytes, &file_name)?;
+    if !problems.is_empty() {
+        bail!("{file_name} fails its checks:\n  {}", problems.join("\n  "));
+    }
+    std::fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Written {
+        name: pkg.name.clone(),
+        arch: pkg.arch.clone(),
+        format: "ipk",
+        path,
+        bytes: bytes.len() as u64,
+    })
+}
+
+/// The files each package must hold, written down independently of `spec` so a file dropped
+/// from the spec by mistake is caught.
+pub fn required_paths(name: &str) -> &'static [&'static str] {
+    match name {
+        "trellis-agent" => &[
+            "/usr/bin/trellis-agent",
+            "/etc/init.d/trellis-agent",
+            "/etc/config/trellis",
+            "/etc/uci-defaults/90-trellis",
+            "/lib/upgrade/keep.d/trellis",
+            "/etc/hotplug.d/dhcp/90-trellis",
+        ],
+        "trellis-controller" => &[
+            "/usr/bin/trellis-controller",
+            "/usr/bin/trellis",
+            "/etc/init.d/trellis-controller",
+        ],
+        "luci-app-trellis" => &[
+            "/www/luci-static/resources/view/trellis/overview.js",
+            "/usr/share/luci/menu.d/luci-app-trellis.json",
+            "/usr/share/rpcd/acl.d/luci-app-trellis.json",
+            "/usr/share/ucitrack/luci-app-trellis.json",
+            "/usr/libexec/rpcd/luci.trellis",
+        ],
+        _ => &[],
+    }
+}
+
+/// Read `.ipk` bytes back like opkg and list every problem.
+pub fn verify(bytes: &[u8], file_name: &str) -> Result<Vec<String>> {
+    let ipk = read::read(bytes).with_context(|| format!("reading {file_name} back"))?;
+    let name = ipk.field("Package").unwrap_or_default().to_owned();
+    let arch = ipk.field("Architecture").unwrap_or_default().to_owned();
+    let mut problems = read::check(
+        &ipk,
+        &read::Expect {
+            file_name,
+            name: &name,
+            arch: &arch,
+            paths: required_paths(&name),
+        },
+    );
+    if required_paths(&name).is_empty() {
+        problems.push(format!("{name:?} is not a Trellis package"));
+    }
+    if name == "trellis-agent" && !ipk.conffiles().contains(&"/etc/config/trellis".to_owned()) {
+        problems.push("/etc/config/trellis is not a conffile: upgrades would overwrite it".into());
+    }
+    if name == "trellis-controller" {
+        match ipk.data_file("/usr/bin/trellis").map(|e| &e.kind) {
+            Some(read::EntryKind::Symlink(t)) if t == "trellis-controller" => {}
+            other => problems.push(format!(
+                "/usr/bin/trellis must link to trellis-controller, found {other:?}"
+            )),
+        }
+    }
+    Ok(problems)
+}
+
+/// The time stamped on every entry: $SOURCE_DATE_EPOCH, else the last commit's time, so two
+/// builds of one commit give the same bytes.
+fn source_date_epoch(root: &Path) -> u64 {
+    if let Some(t) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return t;
+    }
+    Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An opkg feed index (`Packages` and `Packages.gz`) of every `.ipk` in `dir`, as
+/// `scripts/ipkg-make-index.sh` writes it: the control fields plus Filename, Size, SHA256sum.
+fn write_index(dir: &Path) -> Result<()> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ipk"))
+        .collect();
+    names.sort();
+    let mut index = String::new();
+    for path in names {
+        let bytes = std::fs::read(&path)?;
+        let ipk = read::read(&bytes)?;
+        for (k, v) in &ipk.fields {
+            if k == "Description" {
+                continue;
+            }
+            index += &format!("{k}: {v}\n");
+        }
+        let file = path.file_name().unwrap_or_default().to_string_lossy();
+        index += &format!(
+            "Filename: {file}\nSize: {}\nSHA256sum: {:x}\n",
+            bytes.len(),
+            Sha256::digest(&bytes)
+        );
+        if let Some(d) = ipk.field("Description") {
+            index += &format!("Description: {}\n", d.replace('\n', "\n "));
+        }
+        index += "\n";
+    }
+    std::fs::write(dir.join("Packages"), &index)?;
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, index.as_bytes())?;
+    std::fs::write(dir.join("Packages.gz"), gz.finish()?)?;
+    Ok(())
+}
+
+fn print_sizes(written: &[Written]) {
+    println!();
+    println!("{:<20} {:<26} {:>10}  file", "package", "arch", "bytes");
+    for w in written {
+        let rel = w.path.strip_prefix(root()).unwrap_or(&w.path);
+        println!(
+            "{:<20} {:<26} {:>10}  {}",
+            w.name,
+            w.arch,
+            w.bytes,
+            rel.display()
+        );
+    }
+    for format in ["ipk", "apk"] {
+        let of_format: Vec<&Written> = written.iter().filter(|w| w.format == format).collect();
+        let Some(luci) = of_format.iter().find(|w| w.arch == "all") else {
+            continue;
+        };
+        let mut arches: Vec<&str> = of_format
+            .iter()
+            .filter(|w| w.arch != "all")
+            .map(|w| w.arch.as_str())
+            .collect();
+        arches.dedup();
+        println!();
+        println!(
+            "what a primary router installs (.{format}: agent + controller + luci-app), goal <= 4 MB:"
+        );
+        for arch in arches {
+            let total: u64 = luci.bytes
+                + of_format
+                    .iter()
+                    .filter(|w| w.arch == arch)
+                    .map(|w| w.bytes)
+                    .sum::<u64>();
+            println!(
+                "  {arch:<28} {total:>9} bytes ({:.2} MB){}",
+                total as f64 / 1e6,
+                if total > 4_000_000 { "  OVER 4 MB" } else { "" }
+            );
+        }
+    }
+}
+
+/// What `cargo xtask test` runs: the source checks (shellcheck, the LuCI JS under node), and
+/// unless `quick`, the aarch64 and noarch packages built and read back.
+pub fn ci_checks(quick: bool) -> Result<()> {
+    let mut results = checks::source_checks(&root())?;
+    if !quick {
+        let r = build(&["aarch64_cortex-a53".to_owned()], false, None).inspect(|w| print_sizes(w));
+        match r {
+            Ok(written) => {
+                results.push(("packages build and pass their checks".into(), Ok(())));
+                for w in &written {
+                    results.push((
+                        format!("GNU tar reads {}", w.path.display()),
+                        checks::gnu_tar_reads(&w.path),
+                    ));
+                }
+            }
+            Err(e) => results.push(("packages build and pass their checks".into(), Err(e))),
+        }
+    }
+    let failed: Vec<_> = results.iter().filter(|(_, r)| r.is_err()).collect();
+    for (name, r) in &results {
+        match r {
+            Ok(()) => println!("ok   {name}"),
+            Err(e) => println!("FAIL {name}: {e:#}"),
+        }
+    }
+    println!(
+        "packages: {} passed, {} failed",
+        results.len() - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!("{} package checks failed", failed.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,1022 @@
+//! Tests of the packages and of what they ship that need only Rust and `/bin/sh`.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::*;
+use crate::package::read::EntryKind;
+
+fn ws() -> PathBuf {
+    crate::root()
+}
+
+/// A fresh scratch folder; the counter keeps tests that run in parallel apart.
+fn tmp(name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "trellis-pkg-test-{}-{n}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A stand-in "binary": a valid ELF header for `arch` and some padding.
+fn fake_binary(dir: &Path, name: &str, arch: &str) -> PathBuf {
+    let mut bytes = elf::fake_header(elf::expected(arch).unwrap());
+    bytes.resize(4096, 0xAB);
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn packages(arch: &str, bin_arch: &str) -> Vec<spec::Package> {
+    let dir = tmp(&format!("bins-{arch}-{bin_arch}"));
+    vec![
+        spec::agent(arch, &fake_binary(&dir, "trellis-agent", bin_arch)),
+        spec::controller(arch, &fake_binary(&dir, "trellis-controller", bin_arch)),
+        spec::luci(&ws()).unwrap(),
+    ]
+}
+
+fn problems_of(pkg: &spec::Package) -> Vec<String> {
+    let bytes = ipk::build(pkg, &ws(), 1_700_000_000).unwrap();
+    verify(&bytes, &pkg.ipk_file_name()).unwrap()
+}
+
+#[test]
+fn every_package_of_every_arch_passes_the_opkg_checks() {
+    for t in crate::cross::targets().unwrap() {
+        for pkg in packages(&t.openwrt_arch, &t.openwrt_arch) {
+            let p = problems_of(&pkg);
+            assert!(p.is_empty(), "{}: {p:#?}", pkg.ipk_file_name());
+        }
+    }
+}
+
+#[test]
+fn packages_read_back_with_the_expected_contents() {
+    let pkgs = packages("aarch64_cortex-a53", "aarch64_cortex-a53");
+    let bytes = ipk::build(&pkgs[0], &ws(), 1).unwrap();
+    let ipk = read::read(&bytes).unwrap();
+    assert_eq!(
+        ipk.members,
+        ["debian-binary", "data.tar.gz", "control.tar.gz"]
+    );
+    let depends = ipk.field("Depends").unwrap();
+    assert!(
+        depends.contains("wpad-mesh-mbedtls | wpad-mbedtls"),
+        "{depends}"
+    );
+    assert!(depends.contains("kmod-nft-tproxy"), "{depends}");
+    assert_eq!(ipk.conffiles(), ["/etc/config/trellis"]);
+    let init = ipk.data_file("/etc/init.d/trellis-agent").unwrap();
+    assert_eq!(init.mode, 0o755);
+    assert_eq!(ipk.data_file("/usr/bin/trellis-agent").unwrap().mode, 0o755);
+    assert_eq!(ipk.data_file("/etc/config/trellis").unwrap().mode, 0o644);
+    assert!(ipk.control_file("prerm-pkg").is_some());
+
+    let ctl = read::read(&ipk::build(&pkgs[1], &ws(), 1).unwrap()).unwrap();
+    assert_eq!(
+        ctl.data_file("/usr/bin/trellis").unwrap().kind,
+        EntryKind::Symlink("trellis-controller".into())
+    );
+    assert!(ctl
+        .field("Depends")
+        .unwrap()
+        .starts_with("trellis-agent (="));
+
+    let luci = read::read(&ipk::build(&pkgs[2], &ws(), 1).unwrap()).unwrap();
+    assert_eq!(luci.field("Architecture"), Some("all"));
+    assert_eq!(
+        luci.data_file("/usr/libexec/rpcd/luci.trellis")
+            .unwrap()
+            .mode,
+        0o755
+    );
+}
+
+#[test]
+fn output_is_deterministic() {
+    let pkgs = packages("x86_64", "x86_64");
+    for p in &pkgs {
+        assert_eq!(
+            ipk::build(p, &ws(), 42).unwrap(),
+            ipk::build(p, &ws(), 42).unwrap(),
+            "{}",
+            p.name
+        );
+    }
+}
+
+#[test]
+fn gnu_tar_reads_what_we_write() {
+    let dir = tmp("gnu-tar");
+    let pkg = &packages("mipsel_24kc", "mipsel_24kc")[0];
+    let path = dir.join(pkg.ipk_file_name());
+    std::fs::write(&path, ipk::build(pkg, &ws(), 1).unwrap()).unwrap();
+    checks::gnu_tar_reads(&path).unwrap();
+}
+
+#[test]
+fn a_binary_for_the_wrong_cpu_is_caught() {
+    // mips big-endian binaries in a mipsel package: the classic mix-up.
+    let pkg = &packages("mipsel_24kc", "mips_24kc")[0];
+    let p = problems_of(pkg);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("/usr/bin/trellis-agent is built for mips")
+                && m.contains("big-endian")),
+        "{p:#?}"
+    );
+    let pkg = &packages("aarch64_cortex-a53", "x86_64")[1];
+    assert!(problems_of(pkg).iter().any(|m| m.contains("e_machine 62")));
+}
+
+#[test]
+fn wrong_modes_missing_files_and_bad_conffiles_are_caught() {
+    let mut pkg = packages("x86_64", "x86_64").remove(0);
+    pkg.files[0].mode = 0o644; // the binary
+    pkg.files[1].mode = 0o644; // the init script
+    pkg.conffiles.push("/etc/trellis/nothing".into());
+    pkg.files
+        .retain(|f| f.dest != "/lib/upgrade/keep.d/trellis");
+    let p = problems_of(&pkg);
+    for want in [
+        "/usr/bin/trellis-agent has mode 644, expected 755",
+        "/etc/init.d/trellis-agent has mode 644, expected 755",
+        "conffile /etc/trellis/nothing is not a file of the package",
+        "/lib/upgrade/keep.d/trellis is missing",
+    ] {
+        assert!(p.iter().any(|m| m == want), "{want:?} not in {p:#?}");
+    }
+}
+
+#[test]
+fn a_misnamed_package_or_an_ar_archive_is_rejected() {
+    let pkg = &packages("x86_64", "x86_64")[0];
+    let bytes = ipk::build(pkg, &ws(), 1).unwrap();
+    let p = verify(&bytes, "trellis-agent.ipk").unwrap();
+    assert!(p.iter().any(|m| m.contains("opkg's convention")), "{p:#?}");
+
+    let e = read::read(b"!<arch>\ndebian-binary   ").unwrap_err();
+    assert!(e.to_string().contains("ar archive"), "{e}");
+    let e = read::read(b"PK\x03\x04").unwrap_err();
+    assert!(e.to_string().contains("not gzip"), "{e}");
+}
+
+#[test]
+fn control_continuation_lines_and_duplicates() {
+    let f = read::parse_control("Package: a\nDescription: one\n two\n").unwrap();
+    assert_eq!(f[1].1, "one\ntwo");
+    assert!(read::parse_control("Package: a\nPackage: b\n").is_err());
+    assert!(read::parse_control(" x\n").is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// What the packages ship: UCI defaults, init scripts, uci-defaults, the rpcd plugin.
+
+fn default_config() -> trellis_proto::uci::UciFile {
+    let text = std::fs::read_to_string(ws().join("firmware/files/trellis.config")).unwrap();
+    trellis_proto::uci::parse(&text).unwrap_or_else(|e| panic!("trellis.config {e}"))
+}
+
+#[test]
+fn uci_defaults_parse_and_hold_what_the_init_scripts_read() {
+    let cfg = default_config();
+    for s in ["main", "mesh", "controller", "agent"] {
+        assert!(cfg.section(s).is_some(), "section {s} missing");
+    }
+    assert!(["auto", "controller", "agent"].contains(&cfg.get("main", "role").unwrap()));
+    assert_eq!(
+        cfg.section("main").unwrap().get_bool("enabled"),
+        Ok(Some(true))
+    );
+    assert!(["2g", "5g", "6g"].contains(&cfg.get("mesh", "band").unwrap()));
+    let v: u16 = cfg.get("controller", "port").unwrap().parse().unwrap();
+    assert!(v > 0);
+    for port in [
+        "dns_port",
+        "proxy_outbound_port",
+        "proxy_inbound_port",
+        "metrics_port",
+    ] {
+        let v: u16 = cfg.get("agent", port).unwrap().parse().unwrap();
+        assert!(v > 0);
+    }
+    // Every `config_get[_bool] var section option` of the init scripts names an option that
+    // the shipped defaults have, so a typo cannot silently fall back to a default.
+    for script in ["trellis-agent.init", "trellis-controller.init"] {
+        let text = std::fs::read_to_string(ws().join("firmware/files").join(script)).unwrap();
+        let mut n = 0;
+        for line in text.lines() {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            if let ["config_get" | "config_get_bool", _var, section, option, ..] = w.as_slice() {
+                n += 1;
+                assert!(
+                    cfg.get(section, option).is_some(),
+                    "{script} reads {section}.{option}, which trellis.config lacks"
+                );
+            }
+        }
+        assert!(n >= 3, "{script}: only {n} config_get calls found");
+    }
+}
+
+/// Stand-ins for /lib/functions.sh (config_load/config_get from a UCI file rendered as the
+/// CONFIG_<section>_<option> variables the real one sets) and /lib/functions/procd.sh, and for
+/// the commands an init script runs, each recording its call as one `|`-separated line.
+const PROCD_STANDIN: &str = r#"
+rec() { _l=$1; shift; for _a in "$@"; do _l="$_l|$_a"; done; printf '%s\n' "$_l" >> "$CALLS"; }
+config_load() { rec config_load "$@"; . "$CONFIG_VARS"; }
+config_get() { eval "_v=\${CONFIG_${2}_${3}:-\$4}"; eval "$1=\$_v"; }
+config_get_bool() {
+	config_get "$@"
+	eval "_v=\$$1"
+	case "$_v" in
+	1|on|true|yes|enabled) eval "$1=1" ;;
+	0|off|false|no|disabled) eval "$1=0" ;;
+	*) eval "$1=\${4:-0}" ;;
+	esac
+}
+for f in procd_open_instance procd_close_instance procd_set_param procd_append_param \
+	procd_add_reload_trigger procd_add_mdns procd_add_jail procd_open_data procd_close_data \
+	procd_add_interface_trigger mkdir chmod logger; do
+	eval "$f() { rec $f \"\$@\"; }"
+done
+"#;
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Run `start_service` and `service_triggers` of an init script against the stand-ins with
+/// the default config changed by `set`; returns the recorded calls and the exit status.
+fn run_init(script: &str, set: &[(&str, &str, &str)]) -> (Vec<String>, bool, String) {
+    let dir = tmp(&format!("init-{script}-{}", set.len()));
+    let mut cfg = default_config();
+    for (sec, opt, val) in set {
+        let s = cfg
+            .sections
+            .iter_mut()
+            .find(|s| s.name.as_deref() == Some(*sec))
+            .unwrap();
+        s.options.retain(|(n, _)| n != opt);
+        s.options.push((
+            opt.to_string(),
+            trellis_proto::uci::Value::Single(val.to_string()),
+        ));
+    }
+    let mut vars = String::new();
+    for s in &cfg.sections {
+        let name = s.name.clone().unwrap();
+        for (opt, _) in &s.options {
+            let v = s.get(opt).unwrap();
+            vars += &format!("CONFIG_{name}_{opt}={}\n", shell_quote(v));
+        }
+    }
+    std::fs::write(dir.join("config.sh"), vars).unwrap();
+    std::fs::write(dir.join("procd.sh"), PROCD_STANDIN).unwrap();
+    let calls = dir.join("calls");
+    let init = ws().join("firmware/files").join(script);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#". "$1"; . "$2"; start_service; rc=$?; service_triggers; exit $rc"#)
+        .arg("sh")
+        .arg(dir.join("procd.sh"))
+        .arg(&init)
+        .env("CALLS", &calls)
+        .env("CONFIG_VARS", dir.join("config.sh"))
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&calls).unwrap_or_default();
+    (
+        text.lines().map(String::from).collect(),
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn procd_calls(calls: &[String]) -> Vec<&str> {
+    calls
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with("procd_"))
+        .collect()
+}
+
+#[test]
+fn controller_init_starts_the_daemon_with_the_agreed_flags() {
+    let (calls, ok, err) = run_init("trellis-controller.init", &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        procd_calls(&calls),
+        [
+            "procd_open_instance|controller",
+            "procd_set_param|command|/usr/bin/trellis-controller|--data-dir|/etc/trellis/controller\
+             |--agent-api|0.0.0.0:7443|--admin-socket|/var/run/trellis/admin.sock|--cert-ttl-hours|24",
+            "procd_set_param|env|TRELLIS_LOG=info",
+            "procd_set_param|respawn|3600|5|5",
+            "procd_set_param|stdout|1",
+            "procd_set_param|stderr|1",
+            "procd_set_param|file|/etc/config/trellis",
+            "procd_set_param|limits|nofile=4096 4096",
+            "procd_set_param|term_timeout|10",
+            "procd_add_mdns|trellis|tcp|7443|path=/",
+            "procd_close_instance",
+            "procd_add_reload_trigger|trellis",
+        ]
+    );
+    assert!(calls.contains(&"mkdir|-p|/etc/trellis/controller|/var/run/trellis".to_owned()));
+}
+
+#[test]
+fn controller_init_follows_role_port_and_enabled() {
+    let (calls, ok, _) = run_init(
+        "trellis-controller.init",
+        &[
+            ("controller", "port", "8443"),
+            ("main", "role", "controller"),
+        ],
+    );
+    assert!(ok);
+    let cmd = calls
+        .iter()
+        .find(|c| c.starts_with("procd_set_param|command|"))
+        .unwrap();
+    assert!(cmd.contains("|--agent-api|0.0.0.0:8443|"), "{cmd}");
+
+    // A satellite: no instance, but the reload trigger stays so a role change applies.
+    let (calls, ok, _) = run_init("trellis-controller.init", &[("main", "role", "agent")]);
+    assert!(ok);
+    assert_eq!(procd_calls(&calls), ["procd_add_reload_trigger|trellis"]);
+
+    let (calls, ok, _) = run_init("trellis-controller.init", &[("main", "enabled", "0")]);
+    assert!(ok);
+    assert_eq!(procd_calls(&calls), ["procd_add_reload_trigger|trellis"]);
+
+    let (calls, ok, err) = run_init("trellis-controller.init", &[("main", "role", "boss")]);
+    assert!(!ok, "an unknown role must fail the start");
+    assert!(err.contains("unknown role 'boss'"), "{err}");
+    assert_eq!(procd_calls(&calls), ["procd_add_reload_trigger|trellis"]);
+}
+
+#[test]
+fn agent_init_starts_the_daemon_with_the_agreed_flags() {
+    let state = tmp("agent-state");
+    let data_dir = state.to_str().unwrap();
+    std::fs::create_dir_all(state.join("agent")).unwrap();
+    std::fs::write(state.join("agent/node.json"), "{}").unwrap();
+    std::fs::write(state.join("agent/identity.pem"), "").unwrap();
+    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
+    assert!(ok, "{err}");
+    let command =
+        format!("procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|{data_dir}/agent");
+    assert_eq!(
+        procd_calls(&calls),
+        [
+            "procd_open_instance|agent",
+            command.as_str(),
+            "procd_set_param|env|TRELLIS_LOG=info",
+            "procd_set_param|respawn|3600|5|5",
+            "procd_set_param|stdout|1",
+            "procd_set_param|stderr|1",
+            "procd_set_param|file|/etc/config/trellis",
+            "procd_set_param|limits|nofile=4096 4096",
+            "procd_set_param|term_timeout|10",
+            "procd_close_instance",
+            "procd_add_reload_trigger|trellis",
+        ]
+    );
+    assert!(calls.contains(&format!("chmod|0700|{data_dir}|{data_dir}/agent")));
+    let text = std::fs::read_to_string(ws().join("firmware/files/trellis-agent.init")).unwrap();
+    assert!(text.starts_with("#!/bin/sh /etc/rc.common\n") && text.contains("USE_PROCD=1"));
+}
+
+#[test]
+fn agent_init_waits_for_the_router_to_join() {
+    // Without node.json and identity.pem `trellis-agent run` exits at once; starting it
+    // would only burn procd's respawn budget.
+    let state = tmp("agent-unjoined");
+    let data_dir = state.to_str().unwrap();
+    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
+    assert!(ok, "{err}");
+    assert_eq!(procd_calls(&calls), ["procd_add_reload_trigger|trellis"]);
+    assert!(
+        calls.contains(&format!("mkdir|-p|{data_dir}/agent")),
+        "{calls:?}"
+    );
+    assert!(err.contains("trellis-agent join --state-dir"), "{err}");
+}
+
+/// A `uci` stand-in that answers `get` from a small key=value file and records changes.
+const UCI_STANDIN: &str = r#"#!/bin/sh
+[ "$1" = -q ] && shift
+printf '%s\n' "$*" >> "$UCI_CALLS"
+case "$1" in
+get) v=$(awk -v k="$2" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' "$UCI_STATE")
+	[ -n "$v" ] || exit 1
+	printf '%s\n' "$v" ;;
+esac
+exit 0
+"#;
+
+fn run_uci_defaults(state: &str) -> Vec<String> {
+    let dir = tmp(&format!("uci-defaults-{}", state.len()));
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("uci"), UCI_STANDIN).unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(bin.join("uci"))
+        .status()
+        .unwrap();
+    std::fs::write(dir.join("state"), state).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("sh")
+        .arg(ws().join("firmware/files/trellis.uci-defaults"))
+        .env("PATH", path)
+        .env("UCI_STATE", dir.join("state"))
+        .env("UCI_CALLS", dir.join("calls"))
+        // As inside an image build: never touch a dnsmasq of the machine running the test.
+        .env("IPKG_INSTROOT", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(dir.join("calls"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("get "))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn uci_defaults_point_dnsmasq_at_the_mesh_zone_once() {
+    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=15053\n";
+    assert_eq!(
+        run_uci_defaults(fresh),
+        [
+            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#15053",
+            "add_list dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa",
+            "commit dhcp",
+        ]
+    );
+    // Second run (or a user who already added it): nothing is added twice.
+    let done = format!(
+        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#15053\n\
+         dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
+    );
+    assert_eq!(run_uci_defaults(&done), ["commit dhcp"]);
+    // No dnsmasq at all (a dumb AP that removed it): nothing to do.
+    assert!(run_uci_defaults("").is_empty());
+}
+
+fn plugin(args: &[&str], stdin: &str, path_prefix: Option<&Path>, root: &Path) -> (bool, String) {
+    let mut cmd = Command::new("sh");
+    cmd.arg(ws().join("web/luci-app-trellis/root/usr/libexec/rpcd/luci.trellis"))
+        .args(args)
+        .env("TRELLIS_ROOT", root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(p) = path_prefix {
+        cmd.env(
+            "PATH",
+            format!("{}:{}", p.display(), std::env::var("PATH").unwrap()),
+        );
+    }
+    let mut child = cmd.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn write_exec(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    Command::new("chmod").arg("755").arg(path).status().unwrap();
+}
+
+#[test]
+fn rpcd_plugin_speaks_the_list_call_protocol() {
+    let empty = tmp("rpcd-empty");
+    let (ok, out) = plugin(&["list"], "", None, &empty);
+    assert!(ok);
+    let methods: BTreeMap<String, serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(methods.keys().collect::<Vec<_>>(), ["status"]);
+
+    // The ACL grants exactly what the plugin offers.
+    let acl: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            ws().join("web/luci-app-trellis/root/usr/share/rpcd/acl.d/luci-app-trellis.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        acl["luci-app-trellis"]["read"]["ubus"]["luci.trellis"],
+        serde_json::json!(["status"])
+    );
+
+    // A satellite: nothing running, no `trellis` command.
+    let (ok, out) = plugin(&["call", "status"], "{}", None, &empty);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agent_running"], false);
+    assert_eq!(v["controller_installed"], false);
+    assert_eq!(v["status"], serde_json::Value::Null);
+
+    // The primary: init scripts answer `running`, `trellis status --json` answers.
+    let root = tmp("rpcd-primary");
+    write_exec(&root.join("usr/bin/trellis-agent"), "#!/bin/sh\n");
+    write_exec(&root.join("usr/bin/trellis-controller"), "#!/bin/sh\n");
+    write_exec(
+        &root.join("etc/init.d/trellis-agent"),
+        "#!/bin/sh\n[ \"$1\" = running ]\n",
+    );
+    write_exec(
+        &root.join("etc/init.d/trellis-controller"),
+        "#!/bin/sh\nexit 1\n",
+    );
+    let bin = root.join("stub-bin");
+    write_exec(
+        &bin.join("trellis"),
+        "#!/bin/sh\n[ \"$*\" = 'status --json' ] || exit 2\nprintf '{\\n  \"home_id\": \"h1\",\\n  \"config_version\": 3,\\n  \"nodes\": 2\\n}\\n'\n",
+    );
+    let (ok, out) = plugin(&["call", "status"], "{}", Some(&bin), &root);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["agent_installed"], true);
+    assert_eq!(v["agent_running"], true);
+    assert_eq!(v["controller_running"], false);
+    assert_eq!(v["status"]["home_id"], "h1");
+    assert_eq!(v["status"]["nodes"], 2);
+    assert_eq!(v["error"], serde_json::Value::Null);
+
+    // The controller is down: the error text (with quotes) stays valid JSON.
+    write_exec(
+        &bin.join("trellis"),
+        "#!/bin/sh\necho 'cannot reach \"/var/run/trellis/admin.sock\"' >&2\nexit 3\n",
+    );
+    let (ok, out) = plugin(&["call", "status"], "{}", Some(&bin), &root);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], serde_json::Value::Null);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"/var/run/trellis/admin.sock\""),
+        "{v}"
+    );
+
+    let (ok, out) = plugin(&["call", "reboot"], "{}", None, &empty);
+    assert!(!ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["error"], "unknown method: reboot");
+}
+
+#[test]
+fn luci_json_files_are_valid_and_agree() {
+    let base = ws().join("web/luci-app-trellis/root/usr/share");
+    let read = |p: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(base.join(p)).unwrap();
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{p}: {e}"))
+    };
+    let menu = read("luci/menu.d/luci-app-trellis.json");
+    let entry = &menu["admin/services/trellis"];
+    assert_eq!(entry["action"]["type"], "view");
+    let view = entry["action"]["path"].as_str().unwrap();
+    assert!(
+        ws().join(format!(
+            "web/luci-app-trellis/htdocs/luci-static/resources/view/{view}.js"
+        ))
+        .is_file(),
+        "menu points at view {view}, which does not exist"
+    );
+    assert_eq!(
+        entry["depends"]["acl"],
+        serde_json::json!(["luci-app-trellis"])
+    );
+    let acl = read("rpcd/acl.d/luci-app-trellis.json");
+    assert_eq!(
+        acl["luci-app-trellis"]["write"]["uci"],
+        serde_json::json!(["trellis"])
+    );
+    let track = read("ucitrack/luci-app-trellis.json");
+    assert_eq!(track["config"], "trellis");
+    let init = track["init"].as_str().unwrap();
+    assert!(ws().join(format!("firmware/files/{init}.init")).is_file());
+}
+
+#[test]
+fn sysupgrade_keeps_the_state_and_the_config() {
+    let keep = std::fs::read_to_string(ws().join("firmware/files/trellis.keep")).unwrap();
+    let cfg = default_config();
+    let data_dir = cfg.get("main", "data_dir").unwrap();
+    assert!(keep.lines().any(|l| l.trim_end_matches('/') == data_dir));
+    assert!(keep.lines().any(|l| l == "/etc/config/trellis"));
+}
+
+#[test]
+fn feed_makefiles_install_the_same_files() {
+    // The SDK route must ship what `cargo xtask package` ships: every repository file of
+    // the packages is named in the feed Makefile, with the same destination folder.
+    let feed = std::fs::read_to_string(ws().join("firmware/feed/trellis/Makefile")).unwrap();
+    let dir = tmp("feed-bins");
+    for pkg in [
+        spec::agent("x86_64", &fake_binary(&dir, "a", "x86_64")),
+        spec::controller("x86_64", &fake_binary(&dir, "c", "x86_64")),
+    ] {
+        assert!(feed.contains(&format!("define Package/{}\n", pkg.name)));
+        for f in &pkg.files {
+            let dest = f.dest.clone();
+            match &f.content {
+                spec::Content::Repo(src) => {
+                    let src = src.to_string_lossy();
+                    let line = feed
+                        .lines()
+                        .find(|l| l.contains(src.as_ref()))
+                        .unwrap_or_else(|| panic!("feed Makefile does not install {src}"));
+                    assert!(
+                        line.trim_end().ends_with(&format!("$(1){dest}")),
+                        "feed installs {src} as {line:?}, the package as {dest}"
+                    );
+                }
+                _ => assert!(feed.contains(&dest), "feed Makefile lacks {dest}"),
+            }
+        }
+        for c in &pkg.conffiles {
+            assert!(feed.contains(c));
+        }
+    }
+    let luci =
+        std::fs::read_to_string(ws().join("firmware/feed/luci-app-trellis/Makefile")).unwrap();
+    assert!(luci.contains("web/luci-app-trellis"));
+}
+
+#[test]
+fn feed_maintainer_scripts_match_the_packaged_ones() {
+    // make needs `$$` for a shell `$`; otherwise each command line must be the same.
+    for (makefile, control) in [
+        (
+            "firmware/feed/trellis/Makefile",
+            "firmware/control/trellis-agent.prerm-pkg",
+        ),
+        (
+            "firmware/feed/luci-app-trellis/Makefile",
+            "firmware/control/luci-app-trellis.postinst-pkg",
+        ),
+    ] {
+        let feed = std::fs::read_to_string(ws().join(makefile))
+            .unwrap()
+            .replace("$$", "$");
+        let script = std::fs::read_to_string(ws().join(control)).unwrap();
+        for line in script
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        {
+            assert!(
+                feed.lines().any(|f| f == line),
+                "{makefile} lacks the line {line:?} of {control}"
+            );
+        }
+    }
+}
+
+/// A stand-in Image Builder: `make info` lists one profile, `make image` records what it was
+/// asked to build and writes a pretend sysupgrade image.
+const FAKE_IB_MAKEFILE: &str = "\
+info:
+\t@echo 'Available Profiles:'
+\t@echo
+\t@echo 'glinet_gl-mt6000:'
+\t@echo '    GL.iNet GL-MT6000'
+image:
+\t@echo 'PROFILE=$(PROFILE)' > $(BIN_DIR)/args
+\t@echo 'PACKAGES=$(PACKAGES)' >> $(BIN_DIR)/args
+\t@echo 'EXTRA_IMAGE_NAME=$(EXTRA_IMAGE_NAME)' >> $(BIN_DIR)/args
+\t@rm -rf $(BIN_DIR)/overlay && cp -r $(FILES) $(BIN_DIR)/overlay
+\t@ls packages > $(BIN_DIR)/packages.txt
+\t@touch $(BIN_DIR)/openwrt-trellis-glinet_gl-mt6000-squashfs-sysupgrade.bin
+";
+
+fn fake_ib(arch: &str, apk: bool) -> (PathBuf, PathBuf) {
+    let dir = tmp("ib");
+    let ib = dir.join("ib");
+    std::fs::create_dir_all(&ib).unwrap();
+    std::fs::write(ib.join("Makefile"), FAKE_IB_MAKEFILE).unwrap();
+    std::fs::write(
+        ib.join(".config"),
+        format!("CONFIG_TARGET_ARCH_PACKAGES=\"{arch}\"\n"),
+    )
+    .unwrap();
+    if apk {
+        std::fs::write(ib.join("repositories"), "packages/packages.adb\n").unwrap();
+    } else {
+        std::fs::write(
+            ib.join("repositories.conf"),
+            "src imagebuilder file:packages\n",
+        )
+        .unwrap();
+    }
+    let pkgs = dir.join("packages");
+    for (sub, name) in [
+        (
+            "aarch64_cortex-a53",
+            "trellis-agent_0.1.0-r1_aarch64_cortex-a53.ipk",
+        ),
+        (
+            "aarch64_cortex-a53",
+            "trellis-controller_0.1.0-r1_aarch64_cortex-a53.ipk",
+        ),
+        ("all", "luci-app-trellis_0.1.0-r1_all.ipk"),
+    ] {
+        std::fs::create_dir_all(pkgs.join(sub)).unwrap();
+        std::fs::write(pkgs.join(sub).join(name), b"ipk").unwrap();
+    }
+    (ib, dir)
+}
+
+fn build_image(ib: &Path, dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg(ws().join("firmware/imagebuilder/build-image.sh"))
+        .arg("--ib")
+        .arg(ib)
+        .arg("--packages")
+        .arg(dir.join("packages"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn image_builder_recipe_builds_a_primary_and_a_satellite() {
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("openwrt-trellis-glinet_gl-mt6000-squashfs-sysupgrade.bin"),
+        "{log}"
+    );
+    let out = dir.join("out");
+    let args = std::fs::read_to_string(out.join("args")).unwrap();
+    assert!(args.contains("PROFILE=glinet_gl-mt6000"), "{args}");
+    let packages = args
+        .lines()
+        .find_map(|l| l.strip_prefix("PACKAGES="))
+        .unwrap();
+    for want in [
+        "trellis-agent",
+        "trellis-controller",
+        "luci-app-trellis",
+        "wpad-mesh-mbedtls",
+        "-wpad-basic-mbedtls",
+        "kmod-nft-tproxy",
+    ] {
+        assert!(
+            packages.split_whitespace().any(|p| p == want),
+            "{want} not in {packages}"
+        );
+    }
+    let copied = std::fs::read_to_string(out.join("packages.txt")).unwrap();
+    assert_eq!(copied.lines().count(), 3, "{copied}");
+    let role =
+        std::fs::read_to_string(out.join("overlay/etc/uci-defaults/89-trellis-role")).unwrap();
+    assert!(role.contains("trellis.main.role='controller'"), "{role}");
+
+    let (ok, log) = build_image(
+        &ib,
+        &dir,
+        &[
+            "--profile",
+            "glinet_gl-mt6000",
+            "--role",
+            "satellite",
+            "--extra",
+            "htop",
+        ],
+    );
+    assert!(ok, "{log}");
+    let args = std::fs::read_to_string(out.join("args")).unwrap();
+    assert!(!args.contains("trellis-controller"), "{args}");
+    assert!(args.contains(" htop"), "{args}");
+    let role =
+        std::fs::read_to_string(out.join("overlay/etc/uci-defaults/89-trellis-role")).unwrap();
+    assert!(role.contains("trellis.main.role='agent'"), "{role}");
+}
+
+#[test]
+fn image_builder_recipe_explains_what_is_wrong() {
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "tplink_archer-c7-v5"]);
+    assert!(!ok);
+    assert!(
+        log.contains("profile 'tplink_archer-c7-v5' is not in this Image Builder"),
+        "{log}"
+    );
+
+    let (ib, dir) = fake_ib("mipsel_24kc", false);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(!ok);
+    assert!(
+        log.contains("cargo xtask package --target mipsel_24kc"),
+        "{log}"
+    );
+
+    let (ib, dir) = fake_ib("aarch64_cortex-a53", true);
+    let (ok, log) = build_image(&ib, &dir, &["--profile", "glinet_gl-mt6000"]);
+    assert!(!ok);
+    assert!(log.contains("needs .apk packages"), "{log}");
+
+    let (ok, log) = build_image(
+        &ib,
+        &dir,
+        &["--profile", "glinet_gl-mt6000", "--role", "boss"],
+    );
+    assert!(!ok);
+    assert!(log.contains("primary or satellite"), "{log}");
+}
+
+/// A stand-in for apk 3: `mkpkg` records its arguments and the staged tree and writes the
+/// infos as the "package"; `adbdump` prints it back.
+const APK_STANDIN: &str = r#"#!/bin/sh
+case "$1" in
+mkpkg)
+	shift
+	printf '%s\n' "$@" > "$APK_LOG/args"
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--info) info="$info$(printf '%s' "$2" | sed 's/:/: /')
+"; shift 2 ;;
+		--files) files=$2; shift 2 ;;
+		--output) out=$2; shift 2 ;;
+		*) shift ;;
+		esac
+	done
+	(cd "$files" && find . \( -type f -o -type l \) | sort) > "$APK_LOG/tree"
+	cp -r "$files" "$APK_LOG/files"
+	printf '%s' "$info" > "$out"
+	;;
+adbdump) cat "$2" ;;
+*) exit 2 ;;
+esac
+"#;
+
+#[test]
+fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
+    let dir = tmp("apk");
+    let tool = dir.join("apk");
+    write_exec(&tool, APK_STANDIN);
+    let pkgs = packages("x86_64", "x86_64");
+    for pkg in &pkgs {
+        let log = dir.join(format!("log-{}", pkg.name));
+        std::fs::create_dir_all(&log).unwrap();
+        std::env::set_var("APK_LOG", &log);
+        let out = dir.join("out");
+        let w = write_apk(pkg, &ws(), &tool, &out, 1).unwrap();
+        assert_eq!(
+            w.path.file_name().unwrap().to_string_lossy(),
+            format!("{}-0.1.0-r1.apk", pkg.name)
+        );
+        let args = std::fs::read_to_string(log.join("args")).unwrap();
+        let arch = if pkg.arch == "all" {
+            "noarch"
+        } else {
+            "x86_64"
+        };
+        assert!(args.lines().any(|l| l == format!("arch:{arch}")), "{args}");
+        let depends = args.lines().find(|l| l.starts_with("depends:")).unwrap();
+        assert!(!depends.contains('|'), "apk has no alternatives: {depends}");
+        for s in ["post-install:", "post-upgrade:", "pre-deinstall:"] {
+            assert!(
+                args.lines().any(|l| l.starts_with(s)),
+                "{s} missing: {args}"
+            );
+        }
+
+        let tree = std::fs::read_to_string(log.join("tree")).unwrap();
+        let list_name = format!("./lib/apk/packages/{}.list", pkg.name);
+        assert!(tree.lines().any(|l| l == list_name), "{tree}");
+        let list = std::fs::read_to_string(log.join("files").join(&list_name)).unwrap();
+        let mut want: Vec<String> = pkg.files.iter().map(|f| f.dest.clone()).collect();
+        want.sort();
+        assert_eq!(list.lines().collect::<Vec<_>>(), want);
+        for f in &pkg.files {
+            assert!(
+                tree.lines().any(|l| l == format!(".{}", f.dest)),
+                "{} missing",
+                f.dest
+            );
+        }
+    }
+
+    // The agent: conffile sums for sysupgrade, the prerm part, no wpad alternatives.
+    let log = dir.join("log-trellis-agent");
+    let args = std::fs::read_to_string(log.join("args")).unwrap();
+    assert!(args
+        .lines()
+        .any(|l| l == "depends:kmod-nft-tproxy kmod-nft-socket kmod-nft-nat"));
+    let stat =
+        std::fs::read_to_string(log.join("files/lib/apk/packages/trellis-agent.conffiles_static"))
+            .unwrap();
+    let config = std::fs::read(ws().join("firmware/files/trellis.config")).unwrap();
+    assert_eq!(
+        stat,
+        format!(
+            "/etc/config/trellis {:x}\n",
+            <sha2::Sha256 as sha2::Digest>::digest(&config)
+        )
+    );
+    let scripts = apk::scripts(&pkgs[0], &ws()).unwrap();
+    let (_, deinstall) = scripts.iter().find(|(n, _)| *n == "pre-deinstall").unwrap();
+    assert!(deinstall.contains("default_prerm\n") && deinstall.contains("del_list"));
+    assert_eq!(deinstall.matches("#!/bin/sh").count(), 1, "{deinstall}");
+    let (_, upgrade) = scripts.iter().find(|(n, _)| *n == "post-upgrade").unwrap();
+    assert!(upgrade.starts_with("#!/bin/sh\nexport PKG_UPGRADE=1\n"));
+    assert!(upgrade.contains("export pkgname=\"trellis-agent\"\n"));
+
+    // The controller depends on the same version of the agent, in apk's syntax.
+    let args = std::fs::read_to_string(dir.join("log-trellis-controller/args")).unwrap();
+    assert!(
+        args.lines().any(|l| l == "depends:trellis-agent=0.1.0-r1"),
+        "{args}"
+    );
+    // A lost symlink would leave `trellis` missing on 25.12.
+    let link = dir.join("log-trellis-controller/files/usr/bin/trellis");
+    assert_eq!(
+        std::fs::read_link(link).unwrap().to_string_lossy(),
+        "trellis-controller"
+    );
+}
+
+#[test]
+fn dhcp_hotplug_forwards_lease_events_to_ubus() {
+    let dir = tmp("hotplug");
+    let bin = dir.join("bin");
+    write_exec(
+        &bin.join("ubus"),
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$UBUS_LOG\"\n",
+    );
+    // Enough of jshn.sh for the script: a flat object of strings.
+    let jshn = dir.join("jshn.sh");
+    std::fs::write(
+        &jshn,
+        "json_init() { J=''; }\n\
+         json_add_string() { J=\"$J${J:+,}\\\"$1\\\":\\\"$2\\\"\"; }\n\
+         json_dump() { printf '{%s}\\n' \"$J\"; }\n",
+    )
+    .unwrap();
+    let run = |mac: &str| {
+        let log = dir.join("ubus.log");
+        let _ = std::fs::remove_file(&log);
+        let out = Command::new("sh")
+            .arg(ws().join("firmware/files/trellis.hotplug-dhcp"))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .env("TRELLIS_JSHN", &jshn)
+            .env("UBUS_LOG", &log)
+            .env("ACTION", "add")
+            .env("MACADDR", mac)
+            .env("IPADDR", "192.168.1.23")
+            .env("HOSTNAME", "printer")
+            .env("DNSMASQ_INTERFACE", "br-lan")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(&log).ok()
+    };
+    let sent = run("aa:bb:cc:dd:ee:ff").expect("ubus was not called");
+    let lines: Vec<&str> = sent.lines().collect();
+    assert_eq!(lines[..2], ["send", "trellis.dhcp"]);
+    let v: serde_json::Value = serde_json::from_str(lines[2]).unwrap();
+    assert_eq!(v["action"], "add");
+    assert_eq!(v["mac"], "aa:bb:cc:dd:ee:ff");
+    assert_eq!(v["ip"], "192.168.1.23");
+    assert_eq!(v["name"], "printer");
+    assert_eq!(v["interface"], "br-lan");
+    // A tftp or neigh event without a MAC address is not a lease: nothing is sent.
+    assert_eq!(run(""), None);
+}
