@@ -261,6 +261,23 @@ fn the_router_page_in_a_real_browser() {
     d.wait_text("#router-list [data-router=attic]", "Online");
     shot(&d, "05-paired");
 
+    // A home service behind the new router (agents report them; here added by hand).
+    let out = trellis(
+        dir.path(),
+        &socket,
+        &[
+            "add-service",
+            "nas",
+            "--node",
+            "attic",
+            "--addr",
+            "192.168.1.40",
+            "--port",
+            "445",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
     // --- rename it ------------------------------------------------------------------------
     d.click(&d.wait("[data-router=attic] button[aria-label='Rename attic']"));
     d.type_into(&d.wait("#label-attic"), "Attic");
@@ -353,16 +370,34 @@ fn the_router_page_in_a_real_browser() {
         "[data-group=iot] [data-mac='aa:bb:cc:00:11:22']",
         "Thermostat",
     );
-    d.wait_text("#rules", "Coming with the service mesh");
-    d.wait_text("#why", "Coming with the service mesh");
+    // A deny rule from the page, then "why" explains it by name.
+    d.type_into(&d.wait("#rule-name"), "no-iot-nas");
+    d.script(
+        "const f = document.querySelector('#rule-form');
+         f.querySelector('#rule-action').value = 'deny';
+         f.querySelector('#rule-from').value = 'iot';",
+        serde_json::json!([]),
+    );
+    d.type_into(&d.wait("#rule-to"), "nas");
+    d.click(&d.wait("#rule-submit"));
+    d.wait_text("#rule-result", "Rule no-iot-nas is in force");
+    d.wait_text("#rule-list [data-rule=no-iot-nas]", "Deny");
+    d.type_into(&d.wait("#why-source"), "Thermostat");
+    d.type_into(&d.wait("#why-target"), "nas:445");
+    d.click(&d.wait("#why-submit"));
+    let verdict = d.wait_text("#why-result", "Denied");
+    assert!(verdict.contains("no-iot-nas"), "{verdict}");
     shot(&d, "08-policy");
     labelled(&d, "policy");
     let out = trellis(dir.path(), &socket, &["devices", "--json"]);
     assert!(text(&out).contains("\"iot\""), "{}", text(&out));
 
-    // --- services and traffic: honest empty states ----------------------------------------
+    // --- services: the catalog, and who may reach each service -----------------------------
     d.goto(&format!("{base}/#/services"));
-    d.wait_text("main", "Coming with the service mesh");
+    let row = d.wait_text("#services [data-service=nas]", "nas.");
+    assert!(row.contains("192.168.1.40 behind attic"), "{row}");
+    assert!(row.contains("trusted (by default)"), "{row}");
+    assert!(!row.contains("iot"), "the deny rule keeps iot out: {row}");
     shot(&d, "09-services");
     d.goto(&format!("{base}/#/traffic"));
     d.wait_text("main", "Coming with the service mesh");

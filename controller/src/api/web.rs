@@ -116,6 +116,12 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/api/ui/certificates", get(certificates))
         .route("/api/ui/services", get(services))
         .route("/api/ui/policy", get(policy))
+        .route("/api/ui/policy/rules", post(add_rule))
+        .route(
+            "/api/ui/policy/rules/{name}",
+            axum::routing::delete(remove_rule),
+        )
+        .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))
@@ -783,9 +789,9 @@ async fn certificates(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<C
     }))
 }
 
-/// Services, policy and traffic come with the service mesh (catalog, policy engine, proxy
-/// counters). Until the controller holds them, these answer "not yet" with empty lists so
-/// the page shows an honest empty state, and the shape is the one the page will fill.
+/// A page whose data may not exist yet answers `{available, reason, items}`: traffic comes
+/// with the proxy's counters; until then the page shows an honest empty state, and the
+/// shape is the one it will fill.
 #[derive(Serialize)]
 struct NotYet {
     available: bool,
@@ -801,12 +807,140 @@ fn not_yet(reason: &'static str) -> Json<NotYet> {
     })
 }
 
-async fn services(_: Admin) -> Json<NotYet> {
-    not_yet("The service catalog comes with the service mesh: services found on your routers will be listed here.")
+/// A service as the Services page lists it.
+#[derive(Serialize)]
+struct ServiceView {
+    name: String,
+    mesh_name: String,
+    identity: String,
+    vip: String,
+    ports: Vec<u16>,
+    /// Where it runs: router, address, reachability.
+    instances: Vec<serde_json::Value>,
+    learned_via: String,
+    /// Device groups that reach it, each with why ("by default", "rule NAME").
+    reached_by: Vec<String>,
 }
 
-async fn policy(_: Admin) -> Json<NotYet> {
-    not_yet("Rules (allow/deny, dry run) and the \"why\" explanation come with the service mesh.")
+/// Which groups reach `service`, by the group defaults and enforced rules. The policy engine
+/// decides per connection (and `why` explains one); this is the summary a person reads in a
+/// table, so port-specific rules count as reaching it.
+fn reached_by(policy: &trellis_proto::policy::Policy, service: &str) -> Vec<String> {
+    use trellis_proto::policy::{Action, GroupDefault, Rule, SourceMatch};
+    let for_group = |r: &Rule, g: &str| {
+        !r.dry_run
+            && (r.to.is_empty()
+                || r.to
+                    .iter()
+                    .any(|m| m.service.as_deref().is_none_or(|s| s == service)))
+            && r.sources.iter().any(|s| match s {
+                SourceMatch::Any => true,
+                SourceMatch::Group(name) => name == g,
+                _ => false,
+            })
+    };
+    let mut out = Vec::new();
+    for g in &policy.groups {
+        // A deny for the whole service wins over any allow.
+        let denied = policy.rules.iter().any(|r| {
+            r.action == Action::Deny
+                && for_group(r, &g.name)
+                && r.to.iter().all(|m| m.ports.is_empty())
+        });
+        if denied {
+            continue;
+        }
+        if let Some(r) = policy
+            .rules
+            .iter()
+            .find(|r| r.action == Action::Allow && for_group(r, &g.name))
+        {
+            out.push(format!("{} (rule {})", g.name, r.name));
+        } else if g.default == GroupDefault::AllServices {
+            out.push(format!("{} (by default)", g.name));
+        }
+    }
+    out
+}
+
+async fn services(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<serde_json::Value>> {
+    let policy = web.home.policy();
+    let items: Vec<ServiceView> = web
+        .home
+        .services()?
+        .into_iter()
+        .map(|s| ServiceView {
+            mesh_name: s.mesh_name(),
+            identity: s.identity.to_string(),
+            vip: s.vip.to_string(),
+            ports: s.ports.iter().map(|p| p.port).collect(),
+            instances: s
+                .instances
+                .iter()
+                .map(|i| {
+                    serde_json::json!({
+                        "router": i.node.to_string(),
+                        "addr": i.addr.to_string(),
+                        "reachable": i.reachable,
+                    })
+                })
+                .collect(),
+            learned_via: s.learned_via.to_string(),
+            reached_by: reached_by(&policy, &s.name),
+            name: s.name,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "available": true,
+        "reason": "No services yet: agents add what they find on their routers (mDNS, DHCP); add one by hand with `trellis add-service`.",
+        "items": items,
+    })))
+}
+
+async fn policy(State(web): State<Arc<Web>>, _: Admin) -> Json<serde_json::Value> {
+    let p = web.home.policy();
+    Json(serde_json::json!({
+        "available": true,
+        "reason": "No rules yet: trusted devices reach every service; IoT devices and guests reach nothing until a rule allows it.",
+        "items": p.rules,
+        "groups": p.groups,
+        "unknown_device_group": p.unknown_device_group,
+    }))
+}
+
+async fn add_rule(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    body: Result<Json<trellis_proto::policy::Rule>, JsonRejection>,
+) -> WebResult<Json<serde_json::Value>> {
+    let rule = json_body(body)?;
+    let version = web.home.add_rule(rule)?;
+    Ok(Json(serde_json::json!({ "config_version": version })))
+}
+
+async fn remove_rule(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> WebResult<Json<serde_json::Value>> {
+    let version = web.home.remove_rule(&name)?;
+    Ok(Json(serde_json::json!({ "config_version": version })))
+}
+
+#[derive(Deserialize)]
+struct WhyQuery {
+    source: String,
+    target: String,
+}
+
+async fn why(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    query: Result<axum::extract::Query<WhyQuery>, axum::extract::rejection::QueryRejection>,
+) -> WebResult<Json<trellis_proto::api::WhyAnswer>> {
+    let axum::extract::Query(q) =
+        query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    Ok(Json(web.home.why(q.source.trim(), q.target.trim())?))
 }
 
 async fn traffic(_: Admin) -> Json<NotYet> {

@@ -415,12 +415,58 @@ async fn devices_groups_labels_and_empty_states() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.json["error"].as_str().unwrap().contains("attic"));
 
-    for page in ["services", "policy", "traffic"] {
+    let a = call(&f.app, "GET", "/api/ui/traffic", c, None, None).await;
+    assert_eq!(a.json["available"], false);
+    assert!(a.json["reason"].as_str().unwrap().contains("proxy"));
+    for page in ["services", "policy"] {
         let a = call(&f.app, "GET", &format!("/api/ui/{page}"), c, None, None).await;
         assert_eq!(a.status, StatusCode::OK);
-        assert_eq!(a.json["available"], false);
-        assert!(a.json["reason"].as_str().unwrap().contains("service mesh"));
+        assert_eq!(a.json["available"], true);
+        assert_eq!(a.json["items"], serde_json::json!([]));
     }
+    // A deny rule through the page, then "why" names it.
+    let rule = serde_json::json!({
+        "name": "no-iot-nas", "action": "deny", "sources": [{"group": "iot"}],
+        "to": [{"service": "nas"}], "dry_run": false,
+    });
+    let a = call(
+        &f.app,
+        "POST",
+        "/api/ui/policy/rules",
+        c,
+        None,
+        Some(rule.clone()),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "CSRF applies to rules too");
+    let a = call(&f.app, "POST", "/api/ui/policy/rules", c, t, Some(rule)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let a = call(
+        &f.app,
+        "GET",
+        "/api/ui/why?source=TV&target=nas%3A445",
+        c,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["allowed"], false);
+    assert!(
+        a.json["rule"].as_str().unwrap().contains("no-iot-nas"),
+        "{}",
+        a.json
+    );
+    let a = call(
+        &f.app,
+        "DELETE",
+        "/api/ui/policy/rules/no-iot-nas",
+        c,
+        t,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
     let a = call(&f.app, "GET", "/api/ui/certificates", c, None, None).await;
     assert_eq!(a.json["ca_fingerprint"].as_str().unwrap().len(), 32 * 3 - 1);
 }
