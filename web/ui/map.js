@@ -38,7 +38,9 @@ function linkText(link, names) {
 function routerText(r) {
   const parts = [`${routerName(r)}: ${STATE_TEXT[r.state] || r.state}`];
   if (r.last_seen_s != null) parts.push(`last heard ${duration(r.last_seen_s)} ago`);
-  parts.push(`${r.devices.length} devices, ${r.services.length} services`);
+  const n = (count, word) => `${count} ${word}${count === 1 ? '' : 's'}`;
+  parts.push(`${n(r.devices.length, 'device')}, ${n(r.services.length, 'service')}`);
+  if (r.services.length) parts.push(`runs ${r.services.join(', ')}`);
   if (r.addresses.length) parts.push(`addresses ${r.addresses.join(', ')}`);
   return parts.join(', ');
 }

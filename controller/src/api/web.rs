@@ -505,12 +505,22 @@ fn router_state(web: &Web, n: &NodeInfo) -> &'static str {
 
 fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
     let now = unix_now() as i64;
+    // Which catalog services run behind each router (for the map and the router cards).
+    let catalog = web.home.services()?;
+    let services_on = |node: &NodeName| -> Vec<String> {
+        catalog
+            .iter()
+            .filter(|s| s.instances.iter().any(|i| &i.node == node))
+            .map(|s| s.name.clone())
+            .collect()
+    };
     Ok(web
         .home
         .nodes()?
         .into_iter()
         .map(|n| {
             let t = web.home.telemetry(&n.name).unwrap_or_default();
+            let services = services_on(&n.name);
             RouterView {
                 state: router_state(web, &n),
                 name: n.name.to_string(),
@@ -523,8 +533,9 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 acked_version: n.acked_version,
                 addresses: t.addresses,
                 agent_version: t.agent_version,
+                // Devices per router arrive with the agents' station reports.
                 devices: vec![],
-                services: vec![],
+                services,
             }
         })
         .collect())

@@ -140,6 +140,8 @@ function whyForm() {
         h('p', {}, w.explanation)));
       return w.allowed ? 'Allowed.' : 'Denied.';
     });
+    // The verdict box (a live region) says it; a second, green "Denied." would only confuse.
+    if (out.childElementCount) { status.className = 'result'; status.textContent = ''; }
   });
   return h('div', {}, h('p', {}, 'Pick a device and a service to see whether it may connect, and which rule decided.'), form, status, out);
 }

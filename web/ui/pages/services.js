@@ -19,7 +19,7 @@ export function render(root) {
       h('caption', { class: 'visually-hidden' }, 'Home services'),
       h('thead', {}, h('tr', {}, COLUMNS.map((c) => h('th', { scope: 'col' }, c)))),
       h('tbody', {}, res.items.map((svc) => h('tr', { 'data-service': svc.name },
-        h('th', { scope: 'row' }, svc.name, h('br'), h('span', { class: 'muted' }, `ports ${svc.ports.join(', ')}`)),
+        h('th', { scope: 'row' }, svc.name, h('br'), h('span', { class: 'muted' }, `${svc.ports.length === 1 ? 'port' : 'ports'} ${svc.ports.join(', ')}`)),
         h('td', {}, h('code', { class: 'wrap' }, svc.mesh_name), h('br'), h('span', { class: 'muted' }, svc.vip)),
         h('td', {}, svc.instances.length === 0 ? '—' : svc.instances.map((i) => h('div', {},
           `${i.addr} behind ${i.router}`, i.reachable ? '' : h('strong', { class: 'bad' }, ' (unreachable)')))),
