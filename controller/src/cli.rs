@@ -82,6 +82,10 @@ pub enum Command {
     Why { source: String, target: String },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
+    /// Print the one-time token that sets the web page's admin password on first run.
+    SetupToken,
+    /// Forget the web page's admin password (logs everyone out) and print a new setup token.
+    ResetPassword,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +318,26 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 call(cli, Method::POST, "/v1/admin/devices", Some(&body)).await?;
             show(cli, &v, |_| {
                 format!("{name} ({mac}) is now in group {group}\n")
+            })
+        }
+        Command::SetupToken => {
+            let v: serde_json::Value =
+                call(cli, Method::GET, "/v1/admin/setup-token", none).await?;
+            show(cli, &v, |v| {
+                format!(
+                    "{}\nType it on the router page (https://<this router>:7443/) to set the admin password.\n",
+                    v["setup_token"].as_str().unwrap_or_default()
+                )
+            })
+        }
+        Command::ResetPassword => {
+            let v: serde_json::Value =
+                call(cli, Method::DELETE, "/v1/admin/web-password", none).await?;
+            show(cli, &v, |v| {
+                format!(
+                    "The web page's password was reset and everyone was logged out.\nSetup token: {}\nOpen the router page to set a new password with it.\n",
+                    v["setup_token"].as_str().unwrap_or_default()
+                )
             })
         }
         Command::Services => {

@@ -84,6 +84,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         leaf_ttl: Duration::from_secs(opts.cert_ttl_hours * 3600),
         advertise: opts.advertise.clone(),
     })?;
+    if home.admin_password()?.is_none() {
+        // Log where the token is, never the token: logs leave the router (logread, syslog).
+        match home.setup_token() {
+            Ok(_) => tracing::info!(
+                path = %crate::auth::setup_token_path(&opts.data_dir).display(),
+                "no admin password yet: the web page asks for the setup token in this file (or run `trellis setup-token`)"
+            ),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
     let admin = api::admin::bind(&opts.admin_socket).with_context(|| {
         format!(
             "cannot open the admin socket {}",

@@ -18,8 +18,9 @@ use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocat
 use trellis_proto::{HomeId, NodeName, SpiffeId};
 
 use crate::ca::{self, unix_now, HomeCa};
+use crate::pairing::Progress;
 use crate::pairing::{Pairing, PairingError};
-use crate::store::{DeviceRow, HomeRecord, Store, StoreError};
+use crate::store::{DeviceRow, HomeRecord, PasswordRecord, Store, StoreError};
 
 /// Why a request failed, in the caller's terms. The APIs map kinds to HTTP statuses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,19 @@ struct Live {
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
 const MAX_REPORTED_ADDRESSES: usize = 16;
 
+/// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
+pub fn normalise_mac(mac: &str) -> Option<String> {
+    let parts: Vec<&str> = mac.trim().split([':', '-']).collect();
+    if parts.len() != 6
+        || !parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    Some(parts.join(":").to_ascii_lowercase())
+}
+
 pub struct Home {
     settings: Settings,
     pub(crate) store: Store,
@@ -113,6 +127,8 @@ pub struct Home {
     pairing: Mutex<Pairing>,
     live: Mutex<HashMap<NodeName, Live>>,
     config: watch::Sender<Arc<ConfigSnapshot>>,
+    /// Moves when the admin password is reset, so every web session made before ends.
+    password_epoch: std::sync::atomic::AtomicU64,
 }
 
 fn random_label(len: usize) -> String {
@@ -197,6 +213,7 @@ impl Home {
             pairing: Mutex::default(),
             live: Mutex::default(),
             config,
+            password_epoch: Default::default(),
         });
         home.publish()?;
         Ok(home)
@@ -452,6 +469,7 @@ impl Home {
                     revoked: row.revoked_at.is_some(),
                     acked_version: l.acked_version,
                     last_seen_s: l.last_seen.map(|t| t.elapsed().as_secs()),
+                    label: row.label,
                 }
             })
             .collect())
@@ -471,10 +489,123 @@ impl Home {
         })
     }
 
+    /// Name a device (by MAC) and put it in a group. Checks the input here so the admin
+    /// socket and the web page share one set of rules.
+    pub fn set_device(&self, mac: &str, name: &str, group: &str) -> Result<u64> {
+        let mac = normalise_mac(mac).ok_or_else(|| {
+            HomeError::new(
+                Kind::BadRequest,
+                format!("{mac:?} is not a MAC address like aa:bb:cc:dd:ee:ff"),
+            )
+        })?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 64 {
+            return Err(HomeError::new(
+                Kind::BadRequest,
+                "a device name has 1 to 64 characters",
+            ));
+        }
+        self.put_device(&DeviceRow {
+            mac,
+            name: name.to_owned(),
+            group: group.to_owned(),
+        })
+    }
+
     pub fn put_device(&self, device: &DeviceRow) -> Result<u64> {
         let version = self.store.put_device(device, unix_now())?;
         self.publish()?;
         Ok(version)
+    }
+
+    /// Device groups and whether each is built in.
+    pub fn groups(&self) -> Result<Vec<(String, bool)>> {
+        Ok(self.store.groups()?)
+    }
+
+    /// Give a router a label for people; an empty label clears it.
+    pub fn set_label(&self, name: &NodeName, label: &str) -> Result<()> {
+        let label = label.trim();
+        if label.chars().count() > 40 || label.chars().any(char::is_control) {
+            return Err(HomeError::new(
+                Kind::BadRequest,
+                "a router label has at most 40 characters and no control characters",
+            ));
+        }
+        self.store
+            .set_node_label(name, (!label.is_empty()).then_some(label))?;
+        tracing::info!(node = %name, "router label changed");
+        Ok(())
+    }
+
+    /// What a node last reported about itself (RAM only).
+    pub fn telemetry(&self, name: &NodeName) -> Option<Telemetry> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|l| l.telemetry.clone())
+    }
+
+    /// How far the pairing with the code whose slot is `slot` got.
+    pub fn pairing_progress(&self, slot: &str) -> Progress {
+        self.pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .progress(slot, Instant::now())
+    }
+
+    // --- web page admin ------------------------------------------------------------------
+
+    pub fn admin_password(&self) -> Result<Option<PasswordRecord>> {
+        Ok(self.store.admin_password()?)
+    }
+
+    /// First run only: set the admin password and retire the setup token.
+    pub fn set_first_admin_password(&self, rec: &PasswordRecord) -> Result<()> {
+        self.store.set_first_admin_password(rec)?;
+        crate::auth::remove_setup_token(&self.settings.data_dir);
+        tracing::info!("the web page's admin password was set");
+        Ok(())
+    }
+
+    /// Forget the admin password (from the router's shell, when it is lost): every web
+    /// session ends and a new setup token is written for the next first run.
+    pub fn reset_admin_password(&self) -> Result<String> {
+        let had = self.store.clear_admin_password()?;
+        self.password_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        crate::auth::remove_setup_token(&self.settings.data_dir);
+        tracing::info!(
+            had_password = had,
+            "the web page's admin password was reset"
+        );
+        self.setup_token()
+    }
+
+    /// Sessions remember this at login; a reset moves it.
+    pub fn password_epoch(&self) -> u64 {
+        self.password_epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The first-run token for the web page, or `Conflict` once a password is set.
+    pub fn setup_token(&self) -> Result<String> {
+        if self.admin_password()?.is_some() {
+            return Err(HomeError::new(
+                Kind::Conflict,
+                "the admin password is already set, so there is no setup token: log in on the router page with the password",
+            ));
+        }
+        crate::auth::ensure_setup_token(&self.settings.data_dir).map_err(|e| {
+            HomeError::new(
+                Kind::Internal,
+                format!(
+                    "cannot write the setup token in {}: {e}",
+                    self.settings.data_dir.display()
+                ),
+            )
+        })
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRow>> {

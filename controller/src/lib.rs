@@ -8,11 +8,13 @@
 //!   and written only when state changes;
 //! - [`catalog`]: services, policy rules, device groups and `why`, as the controller keeps them;
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
+//! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
 pub mod api;
+pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod cli;

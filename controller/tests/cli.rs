@@ -231,6 +231,28 @@ fn every_binary_answers_help_and_version() {
 }
 
 #[test]
+fn setup_token_and_password_reset_from_the_shell() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    let file = dir.path().join("data/setup-token");
+    let out = trellis(dir.path(), &c.socket, &["setup-token"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert_eq!(token.len(), 20);
+    assert!(text(&out).starts_with(&token), "{}", text(&out));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "the token file is root only");
+
+    let out = trellis(dir.path(), &c.socket, &["reset-password", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fresh = v["setup_token"].as_str().unwrap();
+    assert_ne!(fresh, token, "a reset writes a new token");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), fresh);
+}
+
+#[test]
 fn services_groups_rules_and_why_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(dir.path());

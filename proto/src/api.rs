@@ -107,6 +107,9 @@ pub struct NodeInfo {
     pub acked_version: u64,
     /// Seconds since the node last talked to the controller; `None` if never since start.
     pub last_seen_s: Option<u64>,
+    /// The name a person gave the router on the web page, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// `POST /v1/admin/pairing-codes` answer.

@@ -18,6 +18,10 @@ const APT: &[(&str, &str)] = &[
     // A real mDNS peer for the discovery tests (run without D-Bus, one per namespace).
     ("avahi-daemon", "avahi-daemon"),
     ("shellcheck", "shellcheck"),
+    // The web page's browser test (controller/tests/browser.rs) drives headless Chromium.
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    ("gzip", "gzip"),
 ];
 
 /// Rust targets built on stable with the rust-std rustup ships.

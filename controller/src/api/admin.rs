@@ -21,7 +21,6 @@ use trellis_proto::NodeName;
 
 use super::{bad_json, MAX_BODY};
 use crate::home::{Home, HomeError, Kind};
-use crate::store::DeviceRow;
 
 pub fn router(home: Arc<Home>) -> Router {
     Router::new()
@@ -38,6 +37,8 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/policy/rules/{name}", delete(remove_rule))
         .route("/v1/admin/groups", post(add_group))
         .route("/v1/admin/why", get(why))
+        .route("/v1/admin/setup-token", get(setup_token))
+        .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(home)
 }
@@ -102,41 +103,27 @@ pub struct Device {
     pub group: String,
 }
 
-fn normalise_mac(mac: &str) -> Option<String> {
-    let parts: Vec<&str> = mac.split([':', '-']).collect();
-    if parts.len() != 6
-        || !parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    Some(parts.join(":").to_ascii_lowercase())
-}
-
 async fn put_device(
     State(home): State<Arc<Home>>,
     body: Result<Json<Device>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, HomeError> {
     let Json(d) = body.map_err(bad_json)?;
-    let mac = normalise_mac(&d.mac).ok_or_else(|| {
-        HomeError::new(
-            Kind::BadRequest,
-            format!("{:?} is not a MAC address like aa:bb:cc:dd:ee:ff", d.mac),
-        )
-    })?;
-    if d.name.is_empty() || d.name.len() > 64 {
-        return Err(HomeError::new(
-            Kind::BadRequest,
-            "a device name has 1 to 64 characters",
-        ));
-    }
-    let version = home.put_device(&DeviceRow {
-        mac,
-        name: d.name,
-        group: d.group,
-    })?;
+    let version = home.set_device(&d.mac, &d.name, &d.group)?;
     Ok(Json(serde_json::json!({ "config_version": version })))
+}
+
+/// First run of the web page: `trellis setup-token` reads it here (root only).
+async fn setup_token(State(home): State<Arc<Home>>) -> Result<Json<serde_json::Value>, HomeError> {
+    let token = home.setup_token()?;
+    Ok(Json(serde_json::json!({ "setup_token": token })))
+}
+
+/// A lost web password: forget it and hand back a fresh setup token (root only).
+async fn reset_password(
+    State(home): State<Arc<Home>>,
+) -> Result<Json<serde_json::Value>, HomeError> {
+    let token = home.reset_admin_password()?;
+    Ok(Json(serde_json::json!({ "setup_token": token })))
 }
 
 async fn devices(State(home): State<Arc<Home>>) -> Result<Json<Vec<Device>>, HomeError> {

@@ -30,6 +30,8 @@ use crate::home::{Home, HomeError, Kind};
 /// Concurrent agent connections (long polls included): a home has a handful of routers.
 pub const MAX_CONNECTIONS: usize = 64;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An open connection that sends no request this long is closed (long polls are requests).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest a config long poll waits before answering "no change".
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The controller's own certificate: one week, re-issued every day.
@@ -94,7 +96,9 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/agent/renew", post(renew))
         .route("/v1/agent/telemetry", post(telemetry))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(home)
+        .with_state(home.clone())
+        // The web page shares this port and certificate; its routes never overlap /v1/.
+        .merge(super::web::router(home))
 }
 
 /// Accept agent connections until the listener fails.
@@ -151,7 +155,12 @@ pub async fn serve(home: Arc<Home>, listener: TcpListener) -> anyhow::Result<()>
                 },
             );
             let io = hyper_util::rt::TokioIo::new(tls);
+            // With a timer, hyper closes a connection that sends no request header for 30 s
+            // (also between keep-alive requests): browsers of the web page keep idle
+            // connections open, and each holds one of the MAX_CONNECTIONS slots.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(IDLE_TIMEOUT)
                 .serve_connection(io, service)
                 .await
             {

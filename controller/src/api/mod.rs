@@ -5,9 +5,12 @@
 //!   a client certificate from the home CA whose node is still enrolled.
 //! - [`admin`]: HTTP over a root-only unix socket on the router itself; the file permissions
 //!   are the authentication, as for ubus.
+//! - [`web`]: the router web page and its JSON (`/`, `/ui/`, `/api/ui/`), on the agent API's
+//!   HTTPS port; browser sessions behind an admin password.
 
 pub mod admin;
 pub mod agent;
+pub mod web;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,19 +22,23 @@ use crate::home::{HomeError, Kind};
 /// Largest request body either API accepts: CSRs and telemetry are a few KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The HTTP status of each kind of failure.
+pub fn status_of(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        Kind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for HomeError {
     fn into_response(self) -> Response {
-        let status = match self.kind {
-            Kind::BadRequest => StatusCode::BAD_REQUEST,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::TooMany => StatusCode::TOO_MANY_REQUESTS,
-            Kind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
-            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
         (
-            status,
+            status_of(self.kind),
             Json(ApiError {
                 error: self.message,
             }),

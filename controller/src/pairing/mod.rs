@@ -75,6 +75,26 @@ impl std::fmt::Debug for Admitted {
 pub struct Pairing {
     codes: HashMap<String, Code>,
     sessions: HashMap<String, Session>,
+    /// Codes used recently and by whom, so the web page can follow a pairing to its end
+    /// (bounded: the last [`MAX_CODES`]).
+    used: std::collections::VecDeque<(String, NodeName, Instant)>,
+}
+
+/// Where the pairing with one code stands (for the web page's progress display).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Issued, nobody has tried it yet.
+    Waiting { expires_in: Duration },
+    /// A satellite is running the exchange (or failed tries were counted).
+    Pairing {
+        node: Option<NodeName>,
+        tries: u32,
+        expires_in: Duration,
+    },
+    /// A satellite proved the code and was enrolled.
+    Used { node: NodeName },
+    /// Expired, burned, or never issued.
+    Gone,
 }
 
 impl Pairing {
@@ -185,6 +205,11 @@ impl Pairing {
         if self.codes.remove(&session.slot).is_none() {
             return Err(PairingError::UnknownCode(session.slot));
         }
+        if self.used.len() >= MAX_CODES {
+            self.used.pop_front();
+        }
+        self.used
+            .push_back((session.slot.clone(), session.node_name.clone(), now));
         Ok(Admitted {
             node_name: session.node_name,
             csr_pem: req.csr_pem.clone(),
@@ -202,6 +227,31 @@ impl Pairing {
             .map(|c| c.tries)
             .unwrap_or(MAX_TRIES);
         Some((s.node_name, tries))
+    }
+
+    /// How far the pairing with the code in `slot` got.
+    pub fn progress(&mut self, slot: &str, now: Instant) -> Progress {
+        self.expire(now);
+        if let Some((_, node, _)) = self.used.iter().rev().find(|(s, _, _)| s == slot) {
+            return Progress::Used { node: node.clone() };
+        }
+        let Some(code) = self.codes.get(slot) else {
+            return Progress::Gone;
+        };
+        let expires_in = code.expires.saturating_duration_since(now);
+        let node = self
+            .sessions
+            .values()
+            .find(|s| s.slot == slot)
+            .map(|s| s.node_name.clone());
+        if node.is_none() && code.tries == 0 {
+            return Progress::Waiting { expires_in };
+        }
+        Progress::Pairing {
+            node,
+            tries: code.tries,
+            expires_in,
+        }
     }
 
     /// Codes currently valid (for status displays).

@@ -112,3 +112,32 @@ fn a_session_cannot_be_replayed() {
         Some(PairingError::UnknownSession)
     );
 }
+
+#[test]
+fn progress_follows_a_code_from_waiting_to_used() {
+    let mut p = Pairing::default();
+    let t0 = Instant::now();
+    let code = p.new_code(t0).unwrap();
+    assert!(matches!(
+        p.progress(&code.slot, t0),
+        Progress::Waiting { .. }
+    ));
+    let (agent, ch) = start(&mut p, &code, &code.secret, t0).unwrap();
+    match p.progress(&code.slot, t0) {
+        Progress::Pairing { node, tries, .. } => {
+            assert_eq!(node.unwrap().as_str(), "attic");
+            assert_eq!(tries, 1);
+        }
+        other => panic!("{other:?}"),
+    }
+    finish(&mut p, agent, &ch, t0).unwrap();
+    assert_eq!(
+        p.progress(&code.slot, t0),
+        Progress::Used {
+            node: NodeName::new("attic").unwrap()
+        }
+    );
+    assert_eq!(p.progress("ZZ", t0), Progress::Gone);
+    let other = p.new_code(t0).unwrap();
+    assert_eq!(p.progress(&other.slot, t0 + CODE_LIFETIME), Progress::Gone);
+}

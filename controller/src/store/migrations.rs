@@ -36,6 +36,18 @@ const STEPS: &[&str] = &[
     // 2: where each node's tunnel endpoint is reachable (JSON list of ip:port), so peers
     // still know after a controller restart.
     "ALTER TABLE nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';",
+    // 3: the web page: the admin password (PBKDF2 record, one row) and a label a person gives
+    // each router (the node name stays the identity; a label can change without new
+    // certificates).
+    "CREATE TABLE admin_password (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        algorithm TEXT NOT NULL,
+        iterations INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        set_at INTEGER NOT NULL
+     );
+     ALTER TABLE nodes ADD COLUMN label TEXT;",
 ];
 
 /// The schema version this build writes.

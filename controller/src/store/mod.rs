@@ -71,6 +71,27 @@ pub struct NodeRow {
     pub cert_not_after: Option<u64>,
     /// Where its tunnel endpoint is reachable (`ip:port`), as it last reported.
     pub addresses: Vec<String>,
+    /// The name a person gave it on the web page ("Attic"), if any.
+    pub label: Option<String>,
+}
+
+/// The admin password of the web page, as stored: never the password itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordRecord {
+    pub algorithm: String,
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub set_at: u64,
+}
+
+impl std::fmt::Debug for PasswordRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordRecord")
+            .field("algorithm", &self.algorithm)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +280,8 @@ impl Store {
             let mut stmt = conn.prepare(
                 "SELECT n.name, n.identity, n.enrolled_at, n.revoked_at,
                         (SELECT MAX(c.not_after) FROM certificates c WHERE c.node = n.name AND c.revoked = 0),
-                        n.addresses
+                        n.addresses,
+                        n.label
                  FROM nodes n ORDER BY n.name",
             )?;
             let rows = stmt.query_map([], |r| {
@@ -270,11 +292,12 @@ impl Store {
                     r.get::<_, Option<u64>>(3)?,
                     r.get::<_, Option<u64>>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (name, identity, enrolled_at, revoked_at, cert_not_after, addresses) = row?;
+                let (name, identity, enrolled_at, revoked_at, cert_not_after, addresses, label) = row?;
                 let addresses = serde_json::from_str(&addresses).map_err(|e| StoreError::Corrupt(format!("addresses of {name}: {e}")))?;
                 out.push(NodeRow {
                     name: NodeName::new(name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -283,6 +306,7 @@ impl Store {
                     revoked_at,
                     cert_not_after,
                     addresses,
+                    label,
                 });
             }
             Ok(out)
@@ -342,6 +366,81 @@ impl Store {
             tx.commit()?;
             Ok(version)
         })
+    }
+
+    /// Give a router a label for people (not a config change: agents never see it).
+    pub fn set_node_label(&self, name: &NodeName, label: Option<&str>) -> Result<()> {
+        self.with(|conn| {
+            let changed = conn.execute(
+                "UPDATE nodes SET label = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name.as_str(), label],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "no router named {name:?} in this home (it may have been removed)"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// The device groups, built-in ones first.
+    pub fn groups(&self) -> Result<Vec<(String, bool)>> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT name, builtin FROM groups ORDER BY builtin DESC, name")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    pub fn admin_password(&self) -> Result<Option<PasswordRecord>> {
+        self.with(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT algorithm, iterations, salt, hash, set_at FROM admin_password WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok(PasswordRecord {
+                            algorithm: r.get(0)?,
+                            iterations: r.get(1)?,
+                            salt: r.get(2)?,
+                            hash: r.get(3)?,
+                            set_at: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        })
+    }
+
+    /// Set the admin password only if none is set yet (first run); `Conflict` otherwise, so
+    /// two browsers racing through first run cannot overwrite each other.
+    pub fn set_first_admin_password(&self, rec: &PasswordRecord) -> Result<()> {
+        self.with(|conn| {
+            let inserted = conn.execute(
+                "INSERT INTO admin_password (id, algorithm, iterations, salt, hash, set_at)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5) ON CONFLICT(id) DO NOTHING",
+                params![
+                    rec.algorithm,
+                    rec.iterations,
+                    rec.salt,
+                    rec.hash,
+                    rec.set_at
+                ],
+            )?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict(
+                    "the admin password is already set: log in with it".into(),
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    /// Forget the admin password (reset from the router's shell); `true` if one was set.
+    pub fn clear_admin_password(&self) -> Result<bool> {
+        self.with(|conn| Ok(conn.execute("DELETE FROM admin_password", [])? > 0))
     }
 
     pub fn devices(&self) -> Result<Vec<DeviceRow>> {

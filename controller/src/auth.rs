@@ -1,0 +1,398 @@
+//! Who may use the web page: the admin password, the first-run setup token, browser
+//! sessions and the login throttle.
+//!
+//! - The password is stored as PBKDF2-HMAC-SHA256 with a random salt (never the password);
+//!   the record carries its algorithm and iteration count so a later version can raise them.
+//! - First run: before a password exists, setting one needs the setup token, a random string
+//!   the controller writes to `<data-dir>/setup-token` (0600, root only). Someone on the LAN
+//!   who reaches the page first cannot take the router over: they would need a root shell.
+//!   The token is never logged; `trellis setup-token` prints it.
+//! - Sessions live in RAM only (a restart logs everyone out, which fails closed), are few
+//!   and expire. The browser holds a random token in an HttpOnly cookie; the map keys on its
+//!   SHA-256 so a memory dump of the map does not hold live cookies.
+//! - Wrong passwords and wrong setup tokens are throttled for the whole controller (each try
+//!   also costs a PBKDF2 run, so the throttle bounds CPU as well as guessing).
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use ring::{digest, pbkdf2};
+
+use crate::home::{HomeError, Kind};
+use crate::store::PasswordRecord;
+
+pub const ALGORITHM: &str = "pbkdf2-hmac-sha256";
+/// OWASP's floor for PBKDF2-HMAC-SHA256 is far higher on servers, but a router CPU takes
+/// about a second for 100 000 rounds; every wrong guess is also throttled below.
+pub const ITERATIONS: u32 = 100_000;
+const SALT_LEN: usize = 16;
+const HASH_LEN: usize = 32;
+pub const MIN_PASSWORD: usize = 8;
+/// Bounds the work of one PBKDF2 run on attacker-chosen input.
+pub const MAX_PASSWORD: usize = 128;
+
+/// Browser sessions: a home has one or two admins; the oldest is dropped past the cap.
+pub const MAX_SESSIONS: usize = 8;
+pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+pub const SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
+
+/// Failed logins (or setup tokens) allowed per window, for the whole controller.
+pub const MAX_FAILURES: usize = 5;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+pub const SETUP_TOKEN_FILE: &str = "setup-token";
+
+fn random_string(len: usize) -> String {
+    // Crockford-like alphabet: nothing a person confuses when copying it from a terminal.
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstvwxyz23456789";
+    let mut rng = rand::thread_rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Check the password's shape, with a message a person can act on.
+pub fn check_new_password(password: &str) -> Result<(), HomeError> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD {
+        return Err(HomeError::new(
+            Kind::BadRequest,
+            format!("the password is too short: use at least {MIN_PASSWORD} characters"),
+        ));
+    }
+    if password.len() > MAX_PASSWORD {
+        return Err(HomeError::new(
+            Kind::BadRequest,
+            format!("the password is too long: use at most {MAX_PASSWORD} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Hash a new password with a fresh salt.
+pub fn hash_password(password: &str, now: u64) -> PasswordRecord {
+    let salt: [u8; SALT_LEN] = rand::random();
+    let mut hash = vec![0u8; HASH_LEN];
+    let iterations = NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN);
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        &salt,
+        password.as_bytes(),
+        &mut hash,
+    );
+    PasswordRecord {
+        algorithm: ALGORITHM.into(),
+        iterations: ITERATIONS,
+        salt: salt.to_vec(),
+        hash,
+        set_at: now,
+    }
+}
+
+/// Constant-time check of a password against its record (ring compares in constant time).
+pub fn verify_password(rec: &PasswordRecord, password: &str) -> bool {
+    if rec.algorithm != ALGORITHM || password.len() > MAX_PASSWORD {
+        return false;
+    }
+    let Some(iterations) = NonZeroU32::new(rec.iterations) else {
+        return false;
+    };
+    pbkdf2::verify(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        &rec.salt,
+        password.as_bytes(),
+        &rec.hash,
+    )
+    .is_ok()
+}
+
+// --- setup token ---------------------------------------------------------------------------
+
+pub fn setup_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(SETUP_TOKEN_FILE)
+}
+
+fn valid_token(t: &str) -> bool {
+    t.len() == 20 && t.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The first-run token, creating it (0600) if it is missing or damaged. Kept across restarts
+/// so a token someone already copied stays good until the password is set.
+pub fn ensure_setup_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = setup_token_path(data_dir);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if valid_token(&t) {
+            return Ok(t);
+        }
+    }
+    let token = random_string(20);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(format!("{token}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(token)
+}
+
+/// Once the password is set, the token has done its job.
+pub fn remove_setup_token(data_dir: &Path) {
+    let _ = std::fs::remove_file(setup_token_path(data_dir));
+}
+
+/// Compare a typed token with the real one without an early exit on the first wrong
+/// character (digests of both are compared).
+pub fn token_matches(real: &str, typed: &str) -> bool {
+    sha256(real.trim().as_bytes()) == sha256(typed.trim().as_bytes())
+}
+
+// --- sessions ------------------------------------------------------------------------------
+
+struct Session {
+    csrf: String,
+    /// The password epoch at login ([`crate::home::Home::password_epoch`]).
+    epoch: u64,
+    created: Instant,
+    last_used: Instant,
+}
+
+/// What a valid session cookie proves.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub csrf: String,
+}
+
+/// A new session: the cookie value and the CSRF token the page sends back in a header.
+pub struct NewSession {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Sessions {
+    pub fn create(&self, now: Instant, epoch: u64) -> NewSession {
+        let cookie = random_string(40);
+        let csrf = random_string(32);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, s| alive(s, now));
+        while map.len() >= MAX_SESSIONS {
+            let oldest = map.iter().min_by_key(|(_, s)| s.last_used).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => {
+                    map.remove(&k);
+                }
+                None => break,
+            }
+        }
+        map.insert(
+            sha256(cookie.as_bytes()),
+            Session {
+                csrf: csrf.clone(),
+                epoch,
+                created: now,
+                last_used: now,
+            },
+        );
+        NewSession { cookie, csrf }
+    }
+
+    /// The session behind a cookie, refreshing its idle timer. Sessions from before a
+    /// password reset (another `epoch`) are over.
+    pub fn check(&self, cookie: &str, now: Instant, epoch: u64) -> Option<SessionInfo> {
+        let key = sha256(cookie.as_bytes());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let s = map.get_mut(&key)?;
+        if !alive(s, now) || s.epoch != epoch {
+            map.remove(&key);
+            return None;
+        }
+        s.last_used = now;
+        Some(SessionInfo {
+            csrf: s.csrf.clone(),
+        })
+    }
+
+    pub fn end(&self, cookie: &str) {
+        let key = sha256(cookie.as_bytes());
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn alive(s: &Session, now: Instant) -> bool {
+    now.saturating_duration_since(s.last_used) < SESSION_IDLE
+        && now.saturating_duration_since(s.created) < SESSION_MAX_AGE
+}
+
+// --- throttle ------------------------------------------------------------------------------
+
+/// Counts recent tries that did not succeed; bounded to [`MAX_FAILURES`] entries.
+///
+/// A try is counted when it *starts* and forgiven when it succeeds, so a burst of parallel
+/// guesses cannot all slip past the check while their PBKDF2 runs are still going.
+#[derive(Default)]
+pub struct Throttle {
+    tries: Mutex<VecDeque<Instant>>,
+}
+
+impl Throttle {
+    /// Count a try, or `Err(seconds to wait)` while too many recent tries failed.
+    pub fn begin(&self, now: Instant) -> Result<(), u64> {
+        let mut f = self.tries.lock().unwrap_or_else(|p| p.into_inner());
+        while f
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
+        {
+            f.pop_front();
+        }
+        if f.len() >= MAX_FAILURES {
+            let oldest = f.front().copied().unwrap_or(now);
+            let wait = FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
+            return Err(wait.as_secs().max(1));
+        }
+        f.push_back(now);
+        Ok(())
+    }
+
+    /// The try succeeded: it does not count against anyone.
+    pub fn succeeded(&self) {
+        self.tries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_back();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_salt_and_verify() {
+        let a = hash_password("correct horse", 1);
+        let b = hash_password("correct horse", 1);
+        assert_ne!(a.salt, b.salt, "each hash gets its own salt");
+        assert_ne!(a.hash, b.hash);
+        assert_eq!(a.iterations, ITERATIONS);
+        const { assert!(ITERATIONS >= 100_000) };
+        assert!(verify_password(&a, "correct horse"));
+        assert!(!verify_password(&a, "correct horse "));
+        assert!(!verify_password(&a, ""));
+        let mut other = a.clone();
+        other.algorithm = "md5".into();
+        assert!(!verify_password(&other, "correct horse"));
+        assert!(!format!("{a:?}").contains("hash"), "Debug hides the hash");
+    }
+
+    #[test]
+    fn password_rules_explain_themselves() {
+        assert!(check_new_password("short")
+            .unwrap_err()
+            .message
+            .contains("at least 8"));
+        assert!(check_new_password(&"x".repeat(200)).is_err());
+        assert!(check_new_password("long enough").is_ok());
+    }
+
+    #[test]
+    fn setup_token_is_private_stable_and_removable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let t = ensure_setup_token(dir.path()).unwrap();
+        assert!(valid_token(&t));
+        let mode = std::fs::metadata(setup_token_path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            ensure_setup_token(dir.path()).unwrap(),
+            t,
+            "kept across restarts"
+        );
+        assert!(token_matches(&t, &format!(" {t}\n")));
+        assert!(!token_matches(&t, "nope"));
+        remove_setup_token(dir.path());
+        assert_ne!(ensure_setup_token(dir.path()).unwrap(), t);
+    }
+
+    #[test]
+    fn sessions_expire_and_stay_bounded() {
+        let s = Sessions::default();
+        let t0 = Instant::now();
+        let a = s.create(t0, 0);
+        assert!(s.check(&a.cookie, t0, 0).is_some());
+        assert!(s.check("forged", t0, 0).is_none());
+        // Idle too long.
+        assert!(s.check(&a.cookie, t0 + SESSION_IDLE, 0).is_none());
+        // A password reset ends older sessions.
+        let r = s.create(t0, 0);
+        assert!(s.check(&r.cookie, t0, 1).is_none());
+        // Used regularly, still ends at the absolute limit.
+        let b = s.create(t0, 0);
+        let mut t = t0;
+        while t + Duration::from_secs(600) < t0 + SESSION_MAX_AGE {
+            t += Duration::from_secs(600);
+            assert!(s.check(&b.cookie, t, 0).is_some());
+        }
+        assert!(s.check(&b.cookie, t0 + SESSION_MAX_AGE, 0).is_none());
+        for _ in 0..3 * MAX_SESSIONS {
+            s.create(t0, 0);
+        }
+        assert!(s.len() <= MAX_SESSIONS);
+        let c = s.create(t0, 0);
+        s.end(&c.cookie);
+        assert!(s.check(&c.cookie, t0, 0).is_none());
+    }
+
+    #[test]
+    fn throttle_blocks_after_repeated_failures_then_recovers() {
+        let th = Throttle::default();
+        let t0 = Instant::now();
+        // Successes never add up.
+        for _ in 0..3 * MAX_FAILURES {
+            th.begin(t0).unwrap();
+            th.succeeded();
+        }
+        for _ in 0..MAX_FAILURES {
+            assert!(th.begin(t0).is_ok());
+        }
+        let wait = th.begin(t0).unwrap_err();
+        assert!(wait >= 59, "{wait}");
+        assert!(th.begin(t0 + FAILURE_WINDOW).is_ok());
+    }
+}
