@@ -16,13 +16,12 @@ use tokio::sync::watch;
 use trellis_proto::api::SeenService;
 use trellis_proto::catalog::LearnedVia;
 use trellis_proto::snapshot::ConfigSnapshot;
-use trellis_proto::tls::{certs_from_pem, key_from_pem};
 
 use crate::control::{Agent, AgentHandle};
 use crate::discovery::{self, DiscoveryEvent, MdnsBrowser};
 use crate::intercept::{Interception, Rules};
 use crate::metrics::Metrics;
-use crate::proxy::{MeshState, NodeIdentity, Proxy, ProxyConfig, ProxyHandle, TrustBundle};
+use crate::proxy::{MeshState, NodeIdentity, Proxy, ProxyConfig, ProxyHandle};
 
 /// How often the DHCP lease file is looked at again.
 const REFRESH_EVERY: Duration = Duration::from_secs(30);
@@ -76,45 +75,29 @@ impl Drop for ServiceMesh {
     }
 }
 
-fn proxy_identity(pem: &str) -> anyhow::Result<NodeIdentity> {
-    let chain = certs_from_pem(pem, "identity.pem")?;
-    let facts = trellis_proto::tls::cert_facts(&chain[0])?;
-    Ok(NodeIdentity {
-        id: facts.identity,
-        chain,
-        key: key_from_pem(pem, "identity.pem")?,
-        not_after: facts.not_after,
-    })
-}
-
 /// Build what the proxy decides with from the snapshot, the certificate and the leases.
+/// `generation` moves on every rebuild (a renewal or a lease change too, not only a new
+/// snapshot), so the proxy never reuses state built from an older picture.
 fn mesh_state(
     generation: u64,
     agent: &Agent,
     snapshot: &ConfigSnapshot,
     leases: &[discovery::Lease],
 ) -> anyhow::Result<MeshState> {
-    let id = agent.identity();
+    let local = agent
+        .node
+        .identity
+        .node_name()
+        .ok_or_else(|| anyhow::anyhow!("this node's identity is not a node identity"))?;
     let devices = discovery::devices_from_leases(
         leases,
         &snapshot.devices,
         &snapshot.policy.unknown_device_group,
     );
-    Ok(MeshState {
-        version: generation,
-        local_node: agent
-            .node
-            .identity
-            .node_name()
-            .ok_or_else(|| anyhow::anyhow!("this node's identity is not a node identity"))?,
-        identity: proxy_identity(&id.pem)?,
-        bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
-        nodes: snapshot.nodes.clone(),
-        catalog: snapshot.catalog.clone(),
-        policy: snapshot.policy.clone(),
-        devices,
-        hops: HashMap::new(),
-    })
+    let identity = NodeIdentity::from_pem(&agent.identity().pem)?;
+    let mut state = MeshState::from_snapshot(snapshot, local, identity, devices, HashMap::new())?;
+    state.version = generation;
+    Ok(state)
 }
 
 /// Start the data plane once the first snapshot is known (stored or fresh).

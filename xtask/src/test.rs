@@ -24,6 +24,8 @@ pub fn run_all(quick: bool) -> Result<()> {
     crate::demo::run(&["--once".to_owned()])?;
     if !quick {
         router_binaries()?;
+        // The wifi half on a real 802.11s stack: qemu + mac80211_hwsim, ~2 min.
+        crate::lab::run(&[])?;
     }
     crate::package::ci_checks(quick)?;
     Ok(())
