@@ -36,7 +36,7 @@ const STEPS: &[&str] = &[
     // 2: where each node's tunnel endpoint is reachable (JSON list of ip:port), so peers
     // still know after a controller restart.
     "ALTER TABLE nodes ADD COLUMN addresses TEXT NOT NULL DEFAULT '[]';",
-    // 3: the web page: the admin password (PBKDF2 record, one row) and a label a person gives
+    // 3: the web page: the admin password (argon2id record, one row) and a label a person gives
     // each router (the node name stays the identity; a label can change without new
     // certificates).
     "CREATE TABLE admin_password (
