@@ -197,12 +197,7 @@ fn uci_defaults_parse_and_hold_what_the_init_scripts_read() {
     assert!(["2g", "5g", "6g"].contains(&cfg.get("mesh", "band").unwrap()));
     let v: u16 = cfg.get("controller", "port").unwrap().parse().unwrap();
     assert!(v > 0);
-    for port in [
-        "dns_port",
-        "proxy_outbound_port",
-        "proxy_inbound_port",
-        "metrics_port",
-    ] {
+    for port in ["dns_port", "proxy_outbound_port", "proxy_inbound_port"] {
         let v: u16 = cfg.get("agent", port).unwrap().parse().unwrap();
         assert!(v > 0);
     }
@@ -372,8 +367,11 @@ fn agent_init_starts_the_daemon_with_the_agreed_flags() {
     std::fs::write(state.join("agent/identity.pem"), "").unwrap();
     let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
     assert!(ok, "{err}");
-    let command =
-        format!("procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|{data_dir}/agent");
+    let command = format!(
+        "procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|{data_dir}/agent\
+         |--dns-listen|127.0.0.1:5354|--proxy-outbound|0.0.0.0:15001\
+         |--proxy-inbound|0.0.0.0:15008|--metrics-listen|127.0.0.1:9464"
+    );
     assert_eq!(
         procd_calls(&calls),
         [
@@ -393,6 +391,34 @@ fn agent_init_starts_the_daemon_with_the_agreed_flags() {
     assert!(calls.contains(&format!("chmod|0700|{data_dir}|{data_dir}/agent")));
     let text = std::fs::read_to_string(ws().join("firmware/files/trellis-agent.init")).unwrap();
     assert!(text.starts_with("#!/bin/sh /etc/rc.common\n") && text.contains("USE_PROCD=1"));
+}
+
+#[test]
+fn agent_init_passes_ports_and_interception_from_the_config() {
+    let state = tmp("agent-ports");
+    let data_dir = state.to_str().unwrap();
+    std::fs::create_dir_all(state.join("agent")).unwrap();
+    std::fs::write(state.join("agent/node.json"), "{}").unwrap();
+    std::fs::write(state.join("agent/identity.pem"), "").unwrap();
+    let (calls, ok, err) = run_init(
+        "trellis-agent.init",
+        &[
+            ("main", "data_dir", data_dir),
+            ("agent", "dns_port", "5399"),
+            ("agent", "intercept", "0"),
+            ("agent", "metrics_listen", "off"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let cmd = calls
+        .iter()
+        .find(|c| c.starts_with("procd_set_param|command|"))
+        .unwrap();
+    assert!(cmd.contains("|--dns-listen|127.0.0.1:5399|"), "{cmd}");
+    assert!(cmd.ends_with("|--metrics-listen|off"), "{cmd}");
+    let pos = |c: &str| calls.iter().position(|x| x == c);
+    let append = pos("procd_append_param|command|--no-intercept").expect("--no-intercept");
+    assert!(append > pos(cmd).unwrap() && append < pos("procd_close_instance").unwrap());
 }
 
 #[test]
@@ -459,18 +485,18 @@ fn run_uci_defaults(state: &str) -> Vec<String> {
 
 #[test]
 fn uci_defaults_point_dnsmasq_at_the_mesh_zone_once() {
-    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=15053\n";
+    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=5354\n";
     assert_eq!(
         run_uci_defaults(fresh),
         [
-            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#15053",
+            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354",
             "add_list dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa",
             "commit dhcp",
         ]
     );
     // Second run (or a user who already added it): nothing is added twice.
     let done = format!(
-        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#15053\n\
+        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#5354\n\
          dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
     );
     assert_eq!(run_uci_defaults(&done), ["commit dhcp"]);

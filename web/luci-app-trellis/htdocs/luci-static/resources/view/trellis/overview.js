@@ -145,16 +145,19 @@ return view.extend({
 		o = s.option(form.Value, 'dns_port', _('Mesh DNS port'),
 			_('dnsmasq forwards trellis.home.arpa to this port.'));
 		o.datatype = 'port';
-		o.placeholder = '15053';
+		o.placeholder = '5354';
 		o = s.option(form.Value, 'proxy_outbound_port', _('Proxy outbound port'));
 		o.datatype = 'port';
 		o.placeholder = '15001';
 		o = s.option(form.Value, 'proxy_inbound_port', _('Proxy inbound port'));
 		o.datatype = 'port';
 		o.placeholder = '15008';
-		o = s.option(form.Value, 'metrics_port', _('Metrics port'));
-		o.datatype = 'port';
-		o.placeholder = '15020';
+		o = s.option(form.Flag, 'intercept', _('Intercept connections'),
+			_('Send the home\'s connections to mesh services through the proxy (nftables).'));
+		o.default = '1';
+		o = s.option(form.Value, 'metrics_listen', _('Metrics address'),
+			_('Prometheus /metrics as address:port, or "off". 127.0.0.1 keeps it on the router.'));
+		o.placeholder = '127.0.0.1:9464';
 
 		return m.render().then(function(mapNode) {
 			return E('div', {}, [
