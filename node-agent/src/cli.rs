@@ -64,7 +64,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "0.0.0.0:15008")]
     pub proxy_inbound: std::net::SocketAddr,
     /// Mesh-zone DNS (dnsmasq forwards trellis.home.arpa here); "off" disables it.
-    #[arg(long, default_value = "127.0.0.1:15053")]
+    #[arg(long, default_value = "127.0.0.1:5354")]
     pub dns_listen: String,
     /// Prometheus /metrics; "off" disables it.
     #[arg(long, default_value = "127.0.0.1:9464")]
@@ -85,9 +85,10 @@ fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>
     if value == "off" {
         return Ok(None);
     }
-    value.parse().map(Some).map_err(|_| {
-        format!("{what} {value:?} is not an address like 127.0.0.1:15053 (or \"off\")")
-    })
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("{what} {value:?} is not an address like 127.0.0.1:5354 (or \"off\")"))
 }
 
 impl RunArgs {

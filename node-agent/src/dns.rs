@@ -1,7 +1,7 @@
 //! DNS for the mesh zone: `<service>.trellis.home.arpa` → the service's virtual IP.
 //!
 //! dnsmasq on the router stays the LAN's resolver and forwards only the mesh zone here
-//! (`server=/trellis.home.arpa/127.0.0.1#15053`, see `firmware/`), so this server answers one
+//! (`server=/trellis.home.arpa/127.0.0.1#5354`, see `firmware/`), so this server answers one
 //! zone and nothing else:
 //! - `A` for a catalog service → its virtual IP, TTL [`TTL`] (short: a service removed from the
 //!   catalog disappears within half a minute);
@@ -15,7 +15,7 @@
 //! the 512-byte UDP limit, so no truncation logic is needed.
 //!
 //! Entry point for the lead:
-//! `dns::serve(UdpSocket::bind("127.0.0.1:15053").await?, catalog_rx).await` where
+//! `dns::serve(UdpSocket::bind("127.0.0.1:5354").await?, catalog_rx).await` where
 //! `catalog_rx: watch::Receiver<Arc<Catalog>>` follows the snapshot.
 
 use std::sync::Arc;

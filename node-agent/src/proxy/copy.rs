@@ -8,7 +8,9 @@
 //! instead of growing, so memory stays bounded however many bulk streams run at once.
 //! Buffers never shrink during a connection; they go back to the allocator when it closes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use portable_atomic::AtomicU64;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};

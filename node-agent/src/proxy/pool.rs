@@ -129,7 +129,7 @@ impl Drop for StreamGuard {
 pub struct Pool {
     cfg: ProxyConfig,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
-    next_id: std::sync::atomic::AtomicU64,
+    next_id: portable_atomic::AtomicU64,
 }
 
 impl Pool {

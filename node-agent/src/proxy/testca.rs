@@ -17,7 +17,7 @@ pub struct TestCa {
     pub home: HomeId,
     issuer: Issuer<'static, KeyPair>,
     cert: CertificateDer<'static>,
-    next_serial: std::sync::atomic::AtomicU64,
+    next_serial: portable_atomic::AtomicU64,
 }
 
 impl TestCa {
