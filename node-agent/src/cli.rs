@@ -133,8 +133,22 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::init_logging(&cli.log);
     if let Command::Mesh(args) = cli.command {
+        // On a paired router the mesh ID and SAE password come from the controller.
+        let paired = (!args.list
+            && args.mesh_id.is_none()
+            && args.password_file.is_none()
+            && !args.open_test_mesh)
+            .then(|| StateDir::new(&cli.state_dir).mesh())
+            .transpose();
+        let paired = match paired {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("trellis-agent: no mesh credentials: {e}");
+                return ExitCode::from(2);
+            }
+        };
         // The mesh supervisor runs on its own single-threaded runtime.
-        return crate::wifi::mesh::main(args);
+        return crate::wifi::mesh::main(args, paired);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -30,7 +30,9 @@ pub use super::settings::{Error, MeshArgs, MeshSecurity, MeshSettings, RoleArg};
 use super::Mac;
 
 /// Entry point for the CLI: own single-threaded runtime (a router has one or two cores).
-pub fn main(args: MeshArgs) -> ExitCode {
+/// `paired`: the mesh credentials the controller handed over at pairing, used when the
+/// command line names neither a mesh ID nor a password file.
+pub fn main(args: MeshArgs, paired: Option<trellis_proto::snapshot::MeshCredentials>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,7 +47,10 @@ pub fn main(args: MeshArgs) -> ExitCode {
         if args.list {
             return list().await;
         }
-        let settings = MeshSettings::from_args(&args)?;
+        let settings = match paired {
+            Some(creds) => MeshSettings::from_paired(&args, &creds)?,
+            None => MeshSettings::from_args(&args)?,
+        };
         run(settings).await
     });
     match result {

@@ -18,8 +18,9 @@ pub struct MeshArgs {
     /// Name of the mesh-point interface to create.
     #[arg(long, default_value = "mesh0")]
     pub iface: String,
-    /// The 802.11s mesh ID (the controller's snapshot carries it after pairing).
-    #[arg(long, required_unless_present = "list")]
+    /// The 802.11s mesh ID. Leave it and --password-file out on a paired router: the
+    /// controller's credentials (kept in the state directory) are used.
+    #[arg(long)]
     pub mesh_id: Option<String>,
     /// Channel frequency in MHz (2412 = channel 1).
     #[arg(long, default_value_t = 2412)]
@@ -158,6 +159,20 @@ impl MeshSettings {
 
     /// Pairing hook: the mesh ID and SAE password from the controller's snapshot replace the
     /// command-line ones.
+    /// Settings for a paired router: everything from the command line, the mesh ID and SAE
+    /// password from the controller.
+    pub fn from_paired(
+        a: &MeshArgs,
+        creds: &trellis_proto::snapshot::MeshCredentials,
+    ) -> Result<Self, Error> {
+        // Build the rest from the arguments with a placeholder security, replaced at once.
+        let mut base = a.clone();
+        base.mesh_id = Some(creds.mesh_id.clone());
+        base.password_file = None;
+        base.open_test_mesh = true;
+        Self::from_args(&base)?.with_credentials(creds)
+    }
+
     pub fn with_credentials(
         mut self,
         creds: &trellis_proto::snapshot::MeshCredentials,
@@ -178,6 +193,28 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         mesh: MeshArgs,
+    }
+
+    #[test]
+    fn a_paired_router_meshes_with_the_controllers_credentials_over_sae() {
+        let args = parse(&["--phy", "phy1", "--bridge", "br-lan"]).unwrap();
+        let creds = trellis_proto::snapshot::MeshCredentials {
+            mesh_id: "trellis-h0me".into(),
+            sae_password: "a-long-random-mesh-password".into(),
+        };
+        let s = MeshSettings::from_paired(&args, &creds).unwrap();
+        assert_eq!(s.mesh_id, "trellis-h0me");
+        assert_eq!(s.phy, "phy1");
+        assert_eq!(s.bridge.as_deref(), Some("br-lan"));
+        assert!(
+            matches!(s.security, MeshSecurity::Sae(_)),
+            "never an open mesh from pairing"
+        );
+        // Without pairing and without flags there is no mesh to form.
+        assert!(matches!(
+            MeshSettings::from_args(&args),
+            Err(Error::NoMeshId)
+        ));
     }
 
     fn parse(args: &[&str]) -> Result<MeshArgs, clap::Error> {
@@ -206,8 +243,13 @@ mod tests {
             "--open-test-mesh"
         ])
         .is_err());
-        assert!(parse(&[]).is_err(), "mesh id is required");
-        assert!(parse(&["--list"]).is_ok(), "except for --list");
+        // Without a mesh ID (and without pairing) there is nothing to join.
+        let bare = parse(&[]).unwrap();
+        assert!(matches!(
+            MeshSettings::from_args(&bare),
+            Err(Error::NoMeshId)
+        ));
+        assert!(parse(&["--list"]).is_ok());
     }
 
     #[test]
