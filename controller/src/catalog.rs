@@ -134,6 +134,14 @@ impl Home {
         self.store.put_service(&service)?;
         self.publish()?;
         tracing::info!(service = %service.name, vip = %service.vip, via = %via, "catalog updated");
+        self.record(
+            "catalog",
+            format!(
+                "service {} ({}) at {addr} behind {node}, found by {via}",
+                service.name,
+                service.mesh_name()
+            ),
+        );
         Ok(service)
     }
 
@@ -163,6 +171,7 @@ impl Home {
             Ok(())
         })?;
         tracing::info!(rule = %name, version, "policy rule added");
+        self.record("policy", format!("policy rule {name} added"));
         Ok(version)
     }
 

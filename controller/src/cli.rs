@@ -80,6 +80,8 @@ pub enum Command {
     /// Explain a decision: `trellis why thermostat nas:445` (source: device name, MAC, IP or
     /// SPIFFE ID).
     Why { source: String, target: String },
+    /// What happened lately: pairings, removals, rule and catalog changes (newest first).
+    Events,
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
@@ -521,6 +523,18 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             );
             let w: WhyAnswer = call(cli, Method::GET, &path, none).await?;
             show(cli, &w, |w| format!("{}\n", w.explanation))
+        }
+        Command::Events => {
+            let events: Vec<crate::home::Event> =
+                call(cli, Method::GET, "/v1/admin/events", none).await?;
+            show(cli, &events, |es| {
+                if es.is_empty() {
+                    return "nothing has happened since the controller started\n".into();
+                }
+                es.iter()
+                    .map(|e| format!("{:>8} ago  {:<9} {}\n", ago(now, e.at), e.kind, e.message))
+                    .collect()
+            })
         }
         Command::CaBackup => {
             let b: CaBackup = call(cli, Method::GET, "/v1/admin/ca/backup", none).await?;

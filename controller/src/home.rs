@@ -128,7 +128,23 @@ pub struct Home {
     live: Mutex<HashMap<NodeName, Live>>,
     config: watch::Sender<Arc<ConfigSnapshot>>,
     /// Moves when the admin password is reset, so every web session made before ends.
-    password_epoch: std::sync::atomic::AtomicU64,
+    /// 32 bits: MIPS32 routers have no 64-bit atomics, and nobody resets 4 billion times.
+    password_epoch: std::sync::atomic::AtomicU32,
+    /// What happened lately, for people: bounded, RAM only.
+    events: Mutex<std::collections::VecDeque<Event>>,
+}
+
+/// Most recent events kept in RAM.
+pub const MAX_EVENTS: usize = 200;
+
+/// Something that happened in the home, in words a person understands.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Event {
+    /// Unix seconds.
+    pub at: u64,
+    /// Short machine-readable kind: `pairing`, `enrolled`, `removed`, `policy`, `catalog`, `renewal`.
+    pub kind: String,
+    pub message: String,
 }
 
 fn random_label(len: usize) -> String {
@@ -214,6 +230,7 @@ impl Home {
             live: Mutex::default(),
             config,
             password_epoch: Default::default(),
+            events: Mutex::default(),
         });
         home.publish()?;
         Ok(home)
@@ -323,6 +340,7 @@ impl Home {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("pairing failed: {e}");
+                self.record("pairing", format!("a pairing attempt failed: {e}"));
                 return Err(e.into());
             }
         };
@@ -334,6 +352,10 @@ impl Home {
             .enroll_node(&identity, &issued.serial, issued.not_after, unix_now())?;
         self.publish()?;
         tracing::info!(%identity, "router enrolled");
+        self.record(
+            "enrolled",
+            format!("router {} joined the home", admitted.node_name),
+        );
         let secrets = HomeSecrets {
             mesh: self.mesh.clone(),
             controller_api: self.settings.advertise.clone(),
@@ -355,6 +377,13 @@ impl Home {
             .abort(session)
             .ok_or(PairingError::UnknownSession)?;
         tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
+        self.record(
+            "pairing",
+            format!(
+                "router {node} was given a wrong pairing code (try {tries} of {})",
+                crate::pairing::MAX_TRIES
+            ),
+        );
         Ok(())
     }
 
@@ -483,6 +512,10 @@ impl Home {
             .remove(name);
         self.publish()?;
         tracing::info!(%identity, config_version, "router removed and its identity revoked");
+        self.record(
+            "removed",
+            format!("router {name} was removed; its identity is revoked"),
+        );
         Ok(RemovedNode {
             identity,
             config_version,
@@ -585,8 +618,34 @@ impl Home {
 
     /// Sessions remember this at login; a reset moves it.
     pub fn password_epoch(&self) -> u64 {
-        self.password_epoch
-            .load(std::sync::atomic::Ordering::SeqCst)
+        u64::from(
+            self.password_epoch
+                .load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// Remember an event for the page and `trellis events` (the oldest goes past the cap).
+    pub(crate) fn record(&self, kind: &str, message: String) {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() >= MAX_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(Event {
+            at: unix_now(),
+            kind: kind.to_owned(),
+            message,
+        });
+    }
+
+    /// Recent events, newest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
 
     /// The first-run token for the web page, or `Conflict` once a password is set.

@@ -154,6 +154,14 @@ fn pair_a_satellite_from_the_command_line() {
     let out = trellis(dir.path(), &c.socket, &["remove-node", "attic"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("already removed"), "{}", text(&out));
+
+    // The events tell the story, newest first.
+    let out = trellis(dir.path(), &c.socket, &["events"]);
+    let story = text(&out);
+    let removed = story.find("router attic was removed").expect(&story);
+    let joined = story.find("router attic joined the home").expect(&story);
+    let wrong = story.find("wrong pairing code").expect(&story);
+    assert!(removed < joined && joined < wrong, "{story}");
 }
 
 #[test]

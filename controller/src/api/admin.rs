@@ -37,6 +37,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/policy/rules/{name}", delete(remove_rule))
         .route("/v1/admin/groups", post(add_group))
         .route("/v1/admin/why", get(why))
+        .route("/v1/admin/events", get(events))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -207,4 +208,8 @@ async fn why(
 ) -> Result<Json<WhyAnswer>, HomeError> {
     let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
     home.why(&q.source, &q.target).map(Json)
+}
+
+async fn events(State(home): State<Arc<Home>>) -> Json<Vec<crate::home::Event>> {
+    Json(home.events())
 }

@@ -123,6 +123,7 @@ pub fn router(home: Arc<Home>) -> Router {
         )
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
+        .route("/api/ui/events", get(events))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
@@ -952,6 +953,10 @@ async fn why(
     let axum::extract::Query(q) =
         query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     Ok(Json(web.home.why(q.source.trim(), q.target.trim())?))
+}
+
+async fn events(State(web): State<Arc<Web>>, _: Admin) -> Json<Vec<crate::home::Event>> {
+    Json(web.home.events())
 }
 
 async fn traffic(_: Admin) -> Json<NotYet> {
