@@ -19,6 +19,10 @@ use trellis_proto::pairing::ApiError;
 
 use crate::home::{HomeError, Kind};
 
+/// The OpenAPI document of the admin, agent, pairing and web APIs, served at
+/// `/api/openapi.json`. A test keeps it and the routers in step.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
 /// Largest request body either API accepts: CSRs and telemetry are a few KiB.
 pub const MAX_BODY: usize = 64 * 1024;
 

@@ -124,6 +124,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
         .route("/api/ui/events", get(events))
+        .route("/api/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(web)
@@ -953,6 +954,14 @@ async fn why(
     let axum::extract::Query(q) =
         query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
     Ok(Json(web.home.why(q.source.trim(), q.target.trim())?))
+}
+
+/// The OpenAPI document of every API (public: it holds no secret).
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        super::OPENAPI,
+    )
 }
 
 async fn events(State(web): State<Arc<Web>>, _: Admin) -> Json<Vec<crate::home::Event>> {
