@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{ring, CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
@@ -139,47 +139,27 @@ fn normalize_serial(s: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Parse every `CERTIFICATE` block of a PEM text.
+/// Parse every `CERTIFICATE` block of a PEM text (the one PEM reader: `trellis_proto::tls`).
 pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let mut out = Vec::new();
-    for p in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let p = p.map_err(|e| TlsError::BadBundle(e.to_string()))?;
-        if p.label == "CERTIFICATE" {
-            out.push(CertificateDer::from(p.contents));
-        }
-    }
-    if out.is_empty() {
-        return Err(TlsError::BadBundle(
-            "no CERTIFICATE block in the PEM".into(),
-        ));
-    }
-    Ok(out)
+    trellis_proto::tls::certs_from_pem(pem, "the trust bundle")
+        .map_err(|e| TlsError::BadBundle(e.to_string()))
 }
 
-/// The SPIFFE ID (the one URI SAN) and the serial (lowercase hex) of a certificate.
+/// The SPIFFE ID (the one URI SAN) and the serial (normalised hex) of a certificate; a
+/// certificate naming two identities is ambiguous and refused.
 pub fn spiffe_id_and_serial(cert: &CertificateDer<'_>) -> Result<(SpiffeId, String), TlsError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, x) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
-    let serial = normalize_serial(&x.raw_serial_as_string());
-    let san = x
-        .subject_alternative_name()
-        .map_err(|e| TlsError::BadCertificate(e.to_string()))?
-        .ok_or(TlsError::NoSpiffeId)?;
-    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) => Some(*u),
-        _ => None,
-    });
-    // Exactly one URI: a certificate naming two identities is ambiguous, refuse it.
-    let (Some(uri), None) = (uris.next(), uris.next()) else {
-        return Err(TlsError::NoSpiffeId);
-    };
-    let id = uri.parse::<SpiffeId>().map_err(|_| TlsError::NoSpiffeId)?;
-    Ok((id, serial))
+    use trellis_proto::tls::CertError;
+    let facts = trellis_proto::tls::cert_facts(cert).map_err(|e| match e {
+        CertError::NoSpiffeId | CertError::SeveralUris | CertError::BadId(_) => {
+            TlsError::NoSpiffeId
+        }
+        other => TlsError::BadCertificate(other.to_string()),
+    })?;
+    Ok((facts.identity, normalize_serial(&facts.serial)))
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(ring::default_provider())
+    trellis_proto::tls::provider()
 }
 
 /// Checks the server's chain against the home CA and its SPIFFE ID against the expected node.
