@@ -82,6 +82,8 @@ pub enum Command {
     Why { source: String, target: String },
     /// What happened lately: pairings, removals, rule and catalog changes (newest first).
     Events,
+    /// The mesh links between the routers, with signal, throughput and advice.
+    Topology,
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
@@ -523,6 +525,37 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             );
             let w: WhyAnswer = call(cli, Method::GET, &path, none).await?;
             show(cli, &w, |w| format!("{}\n", w.explanation))
+        }
+        Command::Topology => {
+            let links: Vec<trellis_proto::api::TopologyLink> =
+                call(cli, Method::GET, "/v1/admin/topology", none).await?;
+            show(cli, &links, |ls| {
+                if ls.is_empty() {
+                    return "no mesh links reported yet (routers report every 30 s once trellis-agent mesh runs)\n".into();
+                }
+                let mut out = format!(
+                    "{:<16} {:<18} {:>8} {:>10} {:>7} {:<9} {}\n",
+                    "FROM", "TO", "SIGNAL", "THROUGHPUT", "METRIC", "QUALITY", "ADVICE"
+                );
+                for l in ls {
+                    let dash = || "-".to_string();
+                    out += &format!(
+                        "{:<16} {:<18} {:>8} {:>10} {:>7} {:<9} {}\n",
+                        l.from.as_str(),
+                        l.to,
+                        l.signal_dbm
+                            .map(|s| format!("{s} dBm"))
+                            .unwrap_or_else(dash),
+                        l.expected_throughput_kbps
+                            .map(|t| format!("{} Mb/s", t / 1000))
+                            .unwrap_or_else(dash),
+                        l.airtime_metric.map(|m| m.to_string()).unwrap_or_else(dash),
+                        l.verdict,
+                        l.advice.join("; ")
+                    );
+                }
+                out
+            })
         }
         Command::Events => {
             let events: Vec<crate::home::Event> =

@@ -105,6 +105,7 @@ struct Live {
 
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
 const MAX_REPORTED_ADDRESSES: usize = 16;
+const MAX_REPORTED_LINKS: usize = 32;
 
 /// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
 pub fn normalise_mac(mac: &str) -> Option<String> {
@@ -449,6 +450,9 @@ impl Home {
         telemetry
             .services
             .truncate(crate::catalog::MAX_REPORTED_SERVICES);
+        if let Some(mesh) = &mut telemetry.mesh {
+            mesh.links.truncate(MAX_REPORTED_LINKS);
+        }
         for seen in std::mem::take(&mut telemetry.services) {
             if let Err(e) = self.learn_service(node, &seen) {
                 tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
@@ -480,6 +484,48 @@ impl Home {
             agent_api: self.settings.advertise.clone(),
             controller_version: env!("CARGO_PKG_VERSION").to_owned(),
         })
+    }
+
+    /// The mesh as the routers last reported it: one entry per peer link, the peer named by
+    /// the router whose mesh MAC it is (RAM only, from telemetry).
+    pub fn topology(&self) -> Vec<trellis_proto::api::TopologyLink> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let members: std::collections::HashSet<NodeName> = self
+            .snapshot()
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let by_mac: HashMap<String, NodeName> = live
+            .iter()
+            .filter(|(name, _)| members.contains(*name))
+            .filter_map(|(name, l)| {
+                Some((
+                    l.telemetry.mesh.as_ref()?.mac.to_ascii_lowercase(),
+                    name.clone(),
+                ))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (name, l) in live.iter().filter(|(name, _)| members.contains(*name)) {
+            let Some(mesh) = &l.telemetry.mesh else {
+                continue;
+            };
+            for link in &mesh.links {
+                let peer = link.peer.to_ascii_lowercase();
+                out.push(trellis_proto::api::TopologyLink {
+                    from: name.clone(),
+                    to: by_mac.get(&peer).map(|n| n.to_string()).unwrap_or(peer),
+                    signal_dbm: link.signal_dbm,
+                    expected_throughput_kbps: link.expected_throughput_kbps,
+                    airtime_metric: link.airtime_metric,
+                    verdict: link.verdict.clone(),
+                    advice: link.advice.clone(),
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.from.as_str(), a.to.as_str()).cmp(&(b.from.as_str(), b.to.as_str())));
+        out
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {

@@ -531,3 +531,68 @@ async fn short_lived_certificates_are_renewed_on_time_and_kept_when_the_controll
     assert_eq!(handle.agent.identity().facts.serial, kept.facts.serial);
     assert_eq!(attic.identity_pem().unwrap(), kept.pem);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = Agent::load(pair(&th, "attic", dirs.path()).await).unwrap();
+    let garage = Agent::load(pair(&th, "garage", dirs.path()).await).unwrap();
+    // What `trellis-agent mesh` writes on each router.
+    let report = |mac: &str, peer: &str, signal: i32, verdict: &str| {
+        serde_json::json!({
+            "mac": mac,
+            "links": [
+                {"peer": peer, "signal_dbm": signal, "expected_throughput_kbps": 54000, "airtime_metric": 170, "verdict": verdict, "advice": []},
+                {"peer": "02:99:99:99:99:99", "signal_dbm": -88, "verdict": "weak", "advice": ["move closer"]}
+            ]
+        })
+    };
+    for (agent, file, body) in [
+        (
+            &attic,
+            "attic-links.json",
+            report("02:00:00:00:0a:01", "02:00:00:00:0b:01", -48, "good"),
+        ),
+        (
+            &garage,
+            "garage-links.json",
+            report("02:00:00:00:0b:01", "02:00:00:00:0a:01", -52, "good"),
+        ),
+    ] {
+        let path = dirs.path().join(file);
+        std::fs::write(&path, body.to_string()).unwrap();
+        agent.set_mesh_report_file(path);
+        agent.report_once().await.unwrap();
+    }
+    let topology = th.home.topology();
+    let pairs: Vec<(String, String)> = topology
+        .iter()
+        .map(|l| (l.from.to_string(), l.to.clone()))
+        .collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("attic".to_string(), "02:99:99:99:99:99".to_string()),
+            ("attic".to_string(), "garage".to_string()),
+            ("garage".to_string(), "02:99:99:99:99:99".to_string()),
+            ("garage".to_string(), "attic".to_string()),
+        ]
+    );
+    let link = topology
+        .iter()
+        .find(|l| l.from.as_str() == "attic" && l.to == "garage")
+        .unwrap();
+    assert_eq!(link.signal_dbm, Some(-48));
+    assert_eq!(link.verdict, "good");
+    // A removed router's links leave the map.
+    th.home.remove_node(&name("garage")).unwrap();
+    assert!(th
+        .home
+        .topology()
+        .iter()
+        .all(|l| l.from.as_str() != "garage" && l.to != "garage"));
+    // A damaged report file is skipped, not fatal.
+    std::fs::write(dirs.path().join("attic-links.json"), "{ half").unwrap();
+    attic.report_once().await.unwrap();
+}

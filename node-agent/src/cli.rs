@@ -79,6 +79,9 @@ pub struct RunArgs {
     /// controller).
     #[arg(long)]
     pub advertise: Option<std::net::IpAddr>,
+    /// The link report `trellis-agent mesh` writes, sent on to the controller's map.
+    #[arg(long, default_value = "/var/run/trellis/mesh-links.json")]
+    pub mesh_report: PathBuf,
 }
 
 fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -171,6 +174,7 @@ pub fn main() -> ExitCode {
             }
             (Ok(agent), Ok(mesh)) => {
                 tracing::info!(identity = %agent.node.identity, controller = %agent.node.controller, "trellis-agent running");
+                agent.set_mesh_report_file(args.mesh_report.clone());
                 runtime.block_on(async {
                     let handle = agent.start();
                     // The data plane starts once a config is known (stored or fresh); a stop

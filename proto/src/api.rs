@@ -52,6 +52,47 @@ pub struct Telemetry {
     /// Services this node found on its segment (mDNS, DHCP) or that host agents registered.
     #[serde(default)]
     pub services: Vec<SeenService>,
+    /// This node's mesh interface MAC and its peer links, from the mesh supervisor.
+    #[serde(default)]
+    pub mesh: Option<MeshReport>,
+}
+
+/// What `trellis-agent mesh` last saw of this node's 802.11s links (bounded by the radio's
+/// peer count; the controller keeps it in RAM for the topology).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeshReport {
+    /// The mesh interface's MAC: how other nodes' reports name this node.
+    pub mac: String,
+    pub links: Vec<MeshLink>,
+}
+
+/// One peer link as the mesh supervisor judges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshLink {
+    pub peer: String,
+    #[serde(default)]
+    pub signal_dbm: Option<i32>,
+    #[serde(default)]
+    pub expected_throughput_kbps: Option<u32>,
+    #[serde(default)]
+    pub airtime_metric: Option<u32>,
+    /// "good", "fair", "weak", "too_close", "unstable", "blocked".
+    pub verdict: String,
+    #[serde(default)]
+    pub advice: Vec<String>,
+}
+
+/// One link of the home's mesh topology (`GET /v1/admin/topology`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopologyLink {
+    pub from: NodeName,
+    /// The peer's node name, or its MAC when no router of the home reports that MAC.
+    pub to: String,
+    pub signal_dbm: Option<i32>,
+    pub expected_throughput_kbps: Option<u32>,
+    pub airtime_metric: Option<u32>,
+    pub verdict: String,
+    pub advice: Vec<String>,
 }
 
 /// A service an agent found behind its node.

@@ -38,6 +38,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/groups", post(add_group))
         .route("/v1/admin/why", get(why))
         .route("/v1/admin/events", get(events))
+        .route("/v1/admin/topology", get(topology))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -212,4 +213,8 @@ async fn why(
 
 async fn events(State(home): State<Arc<Home>>) -> Json<Vec<crate::home::Event>> {
     Json(home.events())
+}
+
+async fn topology(State(home): State<Arc<Home>>) -> Json<Vec<trellis_proto::api::TopologyLink>> {
+    Json(home.topology())
 }

@@ -608,7 +608,19 @@ async fn overview(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<Overv
         config_version: status.config_version,
         controller_version: status.controller_version,
         routers,
-        links: vec![],
+        links: web
+            .home
+            .topology()
+            .into_iter()
+            .map(|l| LinkView {
+                from: l.from.to_string(),
+                to: l.to,
+                signal_dbm: l.signal_dbm,
+                expected_throughput_kbps: l.expected_throughput_kbps,
+                airtime_metric: l.airtime_metric,
+                verdict: l.verdict,
+            })
+            .collect(),
         warnings,
     }))
 }

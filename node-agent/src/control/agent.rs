@@ -14,8 +14,9 @@ use crate::state::{NodeRecord, StateDir};
 
 /// How long each config long poll may wait at the controller.
 const POLL_WAIT_S: u64 = 55;
-/// Telemetry is small and goes out every few minutes (RAM only at the controller).
-const TELEMETRY_EVERY: Duration = Duration::from_secs(300);
+/// Telemetry is small (RAM only at the controller) and carries the mesh links the map shows,
+/// so it goes out every half minute.
+const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
 /// Retry pace of the config watch while the controller is away.
 const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -33,6 +34,8 @@ pub struct Agent {
     addresses: Arc<std::sync::Mutex<Vec<String>>>,
     /// Counts renewals, so the data plane picks up a new certificate at once.
     renewed: Arc<watch::Sender<u64>>,
+    /// Where `trellis-agent mesh` leaves its latest link report.
+    mesh_report_file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -96,6 +99,7 @@ impl Agent {
             seen_services: Arc::default(),
             addresses: Arc::default(),
             renewed: Arc::new(watch::channel(0).0),
+            mesh_report_file: Arc::default(),
         })
     }
 
@@ -267,6 +271,32 @@ impl Agent {
         *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
     }
 
+    /// Forward the mesh supervisor's link reports (written to `path`) with the telemetry.
+    pub fn set_mesh_report_file(&self, path: std::path::PathBuf) {
+        *self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(path);
+    }
+
+    /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
+    /// file is skipped, the next report replaces it).
+    fn mesh_report(&self) -> Option<trellis_proto::api::MeshReport> {
+        use std::io::Read;
+        let path = self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .ok()?
+            .take(64 * 1024)
+            .read_to_end(&mut text)
+            .ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
     /// Announce where this node's tunnel endpoint is reachable.
     pub fn set_addresses(&self, addresses: Vec<String>) {
         *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
@@ -304,6 +334,7 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            mesh: self.mesh_report(),
         };
         self.controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))

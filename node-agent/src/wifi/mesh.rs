@@ -210,6 +210,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
     }
 
     let mut state = State {
+        mac: iface.mac,
         links: BTreeMap::new(),
         paths: BTreeMap::new(),
         formed: false,
@@ -430,6 +431,8 @@ async fn try_set_params(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Repo
 }
 
 struct State {
+    /// This node's mesh interface MAC.
+    mac: Option<Mac>,
     links: BTreeMap<Mac, String>,
     paths: BTreeMap<Mac, MeshPath>,
     formed: bool,
@@ -628,6 +631,7 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
     if state.last_report.elapsed() >= s.report_every {
         state.last_report = Instant::now();
         report(out, state, now_ms);
+        write_link_report(&s.run_dir, state, now_ms);
     }
     for action in state.health.tick(now_ms) {
         apply_damping(nl, ifindex, &action, out).await;
@@ -641,6 +645,42 @@ fn why_no_link(sae: bool, peers_in_range: bool, auth_failures: bool) -> &'static
         (true, true, false) => "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password",
         (false, true, _) => "mesh peers are in range but no link came up: check that every node uses the same mesh settings",
         (_, false, _) => "no mesh peer in range on this channel and mesh ID: check the channel, the mesh ID and the distance",
+    }
+}
+
+/// Where `trellis-agent run` picks up the latest link report for the controller.
+pub const LINK_REPORT_FILE: &str = "mesh-links.json";
+
+/// Replace the link report file (tmpfs on a router: no flash wear); `run` sends it on.
+fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
+    let Some(mac) = state.mac else { return };
+    let report = trellis_proto::api::MeshReport {
+        mac: mac.to_string(),
+        links: state
+            .health
+            .report(now_ms)
+            .into_iter()
+            .map(|l| trellis_proto::api::MeshLink {
+                peer: l.peer.to_string(),
+                signal_dbm: l.signal_dbm.map(i32::from),
+                expected_throughput_kbps: l.expected_throughput_kbps,
+                airtime_metric: l.airtime_metric,
+                verdict: l.verdict.to_owned(),
+                advice: l.advice,
+            })
+            .collect(),
+    };
+    let Ok(json) = serde_json::to_vec(&report) else {
+        return;
+    };
+    let tmp = run_dir.join(format!(".{LINK_REPORT_FILE}.tmp"));
+    let written = std::fs::write(&tmp, json)
+        .and_then(|_| std::fs::rename(&tmp, run_dir.join(LINK_REPORT_FILE)));
+    if let Err(e) = written {
+        tracing::debug!(
+            "could not write the link report in {}: {e}",
+            run_dir.display()
+        );
     }
 }
 
