@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use trellis_agent::discovery::{DiscoveryEvent, MdnsBrowser};
 
+mod support;
+use support::Avahi;
+
 fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
@@ -114,61 +117,6 @@ fn router_discovers_a_service_announced_on_its_segment() {
         "{seen:?}"
     );
     assert_eq!(seen.host, "nas-box.local.");
-}
-
-/// An avahi-daemon in a namespace, configured through `/etc/netns/<ns>/avahi` (which
-/// `ip netns exec` bind-mounts over `/etc/avahi`), without D-Bus; killed on drop.
-struct Avahi {
-    child: std::process::Child,
-    dir: std::path::PathBuf,
-}
-
-impl Avahi {
-    fn start(ns: &str, iface: &str, service: Option<(&str, u16)>) -> Self {
-        let dir = std::path::PathBuf::from(format!("/etc/netns/{ns}"));
-        let avahi = dir.join("avahi");
-        std::fs::create_dir_all(avahi.join("services")).unwrap();
-        std::fs::write(
-            avahi.join("avahi-daemon.conf"),
-            format!(
-                "[server]\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces={iface}\nenable-dbus=no\n\
-                 [wide-area]\nenable-wide-area=no\n[publish]\npublish-hinfo=no\npublish-workstation=no\n"
-            ),
-        )
-        .unwrap();
-        if let Some((name, port)) = service {
-            std::fs::write(
-                avahi.join("services/http.service"),
-                format!(
-                    "<?xml version=\"1.0\" standalone='no'?>\n<service-group><name>{name}</name>\
-                     <service><type>_http._tcp</type><port>{port}</port></service></service-group>\n"
-                ),
-            )
-            .unwrap();
-        }
-        // `ip netns exec` gives the command its own mount namespace; a private tmpfs on
-        // /run/avahi-daemon keeps the two daemons' PID files apart.
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "sh", "-c"])
-            .arg(
-                "mkdir -p /run/avahi-daemon && mount -t tmpfs tmpfs /run/avahi-daemon && \
-                 exec avahi-daemon --no-drop-root --no-chroot --no-rlimits --no-proc-title \
-                 -f /etc/avahi/avahi-daemon.conf",
-            )
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("avahi-daemon is installed (cargo xtask setup installs it)");
-        Avahi { child, dir }
-    }
-}
-
-impl Drop for Avahi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The whole home with the real binaries on the real kernel: a controller and two routers'
-//! agents in network namespaces, a laptop behind router A, a web server behind router B.
-//! The laptop resolves the service's mesh name through router A's agent, connects to its
+//! agents in network namespaces, a laptop behind router A, a web server behind router B that
+//! announces itself with a real avahi-daemon. The service joins the catalog with no manual
+//! step; the laptop resolves its mesh name through router A's agent, connects to its
 //! virtual IP, and the agents carry it over mutual TLS to router B; a deny rule stops it and
 //! `trellis why` names the rule; with the controller killed, traffic keeps flowing (fail
 //! static).
@@ -79,7 +80,7 @@ fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
             TcpStream::connect_timeout(&SocketAddr::from((vip, 8080)), Duration::from_secs(5))
                 .map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: web.trellis.home.arpa\r\n\r\n")
+        s.write_all(b"GET / HTTP/1.0\r\nHost: family-web.trellis.home.arpa\r\n\r\n")
             .map_err(|e| format!("write: {e}"))?;
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
@@ -141,7 +142,10 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     });
 
-    // Both routers pair with codes and run their agents.
+    // The web server announces itself the way a NAS does: a real avahi-daemon, `_http._tcp`.
+    let _announcer = support::Avahi::start(&home.server, "s0", Some(("Family Web", 8080)));
+
+    // Both routers pair with codes and run their agents (router B browses mDNS).
     for (ns, name, extra) in [
         (
             &home.ra,
@@ -151,6 +155,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
                 "10.1.0.1:53",
                 "--metrics-listen",
                 "10.1.0.1:9464",
+                "--no-mdns",
             ],
         ),
         (
@@ -179,7 +184,6 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             "--state-dir",
             state.to_str().unwrap(),
             "run",
-            "--no-mdns",
             "--leases",
             "/nonexistent",
         ];
@@ -191,18 +195,23 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             &d.join(format!("{name}.log")),
         ));
     }
-    // The people of the house: the laptop is trusted; the web server is a service behind B.
+    // The laptop is trusted. The web server joins the catalog by itself: router B's agent
+    // sees its mDNS announcement and reports it; nobody types anything.
     trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
-    let svc = json(&[
-        "add-service",
-        "web",
-        "--node",
-        "router-b",
-        "--addr",
-        "10.2.0.2",
-        "--port",
-        "8080",
-    ]);
+    let mut svc = serde_json::Value::Null;
+    wait_until("the announced service to appear in the catalog", || {
+        svc = json(&["services"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "family-web")
+            .cloned()
+            .unwrap_or_default();
+        !svc.is_null()
+    });
+    assert_eq!(svc["learned_via"], "mdns", "{svc}");
+    assert_eq!(svc["instances"][0]["node"], "router-b", "{svc}");
+    assert_eq!(svc["instances"][0]["addr"], "10.2.0.2", "{svc}");
     let vip: Ipv4Addr = svc["vip"].as_str().unwrap().parse().unwrap();
 
     // Both agents know each other's tunnel address and have applied the latest config.
@@ -223,7 +232,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
 
     // By name, through router A's agent DNS, to the virtual IP, across the mTLS tunnel.
     assert_eq!(
-        laptop_resolve(&home.laptop, "web.trellis.home.arpa"),
+        laptop_resolve(&home.laptop, "family-web.trellis.home.arpa"),
         Some(vip)
     );
     let page = laptop_get(&home.laptop, vip).unwrap_or_else(|e| {
@@ -245,8 +254,8 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     });
     let opened = metrics
         .lines()
-        .find(|l| l.starts_with("trellis_tcp_connections_opened_total") && l.contains("web"))
-        .unwrap_or_else(|| panic!("no opened-connection counter for web:\n{metrics}"));
+        .find(|l| l.starts_with("trellis_tcp_connections_opened_total") && l.contains("family-web"))
+        .unwrap_or_else(|| panic!("no opened-connection counter for family-web:\n{metrics}"));
     assert!(!opened.ends_with(" 0"), "{opened}");
 
     // As a guest the same device is refused, and `trellis why` says which default decided.
@@ -257,7 +266,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     };
     trellis(&["set-device", LAPTOP_MAC, "laptop", "guest"]);
     wait_until("the guest refusal to take effect", || refused(&home));
-    let why = json(&["why", "laptop", "web:8080"]);
+    let why = json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false, "{why}");
     assert_eq!(why["rule"], "default:guest", "{why}");
     trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
@@ -274,14 +283,14 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         "--from",
         &format!("device:{LAPTOP_MAC}"),
         "--to",
-        "web",
+        "family-web",
     ]);
     wait_until("the deny rule to take effect", || refused(&home));
     println!(
         "FIGURE deny rule took effect at the laptop in {:?}",
         added.elapsed()
     );
-    let why = json(&["why", "laptop", "web:8080"]);
+    let why = json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false);
     assert_eq!(why["rule"], "no-laptop-web");
 
