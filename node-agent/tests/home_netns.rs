@@ -92,6 +92,48 @@ fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
     })
 }
 
+const PHONE_MAC: &str = "02:00:00:00:00:0f";
+
+/// A guest phone namespace on its own link to router A (10.1.1.0/24); deleted on drop.
+struct Phone(String);
+
+impl Phone {
+    fn new(router: &str) -> Self {
+        let ns = format!("tp-{}", std::process::id());
+        let run = |args: &[&str]| support::run(args);
+        run(&["ip", "netns", "add", &ns]);
+        run(&[
+            "ip", "link", "add", "p0", "netns", &ns, "type", "veth", "peer", "name", "a2", "netns",
+            router,
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", "p0", "address", PHONE_MAC]);
+        run(&["ip", "-n", &ns, "addr", "add", "10.1.1.2/24", "dev", "p0"]);
+        run(&[
+            "ip",
+            "-n",
+            router,
+            "addr",
+            "add",
+            "10.1.1.1/24",
+            "dev",
+            "a2",
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", "p0", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        run(&["ip", "-n", router, "link", "set", "a2", "up"]);
+        run(&[
+            "ip", "-n", &ns, "route", "add", "default", "via", "10.1.1.1",
+        ]);
+        Phone(ns)
+    }
+}
+
+impl Drop for Phone {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
 #[test]
 fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     if !is_root() {
@@ -100,6 +142,8 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     }
     let home = Home::new();
     start_web_server(&home.server);
+    // A guest's phone on its own port of router A.
+    let phone = Phone::new(&home.ra);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_trellis-agent"));
@@ -198,6 +242,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     // The laptop is trusted. The web server joins the catalog by itself: router B's agent
     // sees its mDNS announcement and reports it; nobody types anything.
     trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
+    trellis(&["set-device", PHONE_MAC, "phone", "guest"]);
     let mut svc = serde_json::Value::Null;
     wait_until("the announced service to appear in the catalog", || {
         svc = json(&["services"])
@@ -303,4 +348,12 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let page =
         laptop_get(&home.laptop, vip).expect("fail static: the mesh works without the controller");
     assert!(page.contains(PAGE_SECRET));
+    // …and the guest is still refused: router A's proxy takes the connection and closes
+    // it (a policy refusal), rather than the phone failing to reach anything at all.
+    let guest = laptop_get(&phone.0, vip);
+    assert_eq!(
+        guest,
+        Err("connection closed with no answer".to_string()),
+        "the guest phone must be refused by policy with the controller down"
+    );
 }
