@@ -84,6 +84,12 @@ pub enum Command {
     Events,
     /// The mesh links between the routers, with signal, throughput and advice.
     Topology,
+    /// Diagnose common failures and say how to fix each (exit 0 fine, 4 warnings, 5 failures).
+    Check {
+        /// The wpa_supplicant the mesh uses.
+        #[arg(long, default_value = "/usr/sbin/wpa_supplicant")]
+        wpa_supplicant: PathBuf,
+    },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
@@ -163,6 +169,9 @@ fn query_value(v: &str) -> String {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check { wpa_supplicant } = &cli.command {
+        return check(&cli, wpa_supplicant);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -526,6 +535,7 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             let w: WhyAnswer = call(cli, Method::GET, &path, none).await?;
             show(cli, &w, |w| format!("{}\n", w.explanation))
         }
+        Command::Check { .. } => unreachable!("handled in main"),
         Command::Topology => {
             let links: Vec<trellis_proto::api::TopologyLink> =
                 call(cli, Method::GET, "/v1/admin/topology", none).await?;
@@ -579,4 +589,76 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             })
         }
     })
+}
+
+/// `trellis check`: every finding with its fix; the exit code says the worst.
+fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
+    use crate::check::{self as diag, Finding, Level};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let none: Option<&()> = None;
+    let now = crate::ca::unix_now();
+    let fetched = runtime.block_on(async {
+        let nodes: Vec<NodeInfo> = call(cli, Method::GET, "/v1/admin/nodes", none).await?;
+        let links: Vec<trellis_proto::api::TopologyLink> =
+            call(cli, Method::GET, "/v1/admin/topology", none).await?;
+        Ok::<_, ClientError>((nodes, links))
+    });
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut unreachable = false;
+    match fetched {
+        Ok((nodes, links)) => {
+            findings.push(Finding {
+                level: Level::Ok,
+                what: format!("controller answers on {}", cli.socket.display()),
+                fix: String::new(),
+            });
+            findings.extend(diag::certificates(&nodes, now));
+            findings.extend(diag::clocks(&nodes, now));
+            findings.extend(diag::mesh_links(&nodes, &links));
+        }
+        Err(e) => {
+            unreachable = true;
+            findings.push(Finding {
+                level: Level::Fail,
+                what: format!("the controller does not answer on {}: {e}", cli.socket.display()),
+                fix: "start it: /etc/init.d/trellis-controller start; logread -e trellis says why it stopped".into(),
+            });
+        }
+    }
+    findings.push(diag::wpa_supplicant(wpa));
+    findings.push(diag::mdns_port());
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&findings).unwrap_or_default()
+        );
+    } else {
+        for f in &findings {
+            let tag = match f.level {
+                Level::Ok => "ok  ",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            println!("{tag} {}", f.what);
+            if !f.fix.is_empty() {
+                println!("     fix: {}", f.fix);
+            }
+        }
+    }
+    let worst = findings.iter().map(|f| f.level).max().unwrap_or(Level::Ok);
+    match (unreachable, worst) {
+        (true, _) => ExitCode::from(3),
+        (_, Level::Fail) => ExitCode::from(5),
+        (_, Level::Warn) => ExitCode::from(4),
+        _ => ExitCode::SUCCESS,
+    }
 }

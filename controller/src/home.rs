@@ -101,6 +101,8 @@ struct Live {
     acked_version: u64,
     last_seen: Option<Instant>,
     telemetry: Telemetry,
+    /// The node's clock minus ours when its last report arrived.
+    clock_skew_s: Option<i64>,
 }
 
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
@@ -464,12 +466,12 @@ impl Home {
             tracing::info!(%node, addresses = ?telemetry.addresses, version, "router's tunnel address changed");
             self.publish()?;
         }
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(node.clone())
-            .or_default()
-            .telemetry = telemetry;
+        let skew =
+            (telemetry.clock_unix > 0).then(|| telemetry.clock_unix as i64 - unix_now() as i64);
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = live.entry(node.clone()).or_default();
+        entry.telemetry = telemetry;
+        entry.clock_skew_s = skew;
         Ok(())
     }
 
@@ -544,6 +546,7 @@ impl Home {
                     revoked: row.revoked_at.is_some(),
                     acked_version: l.acked_version,
                     last_seen_s: l.last_seen.map(|t| t.elapsed().as_secs()),
+                    clock_skew_s: l.clock_skew_s,
                     label: row.label,
                 }
             })

@@ -411,3 +411,89 @@ fn services_groups_rules_and_why_from_the_command_line() {
     let (_, out) = run(&["services"]);
     assert!(out.contains("(unreachable)"), "{out}");
 }
+
+#[test]
+fn trellis_check_names_each_problem_and_its_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mesh_wpa = dir.path().join("wpa-mesh");
+    std::fs::write(&mesh_wpa, b"\x7fELF ... mesh_fwding ... sae_password").unwrap();
+    let basic_wpa = dir.path().join("wpa-basic");
+    std::fs::write(&basic_wpa, b"\x7fELF ... wpa_passphrase").unwrap();
+    let check = |socket: &Path, wpa: &Path| {
+        let out = trellis(
+            dir.path(),
+            socket,
+            &["check", "--wpa-supplicant", wpa.to_str().unwrap()],
+        );
+        (out.status.code(), text(&out))
+    };
+
+    // No controller: exit 3, and the fix says how to start it.
+    let (code, out) = check(&dir.path().join("nothing.sock"), &mesh_wpa);
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains("FAIL the controller does not answer")
+            && out.contains("/etc/init.d/trellis-controller start"),
+        "{out}"
+    );
+
+    let c = start(dir.path());
+    let pair: serde_json::Value =
+        serde_json::from_slice(&trellis(dir.path(), &c.socket, &["pair", "--json"]).stdout)
+            .unwrap();
+    let joined = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.path().join("sat"))
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            pair["code"].as_str().unwrap(),
+            "--name",
+            "attic",
+        ])
+        .output()
+        .unwrap();
+    assert!(joined.status.success(), "{}", text(&joined));
+
+    let (code, out) = check(&c.socket, &mesh_wpa);
+    assert!(out.contains("ok   controller answers"), "{out}");
+    assert!(
+        out.contains("ok   router attic: certificate valid"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok   wpa_supplicant supports 802.11s mesh"),
+        "{out}"
+    );
+    assert!(
+        matches!(code, Some(0) | Some(4)),
+        "only warnings at most: {out}"
+    );
+
+    // A wpad without mesh support: a failure that names the package to install.
+    let (code, out) = check(&c.socket, &basic_wpa);
+    assert_eq!(code, Some(5), "{out}");
+    assert!(
+        out.contains("FAIL")
+            && out.contains("no 802.11s mesh support")
+            && out.contains("wpad-mesh-mbedtls"),
+        "{out}"
+    );
+
+    let out = trellis(
+        dir.path(),
+        &c.socket,
+        &[
+            "check",
+            "--json",
+            "--wpa-supplicant",
+            basic_wpa.to_str().unwrap(),
+        ],
+    );
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["level"] == "fail" && f["fix"].as_str().unwrap().contains("wpad-mesh")));
+}

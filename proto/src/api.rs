@@ -47,6 +47,9 @@ pub struct Telemetry {
     /// Seconds until the agent's certificate expires.
     #[serde(default)]
     pub cert_expires_in_s: i64,
+    /// The agent's clock (unix seconds) when it sent this, to spot clock skew.
+    #[serde(default)]
+    pub clock_unix: u64,
     #[serde(default)]
     pub applied_version: u64,
     /// Services this node found on its segment (mDNS, DHCP) or that host agents registered.
@@ -148,6 +151,9 @@ pub struct NodeInfo {
     pub acked_version: u64,
     /// Seconds since the node last talked to the controller; `None` if never since start.
     pub last_seen_s: Option<u64>,
+    /// The node's clock minus the controller's at its last report (seconds); `None` before.
+    #[serde(default)]
+    pub clock_skew_s: Option<i64>,
     /// The name a person gave the router on the web page, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,

@@ -329,6 +329,7 @@ impl Agent {
             cert_expires_in_s: self.identity.get().facts.not_after as i64
                 - crate::unix_now() as i64,
             applied_version: self.applied_version(),
+            clock_unix: crate::unix_now(),
             services: self
                 .seen_services
                 .lock()
