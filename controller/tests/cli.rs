@@ -78,6 +78,30 @@ fn agent_binary() -> PathBuf {
     path
 }
 
+/// `trellis-agent join` on the satellite "attic" (state in `<dir>/sat`) with `code`.
+fn join_attic(dir: &Path, c: &Controller, code: &str) -> Output {
+    Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(dir.join("sat"))
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            code,
+            "--name",
+            "attic",
+        ])
+        .output()
+        .unwrap()
+}
+
+/// A fresh code from `trellis pair`, then the satellite "attic" joins with it.
+fn pair_attic(dir: &Path, c: &Controller) {
+    let pair: serde_json::Value =
+        serde_json::from_slice(&trellis(dir, &c.socket, &["pair", "--json"]).stdout).unwrap();
+    let joined = join_attic(dir, c, pair["code"].as_str().unwrap());
+    assert!(joined.status.success(), "{}", text(&joined));
+}
+
 fn text(o: &Output) -> String {
     format!(
         "{}{}",
@@ -103,18 +127,7 @@ fn pair_a_satellite_from_the_command_line() {
 
     // A wrong code on the satellite: refused, exit 1, says what to check.
     let wrong = format!("{}ZZZZ-ZZZZ", &code[..2]);
-    let out = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(dir.path().join("sat"))
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            &wrong,
-            "--name",
-            "attic",
-        ])
-        .output()
-        .unwrap();
+    let out = join_attic(dir.path(), &c, &wrong);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         text(&out).contains("did not prove it knows this pairing code"),
@@ -123,18 +136,7 @@ fn pair_a_satellite_from_the_command_line() {
     );
 
     // The right code: joined.
-    let out = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(dir.path().join("sat"))
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            &code.to_lowercase(),
-            "--name",
-            "attic",
-        ])
-        .output()
-        .unwrap();
+    let out = join_attic(dir.path(), &c, &code.to_lowercase());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("/node/attic"), "{}", text(&out));
 
@@ -281,22 +283,7 @@ fn services_groups_rules_and_why_from_the_command_line() {
     ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no router named"), "{out}");
-    let pair: serde_json::Value =
-        serde_json::from_slice(&trellis(dir.path(), &c.socket, &["pair", "--json"]).stdout)
-            .unwrap();
-    let joined = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(dir.path().join("sat"))
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            pair["code"].as_str().unwrap(),
-            "--name",
-            "attic",
-        ])
-        .output()
-        .unwrap();
-    assert!(joined.status.success(), "{}", text(&joined));
+    pair_attic(dir.path(), &c);
 
     let (code, out) = run(&[
         "add-service",
@@ -438,22 +425,7 @@ fn trellis_check_names_each_problem_and_its_fix() {
     );
 
     let c = start(dir.path());
-    let pair: serde_json::Value =
-        serde_json::from_slice(&trellis(dir.path(), &c.socket, &["pair", "--json"]).stdout)
-            .unwrap();
-    let joined = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(dir.path().join("sat"))
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            pair["code"].as_str().unwrap(),
-            "--name",
-            "attic",
-        ])
-        .output()
-        .unwrap();
-    assert!(joined.status.success(), "{}", text(&joined));
+    pair_attic(dir.path(), &c);
 
     let (code, out) = check(&c.socket, &mesh_wpa);
     assert!(out.contains("ok   controller answers"), "{out}");
