@@ -119,11 +119,15 @@ pub enum PolicyChange {
     Remove { name: String },
 }
 
-fn source_match(s: &str) -> Result<SourceMatch, ClientError> {
-    let bad = |why: String| ClientError::Status {
+/// What the person typed is not valid: exit 1 with the reason, before any request.
+fn bad(message: impl Into<String>) -> ClientError {
+    ClientError::Status {
         status: hyper::StatusCode::BAD_REQUEST,
-        message: why,
-    };
+        message: message.into(),
+    }
+}
+
+fn source_match(s: &str) -> Result<SourceMatch, ClientError> {
     Ok(match s.split_once(':') {
         _ if s == "any" => SourceMatch::Any,
         Some(("group", g)) => SourceMatch::Group(g.to_owned()),
@@ -144,11 +148,7 @@ fn source_match(s: &str) -> Result<SourceMatch, ClientError> {
 }
 
 fn service_match(s: &str) -> Result<ServiceMatch, ClientError> {
-    let (service, port) =
-        trellis_proto::policy::parse_target(s).map_err(|e| ClientError::Status {
-            status: hyper::StatusCode::BAD_REQUEST,
-            message: e.to_string(),
-        })?;
+    let (service, port) = trellis_proto::policy::parse_target(s).map_err(|e| bad(e.to_string()))?;
     Ok(ServiceMatch {
         service: Some(service),
         ports: port.into_iter().collect(),
@@ -397,10 +397,7 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             ports,
         } => {
             let node =
-                trellis_proto::NodeName::new(node.clone()).map_err(|e| ClientError::Status {
-                    status: hyper::StatusCode::BAD_REQUEST,
-                    message: e.to_string(),
-                })?;
+                trellis_proto::NodeName::new(node.clone()).map_err(|e| bad(e.to_string()))?;
             let body = NewService {
                 name: name.clone(),
                 node,
@@ -486,10 +483,9 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 "allow" => Action::Allow,
                 "deny" => Action::Deny,
                 other => {
-                    return Err(ClientError::Status {
-                        status: hyper::StatusCode::BAD_REQUEST,
-                        message: format!("{other:?} is not an action: use allow or deny"),
-                    })
+                    return Err(bad(format!(
+                        "{other:?} is not an action: use allow or deny"
+                    )))
                 }
             };
             let rule = Rule {
