@@ -13,7 +13,7 @@ use serde::Serialize;
 use trellis_proto::api::{CaBackup, NewPairingCode, NodeInfo, RemovedNode, Status};
 use trellis_proto::client::{self, ClientError};
 
-use trellis_proto::api::{NewService, WhyAnswer};
+use trellis_proto::api::{NewService, NewSpeedTest, SpeedTest, SpeedTestState, WhyAnswer};
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Action, Policy, Rule, ServiceMatch, SourceMatch};
 
@@ -84,6 +84,20 @@ pub enum Command {
     Events,
     /// The mesh links between the routers, with signal, throughput and advice.
     Topology,
+    /// Measure TCP throughput from one router to another (one mesh hop when they are
+    /// neighbours): `trellis speedtest attic garage`. Waits for the result; exit 1 if it fails.
+    Speedtest {
+        /// The router that sends.
+        from: Option<String>,
+        /// The router that receives.
+        to: Option<String>,
+        /// How long to send (1–30 s).
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+        /// List recent tests instead of running one.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        list: bool,
+    },
     /// Diagnose common failures and say how to fix each (exit 0 fine, 4 warnings, 5 failures).
     Check {
         /// The wpa_supplicant the mesh uses.
@@ -220,6 +234,24 @@ fn show<T: Serialize>(cli: &Cli, value: &T, text: impl FnOnce(&T) -> String) -> 
             .unwrap_or_default()
     } else {
         text(value)
+    }
+}
+
+/// One line per speed test, in words.
+fn speedtest_line(t: &SpeedTest) -> String {
+    let what = format!("speed test {} → {}", t.from, t.to);
+    match (t.state, t.bits_per_second, &t.error) {
+        (SpeedTestState::Done, Some(bps), _) => format!(
+            "{what}: {:.1} Mbit/s ({} MB in {} s, timed by {})",
+            bps as f64 / 1e6,
+            t.bytes.unwrap_or(0) / 1_000_000,
+            t.seconds,
+            t.to
+        ),
+        (SpeedTestState::Failed, _, Some(e)) => format!("{what} failed: {e}"),
+        (SpeedTestState::Queued, ..) => format!("{what}: waiting for {}", t.from),
+        (SpeedTestState::Running, ..) => format!("{what}: running"),
+        _ => format!("{what}: {:?}", t.state),
     }
 }
 
@@ -562,6 +594,75 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 }
                 out
             })
+        }
+        Command::Speedtest {
+            from,
+            to,
+            seconds,
+            list,
+        } => {
+            if *list {
+                let tests: Vec<SpeedTest> =
+                    call(cli, Method::GET, "/v1/admin/speedtests", none).await?;
+                return Ok(show(cli, &tests, |ts| {
+                    if ts.is_empty() {
+                        return "no speed tests since the controller started\n".into();
+                    }
+                    ts.iter()
+                        .map(|t| {
+                            format!(
+                                "{:>8} ago  {}\n",
+                                ago(now, t.requested_at),
+                                speedtest_line(t)
+                            )
+                        })
+                        .collect()
+                }));
+            }
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(bad(
+                    "name the sending and the receiving router: trellis speedtest FROM TO (see trellis nodes)",
+                ));
+            };
+            let req = NewSpeedTest {
+                from: from
+                    .parse()
+                    .map_err(|e: trellis_proto::identity::IdentityError| bad(e.to_string()))?,
+                to: to
+                    .parse()
+                    .map_err(|e: trellis_proto::identity::IdentityError| bad(e.to_string()))?,
+                seconds: Some(*seconds),
+            };
+            let mut test: SpeedTest =
+                call(cli, Method::POST, "/v1/admin/speedtests", Some(&req)).await?;
+            if !cli.json {
+                eprintln!(
+                    "speed test {} → {} queued ({} s)…",
+                    test.from, test.to, test.seconds
+                );
+            }
+            let mut said_running = false;
+            while matches!(test.state, SpeedTestState::Queued | SpeedTestState::Running) {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                test = call(
+                    cli,
+                    Method::GET,
+                    &format!("/v1/admin/speedtests/{}", test.id),
+                    none,
+                )
+                .await?;
+                if test.state == SpeedTestState::Running && !said_running && !cli.json {
+                    eprintln!("{} is sending…", test.from);
+                    said_running = true;
+                }
+            }
+            if test.state == SpeedTestState::Failed {
+                return Err(ClientError::Status {
+                    status: hyper::StatusCode::BAD_GATEWAY,
+                    message: speedtest_line(&test),
+                });
+            }
+            show(cli, &test, |t| format!("{}\n", speedtest_line(t)))
         }
         Command::Events => {
             let events: Vec<crate::home::Event> =

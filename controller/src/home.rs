@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::watch;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NodeInfo, RemovedNode, RenewResponse, Status, Telemetry,
+    CaBackup, NewPairingCode, NewSpeedTest, NodeInfo, RemovedNode, RenewResponse, SpeedTest,
+    SpeedTestJob, SpeedTestOutcome, Status, Telemetry,
 };
 use trellis_proto::pairing::{HomeSecrets, PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocation};
@@ -135,6 +136,8 @@ pub struct Home {
     password_epoch: std::sync::atomic::AtomicU32,
     /// What happened lately, for people: bounded, RAM only.
     events: Mutex<std::collections::VecDeque<Event>>,
+    /// Speed tests between routers (RAM only).
+    speedtests: crate::speedtest::SpeedTests,
 }
 
 /// Most recent events kept in RAM.
@@ -145,7 +148,8 @@ pub const MAX_EVENTS: usize = 200;
 pub struct Event {
     /// Unix seconds.
     pub at: u64,
-    /// Short machine-readable kind: `pairing`, `enrolled`, `removed`, `policy`, `catalog`, `renewal`.
+    /// Short machine-readable kind: `pairing`, `enrolled`, `removed`, `policy`, `catalog`,
+    /// `renewal`, `speedtest`.
     pub kind: String,
     pub message: String,
 }
@@ -234,6 +238,7 @@ impl Home {
             config,
             password_epoch: Default::default(),
             events: Mutex::default(),
+            speedtests: Default::default(),
         });
         home.publish()?;
         Ok(home)
@@ -560,6 +565,7 @@ impl Home {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         self.publish()?;
+        self.speedtests.forget_node(name, unix_now());
         tracing::info!(%identity, config_version, "router removed and its identity revoked");
         self.record(
             "removed",
@@ -618,6 +624,89 @@ impl Home {
             .set_node_label(name, (!label.is_empty()).then_some(label))?;
         tracing::info!(node = %name, "router label changed");
         Ok(())
+    }
+
+    // --- speed tests ---------------------------------------------------------------------
+
+    /// Queue a speed test between two routers of this home.
+    pub fn start_speedtest(&self, req: &NewSpeedTest) -> Result<SpeedTest> {
+        let snapshot = self.snapshot();
+        let member = |name: &NodeName| {
+            snapshot
+                .nodes
+                .iter()
+                .find(|n| &n.name == name)
+                .ok_or_else(|| {
+                    HomeError::new(
+                        Kind::NotFound,
+                        format!("{name} is not a router of this home (see `trellis nodes`)"),
+                    )
+                })
+        };
+        member(&req.from)?;
+        let to = member(&req.to)?;
+        let to_addr = self
+            .telemetry(&req.to)
+            .and_then(|t| t.speedtest_addr)
+            .ok_or_else(|| {
+                HomeError::new(
+                    Kind::Conflict,
+                    format!(
+                        "{} has not said where its speed-test sink listens: is it online, with trellis-agent run (without --no-speedtest)?",
+                        req.to
+                    ),
+                )
+            })?;
+        let test = self.speedtests.start(
+            req.from.clone(),
+            req.to.clone(),
+            to.identity.clone(),
+            to_addr,
+            req.seconds,
+            unix_now(),
+        )?;
+        tracing::info!(id = test.id, from = %test.from, to = %test.to, "speed test queued");
+        Ok(test)
+    }
+
+    /// The next speed test `node` is to send (long poll).
+    pub async fn next_job(&self, node: &NodeName, wait: Duration) -> Option<SpeedTestJob> {
+        self.speedtests.next_job(node, wait).await
+    }
+
+    /// A sending router's report.
+    pub fn finish_speedtest(&self, node: &NodeName, outcome: &SpeedTestOutcome) -> Result<()> {
+        let test = self.speedtests.finish(node, outcome, unix_now())?;
+        let message = match (test.bits_per_second, &test.error) {
+            (Some(bps), _) => format!(
+                "speed test {} → {}: {:.1} Mbit/s",
+                test.from,
+                test.to,
+                bps as f64 / 1e6
+            ),
+            (None, Some(e)) => format!("speed test {} → {} failed: {e}", test.from, test.to),
+            (None, None) => format!("speed test {} → {} failed", test.from, test.to),
+        };
+        tracing::info!(id = test.id, "{message}");
+        self.record("speedtest", message);
+        Ok(())
+    }
+
+    /// Speed tests, newest first.
+    pub fn speedtests(&self) -> Vec<SpeedTest> {
+        self.speedtests.list(unix_now())
+    }
+
+    pub fn speedtest(&self, id: u64) -> Result<SpeedTest> {
+        self.speedtests.get(id, unix_now()).ok_or_else(|| {
+            HomeError::new(
+                Kind::NotFound,
+                format!(
+                    "no speed test {id} (the controller keeps the last {})",
+                    crate::speedtest::MAX_KEPT
+                ),
+            )
+        })
     }
 
     /// What a node last reported about itself (RAM only).

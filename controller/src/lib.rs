@@ -10,6 +10,7 @@
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
 //! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
+//! - [`speedtest`]: speed tests between routers, queued here and run by the agents;
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
@@ -23,4 +24,5 @@ pub mod cli;
 pub mod daemon;
 pub mod home;
 pub mod pairing;
+pub mod speedtest;
 pub mod store;

@@ -469,3 +469,127 @@ fn trellis_check_names_each_problem_and_its_fix() {
         .iter()
         .any(|f| f["level"] == "fail" && f["fix"].as_str().unwrap().contains("wpad-mesh")));
 }
+
+/// A paired router's agent running as `trellis-agent run`, control plane and speed-test sink
+/// only (the service mesh is tested in the namespace tests).
+struct RunningAgent(Child);
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pair_and_run(dir: &Path, c: &Controller, name: &str) -> RunningAgent {
+    let pair: serde_json::Value =
+        serde_json::from_slice(&trellis(dir, &c.socket, &["pair", "--json"]).stdout).unwrap();
+    let state = dir.join(name);
+    let joined = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "join",
+            &format!("127.0.0.1:{}", c.port),
+            pair["code"].as_str().unwrap(),
+            "--name",
+            name,
+        ])
+        .output()
+        .unwrap();
+    assert!(joined.status.success(), "{}", text(&joined));
+    let child = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(&state)
+        .args([
+            "--log",
+            "warn",
+            "run",
+            "--no-service-mesh",
+            "--speedtest-listen",
+            "127.0.0.1:0",
+            "--mesh-report",
+        ])
+        .arg(dir.join(format!("{name}-mesh.json")))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    RunningAgent(child)
+}
+
+#[test]
+fn speedtest_between_two_routers_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(dir.path());
+    let attic = pair_and_run(dir.path(), &c, "attic");
+    let mut garage = pair_and_run(dir.path(), &c, "garage");
+
+    // The receiver announces its sink with its first report; until then the controller
+    // says why it cannot start the test.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = trellis(
+            dir.path(),
+            &c.socket,
+            &["speedtest", "attic", "garage", "--seconds", "1", "--json"],
+        );
+        if out.status.success() || !text(&out).contains("has not said where its speed-test sink") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "garage never announced its sink");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(out.status.success(), "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "done", "{done}");
+    assert!(done["bytes"].as_u64().unwrap() > 0, "{done}");
+    assert!(done["bits_per_second"].as_u64().unwrap() > 0, "{done}");
+
+    // The other way, in words.
+    let out = trellis(
+        dir.path(),
+        &c.socket,
+        &["speedtest", "garage", "attic", "--seconds", "1"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("speed test garage → attic: ") && text(&out).contains("Mbit/s"),
+        "{}",
+        text(&out)
+    );
+    let listed = trellis(dir.path(), &c.socket, &["speedtest", "--list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // Bad requests say what to do, before anything runs.
+    let out = trellis(dir.path(), &c.socket, &["speedtest", "attic", "attic"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("two different routers"),
+        "{}",
+        text(&out)
+    );
+    let out = trellis(dir.path(), &c.socket, &["speedtest", "attic", "cellar"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("cellar is not a router of this home"),
+        "{}",
+        text(&out)
+    );
+
+    // The receiver's agent dies: the sender cannot reach its sink, and the test says so.
+    let _ = garage.0.kill();
+    let _ = garage.0.wait();
+    let out = trellis(
+        dir.path(),
+        &c.socket,
+        &["speedtest", "attic", "garage", "--seconds", "1"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("speed test attic → garage failed: could not reach"),
+        "{}",
+        text(&out)
+    );
+    drop(attic);
+}

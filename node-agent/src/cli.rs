@@ -82,6 +82,10 @@ pub struct RunArgs {
     /// The link report `trellis-agent mesh` writes, sent on to the controller's map.
     #[arg(long, default_value = "/var/run/trellis/mesh-links.json")]
     pub mesh_report: PathBuf,
+    /// The speed-test sink other routers send to (mutual TLS, routers of the home only);
+    /// "off" disables it, and this router then takes no speed-test jobs either.
+    #[arg(long, default_value = "0.0.0.0:15009")]
+    pub speedtest_listen: String,
 }
 
 fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -175,8 +179,29 @@ pub fn main() -> ExitCode {
             (Ok(agent), Ok(mesh)) => {
                 tracing::info!(identity = %agent.node.identity, controller = %agent.node.controller, "trellis-agent running");
                 agent.set_mesh_report_file(args.mesh_report.clone());
+                let speedtest = match optional_addr(&args.speedtest_listen, "--speedtest-listen") {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("trellis-agent: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 runtime.block_on(async {
                     let handle = agent.start();
+                    let _speedtest = match speedtest {
+                        Some(listen) => crate::speedtest::start(
+                            listen,
+                            args.advertise,
+                            &handle.agent,
+                            &handle.trust,
+                        )
+                        .await
+                        .map_err(|e| {
+                            tracing::error!("speed-test sink not started on {listen}: {e}")
+                        })
+                        .unwrap_or_default(),
+                        None => Vec::new(),
+                    };
                     // The data plane starts once a config is known (stored or fresh); a stop
                     // request may come before that.
                     let start_mesh = async {

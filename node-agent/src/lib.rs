@@ -18,6 +18,7 @@
 //!
 //! and the wifi mesh:
 //! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
+//! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
 
 pub mod cli;
 pub mod control;
@@ -29,6 +30,7 @@ pub mod join;
 pub mod metrics;
 pub mod proxy;
 pub mod service_mesh;
+pub mod speedtest;
 pub mod state;
 pub mod wifi;
 

@@ -220,6 +220,26 @@ impl Metrics {
         self.access.subscribe()
     }
 
+    /// Per destination service, what this node's clients opened through the proxy (the
+    /// outbound side counts each connection once, wherever the service sits). Bytes are
+    /// counted when a connection closes. Bounded by [`MAX_SERIES`].
+    pub fn service_traffic(&self) -> Vec<trellis_proto::api::ServiceTraffic> {
+        let g = self.lock();
+        let mut by_service: BTreeMap<&str, trellis_proto::api::ServiceTraffic> = BTreeMap::new();
+        for (l, c) in g.conns.iter().filter(|(l, _)| l.direction == "outbound") {
+            let t = by_service
+                .entry(l.destination_service.as_str())
+                .or_insert_with(|| trellis_proto::api::ServiceTraffic {
+                    service: l.destination_service.clone(),
+                    ..Default::default()
+                });
+            t.connections += c.opened;
+            t.bytes_sent += c.sent;
+            t.bytes_received += c.received;
+        }
+        by_service.into_values().collect()
+    }
+
     /// Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let now = std::time::SystemTime::now()
@@ -345,6 +365,29 @@ mod tests {
             destination_identity: "spiffe://h/svc/nas".into(),
             destination_service: "nas".into(),
         }
+    }
+
+    #[test]
+    fn service_traffic_sums_outbound_connections_per_service() {
+        let m = Metrics::new();
+        m.opened(labels("device:02:00:00:00:00:01"));
+        m.closed(labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.opened(labels("device:02:00:00:00:00:02"));
+        let mut inbound = labels("device:02:00:00:00:00:03");
+        inbound.direction = "inbound";
+        m.opened(inbound.clone());
+        m.closed(inbound, 7, 7);
+        let t = m.service_traffic();
+        assert_eq!(
+            t,
+            vec![trellis_proto::api::ServiceTraffic {
+                service: "nas".into(),
+                connections: 2,
+                bytes_sent: 100,
+                bytes_received: 2000,
+            }],
+            "two outbound connections; the inbound side of another is not counted twice"
+        );
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn mesh_state(
 /// Start the data plane once the first snapshot is known (stored or fresh).
 pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<ServiceMesh> {
     let metrics = Arc::new(Metrics::new());
+    agent.agent.set_metrics(metrics.clone());
     let mut trust = agent.trust.clone();
     let snapshot = trust
         .wait_for_version(1)

@@ -7,6 +7,9 @@
 //! - `POST renew` — [`RenewRequest`] → [`RenewResponse`]: a new certificate for the caller's
 //!   own identity (the SAN comes from the enrollment record).
 //! - `POST telemetry` — [`Telemetry`], kept in RAM by the controller.
+//! - `GET  jobs?wait=S` — long poll for work the controller hands this node: a
+//!   [`SpeedTestJob`], or `204 No Content` after the wait.
+//! - `POST jobs/result` — [`SpeedTestOutcome`]: how the job went.
 //!
 //! Pairing, under `/v1/pair/` (TLS, no client certificate yet): see [`crate::pairing`].
 //!
@@ -58,6 +61,100 @@ pub struct Telemetry {
     /// This node's mesh interface MAC and its peer links, from the mesh supervisor.
     #[serde(default)]
     pub mesh: Option<MeshReport>,
+    /// Where this node's speed-test sink listens (`ip:port`), if it runs one.
+    #[serde(default)]
+    pub speedtest_addr: Option<String>,
+    /// What the node proxy carried since the agent started, per destination service
+    /// (cumulative counters; the controller turns them into per-minute figures).
+    #[serde(default)]
+    pub traffic: Vec<ServiceTraffic>,
+}
+
+/// One service's cumulative counters at one node's proxy (connections it opened towards the
+/// service, bytes each way).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTraffic {
+    pub service: String,
+    pub connections: u64,
+    /// Client → service.
+    pub bytes_sent: u64,
+    /// Service → client.
+    pub bytes_received: u64,
+}
+
+/// `POST /v1/admin/speedtests`: measure TCP throughput from one router to another, over the
+/// path between them (one mesh hop when they are neighbours), like `batctl tp`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewSpeedTest {
+    /// The router that sends.
+    pub from: NodeName,
+    /// The router that receives.
+    pub to: NodeName,
+    /// How long to send (1–30 s; default 5).
+    #[serde(default)]
+    pub seconds: Option<u32>,
+}
+
+/// Where a speed test stands: `queued` (waiting for the sender to pick it up), `running`,
+/// `done` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpeedTestState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A speed test as the controller keeps it (RAM, the most recent few).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpeedTest {
+    pub id: u64,
+    pub from: NodeName,
+    pub to: NodeName,
+    pub seconds: u32,
+    pub state: SpeedTestState,
+    /// Unix seconds the test was asked for, and when the sender started sending.
+    pub requested_at: u64,
+    #[serde(default)]
+    pub started_at: Option<u64>,
+    #[serde(default)]
+    pub finished_at: Option<u64>,
+    /// Throughput the receiver counted, bits per second.
+    #[serde(default)]
+    pub bits_per_second: Option<u64>,
+    /// Bytes the receiver counted.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Why it failed, with what to do.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/agent/jobs`: a speed test this node is to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeedTestJob {
+    pub id: u64,
+    /// The receiving router, whose node identity the sink's certificate must carry.
+    pub to: NodeName,
+    pub to_identity: SpiffeId,
+    /// The receiver's speed-test sink (`ip:port`), as it reported it.
+    pub to_addr: String,
+    pub seconds: u32,
+}
+
+/// `POST /v1/agent/jobs/result`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpeedTestOutcome {
+    pub id: u64,
+    /// What the receiver counted, on success.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// The receiver's time from first to last byte, milliseconds.
+    #[serde(default)]
+    pub millis: Option<u64>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// What `trellis-agent mesh` last saw of this node's 802.11s links (bounded by the radio's

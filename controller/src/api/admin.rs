@@ -13,7 +13,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NewService, NodeInfo, RemovedNode, Status, WhyAnswer,
+    CaBackup, NewPairingCode, NewService, NewSpeedTest, NodeInfo, RemovedNode, SpeedTest, Status,
+    WhyAnswer,
 };
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Policy, Rule};
@@ -39,6 +40,11 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/why", get(why))
         .route("/v1/admin/events", get(events))
         .route("/v1/admin/topology", get(topology))
+        .route(
+            "/v1/admin/speedtests",
+            get(speedtests).post(start_speedtest),
+        )
+        .route("/v1/admin/speedtests/{id}", get(speedtest))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -217,4 +223,30 @@ async fn events(State(home): State<Arc<Home>>) -> Json<Vec<crate::home::Event>> 
 
 async fn topology(State(home): State<Arc<Home>>) -> Json<Vec<trellis_proto::api::TopologyLink>> {
     Json(home.topology())
+}
+
+async fn speedtests(State(home): State<Arc<Home>>) -> Json<Vec<SpeedTest>> {
+    Json(home.speedtests())
+}
+
+async fn start_speedtest(
+    State(home): State<Arc<Home>>,
+    body: Result<Json<NewSpeedTest>, JsonRejection>,
+) -> Result<(StatusCode, Json<SpeedTest>), HomeError> {
+    let Json(req) = body.map_err(bad_json)?;
+    home.start_speedtest(&req)
+        .map(|t| (StatusCode::ACCEPTED, Json(t)))
+}
+
+async fn speedtest(
+    State(home): State<Arc<Home>>,
+    UrlPath(id): UrlPath<String>,
+) -> Result<Json<SpeedTest>, HomeError> {
+    let id = id.parse::<u64>().map_err(|_| {
+        HomeError::new(
+            Kind::BadRequest,
+            format!("{id:?} is not a speed test number (see `trellis speedtest --list`)"),
+        )
+    })?;
+    home.speedtest(id).map(Json)
 }

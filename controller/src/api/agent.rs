@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, Telemetry};
+use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, SpeedTestOutcome, Telemetry};
 use trellis_proto::pairing::{PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::tls::{cert_facts, provider, root_store, CertFacts, PROTOCOL_VERSIONS};
 use trellis_proto::NodeName;
@@ -95,6 +95,8 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/agent/config/ack", post(ack))
         .route("/v1/agent/renew", post(renew))
         .route("/v1/agent/telemetry", post(telemetry))
+        .route("/v1/agent/jobs", get(jobs))
+        .route("/v1/agent/jobs/result", post(job_result))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(home.clone())
         // The web page shares this port and certificate; its routes never overlap /v1/.
@@ -283,5 +285,39 @@ async fn telemetry(
 ) -> Result<StatusCode, HomeError> {
     let Json(t) = body.map_err(bad_json)?;
     home.report(&node, t)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct JobsQuery {
+    /// Seconds to wait for a job (capped like the config long poll).
+    #[serde(default = "default_wait")]
+    wait: u64,
+}
+
+/// Long poll: the next speed test this node is to send, else 204 after `wait` seconds.
+async fn jobs(
+    State(home): State<Arc<Home>>,
+    AgentNode(node): AgentNode,
+    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, HomeError> {
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    let wait = Duration::from_secs(q.wait).min(MAX_WAIT);
+    match home.next_job(&node, wait).await {
+        Some(job) => {
+            tracing::debug!(%node, id = job.id, "speed test handed out");
+            Ok(Json(job).into_response())
+        }
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+async fn job_result(
+    State(home): State<Arc<Home>>,
+    AgentNode(node): AgentNode,
+    body: Result<Json<SpeedTestOutcome>, JsonRejection>,
+) -> Result<StatusCode, HomeError> {
+    let Json(outcome) = body.map_err(bad_json)?;
+    home.finish_speedtest(&node, &outcome)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -123,6 +123,8 @@ pub fn router(home: Arc<Home>) -> Router {
         )
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
+        .route("/api/ui/speedtests", get(speedtests).post(start_speedtest))
+        .route("/api/ui/speedtests/{id}", get(speedtest))
         .route("/api/ui/events", get(events))
         .route("/api/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -982,6 +984,36 @@ async fn events(State(web): State<Arc<Web>>, _: Admin) -> Json<Vec<crate::home::
 
 async fn traffic(_: Admin) -> Json<NotYet> {
     not_yet("Per-service connections and bytes come with the service mesh's proxy.")
+}
+
+async fn speedtests(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+) -> Json<Vec<trellis_proto::api::SpeedTest>> {
+    Json(web.home.speedtests())
+}
+
+async fn start_speedtest(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    body: Result<Json<trellis_proto::api::NewSpeedTest>, JsonRejection>,
+) -> WebResult<(StatusCode, Json<trellis_proto::api::SpeedTest>)> {
+    let req = json_body(body)?;
+    Ok((StatusCode::ACCEPTED, Json(web.home.start_speedtest(&req)?)))
+}
+
+async fn speedtest(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> WebResult<Json<trellis_proto::api::SpeedTest>> {
+    let id = id.parse::<u64>().map_err(|_| {
+        WebError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a speed test number"),
+        )
+    })?;
+    Ok(Json(web.home.speedtest(id)?))
 }
 
 #[cfg(test)]

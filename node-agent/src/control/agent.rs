@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use hyper::{Method, StatusCode};
 use tokio::sync::watch;
-use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, SeenService, Telemetry};
+use trellis_proto::api::{
+    ConfigAck, RenewRequest, RenewResponse, SeenService, SpeedTestJob, SpeedTestOutcome, Telemetry,
+};
 use trellis_proto::snapshot::ConfigSnapshot;
 
 use super::{tls, CallError, Controller, Trust};
@@ -36,6 +38,10 @@ pub struct Agent {
     renewed: Arc<watch::Sender<u64>>,
     /// Where `trellis-agent mesh` leaves its latest link report.
     mesh_report_file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    /// Where this node's speed-test sink listens, reported with the telemetry.
+    speedtest_addr: Arc<std::sync::Mutex<Option<String>>>,
+    /// The node proxy's counters, whose per-service totals go out with the telemetry.
+    metrics: Arc<std::sync::Mutex<Option<Arc<crate::metrics::Metrics>>>>,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -100,6 +106,8 @@ impl Agent {
             addresses: Arc::default(),
             renewed: Arc::new(watch::channel(0).0),
             mesh_report_file: Arc::default(),
+            speedtest_addr: Arc::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -297,6 +305,46 @@ impl Agent {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Announce where this node's speed-test sink listens.
+    pub fn set_speedtest_addr(&self, addr: Option<String>) {
+        *self
+            .speedtest_addr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = addr;
+    }
+
+    /// Report the proxy's per-service totals with the telemetry (the page's traffic charts).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(metrics);
+    }
+
+    /// Long poll for the next speed test this node is to send (`None` after `wait_s`).
+    pub async fn next_job(&self, wait_s: u64) -> Result<Option<SpeedTestJob>, CallError> {
+        let answer = self
+            .controller
+            .call::<()>(Method::GET, &format!("/v1/agent/jobs?wait={wait_s}"), None)
+            .await?;
+        if answer.status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        answer.json().map(Some).map_err(|source| CallError::Api {
+            addr: self.controller.addr.clone(),
+            source,
+        })
+    }
+
+    /// Tell the controller how a speed test went.
+    pub async fn report_job(&self, outcome: &SpeedTestOutcome) -> Result<(), CallError> {
+        self.controller
+            .call(Method::POST, "/v1/agent/jobs/result", Some(outcome))
+            .await?
+            .ok()
+            .map_err(|source| CallError::Api {
+                addr: self.controller.addr.clone(),
+                source,
+            })
+    }
+
     /// Announce where this node's tunnel endpoint is reachable.
     pub fn set_addresses(&self, addresses: Vec<String>) {
         *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
@@ -336,6 +384,18 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             mesh: self.mesh_report(),
+            speedtest_addr: self
+                .speedtest_addr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            traffic: self
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|m| m.service_traffic())
+                .unwrap_or_default(),
         };
         self.controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))
