@@ -138,6 +138,8 @@ pub struct Home {
     events: Mutex<std::collections::VecDeque<Event>>,
     /// Speed tests between routers (RAM only).
     speedtests: crate::speedtest::SpeedTests,
+    /// Per-service traffic of the last hour, from the agents' counters (RAM only).
+    traffic: Mutex<crate::traffic::TrafficBook>,
 }
 
 /// Most recent events kept in RAM.
@@ -239,6 +241,7 @@ impl Home {
             password_epoch: Default::default(),
             events: Mutex::default(),
             speedtests: Default::default(),
+            traffic: Mutex::default(),
         });
         home.publish()?;
         Ok(home)
@@ -460,6 +463,15 @@ impl Home {
         if let Some(mesh) = &mut telemetry.mesh {
             mesh.links.truncate(MAX_REPORTED_LINKS);
         }
+        // Service names are DNS labels; anything else is not from a proxy of ours.
+        telemetry
+            .traffic
+            .retain(|t| t.service.len() <= 63 && !t.service.is_empty());
+        telemetry.traffic.truncate(crate::traffic::MAX_SERVICES);
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report(node, &std::mem::take(&mut telemetry.traffic), unix_now());
         for seen in std::mem::take(&mut telemetry.services) {
             if let Err(e) = self.learn_service(node, &seen) {
                 tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
@@ -566,6 +578,10 @@ impl Home {
             .remove(name);
         self.publish()?;
         self.speedtests.forget_node(name, unix_now());
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_node(name);
         tracing::info!(%identity, config_version, "router removed and its identity revoked");
         self.record(
             "removed",
@@ -652,7 +668,7 @@ impl Home {
                 HomeError::new(
                     Kind::Conflict,
                     format!(
-                        "{} has not said where its speed-test sink listens: is it online, with trellis-agent run (without --no-speedtest)?",
+                        "{} has not said where its speed-test sink listens: is it online, with trellis-agent run (and not --speedtest-listen off)?",
                         req.to
                     ),
                 )
@@ -707,6 +723,14 @@ impl Home {
                 ),
             )
         })
+    }
+
+    /// Per-service connections and bytes of the last hour, busiest first.
+    pub fn traffic(&self) -> Vec<crate::traffic::ServiceChart> {
+        self.traffic
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .charts(unix_now())
     }
 
     /// What a node last reported about itself (RAM only).

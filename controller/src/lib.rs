@@ -11,6 +11,7 @@
 //! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`speedtest`]: speed tests between routers, queued here and run by the agents;
+//! - [`traffic`]: per-service connections and bytes of the last hour, from agent reports;
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
@@ -26,3 +27,4 @@ pub mod home;
 pub mod pairing;
 pub mod speedtest;
 pub mod store;
+pub mod traffic;

@@ -250,7 +250,15 @@ fn the_router_page_in_a_real_browser() {
         Command::new(agent_binary())
             .arg("--state-dir")
             .arg(&sat)
-            .args(["--log", "warn", "run"])
+            // No interception: this test runs in the machine's own network namespace.
+            .args([
+                "--log",
+                "warn",
+                "run",
+                "--no-intercept",
+                "--speedtest-listen",
+                "127.0.0.1:0",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -400,8 +408,65 @@ fn the_router_page_in_a_real_browser() {
     assert!(!row.contains("iot"), "the deny rule keeps iot out: {row}");
     shot(&d, "09-services");
     d.goto(&format!("{base}/#/traffic"));
-    d.wait_text("main", "Coming with the service mesh");
+    d.wait_text("main", "No traffic yet");
     shot(&d, "10-traffic");
+
+    // --- a speed test between two routers -------------------------------------------------
+    let out = trellis(dir.path(), &socket, &["pair", "--json"]);
+    let code: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let garage_state = dir.path().join("garage");
+    let out = Command::new(agent_binary())
+        .arg("--state-dir")
+        .arg(&garage_state)
+        .args([
+            "join",
+            &format!("127.0.0.1:{port}"),
+            code["code"].as_str().unwrap(),
+            "--name",
+            "garage",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "join failed: {}", text(&out));
+    let _garage = Proc(
+        Command::new(agent_binary())
+            .arg("--state-dir")
+            .arg(&garage_state)
+            .args([
+                "--log",
+                "warn",
+                "run",
+                "--no-service-mesh",
+                "--speedtest-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    d.goto(&format!("{base}/#/routers"));
+    d.wait_text("#router-list [data-router=garage]", "Online");
+    d.wait("#speed-to option[value=garage]");
+    d.script(
+        "const f = document.querySelector('#speed-form');
+         f.querySelector('#speed-from').value = 'attic';
+         f.querySelector('#speed-to').value = 'garage';",
+        serde_json::json!([]),
+    );
+    labelled(&d, "routers (speed test)");
+    d.click(&d.wait("#speed-start"));
+    let result = d.wait_text_for("#speed-result", "Mbit/s", Duration::from_secs(30));
+    assert!(result.contains("attic → garage"), "{result}");
+    d.wait_text("#speed-recent", "attic → garage");
+    shot(&d, "12c-speed-test");
+    // Asking for a test from a router to itself gets a clear error on the page.
+    d.script(
+        "document.querySelector('#speed-to').value = 'attic'",
+        serde_json::json!([]),
+    );
+    d.click(&d.wait("#speed-start"));
+    d.wait_text("#speed-result", "two different routers");
 
     // --- a phone screen ----------------------------------------------------------------------
     d.set_window(390, 844);

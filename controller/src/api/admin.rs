@@ -45,6 +45,7 @@ pub fn router(home: Arc<Home>) -> Router {
             get(speedtests).post(start_speedtest),
         )
         .route("/v1/admin/speedtests/{id}", get(speedtest))
+        .route("/v1/admin/traffic", get(traffic))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -249,4 +250,8 @@ async fn speedtest(
         )
     })?;
     home.speedtest(id).map(Json)
+}
+
+async fn traffic(State(home): State<Arc<Home>>) -> Json<Vec<crate::traffic::ServiceChart>> {
+    Json(home.traffic())
 }

@@ -816,24 +816,6 @@ async fn certificates(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<C
     }))
 }
 
-/// A page whose data may not exist yet answers `{available, reason, items}`: traffic comes
-/// with the proxy's counters; until then the page shows an honest empty state, and the
-/// shape is the one it will fill.
-#[derive(Serialize)]
-struct NotYet {
-    available: bool,
-    reason: &'static str,
-    items: Vec<serde_json::Value>,
-}
-
-fn not_yet(reason: &'static str) -> Json<NotYet> {
-    Json(NotYet {
-        available: false,
-        reason,
-        items: vec![],
-    })
-}
-
 /// A service as the Services page lists it.
 #[derive(Serialize)]
 struct ServiceView {
@@ -982,8 +964,20 @@ async fn events(State(web): State<Arc<Web>>, _: Admin) -> Json<Vec<crate::home::
     Json(web.home.events())
 }
 
-async fn traffic(_: Admin) -> Json<NotYet> {
-    not_yet("Per-service connections and bytes come with the service mesh's proxy.")
+#[derive(Serialize)]
+struct Traffic {
+    available: bool,
+    /// Bytes are counted when a connection closes.
+    note: &'static str,
+    items: Vec<crate::traffic::ServiceChart>,
+}
+
+async fn traffic(State(web): State<Arc<Web>>, _: Admin) -> Json<Traffic> {
+    Json(Traffic {
+        available: true,
+        note: "Per minute, from the routers' proxies (reported every 30 s); bytes count when a connection ends.",
+        items: web.home.traffic(),
+    })
 }
 
 async fn speedtests(

@@ -1,4 +1,5 @@
-// Routers: pair a satellite (code, countdown, progress), rename, remove.
+// Routers: pair a satellite (code, countdown, progress), rename, remove, and a speed test
+// between two routers (like `trellis speedtest`).
 
 import { api, h, section, action, confirmDialog, every, duration, date, clock, routerName, STATE_TEXT, announce } from '../lib.js';
 
@@ -27,11 +28,13 @@ export function render(root) {
     return 'A pairing code is ready: use it on the satellite.';
   }));
 
+  const speed = speedTest();
   root.append(
     section('Add a router',
       h('p', {}, 'Install Trellis on the new router, connect it by cable or put it in range, then make a code here and type it on the new router.'),
       pairButton, pairOut, pairBox),
-    section('Routers in this home', listOut, list, listError));
+    section('Routers in this home', listOut, list, listError),
+    section('Speed test between two routers', speed.element));
 
   async function refresh() {
     if (editing) return;
@@ -51,6 +54,7 @@ export function render(root) {
     } else {
       list.replaceChildren(...shown.map((r) => routerCard(r)));
     }
+    speed.setRouters(shown);
     if (removed.length) {
       list.append(h('li', { class: 'muted removed-note' }, `Removed (identity revoked): ${removed.map(routerName).join(', ')}. Pair a router again to bring it back.`));
     }
@@ -116,7 +120,88 @@ export function render(root) {
   }
 
   const stopList = every(3000, refresh);
-  return () => { stopList(); if (stopPairing) stopPairing(); };
+  return () => { stopList(); speed.stop(); if (stopPairing) stopPairing(); };
+}
+
+const mbit = (bps) => `${(bps / 1e6).toFixed(1)} Mbit/s`;
+
+function testLine(t) {
+  const what = `${t.from} → ${t.to}`;
+  if (t.state === 'done') return `${what}: ${mbit(t.bits_per_second)} (${t.seconds} s)`;
+  if (t.state === 'failed') return `${what} failed: ${t.error}`;
+  return `${what}: ${t.state}`;
+}
+
+// Pick two routers, send for a few seconds, see the throughput the receiver counted.
+function speedTest() {
+  const from = h('select', { id: 'speed-from' });
+  const to = h('select', { id: 'speed-to' });
+  const seconds = h('select', { id: 'speed-seconds' }, [5, 10, 20].map((n) => h('option', { value: n }, `${n} s`)));
+  const start = h('button', { type: 'submit', id: 'speed-start' }, 'Run speed test');
+  const bar = h('progress', { id: 'speed-progress', max: 100, value: 0, hidden: true, 'aria-label': 'Speed test progress' });
+  const out = h('p', { class: 'result', role: 'status', id: 'speed-result' });
+  const recent = h('ul', { class: 'plain', id: 'speed-recent', 'aria-label': 'Recent speed tests' });
+  const form = h('form', { class: 'grid-form', id: 'speed-form' },
+    h('div', { class: 'field' }, h('label', { for: 'speed-from' }, 'From (sends)'), from),
+    h('div', { class: 'field' }, h('label', { for: 'speed-to' }, 'To (receives)'), to),
+    h('div', { class: 'field' }, h('label', { for: 'speed-seconds' }, 'Duration'), seconds),
+    h('div', { class: 'submit-cell' }, start), bar, out);
+  const element = h('div', {},
+    h('p', { class: 'hint' }, 'Measures TCP throughput over the path between two routers (one mesh hop when they are neighbours), encrypted like every Trellis tunnel. On a slow router the processor may be the limit, not the air.'),
+    form, h('h3', {}, 'Recent tests'), recent);
+  let names = '';
+  let stopped = false;
+  let follow = null;
+
+  const showRecent = async () => {
+    const tests = await api('GET', '/api/ui/speedtests');
+    recent.replaceChildren(...(tests.length ? tests.slice(0, 5).map((t) => h('li', { class: `test state-${t.state}` }, testLine(t)))
+      : [h('li', { class: 'muted' }, 'No tests yet.')]));
+  };
+  showRecent().catch(() => {});
+
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(start, out, 'Testing…', async () => {
+      let t = await api('POST', '/api/ui/speedtests', { from: from.value, to: to.value, seconds: Number(seconds.value) });
+      bar.hidden = false;
+      bar.value = 0;
+      announce(`Speed test from ${t.from} to ${t.to} started.`);
+      // Follow it until it ends; the bar runs with the sending time.
+      while (!stopped && (t.state === 'queued' || t.state === 'running')) {
+        await new Promise((r) => { follow = setTimeout(r, 500); });
+        t = await api('GET', `/api/ui/speedtests/${t.id}`);
+        if (t.state === 'running' && t.started_at) {
+          const done = (Date.now() / 1000 - t.started_at) / t.seconds;
+          bar.value = Math.min(99, Math.max(0, Math.round(done * 100)));
+          out.textContent = `${t.from} is sending to ${t.to}…`;
+        }
+      }
+      bar.hidden = true;
+      await showRecent();
+      if (t.state === 'failed') throw new Error(`${testLine(t)}`);
+      return `${t.from} → ${t.to}: ${mbit(t.bits_per_second)}`;
+    });
+  });
+
+  return {
+    element,
+    // Keep the choices in step with the routers shown, without resetting a choice made.
+    setRouters(routers) {
+      const now = routers.map((r) => r.name).join(',');
+      if (now === names) return;
+      names = now;
+      for (const [sel, pick] of [[from, 0], [to, 1]]) {
+        const keep = sel.value;
+        sel.replaceChildren(...routers.map((r) => h('option', { value: r.name }, routerName(r))));
+        if (routers.some((r) => r.name === keep)) sel.value = keep;
+        else if (routers[pick]) sel.value = routers[pick].name;
+      }
+      start.disabled = routers.length < 2;
+      if (routers.length < 2) out.textContent = 'A speed test needs two routers in the home.';
+    },
+    stop() { stopped = true; clearTimeout(follow); },
+  };
 }
 
 // Show the code, count down, and follow the pairing by polling until it ends.

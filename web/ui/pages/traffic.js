@@ -1,7 +1,10 @@
-// Traffic: per-service connections and bytes over the last hour, as small charts. The proxy
-// counters arrive with the service mesh; until then this page says so.
+// Traffic: per-service connections and bytes over the last hour, as small charts, from the
+// counters the routers' proxies report.
 
 import { api, h, s, section, emptyState } from '../lib.js';
+
+const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB`
+  : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
 
 // A sparkline of up to 60 points (one per minute), scaled to its own maximum.
 export function sparkline(points, label) {
@@ -17,14 +20,18 @@ export function render(root) {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   root.append(section('Last hour', body));
   api('GET', '/api/ui/traffic').then((t) => {
-    if (!t.available || !t.items.length) {
-      body.replaceChildren(emptyState(t.available ? 'No traffic yet' : 'Coming with the service mesh',
-        t.reason || 'Connections and bytes per service will be charted here.'));
+    if (!t.items.length) {
+      body.replaceChildren(emptyState('No traffic yet',
+        'Connections and bytes per service are charted here once devices use the home’s services.'));
       return;
     }
-    body.replaceChildren(h('ul', { class: 'cards' }, t.items.map((it) => h('li', { class: 'card' },
-      h('h3', {}, it.service),
-      sparkline(it.connections_per_min || [], `Connections per minute to ${it.service}`),
-      h('p', { class: 'muted' }, `${it.connections_total || 0} connections, ${it.bytes_total || 0} bytes`)))));
+    body.replaceChildren(h('p', { class: 'hint' }, t.note || ''),
+      h('ul', { class: 'cards', id: 'traffic-list' }, t.items.map((it) => h('li', { class: 'card', 'data-service': it.service },
+        h('h3', {}, it.service),
+        h('p', {}, 'Connections per minute'),
+        sparkline(it.connections_per_min || [], `Connections per minute to ${it.service}, last hour`),
+        h('p', {}, 'Bytes per minute'),
+        sparkline(it.bytes_per_min || [], `Bytes per minute to ${it.service}, last hour`),
+        h('p', { class: 'muted traffic-total' }, `${it.connections_total} connections, ${bytes(it.bytes_total)} in the last hour`)))));
   }).catch((e) => body.replaceChildren(h('p', { class: 'result error', role: 'alert' }, e.message)));
 }

@@ -416,8 +416,12 @@ async fn devices_groups_labels_and_empty_states() {
     assert!(a.json["error"].as_str().unwrap().contains("attic"));
 
     let a = call(&f.app, "GET", "/api/ui/traffic", c, None, None).await;
-    assert_eq!(a.json["available"], false);
-    assert!(a.json["reason"].as_str().unwrap().contains("proxy"));
+    assert_eq!(a.json["available"], true);
+    assert_eq!(
+        a.json["items"],
+        serde_json::json!([]),
+        "no router reported yet"
+    );
     for page in ["services", "policy"] {
         let a = call(&f.app, "GET", &format!("/api/ui/{page}"), c, None, None).await;
         assert_eq!(a.status, StatusCode::OK);
