@@ -209,6 +209,10 @@ fn uci_defaults_parse_and_hold_what_the_init_scripts_read() {
         for line in text.lines() {
             let w: Vec<&str> = line.split_whitespace().collect();
             if let ["config_get" | "config_get_bool", _var, section, option, ..] = w.as_slice() {
+                // A section in a variable is another file's (/etc/config/wireless).
+                if section.contains('$') {
+                    continue;
+                }
                 n += 1;
                 assert!(
                     cfg.get(section, option).is_some(),
@@ -236,6 +240,18 @@ config_get_bool() {
 	*) eval "$1=\${4:-0}" ;;
 	esac
 }
+# /etc/config/wireless comes in the same file: CONFIG_SECTIONS_wifi_device lists its radios.
+config_foreach() {
+	_cb=$1
+	_t=$(printf '%s' "$2" | tr - _)
+	eval "_list=\${CONFIG_SECTIONS_${_t}:-}"
+	for _s in $_list; do "$_cb" "$_s"; done
+}
+# `iwinfo nl80211 phyname radioN` answers phyN for the radios the test declares.
+iwinfo() {
+	rec iwinfo "$@"
+	case " ${CONFIG_SECTIONS_wifi_device:-} " in *" $3 "*) echo "phy${3#radio}" ;; esac
+}
 for f in procd_open_instance procd_close_instance procd_set_param procd_append_param \
 	procd_add_reload_trigger procd_add_mdns procd_add_jail procd_open_data procd_close_data \
 	procd_add_interface_trigger mkdir chmod logger; do
@@ -250,7 +266,16 @@ fn shell_quote(s: &str) -> String {
 /// Run `start_service` and `service_triggers` of an init script against the stand-ins with
 /// the default config changed by `set`; returns the recorded calls and the exit status.
 fn run_init(script: &str, set: &[(&str, &str, &str)]) -> (Vec<String>, bool, String) {
-    let dir = tmp(&format!("init-{script}-{}", set.len()));
+    run_init_with(script, set, "")
+}
+
+/// [`run_init`] with extra shell variables, e.g. the radios of /etc/config/wireless.
+fn run_init_with(
+    script: &str,
+    set: &[(&str, &str, &str)],
+    extra_vars: &str,
+) -> (Vec<String>, bool, String) {
+    let dir = tmp(&format!("init-{script}-{}-{}", set.len(), extra_vars.len()));
     let mut cfg = default_config();
     for (sec, opt, val) in set {
         let s = cfg
@@ -272,6 +297,7 @@ fn run_init(script: &str, set: &[(&str, &str, &str)]) -> (Vec<String>, bool, Str
             vars += &format!("CONFIG_{name}_{opt}={}\n", shell_quote(v));
         }
     }
+    vars += extra_vars;
     std::fs::write(dir.join("config.sh"), vars).unwrap();
     std::fs::write(dir.join("procd.sh"), PROCD_STANDIN).unwrap();
     let calls = dir.join("calls");
@@ -365,12 +391,25 @@ fn agent_init_starts_the_daemon_with_the_agreed_flags() {
     std::fs::create_dir_all(state.join("agent")).unwrap();
     std::fs::write(state.join("agent/node.json"), "{}").unwrap();
     std::fs::write(state.join("agent/identity.pem"), "").unwrap();
-    let (calls, ok, err) = run_init("trellis-agent.init", &[("main", "data_dir", data_dir)]);
+    // A dual-band router: radio0 on 2.4 GHz, radio1 on 5 GHz.
+    let wireless = "CONFIG_SECTIONS_wifi_device='radio0 radio1'\n\
+                    CONFIG_radio0_band='2g'\nCONFIG_radio1_band='5g'\n";
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir)],
+        wireless,
+    );
     assert!(ok, "{err}");
     let command = format!(
         "procd_set_param|command|/usr/bin/trellis-agent|run|--state-dir|{data_dir}/agent\
          |--dns-listen|127.0.0.1:5354|--proxy-outbound|0.0.0.0:15001\
-         |--proxy-inbound|0.0.0.0:15008|--metrics-listen|127.0.0.1:9464"
+         |--proxy-inbound|0.0.0.0:15008|--metrics-listen|127.0.0.1:9464\
+         |--speedtest-listen|0.0.0.0:15009"
+    );
+    // The mesh on the 5 GHz radio, channel 36, in the LAN bridge.
+    let mesh = format!(
+        "procd_set_param|command|/usr/bin/trellis-agent|mesh|--state-dir|{data_dir}/agent\
+         |--phy|phy1|--freq|5180|--bridge|br-lan"
     );
     assert_eq!(
         procd_calls(&calls),
@@ -383,6 +422,15 @@ fn agent_init_starts_the_daemon_with_the_agreed_flags() {
             "procd_set_param|stderr|1",
             "procd_set_param|file|/etc/config/trellis",
             "procd_set_param|limits|nofile=4096 4096",
+            "procd_set_param|term_timeout|10",
+            "procd_close_instance",
+            "procd_open_instance|mesh",
+            mesh.as_str(),
+            "procd_set_param|env|TRELLIS_LOG=info",
+            "procd_set_param|respawn|3600|5|5",
+            "procd_set_param|stdout|1",
+            "procd_set_param|stderr|1",
+            "procd_set_param|file|/etc/config/trellis",
             "procd_set_param|term_timeout|10",
             "procd_close_instance",
             "procd_add_reload_trigger|trellis",
@@ -415,10 +463,68 @@ fn agent_init_passes_ports_and_interception_from_the_config() {
         .find(|c| c.starts_with("procd_set_param|command|"))
         .unwrap();
     assert!(cmd.contains("|--dns-listen|127.0.0.1:5399|"), "{cmd}");
-    assert!(cmd.ends_with("|--metrics-listen|off"), "{cmd}");
+    assert!(cmd.contains("|--metrics-listen|off|"), "{cmd}");
     let pos = |c: &str| calls.iter().position(|x| x == c);
     let append = pos("procd_append_param|command|--no-intercept").expect("--no-intercept");
     assert!(append > pos(cmd).unwrap() && append < pos("procd_close_instance").unwrap());
+}
+
+#[test]
+fn agent_init_puts_the_mesh_where_the_config_says_or_explains_why_not() {
+    let state = tmp("agent-mesh");
+    let data_dir = state.to_str().unwrap();
+    std::fs::create_dir_all(state.join("agent")).unwrap();
+    std::fs::write(state.join("agent/node.json"), "{}").unwrap();
+    std::fs::write(state.join("agent/identity.pem"), "").unwrap();
+    let mesh_cmd = |calls: &[String]| {
+        calls
+            .iter()
+            .find(|c| c.starts_with("procd_set_param|command|/usr/bin/trellis-agent|mesh|"))
+            .cloned()
+    };
+    // 2.4 GHz on channel 6, a named radio, another bridge.
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[
+            ("main", "data_dir", data_dir),
+            ("mesh", "band", "2g"),
+            ("mesh", "channel", "6"),
+            ("mesh", "radio", "radio0"),
+            ("mesh", "bridge", "br-home"),
+        ],
+        "CONFIG_SECTIONS_wifi_device='radio0'\nCONFIG_radio0_band='2g'\n",
+    );
+    assert!(ok, "{err}");
+    let cmd = mesh_cmd(&calls).expect("a mesh instance");
+    assert!(
+        cmd.ends_with("|--phy|phy0|--freq|2437|--bridge|br-home"),
+        "{cmd}"
+    );
+    // No radio on the chosen band: the agent still runs, and the log says what to set.
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir)],
+        "CONFIG_SECTIONS_wifi_device='radio0'\nCONFIG_radio0_band='2g'\n",
+    );
+    assert!(ok, "{err}");
+    assert!(mesh_cmd(&calls).is_none(), "{calls:?}");
+    assert!(calls.contains(&"procd_open_instance|agent".to_string()));
+    assert!(
+        err.contains("no 5g radio for the mesh") && err.contains("trellis.mesh.radio"),
+        "{err}"
+    );
+    // Mesh off (wired-only home), or a band that does not exist.
+    let (calls, ok, _) = run_init(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir), ("mesh", "enabled", "0")],
+    );
+    assert!(ok && mesh_cmd(&calls).is_none());
+    let (_, ok, err) = run_init(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir), ("mesh", "band", "60g")],
+    );
+    assert!(!ok, "a bad band fails the start");
+    assert!(err.contains("mesh band '60g'"), "{err}");
 }
 
 #[test]

@@ -119,12 +119,21 @@ return view.extend({
 		o.default = 'info';
 
 		s = m.section(form.NamedSection, 'mesh', 'mesh', _('Mesh'));
+		o = s.option(form.Flag, 'enabled', _('Wifi backhaul'),
+			_('Form the 802.11s mesh between routers. Turn off when every router has a cable.'));
+		o.default = '1';
 		o = s.option(form.ListValue, 'band', _('Backhaul band'),
 			_('Every router of the home must use the same band.'));
 		o.value('2g', _('2.4 GHz'));
 		o.value('5g', _('5 GHz'));
 		o.value('6g', _('6 GHz'));
 		o.default = '5g';
+		o = s.option(form.Value, 'radio', _('Radio'),
+			_('"auto" picks the first radio on the band; or a radio name (radio1) or phy (phy1).'));
+		o.placeholder = 'auto';
+		o = s.option(form.Value, 'channel', _('Channel'),
+			_('The same on every router. "auto": 1 (2.4 GHz), 36 (5 GHz), 37 (6 GHz).'));
+		o.placeholder = 'auto';
 		o = s.option(form.Flag, 'prefer_wired', _('Prefer cables'),
 			_('Use an Ethernet cable between two routers instead of the air when there is one.'));
 		o.default = '1';
@@ -158,6 +167,10 @@ return view.extend({
 		o = s.option(form.Value, 'metrics_listen', _('Metrics address'),
 			_('Prometheus /metrics as address:port, or "off". 127.0.0.1 keeps it on the router.'));
 		o.placeholder = '127.0.0.1:9464';
+		o = s.option(form.Value, 'speedtest_port', _('Speed-test port'),
+			_('Other routers of the home send speed tests here (mutual TLS).'));
+		o.datatype = 'port';
+		o.placeholder = '15009';
 
 		return m.render().then(function(mapNode) {
 			return E('div', {}, [
