@@ -51,8 +51,18 @@ fn bad(e: impl std::fmt::Display) -> HomeError {
 }
 
 impl Home {
+    /// The catalog as people see it: instances behind removed routers, and behind routers
+    /// silent past the node timeout, are unreachable. (Agents are not told of silence: their
+    /// proxies find a dead router themselves, try the next instance and open a breaker.)
     pub fn services(&self) -> Result<Vec<Service>> {
-        Ok(self.snapshot().catalog.services.clone())
+        let silent = self.silent_nodes();
+        let mut services = self.snapshot().catalog.services.clone();
+        for i in services.iter_mut().flat_map(|s| s.instances.iter_mut()) {
+            if silent.contains(&i.node) {
+                i.reachable = false;
+            }
+        }
+        Ok(services)
     }
 
     /// A person adds a service by hand (a device that announces nothing).

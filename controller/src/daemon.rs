@@ -38,6 +38,10 @@ pub struct Options {
     /// Lifetime of node certificates in hours (1 to 168); agents renew at half of it.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]
     pub cert_ttl_hours: u64,
+    /// A router not heard from for this many seconds counts as gone: its services show as
+    /// unreachable (agents call at least every 55 s; 1 to 3600).
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub node_timeout_s: u64,
     /// Log filter, e.g. `info` or `trellis_controller=debug`.
     #[arg(long, env = "TRELLIS_LOG", default_value = "info")]
     pub log: String,
@@ -83,6 +87,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         data_dir: opts.data_dir.clone(),
         leaf_ttl: Duration::from_secs(opts.cert_ttl_hours * 3600),
         advertise: opts.advertise.clone(),
+        node_timeout: Duration::from_secs(opts.node_timeout_s),
     })?;
     if home.admin_password()?.is_none() {
         // Log where the token is, never the token: logs leave the router (logread, syslog).

@@ -94,7 +94,12 @@ pub struct Settings {
     pub leaf_ttl: Duration,
     /// The agent API address agents should use (host:port), handed out at pairing.
     pub advertise: String,
+    /// A router silent this long counts as gone: its services show as unreachable.
+    pub node_timeout: Duration,
 }
+
+/// Agents call at least every 55 s (the config long poll) and report every 30 s.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What the controller knows about a live node, in RAM only.
 #[derive(Debug, Clone, Default)]
@@ -138,6 +143,8 @@ pub struct Home {
     events: Mutex<std::collections::VecDeque<Event>>,
     /// Speed tests between routers (RAM only).
     speedtests: crate::speedtest::SpeedTests,
+    /// When this controller started (a router not heard from since then may still be booting).
+    started: Instant,
     /// Per-service traffic of the last hour, from the agents' counters (RAM only).
     traffic: Mutex<crate::traffic::TrafficBook>,
 }
@@ -241,6 +248,7 @@ impl Home {
             password_epoch: Default::default(),
             events: Mutex::default(),
             speedtests: Default::default(),
+            started: Instant::now(),
             traffic: Mutex::default(),
         });
         home.publish()?;
@@ -731,6 +739,23 @@ impl Home {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .charts(unix_now())
+    }
+
+    /// Routers of the home not heard from within the node timeout (or never, once the
+    /// controller has run that long): what they announced cannot be reached now.
+    pub fn silent_nodes(&self) -> std::collections::HashSet<NodeName> {
+        let timeout = self.settings.node_timeout;
+        let started_long_ago = self.started.elapsed() > timeout;
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        self.snapshot()
+            .nodes
+            .iter()
+            .filter(|n| match live.get(&n.name).and_then(|l| l.last_seen) {
+                Some(seen) => seen.elapsed() > timeout,
+                None => started_long_ago,
+            })
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// What a node last reported about itself (RAM only).

@@ -111,6 +111,7 @@ async fn malformed_json_always_gets_a_4xx_that_says_why() {
         data_dir: dir.path().join("c"),
         leaf_ttl: Duration::from_secs(3600),
         advertise: String::new(),
+        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
     })
     .unwrap();
     let admin = trellis_controller::api::admin::router(home.clone());

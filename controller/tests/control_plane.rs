@@ -25,6 +25,7 @@ async fn start_home() -> TestHome {
         data_dir: dir.path().join("controller"),
         leaf_ttl: Duration::from_secs(24 * 3600),
         advertise: String::new(),
+        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -486,6 +487,7 @@ async fn short_lived_certificates_are_renewed_on_time_and_kept_when_the_controll
         data_dir: dir.path().join("controller"),
         leaf_ttl: Duration::from_secs(6),
         advertise: String::new(),
+        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -98,6 +98,7 @@ async fn the_document_is_served_without_a_session() {
         data_dir: dir.path().join("c"),
         leaf_ttl: Duration::from_secs(3600),
         advertise: String::new(),
+        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
     })
     .unwrap();
     let app = trellis_controller::api::agent::router(home);

@@ -22,6 +22,7 @@ fn fixture() -> Fixture {
         data_dir: dir.path().join("data"),
         leaf_ttl: Duration::from_secs(24 * 3600),
         advertise: String::new(),
+        node_timeout: crate::home::DEFAULT_NODE_TIMEOUT,
     })
     .unwrap();
     let app = super::super::agent::router(home.clone());
