@@ -555,6 +555,47 @@ impl Home {
         out
     }
 
+    /// Mesh hops from `from` to every router reachable over the reported peer links (a
+    /// breadth-first walk; blocked links and peers that are not routers of the home are left
+    /// out). For the proxies' locality: prefer the instance fewest hops away.
+    pub fn hops_from(&self, from: &NodeName) -> std::collections::BTreeMap<NodeName, u32> {
+        let members: std::collections::HashSet<NodeName> = self
+            .snapshot()
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let mut next: HashMap<NodeName, Vec<NodeName>> = HashMap::new();
+        for link in self.topology() {
+            if link.verdict == "blocked" {
+                continue;
+            }
+            let Ok(to) = NodeName::new(link.to.clone()) else {
+                continue;
+            };
+            if !members.contains(&to) {
+                continue;
+            }
+            // A peer link carries traffic both ways, whichever side reported it.
+            next.entry(link.from.clone()).or_default().push(to.clone());
+            next.entry(to).or_default().push(link.from);
+        }
+        let mut hops = std::collections::BTreeMap::new();
+        hops.insert(from.clone(), 0u32);
+        let mut queue = std::collections::VecDeque::from([from.clone()]);
+        while let Some(n) = queue.pop_front() {
+            let d = hops[&n];
+            for m in next.get(&n).into_iter().flatten() {
+                if !hops.contains_key(m) {
+                    hops.insert(m.clone(), d + 1);
+                    queue.push_back(m.clone());
+                }
+            }
+        }
+        hops.remove(from);
+        hops
+    }
+
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Ok(self

@@ -598,3 +598,62 @@ async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
     std::fs::write(dirs.path().join("attic-links.json"), "{ half").unwrap();
     attic.report_once().await.unwrap();
 }
+
+#[tokio::test]
+async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    // A line: attic — garage — shed; attic also hears the neighbour's router, blocked.
+    let mut agents = Vec::new();
+    for (node, mac, peers) in [
+        (
+            "attic",
+            "02:00:00:00:0a:01",
+            vec![
+                ("02:00:00:00:0b:01", "good"),
+                ("02:00:00:00:0c:01", "blocked"),
+            ],
+        ),
+        (
+            "garage",
+            "02:00:00:00:0b:01",
+            vec![("02:00:00:00:0a:01", "good"), ("02:00:00:00:0c:01", "fair")],
+        ),
+        (
+            "shed",
+            "02:00:00:00:0c:01",
+            vec![("02:00:00:00:0b:01", "fair")],
+        ),
+    ] {
+        let agent = Agent::load(pair(&th, node, dirs.path()).await).unwrap();
+        let links: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|(peer, verdict)| serde_json::json!({"peer": peer, "verdict": verdict}))
+            .collect();
+        let path = dirs.path().join(format!("{node}-links.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"mac": mac, "links": links}).to_string(),
+        )
+        .unwrap();
+        agent.set_mesh_report_file(path);
+        agent.report_once().await.unwrap();
+        agents.push(agent);
+    }
+    // Everyone has reported; attic's next report brings its hops back.
+    agents[0].report_once().await.unwrap();
+    let hops = agents[0].hops().borrow().clone();
+    assert_eq!(
+        hops.iter()
+            .map(|(n, h)| (n.to_string(), *h))
+            .collect::<Vec<_>>(),
+        vec![("garage".to_string(), 1), ("shed".to_string(), 2)],
+        "the blocked attic–shed link does not count"
+    );
+    agents[2].report_once().await.unwrap();
+    assert_eq!(agents[2].hops().borrow().get(&name("attic")), Some(&2));
+    // garage removed: attic reaches nobody over the air any more.
+    th.home.remove_node(&name("garage")).unwrap();
+    agents[0].report_once().await.unwrap();
+    assert!(agents[0].hops().borrow().is_empty());
+}

@@ -83,6 +83,7 @@ fn mesh_state(
     agent: &Agent,
     snapshot: &ConfigSnapshot,
     leases: &[discovery::Lease],
+    hops: &crate::control::Hops,
 ) -> anyhow::Result<MeshState> {
     let local = agent
         .node
@@ -95,7 +96,8 @@ fn mesh_state(
         &snapshot.policy.unknown_device_group,
     );
     let identity = NodeIdentity::from_pem(&agent.identity().pem)?;
-    let mut state = MeshState::from_snapshot(snapshot, local, identity, devices, HashMap::new())?;
+    let hops: HashMap<_, _> = hops.iter().map(|(n, h)| (n.clone(), *h)).collect();
+    let mut state = MeshState::from_snapshot(snapshot, local, identity, devices, hops)?;
     state.version = generation;
     Ok(state)
 }
@@ -122,8 +124,9 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         snapshot.version,
         agent.agent.identity().facts.serial,
         read_leases(),
+        agent.agent.hops().borrow().clone(),
     );
-    let first = mesh_state(generation, &agent.agent, &snapshot, &last.2)?;
+    let first = mesh_state(generation, &agent.agent, &snapshot, &last.2, &last.3)?;
     let (state_tx, state_rx) = watch::channel(Arc::new(first));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(snapshot.catalog.clone()));
     let proxy = Proxy::start(opts.proxy.clone(), state_rx, metrics.clone()).await?;
@@ -161,12 +164,14 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     tasks.push(tokio::spawn({
         let mut trust = agent.trust.clone();
         let mut renewals = agent.agent.renewals();
+        let mut hops = agent.agent.hops();
         let agent = agent.agent.clone();
         async move {
             loop {
                 tokio::select! {
                     _ = trust.changed() => {}
                     Ok(()) = renewals.changed() => {}
+                    Ok(()) = hops.changed() => {}
                     _ = tokio::time::sleep(REFRESH_EVERY) => {}
                 }
                 let Some(snapshot) = trust.snapshot() else {
@@ -176,12 +181,13 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
                     snapshot.version,
                     agent.identity().facts.serial,
                     read_leases(),
+                    hops.borrow_and_update().clone(),
                 );
                 if now == last {
                     continue;
                 }
                 generation += 1;
-                match mesh_state(generation, &agent, &snapshot, &now.2) {
+                match mesh_state(generation, &agent, &snapshot, &now.2, &now.3) {
                     Ok(state) => {
                         state_tx.send_replace(Arc::new(state));
                         catalog_tx.send_replace(Arc::new(snapshot.catalog.clone()));

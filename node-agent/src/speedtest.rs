@@ -306,12 +306,20 @@ pub async fn start(
         .or_else(|| (!bound.ip().is_unspecified()).then(|| bound.ip()))
         .or_else(|| agent.local_address_towards_controller())
         .map(|ip| SocketAddr::new(ip, bound.port()));
-    agent.set_speedtest_addr(advertised.map(|a| a.to_string()));
-    if let Err(e) = agent.report_once().await {
-        tracing::debug!("speed-test sink not announced yet: {e}");
-    }
-    Ok(vec![
-        tokio::spawn(serve_sink(listener, agent.clone(), trust.clone())),
-        tokio::spawn(follow_jobs(agent.clone(), trust.clone())),
-    ])
+    let (agent, trust) = (agent.clone(), trust.clone());
+    Ok(vec![tokio::spawn(async move {
+        // The sink needs the home's trust bundle: announce it once a config is known, so no
+        // test is sent to a sink that would refuse it.
+        if trust.clone().wait_for_version(1).await.is_none() {
+            return;
+        }
+        agent.set_speedtest_addr(advertised.map(|a| a.to_string()));
+        if let Err(e) = agent.report_once().await {
+            tracing::debug!("speed-test sink not announced yet: {e}");
+        }
+        tokio::join!(
+            serve_sink(listener, agent.clone(), trust.clone()),
+            follow_jobs(agent, trust)
+        );
+    })])
 }

@@ -6,7 +6,8 @@
 //! - `POST config/ack` — [`ConfigAck`]: the version the agent applied.
 //! - `POST renew` — [`RenewRequest`] → [`RenewResponse`]: a new certificate for the caller's
 //!   own identity (the SAN comes from the enrollment record).
-//! - `POST telemetry` — [`Telemetry`], kept in RAM by the controller.
+//! - `POST telemetry` — [`Telemetry`], kept in RAM by the controller; answered with a
+//!   [`TelemetryAnswer`] (mesh hops to the other routers).
 //! - `GET  jobs?wait=S` — long poll for work the controller hands this node: a
 //!   [`SpeedTestJob`], or `204 No Content` after the wait.
 //! - `POST jobs/result` — [`SpeedTestOutcome`]: how the job went.
@@ -68,6 +69,16 @@ pub struct Telemetry {
     /// (cumulative counters; the controller turns them into per-minute figures).
     #[serde(default)]
     pub traffic: Vec<ServiceTraffic>,
+}
+
+/// The controller's answer to a telemetry report: what the home's topology says about this
+/// router, for the proxy's locality (RAM only on both sides).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryAnswer {
+    /// Mesh hops from the reporting router to each router its peer links reach (peer-link
+    /// graph of the routers' latest reports; links marked blocked are left out).
+    #[serde(default)]
+    pub hops: std::collections::BTreeMap<NodeName, u32>,
 }
 
 /// One service's cumulative counters at one node's proxy (connections it opened towards the

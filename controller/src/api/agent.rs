@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
-use trellis_proto::api::{ConfigAck, RenewRequest, RenewResponse, SpeedTestOutcome, Telemetry};
+use trellis_proto::api::{
+    ConfigAck, RenewRequest, RenewResponse, SpeedTestOutcome, Telemetry, TelemetryAnswer,
+};
 use trellis_proto::pairing::{PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::tls::{cert_facts, provider, root_store, CertFacts, PROTOCOL_VERSIONS};
 use trellis_proto::NodeName;
@@ -282,10 +284,12 @@ async fn telemetry(
     State(home): State<Arc<Home>>,
     AgentNode(node): AgentNode,
     body: Result<Json<Telemetry>, JsonRejection>,
-) -> Result<StatusCode, HomeError> {
+) -> Result<Json<TelemetryAnswer>, HomeError> {
     let Json(t) = body.map_err(bad_json)?;
     home.report(&node, t)?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(TelemetryAnswer {
+        hops: home.hops_from(&node),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,6 +7,7 @@ use hyper::{Method, StatusCode};
 use tokio::sync::watch;
 use trellis_proto::api::{
     ConfigAck, RenewRequest, RenewResponse, SeenService, SpeedTestJob, SpeedTestOutcome, Telemetry,
+    TelemetryAnswer,
 };
 use trellis_proto::snapshot::ConfigSnapshot;
 
@@ -42,7 +43,12 @@ pub struct Agent {
     speedtest_addr: Arc<std::sync::Mutex<Option<String>>>,
     /// The node proxy's counters, whose per-service totals go out with the telemetry.
     metrics: Arc<std::sync::Mutex<Option<Arc<crate::metrics::Metrics>>>>,
+    /// Mesh hops to the other routers, as the controller answers each report (locality).
+    hops: Arc<watch::Sender<Hops>>,
 }
+
+/// Mesh hops from this router to others.
+pub type Hops = std::collections::BTreeMap<trellis_proto::NodeName, u32>;
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
 pub struct AgentHandle {
@@ -108,6 +114,7 @@ impl Agent {
             mesh_report_file: Arc::default(),
             speedtest_addr: Arc::default(),
             metrics: Arc::default(),
+            hops: Arc::new(watch::channel(Hops::new()).0),
         })
     }
 
@@ -305,6 +312,11 @@ impl Agent {
         serde_json::from_slice(&text).ok()
     }
 
+    /// Mesh hops to the other routers; changes when the topology does.
+    pub fn hops(&self) -> watch::Receiver<Hops> {
+        self.hops.subscribe()
+    }
+
     /// Announce where this node's speed-test sink listens.
     pub fn set_speedtest_addr(&self, addr: Option<String>) {
         *self
@@ -397,14 +409,24 @@ impl Agent {
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
         };
-        self.controller
+        let answer = self
+            .controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))
-            .await?
-            .ok()
-            .map_err(|source| CallError::Api {
-                addr: self.controller.addr.clone(),
-                source,
-            })
+            .await?;
+        if answer.status == StatusCode::NO_CONTENT {
+            // An older controller: nothing to learn.
+            return Ok(());
+        }
+        let answer: TelemetryAnswer = answer.json().map_err(|source| CallError::Api {
+            addr: self.controller.addr.clone(),
+            source,
+        })?;
+        self.hops.send_if_modified(|hops| {
+            let changed = *hops != answer.hops;
+            *hops = answer.hops;
+            changed
+        });
+        Ok(())
     }
 
     async fn report(self) {

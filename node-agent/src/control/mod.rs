@@ -10,7 +10,7 @@ pub mod tls;
 mod agent;
 mod trust;
 
-pub use agent::{Agent, AgentHandle};
+pub use agent::{Agent, AgentHandle, Hops};
 pub use trust::Trust;
 
 use std::sync::Arc;
