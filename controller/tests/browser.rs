@@ -7,30 +7,16 @@
 //! Without chromium this test fails under CI and skips loudly elsewhere; `cargo xtask test`
 //! installs chromium and chromium-driver.
 
+mod support;
 mod webdriver;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use webdriver::{Browser, Driver};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{agent_binary, start_controller, text, trellis, Proc};
 
 fn screenshots_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is target/tmp: put the artifacts beside it, in target/screenshots.
@@ -40,37 +26,6 @@ fn screenshots_dir() -> PathBuf {
         .join("screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn agent_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_trellis-controller")).with_file_name("trellis-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: run the workspace tests (cargo test --workspace) or cargo build -p trellis-agent first",
-        path.display()
-    );
-    path
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn trellis(dir: &Path, socket: &Path, args: &[&str]) -> Output {
-    let link = dir.join("trellis");
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_trellis-controller"), &link).unwrap();
-    }
-    Command::new(&link)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// The page's files gzipped together with `gzip -9`, as a router would serve them.
@@ -123,28 +78,8 @@ fn the_router_page_in_a_real_browser() {
     };
 
     // The controller, as procd would start it.
-    let socket = dir.path().join("admin.sock");
-    let data = dir.path().join("data");
-    let port = free_port();
-    let log = std::fs::File::create(dir.path().join("controller.log")).unwrap();
-    let _controller = Proc(
-        Command::new(env!("CARGO_BIN_EXE_trellis-controller"))
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--admin-socket")
-            .arg(&socket)
-            .args(["--agent-api", &format!("127.0.0.1:{port}"), "--log", "info"])
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "controller did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let controller = start_controller(dir.path(), "info");
+    let (socket, port) = (controller.socket.clone(), controller.port);
     let token = {
         let out = trellis(dir.path(), &socket, &["setup-token", "--json"]);
         assert!(out.status.success(), "{}", text(&out));
@@ -412,39 +347,7 @@ fn the_router_page_in_a_real_browser() {
     shot(&d, "10-traffic");
 
     // --- a speed test between two routers -------------------------------------------------
-    let out = trellis(dir.path(), &socket, &["pair", "--json"]);
-    let code: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let garage_state = dir.path().join("garage");
-    let out = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(&garage_state)
-        .args([
-            "join",
-            &format!("127.0.0.1:{port}"),
-            code["code"].as_str().unwrap(),
-            "--name",
-            "garage",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "join failed: {}", text(&out));
-    let _garage = Proc(
-        Command::new(agent_binary())
-            .arg("--state-dir")
-            .arg(&garage_state)
-            .args([
-                "--log",
-                "warn",
-                "run",
-                "--no-service-mesh",
-                "--speedtest-listen",
-                "127.0.0.1:0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _garage = support::pair_and_run(dir.path(), &controller, "garage");
     d.goto(&format!("{base}/#/routers"));
     d.wait_text("#router-list [data-router=garage]", "Online");
     d.wait("#speed-to option[value=garage]");

@@ -2,112 +2,24 @@
 //! binary called by that name) and `trellis-agent join` on a satellite, as real processes.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-struct Controller {
-    child: Child,
-    socket: PathBuf,
-    port: u16,
-}
+mod support;
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{agent_binary, pair, pair_and_run, start_controller, text, trellis, Controller};
 
 fn start(dir: &Path) -> Controller {
-    let socket = dir.join("admin.sock");
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_trellis-controller"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--admin-socket")
-        .arg(&socket)
-        .args(["--agent-api", &format!("127.0.0.1:{port}"), "--log", "warn"])
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err()
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
-    {
-        assert!(Instant::now() < deadline, "controller did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Controller {
-        child,
-        socket,
-        port,
-    }
+    start_controller(dir, "warn")
 }
 
-/// `trellis` is a symlink to the controller binary, as the package installs it.
-fn trellis(dir: &Path, socket: &Path, args: &[&str]) -> Output {
-    let link = dir.join("trellis");
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_trellis-controller"), &link).unwrap();
-    }
-    Command::new(&link)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// The agent binary sits beside the controller's in the target directory (`cargo xtask test`
-/// builds every binary before the tests).
-fn agent_binary() -> PathBuf {
-    let path = Path::new(env!("CARGO_BIN_EXE_trellis-controller")).with_file_name("trellis-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first (cargo build --workspace --bins; cargo xtask test does)",
-        path.display()
-    );
-    path
-}
-
-/// `trellis-agent join` on the satellite "attic" (state in `<dir>/sat`) with `code`.
+/// `trellis-agent join` on the satellite "attic" with `code`.
 fn join_attic(dir: &Path, c: &Controller, code: &str) -> Output {
-    Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(dir.join("sat"))
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            code,
-            "--name",
-            "attic",
-        ])
-        .output()
-        .unwrap()
+    support::join(dir, c, code, "attic")
 }
 
-/// A fresh code from `trellis pair`, then the satellite "attic" joins with it.
 fn pair_attic(dir: &Path, c: &Controller) {
-    let pair: serde_json::Value =
-        serde_json::from_slice(&trellis(dir, &c.socket, &["pair", "--json"]).stdout).unwrap();
-    let joined = join_attic(dir, c, pair["code"].as_str().unwrap());
-    assert!(joined.status.success(), "{}", text(&joined));
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    pair(dir, c, "attic");
 }
 
 #[test]
@@ -468,53 +380,6 @@ fn trellis_check_names_each_problem_and_its_fix() {
         .unwrap()
         .iter()
         .any(|f| f["level"] == "fail" && f["fix"].as_str().unwrap().contains("wpad-mesh")));
-}
-
-/// A paired router's agent running as `trellis-agent run`, control plane and speed-test sink
-/// only (the service mesh is tested in the namespace tests).
-struct RunningAgent(Child);
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn pair_and_run(dir: &Path, c: &Controller, name: &str) -> RunningAgent {
-    let pair: serde_json::Value =
-        serde_json::from_slice(&trellis(dir, &c.socket, &["pair", "--json"]).stdout).unwrap();
-    let state = dir.join(name);
-    let joined = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "join",
-            &format!("127.0.0.1:{}", c.port),
-            pair["code"].as_str().unwrap(),
-            "--name",
-            name,
-        ])
-        .output()
-        .unwrap();
-    assert!(joined.status.success(), "{}", text(&joined));
-    let child = Command::new(agent_binary())
-        .arg("--state-dir")
-        .arg(&state)
-        .args([
-            "--log",
-            "warn",
-            "run",
-            "--no-service-mesh",
-            "--speedtest-listen",
-            "127.0.0.1:0",
-            "--mesh-report",
-        ])
-        .arg(dir.join(format!("{name}-mesh.json")))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    RunningAgent(child)
 }
 
 #[test]
