@@ -4,64 +4,23 @@
 //! UDP 5353 in the router namespace (the coexistence OpenWrt needs with umdns/avahi).
 //! Needs root (network namespaces); prints why it is skipped otherwise.
 
-use std::process::Command;
 use std::time::Duration;
 
 use trellis_agent::discovery::{DiscoveryEvent, MdnsBrowser};
 
 mod support;
-use support::Avahi;
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("ip (iproute2) is installed");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn enter(ns: &str) {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-    // SAFETY: setns on a valid namespace fd; affects only this thread.
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-}
-
-struct Ns(Vec<String>);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
+use support::{enter, is_root, veth, Avahi, Namespaces};
 
 #[test]
 fn router_discovers_a_service_announced_on_its_segment() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("SKIPPED: needs root for network namespaces (CI runs as root)");
         return;
     }
     let id = std::process::id();
     let (dev, rtr) = (format!("md-{id}"), format!("mr-{id}"));
-    let _ns = Ns(vec![dev.clone(), rtr.clone()]);
-    for n in [&dev, &rtr] {
-        run(&["ip", "netns", "add", n]);
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-    }
-    run(&[
-        "ip", "link", "add", "d0", "netns", &dev, "type", "veth", "peer", "name", "r0", "netns",
-        &rtr,
-    ]);
-    run(&["ip", "-n", &dev, "addr", "add", "10.3.0.2/24", "dev", "d0"]);
-    run(&["ip", "-n", &rtr, "addr", "add", "10.3.0.1/24", "dev", "r0"]);
-    run(&["ip", "-n", &dev, "link", "set", "d0", "up"]);
-    run(&["ip", "-n", &rtr, "link", "set", "r0", "up"]);
+    let _ns = Namespaces::new(&[&dev, &rtr]);
+    veth(&dev, "d0", "10.3.0.2/24", &rtr, "r0", "10.3.0.1/24");
 
     // The device: announces "Family NAS" over mDNS (its own daemon thread lives in `dev`).
     let (tx, rx) = std::sync::mpsc::channel();
@@ -121,26 +80,14 @@ fn router_discovers_a_service_announced_on_its_segment() {
 
 #[test]
 fn browser_sees_an_avahi_announcement_while_avahi_also_runs_on_the_router() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !is_root() {
         eprintln!("SKIPPED: needs root for network namespaces (CI runs as root)");
         return;
     }
     let id = std::process::id();
     let (dev, rtr) = (format!("ad-{id}"), format!("ar-{id}"));
-    let _ns = Ns(vec![dev.clone(), rtr.clone()]);
-    for n in [&dev, &rtr] {
-        run(&["ip", "netns", "add", n]);
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-    }
-    run(&[
-        "ip", "link", "add", "d0", "netns", &dev, "type", "veth", "peer", "name", "r0", "netns",
-        &rtr,
-    ]);
-    run(&["ip", "-n", &dev, "addr", "add", "10.3.0.2/24", "dev", "d0"]);
-    run(&["ip", "-n", &rtr, "addr", "add", "10.3.0.1/24", "dev", "r0"]);
-    run(&["ip", "-n", &dev, "link", "set", "d0", "up"]);
-    run(&["ip", "-n", &rtr, "link", "set", "r0", "up"]);
+    let _ns = Namespaces::new(&[&dev, &rtr]);
+    veth(&dev, "d0", "10.3.0.2/24", &rtr, "r0", "10.3.0.1/24");
 
     // The router's own mDNS daemon (umdns/avahi on OpenWrt) holds 5353 first.
     let mut router_avahi = Avahi::start(&rtr, "r0", None);

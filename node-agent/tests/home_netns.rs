@@ -1,10 +1,11 @@
-//! The whole home with the real binaries on the real kernel: a controller and two routers'
+//! The whole home with the real binaries on the real kernel: a controller and three routers'
 //! agents in network namespaces, a laptop behind router A, a web server behind router B that
-//! announces itself with a real avahi-daemon. The service joins the catalog with no manual
-//! step; the laptop resolves its mesh name through router A's agent, connects to its
-//! virtual IP, and the agents carry it over mutual TLS to router B; a deny rule stops it and
-//! `trellis why` names the rule; with the controller killed, traffic keeps flowing (fail
-//! static).
+//! announces itself with a real avahi-daemon, a printer's web page behind router C. The
+//! service joins the catalog with no manual step; the laptop resolves its mesh name through
+//! router A's agent, connects to its virtual IP, and the agents carry it over mutual TLS to
+//! router B (a capture between the routers sees only TLS); a deny rule stops it and
+//! `trellis why` names the rule; router C's namespace removed, its service shows unreachable;
+//! with the controller killed, traffic keeps flowing (fail static).
 
 mod support;
 
@@ -14,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{in_ns, is_root, laptop_resolve, start_web_server, Home, LAPTOP_MAC, PAGE_SECRET};
+use support::{
+    contains, in_ns, is_root, laptop_resolve, start_web_server, start_web_server_at, Capture, Home,
+    LAPTOP_MAC, PAGE_SECRET,
+};
 
 struct Procs(Vec<Child>);
 
@@ -73,6 +77,50 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Router C: its own namespace on a backhaul link to router A (10.9.3.0/24), and a printer's
+/// web page behind it (10.3.0.2:8080). Dropping it deletes both namespaces: the router is gone.
+struct RouterC {
+    ns: String,
+    printer: String,
+}
+
+impl RouterC {
+    fn new(router_a: &str) -> Self {
+        let id = std::process::id();
+        let c = RouterC {
+            ns: format!("rc-{id}"),
+            printer: format!("tq-{id}"),
+        };
+        let run = |args: &[&str]| support::run(args);
+        for ns in [&c.ns, &c.printer] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        support::veth(router_a, "a3", "10.9.3.1/24", &c.ns, "c1", "10.9.3.2/24");
+        support::veth(&c.ns, "c0", "10.3.0.1/24", &c.printer, "q0", "10.3.0.2/24");
+        // The controller's address (10.9.0.1) is router A's own: no forwarding needed.
+        run(&[
+            "ip", "-n", &c.ns, "route", "add", "default", "via", "10.9.3.1",
+        ]);
+        run(&[
+            "ip", "-n", &c.printer, "route", "add", "default", "via", "10.3.0.1",
+        ]);
+        c
+    }
+
+    fn remove(&mut self) {
+        for ns in [&self.ns, &self.printer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+impl Drop for RouterC {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// The laptop fetches `/` from the virtual IP on port 8080.
 fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
     in_ns(ns, move || {
@@ -90,6 +138,14 @@ fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
             Ok(String::from_utf8_lossy(&out).into_owned())
         }
     })
+}
+
+fn family_web_reachable(services: &serde_json::Value) -> bool {
+    services
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == "family-web" && s["instances"][0]["reachable"] == true)
 }
 
 const PHONE_MAC: &str = "02:00:00:00:00:0f";
@@ -179,6 +235,9 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             socket.to_str().unwrap(),
             "--agent-api",
             "10.9.0.1:7443",
+            // Routers report every second here, so one silent for 3 s is gone.
+            "--node-timeout-s",
+            "3",
         ],
         &d.join("controller.log"),
     ));
@@ -189,7 +248,9 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     // The web server announces itself the way a NAS does: a real avahi-daemon, `_http._tcp`.
     let _announcer = support::Avahi::start(&home.server, "s0", Some(("Family Web", 8080)));
 
-    // Both routers pair with codes and run their agents (router B browses mDNS).
+    // The three routers pair with codes and run their agents (router B browses mDNS).
+    let mut router_c = RouterC::new(&home.ra);
+    start_web_server_at(&router_c.printer, "10.3.0.2:8080");
     for (ns, name, extra) in [
         (
             &home.ra,
@@ -206,6 +267,17 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             &home.rb,
             "router-b",
             vec!["--dns-listen", "off", "--metrics-listen", "off"],
+        ),
+        (
+            &router_c.ns,
+            "router-c",
+            vec![
+                "--dns-listen",
+                "off",
+                "--metrics-listen",
+                "off",
+                "--no-mdns",
+            ],
         ),
     ] {
         let code = json(&["pair"])["code"].as_str().unwrap().to_owned();
@@ -230,6 +302,10 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             "run",
             "--leases",
             "/nonexistent",
+            "--telemetry-interval",
+            "1",
+            "--speedtest-listen",
+            "off",
         ];
         args.extend(extra);
         procs.0.push(spawn_in(
@@ -269,17 +345,20 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             .iter()
             .all(|n| n["acked_version"].as_u64().unwrap_or(0) >= target)
     };
-    wait_until("both routers to announce their tunnel address", || {
+    wait_until("the routers to announce their tunnel address", || {
         let logs = std::fs::read_to_string(d.join("controller.log")).unwrap_or_default();
-        logs.contains("router-a") && logs.matches("tunnel address changed").count() >= 2
+        logs.contains("router-a") && logs.matches("tunnel address changed").count() >= 3
     });
-    wait_until("both agents to apply the latest config", || synced(0));
+    wait_until("every agent to apply the latest config", || synced(0));
 
-    // By name, through router A's agent DNS, to the virtual IP, across the mTLS tunnel.
+    // By name, through router A's agent DNS, to the virtual IP, across the mTLS tunnel; a
+    // capture on the link between routers A and B sees TLS, never the page.
     assert_eq!(
         laptop_resolve(&home.laptop, "family-web.trellis.home.arpa"),
         Some(vip)
     );
+    let between_routers = Capture::start(&home.ra, "a1");
+    let last_hop = Capture::start(&home.rb, "b0");
     let page = laptop_get(&home.laptop, vip).unwrap_or_else(|e| {
         panic!(
             "laptop could not reach the web service: {e}\n--- router-a.log\n{}\n--- router-b.log\n{}",
@@ -288,6 +367,22 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         )
     });
     assert!(page.contains(PAGE_SECRET), "{page}");
+    let air = between_routers.finish();
+    let lan_b = last_hop.finish();
+    assert!(
+        contains(&lan_b, PAGE_SECRET.as_bytes()),
+        "the capture works: the plaintext last hop on router B's LAN shows the page"
+    );
+    assert!(
+        !contains(&air, PAGE_SECRET.as_bytes()) && !contains(&air, b"GET / HTTP"),
+        "the page or the request crossed between routers in clear ({} bytes captured)",
+        air.len()
+    );
+    assert!(
+        contains(&air, &[0x17, 0x03, 0x03]),
+        "TLS application data records cross between the routers ({} bytes captured)",
+        air.len()
+    );
 
     // Router A's /metrics counted it.
     let metrics = in_ns(&home.ra, || {
@@ -338,6 +433,51 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let why = json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false);
     assert_eq!(why["rule"], "no-laptop-web");
+
+    // A printer's page behind router C, added by hand (it announces nothing), reached by the
+    // laptop across a second tunnel.
+    trellis(&[
+        "add-service",
+        "printer",
+        "--node",
+        "router-c",
+        "--addr",
+        "10.3.0.2",
+        "--port",
+        "8080",
+    ]);
+    let printer = || {
+        json(&["services"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "printer")
+            .cloned()
+            .unwrap()
+    };
+    let printer_vip: Ipv4Addr = printer()["vip"].as_str().unwrap().parse().unwrap();
+    wait_until("the printer to reach router A's agent", || synced(0));
+    let page = laptop_get(&home.laptop, printer_vip).expect("the printer behind router C");
+    assert!(page.contains(PAGE_SECRET), "{page}");
+    assert_eq!(printer()["instances"][0]["reachable"], true);
+
+    // Router C is unplugged for good (its namespace deleted): its service shows unreachable,
+    // and the rest of the home does not notice.
+    let mut agent_c = procs.0.pop().expect("router C's agent");
+    let _ = agent_c.kill();
+    let _ = agent_c.wait();
+    router_c.remove();
+    wait_until("router C's service to show unreachable", || {
+        printer()["instances"][0]["reachable"] == false
+    });
+    let text_services = trellis(&["services"]);
+    assert!(text_services.contains("(unreachable)"), "{text_services}");
+    assert!(
+        family_web_reachable(&json(&["services"])),
+        "router B's service stays reachable"
+    );
+    let page = laptop_get(&home.laptop, vip).expect("router B still serves the laptop");
+    assert!(page.contains(PAGE_SECRET));
 
     // Lift it, then kill the controller: the agents keep working on their last config.
     trellis(&["policy", "remove", "no-laptop-web"]);

@@ -56,6 +56,39 @@ pub fn run(args: &[&str]) {
     );
 }
 
+/// A veth pair from namespace `a_ns` (interface `a`, address `a_ip`) to `b_ns`, both up.
+pub fn veth(a_ns: &str, a: &str, a_ip: &str, b_ns: &str, b: &str, b_ip: &str) {
+    run(&[
+        "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns", b_ns,
+    ]);
+    run(&["ip", "-n", a_ns, "addr", "add", a_ip, "dev", a]);
+    run(&["ip", "-n", b_ns, "addr", "add", b_ip, "dev", b]);
+    run(&["ip", "-n", a_ns, "link", "set", a, "up"]);
+    run(&["ip", "-n", b_ns, "link", "set", b, "up"]);
+}
+
+/// Namespaces deleted on drop.
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    /// Create each namespace with its loopback up.
+    pub fn new(names: &[&str]) -> Self {
+        for n in names {
+            run(&["ip", "netns", "add", n]);
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+        }
+        Namespaces(names.iter().map(|n| n.to_string()).collect())
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
 /// Four namespaces named after this test; deleted on drop.
 pub struct Home {
     pub laptop: String,
@@ -82,19 +115,9 @@ impl Home {
             run(&["ip", "netns", "add", ns]);
             run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
         }
-        let link = |a_ns: &str, a: &str, a_ip: &str, b_ns: &str, b: &str, b_ip: &str| {
-            run(&[
-                "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns",
-                b_ns,
-            ]);
-            run(&["ip", "-n", a_ns, "addr", "add", a_ip, "dev", a]);
-            run(&["ip", "-n", b_ns, "addr", "add", b_ip, "dev", b]);
-            run(&["ip", "-n", a_ns, "link", "set", a, "up"]);
-            run(&["ip", "-n", b_ns, "link", "set", b, "up"]);
-        };
-        link(&h.laptop, "c0", "10.1.0.2/24", &h.ra, "a0", "10.1.0.1/24");
-        link(&h.ra, "a1", "10.9.0.1/24", &h.rb, "b1", "10.9.0.2/24");
-        link(&h.rb, "b0", "10.2.0.1/24", &h.server, "s0", "10.2.0.2/24");
+        veth(&h.laptop, "c0", "10.1.0.2/24", &h.ra, "a0", "10.1.0.1/24");
+        veth(&h.ra, "a1", "10.9.0.1/24", &h.rb, "b1", "10.9.0.2/24");
+        veth(&h.rb, "b0", "10.2.0.1/24", &h.server, "s0", "10.2.0.2/24");
         run(&[
             "ip", "-n", &h.laptop, "link", "set", "c0", "address", LAPTOP_MAC,
         ]);
@@ -139,11 +162,16 @@ pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static
 
 /// A tiny HTTP server in the server namespace; returns once it is listening.
 pub fn start_web_server(ns: &str) {
+    start_web_server_at(ns, "10.2.0.2:8080");
+}
+
+/// A tiny HTTP server answering every request with the page that holds [`PAGE_SECRET`].
+pub fn start_web_server_at(ns: &str, addr: &str) {
     let (tx, rx) = mpsc::channel();
-    let ns = ns.to_owned();
+    let (ns, addr) = (ns.to_owned(), addr.to_owned());
     std::thread::spawn(move || {
         enter(&ns);
-        let l = TcpListener::bind("10.2.0.2:8080").expect("bind web server");
+        let l = TcpListener::bind(&addr).expect("bind web server");
         tx.send(()).unwrap();
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
