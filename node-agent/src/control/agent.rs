@@ -15,8 +15,10 @@ use crate::state::{NodeRecord, StateDir};
 /// How long each config long poll may wait at the controller.
 const POLL_WAIT_S: u64 = 55;
 /// Telemetry is small (RAM only at the controller) and carries the mesh links the map shows,
-/// so it goes out every half minute.
-const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
+/// so it goes out every half minute (`trellis-agent run --telemetry-interval` changes it).
+pub const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
+/// The shortest telemetry interval accepted.
+pub const TELEMETRY_MIN: Duration = Duration::from_secs(1);
 /// Retry pace of the config watch while the controller is away.
 const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -36,6 +38,8 @@ pub struct Agent {
     renewed: Arc<watch::Sender<u64>>,
     /// Where `trellis-agent mesh` leaves its latest link report.
     mesh_report_file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    /// How often telemetry goes out.
+    telemetry_every: Duration,
 }
 
 /// What a caller (the CLI, a test, the data plane) holds of a running agent.
@@ -100,7 +104,14 @@ impl Agent {
             addresses: Arc::default(),
             renewed: Arc::new(watch::channel(0).0),
             mesh_report_file: Arc::default(),
+            telemetry_every: TELEMETRY_EVERY,
         })
+    }
+
+    /// Send telemetry every `every` (at least [`TELEMETRY_MIN`]) instead of every 30 s.
+    pub fn with_telemetry_interval(mut self, every: Duration) -> Self {
+        self.telemetry_every = every.max(TELEMETRY_MIN);
+        self
     }
 
     /// Start following the controller; returns at once.
@@ -352,7 +363,7 @@ impl Agent {
             if let Err(e) = self.report_once().await {
                 tracing::debug!("telemetry not delivered: {e}");
             }
-            tokio::time::sleep(TELEMETRY_EVERY).await;
+            tokio::time::sleep(self.telemetry_every).await;
         }
     }
 }
