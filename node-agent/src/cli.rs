@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// "off" disables it, and this router then takes no speed-test jobs either.
     #[arg(long, default_value = "0.0.0.0:15009")]
     pub speedtest_listen: String,
+    /// Seconds between two telemetry reports to the controller (health, mesh links).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub telemetry_interval: u64,
 }
 
 fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -136,18 +140,23 @@ fn default_name() -> String {
     }
 }
 
+/// On a paired router the mesh ID and SAE password come from the controller (the state
+/// directory's mesh.json): whenever the command line names neither a mesh ID, a password file
+/// nor the open test mesh.
+fn paired_mesh(
+    args: &crate::wifi::MeshArgs,
+    state: &StateDir,
+) -> crate::state::Result<Option<trellis_proto::snapshot::MeshCredentials>> {
+    (!args.list && args.mesh_id.is_none() && args.password_file.is_none() && !args.open_test_mesh)
+        .then(|| state.mesh())
+        .transpose()
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::init_logging(&cli.log);
     if let Command::Mesh(args) = cli.command {
-        // On a paired router the mesh ID and SAE password come from the controller.
-        let paired = (!args.list
-            && args.mesh_id.is_none()
-            && args.password_file.is_none()
-            && !args.open_test_mesh)
-            .then(|| StateDir::new(&cli.state_dir).mesh())
-            .transpose();
-        let paired = match paired {
+        let paired = match paired_mesh(&args, &StateDir::new(&cli.state_dir)) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("trellis-agent: no mesh credentials: {e}");
@@ -177,6 +186,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(2)
             }
             (Ok(agent), Ok(mesh)) => {
+                let agent = agent.with_telemetry_interval(std::time::Duration::from_secs(
+                    args.telemetry_interval,
+                ));
                 tracing::info!(identity = %agent.node.identity, controller = %agent.node.controller, "trellis-agent running");
                 agent.set_mesh_report_file(args.mesh_report.clone());
                 let speedtest = match optional_addr(&args.speedtest_listen, "--speedtest-listen") {
@@ -284,6 +296,79 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["trellis-agent", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(a) => Ok(a),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn telemetry_goes_out_every_30_s_unless_told_otherwise() {
+        assert_eq!(run_args(&[]).unwrap().telemetry_interval, 30);
+        assert_eq!(
+            run_args(&["--telemetry-interval", "2"])
+                .unwrap()
+                .telemetry_interval,
+            2
+        );
+        // At least a second; at most an hour.
+        assert!(run_args(&["--telemetry-interval", "0"]).is_err());
+        assert!(run_args(&["--telemetry-interval", "3601"]).is_err());
+        assert!(run_args(&["--telemetry-interval", "2s"]).is_err());
+    }
+
+    fn mesh_args(args: &[&str]) -> crate::wifi::MeshArgs {
+        let cli = Cli::try_parse_from(["trellis-agent", "mesh"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Mesh(a) => a,
+            other => panic!("not mesh: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn mesh_without_flags_takes_the_paired_credentials_from_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        let bare = mesh_args(&["--phy", "phy1", "--bridge", "br-lan"]);
+        // Not paired: say so (main prints it and exits 2).
+        let err = paired_mesh(&bare, &state).unwrap_err().to_string();
+        assert!(err.contains("trellis-agent join"), "{err}");
+        let creds = trellis_proto::snapshot::MeshCredentials {
+            mesh_id: "trellis-h0me".into(),
+            sae_password: "a-long-random-mesh-password".into(),
+        };
+        state.create().unwrap();
+        state.save_mesh(&creds).unwrap();
+        let paired = paired_mesh(&bare, &state)
+            .unwrap()
+            .expect("paired credentials");
+        assert_eq!(paired, creds);
+        let s = crate::wifi::mesh::MeshSettings::from_paired(&bare, &paired).unwrap();
+        assert_eq!(s.mesh_id, "trellis-h0me");
+        assert!(matches!(
+            s.security,
+            crate::wifi::mesh::MeshSecurity::Sae(_)
+        ));
+        // Explicit flags win over pairing; --list needs no credentials at all.
+        for flags in [
+            &["--mesh-id", "lab", "--open-test-mesh"][..],
+            &["--mesh-id", "lab", "--password-file", "/tmp/pw"],
+            &["--list"],
+        ] {
+            assert!(
+                paired_mesh(&mesh_args(flags), &state).unwrap().is_none(),
+                "{flags:?}"
+            );
         }
     }
 }

@@ -1,18 +1,33 @@
 #!/bin/sh
-# PID 1 of the lab VM: real 802.11s on mac80211_hwsim, formed by trellis-agent (not by iw).
+# PID 1 of the lab VM: real 802.11s on mac80211_hwsim, formed by trellis-agent (not by iw), the
+# satellites paired with trellis-controller on the primary router the way a home does it.
 # `iw` is used only to look (station/mpath dump) and to force a topology (plink_action block).
 #
 # Nodes A B C D = radios phy0..phy3, each in its own network namespace ns0..ns3.
 # Scenarios, in this order (one boot):
-#   sae-mesh     (1) A B C form an SAE mesh; ping and a TCP request cross it; a capture of the
-#                    whole simulated air (hwsim0) never shows the payload marker in clear
-#   wrong-password (4) D runs at the same time with a wrong password: never peers, its agent says why
+#   pairing      (1) A, the primary, runs the controller (br-lan 192.168.1.1); B and C are plugged
+#                    into A's br-lan by a setup cable (veth), pair with `trellis pair` codes
+#                    (`trellis-agent join 192.168.1.1 CODE`; a mistyped code is refused), and are
+#                    unplugged; A's own agent joins through 127.0.0.1
+#   sae-mesh     (1) A B C run `trellis-agent mesh` with the paired credentials only (no mesh ID,
+#                    no password on the command line), each mesh a port of its br-lan; ping and a
+#                    TCP request cross it; a capture of the whole simulated air (hwsim0) never
+#                    shows the payload marker in clear
+#   controller-map (1) `trellis-agent run` on A B C: `trellis nodes` lists a b c online and
+#                    `trellis topology` the links the agents reported
+#   wrong-password (4) D runs at the same time with the home's mesh ID and a wrong password:
+#                    never peers, its agent says why
 #   roles            portal/relay HWMP parameters set by the agents, read back
-#   flap-damping     C keeps dropping its link to A: A's agent blocks C
-#   line         (2) open test mesh A B C, A-C blocked: A->C goes through B, A's agent reports it
+#   line         (2) the paired mesh again with A and C out of each other's range (hwsim groups):
+#                    A->C goes through B (agent and kernel); the controller's topology has a-b
+#                    and b-c and no a-c
+#   no-secret-in-logs  no log holds the mesh password
+#   flap-damping     open test mesh: C keeps dropping its link to A: A's agent blocks C
+#   sniffer-control  the same capture sees the marker in clear on the open mesh
 #   bridge           D's agent puts its mesh into a LAN bridge (STP cost); D's br-lan address answers
-#   reroute      (3) + D (bridged), B-D blocked: A->C has two paths (via B, via D); the relay on the active
-#                    path loses power (agent kill -9, radio silenced); the ping gap is the reroute time
+#   reroute      (3) + D (bridged), B-D and A-C blocked: A->C has two paths (via B, via D); the
+#                    relay on the active path loses power (agent kill -9, radio silenced); the ping
+#                    gap is the reroute time
 # Output: machine-readable `LAB ...` lines on the serial console; qemu exits with 2*failures+1.
 export PATH=/bin
 ip() { /bin/ip "$@"; }        # busybox prefers its applets; we need iproute2's ip (netns)
@@ -37,6 +52,7 @@ finish() {
   fi
   lab "summary passed=$PASSES failed=$FAILS uptime=$(up)"
   _v=$FAILS; [ "$_v" -gt 100 ] && _v=100
+  # shellcheck disable=SC2059  # the format is the octal escape of the exit byte
   printf "\\$(printf %o "$_v")" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
   sync; poweroff -f; sleep 5; echo o > /proc/sysrq-trigger
 }
@@ -44,7 +60,7 @@ lab "boot init uptime=$(up)"
 
 # ---- radios: one phy per namespace
 modprobe -a ctr ccm gcm cmac ghash-generic 2>/dev/null
-if ! modprobe mac80211_hwsim radios=4 || [ "$(ls /sys/class/ieee80211 | wc -l)" != 4 ]; then
+if ! modprobe mac80211_hwsim radios=4 || [ "$(echo /sys/class/ieee80211/* | wc -w)" != 4 ]; then
   result setup fail "why=mac80211_hwsim-did-not-load"; finish
 fi
 ip link set hwsim0 up    # radiotap monitor of the whole simulated air (root namespace)
@@ -66,9 +82,9 @@ mac() { eval "echo \$MAC_$1"; }
 start_agent() {
   _n=$1; _sc=$2; shift 2; _i=$(idx "$_n")
   # /bin/ip directly (not the nsx function): `ip netns exec` execs the agent, so $! is its PID
-  /bin/ip netns exec ns$_i /bin/trellis-agent mesh --node "$_n" --phy phy$_i --iface mesh$_i \
-    --run-dir /run/trellis-$_n --poll-ms 500 --report-ms 5000 "$@" \
-    > /tmp/agent-$_n-$_sc.log 2>&1 &
+  /bin/ip netns exec "ns$_i" /bin/trellis-agent mesh --node "$_n" --phy "phy$_i" --iface "mesh$_i" \
+    --run-dir "/run/trellis-$_n" --poll-ms 500 --report-ms 5000 "$@" \
+    > "/tmp/agent-$_n-$_sc.log" 2>&1 &
   eval "PID_$_n=$!"
 }
 stop_agent() { eval "_p=\$PID_$1"; [ -n "$_p" ] && kill "$_p" 2>/dev/null; wait "$_p" 2>/dev/null; eval "PID_$1="; }
@@ -92,38 +108,180 @@ wait_peers() {  # scenario timeout_s node:wanted...
 }
 wait_ping() {  # ns addr tries
   _k=0; while [ "$_k" -lt "$3" ]; do nsx "$1" ping -c 1 -W 1 "$2" >/dev/null 2>&1 && return 0; _k=$((_k + 1)); done; return 1; }
-estab() { nsx ns$(idx "$1") iw dev mesh$(idx "$1") station dump 2>/dev/null | grep -c 'mesh plink:[[:space:]]*ESTAB'; }
+estab() { nsx "ns$(idx "$1")" iw dev "mesh$(idx "$1")" station dump 2>/dev/null | grep -c 'mesh plink:[[:space:]]*ESTAB'; }
 # last next hop A's agent reported for a destination
 agent_next_hop() {  # node scenario dst_mac
-  grep '"event":"path"' /tmp/agent-$1-$2.log 2>/dev/null | grep "\"dst\":\"$3\"" | tail -1 |
+  grep '"event":"path"' "/tmp/agent-$1-$2.log" 2>/dev/null | grep "\"dst\":\"$3\"" | tail -1 |
     sed -n 's/.*[,{]"next_hop":"\([^"]*\)".*/\1/p'
 }
-show_log() { grep -v '"event":"\(links\|paths\)"' "/tmp/agent-$1-$2.log" 2>/dev/null | tail -${3:-8} | sed "s/^/LAB-LOG $1 /"; }
+show_log() { grep -v '"event":"\(links\|paths\)"' "/tmp/agent-$1-$2.log" 2>/dev/null | tail -n "${3:-8}" | sed "s/^/LAB-LOG $1 /"; }
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/"$1"/status 2>/dev/null; }
 
-# ======================================================= (1) + (4): SAE mesh, wrong password
-SC=sae
-echo "trellis-lab-correct-horse" > /tmp/pw-good; echo "trellis-lab-WRONG-horse" > /tmp/pw-bad
-chmod 600 /tmp/pw-good /tmp/pw-bad
-T_SAE0=$(up)
-for n in A B C D; do
-  pw=/tmp/pw-good; [ $n = D ] && pw=/tmp/pw-bad
-  role=relay; [ $n = A ] && role=portal
-  start_agent $n $SC --mesh-id trellis-lab --freq 2437 --password-file $pw --role $role \
-    --addr 10.99.1.$(( $(idx $n) + 1 ))/24 --wpa-log /tmp/wpa-$n.log
+# ======================================================= the home: controller on A, pairing
+# Each router has a LAN bridge br-lan carrying its radio's MAC (so the mesh needs no proxy
+# path for the router's own address); A, the primary, is 192.168.1.1 and runs the controller.
+modprobe -a bridge veth
+deadline() { awk -v u="$(up)" -v t="$1" 'BEGIN { printf "%.1f", u + t }'; }
+past() { awk -v a="$(up)" -v b="$1" 'BEGIN { exit !(a >= b) }'; }
+low() { echo "$1" | tr ABCD abcd; }
+lan_ip() { echo "192.168.1.$(( $(idx "$1") + 1 ))"; }
+STATE=/tmp/home    # each router's flash: $STATE-A/agent, $STATE-A/controller
+CTL_SOCK=/run/trellis-ctl/admin.sock
+trell() { /bin/ip netns exec ns0 /bin/trellis --socket "$CTL_SOCK" "$@"; }
+new_code() { trell --json pair 2>>/tmp/trellis-cli.log | sed -n 's/.*"code": *"\([^"]*\)".*/\1/p'; }
+join_home() {  # node controller-address code
+  nsx "ns$(idx "$1")" timeout 60 trellis-agent --state-dir "$STATE-$1/agent" join "$2" "$3" --name "$(low "$1")"
+}
+mistype() {  # the same code with its last character changed
+  _last=${1#"${1%?}"}; if [ "$_last" = 0 ]; then echo "${1%?}1"; else echo "${1%?}0"; fi
+}
+plug_cable() {  # satellite: a veth from its br-lan into a port of A's br-lan, and a LAN address
+  _l=$(low "$1"); _i=$(idx "$1")
+  ip link add "cable-$_l" type veth peer name "lan-$_l"
+  ip link set "cable-$_l" netns "ns$_i" && ip link set "lan-$_l" netns ns0
+  nsx "ns$_i" ip link set "cable-$_l" master br-lan up && nsx ns0 ip link set "lan-$_l" master br-lan up
+  nsx "ns$_i" ip addr add "$(lan_ip "$1")/24" dev br-lan
+}
+unplug_cable() { nsx ns0 ip link del "lan-$(low "$1")"; }
+# start_paired_mesh NODE SCENARIO ARGS... : `trellis-agent mesh` with nothing but the pairing
+start_paired_mesh() {
+  _n=$1; _sc=$2; shift 2
+  _role=relay; [ "$_n" = A ] && _role=portal
+  start_agent "$_n" "$_sc" --state-dir "$STATE-$_n/agent" --freq 2437 --role $_role --bridge br-lan \
+    --wpa-log "/tmp/wpa-$_n-$_sc.log" "$@"
+}
+# start_run NODE: `trellis-agent run`, the control plane (no nftables or mDNS in this VM); it sends
+# the mesh agent's link report to the controller every 2 s
+start_run() {
+  _i=$(idx "$1")
+  /bin/ip netns exec "ns$_i" /bin/trellis-agent --state-dir "$STATE-$1/agent" run --no-intercept --no-mdns \
+    --mesh-report "/run/trellis-$1/mesh-links.json" --telemetry-interval 2 > "/tmp/run-$1.log" 2>&1 &
+  eval "RUN_$1=$!"
+}
+# routers the controller heard from in the last 10 s: "a b c "
+online() {
+  trell --json nodes 2>/dev/null | awk -F': ' '/"name":/ { n = $2; gsub(/[", ]/, "", n) }
+    /"last_seen_s":/ { s = $2; gsub(/[ ,]/, "", s); if (s != "null" && s + 0 <= 10) printf "%s ", n }'
+}
+# the controller's topology as "from>to" pairs: "a>b a>c ..."
+topo() {
+  trell --json topology 2>/dev/null | awk -F'"' '/"from":/ { f = $4 } /"to":/ { print f ">" $4 }' |
+    sort -u | tr '\n' ' '
+}
+# the same with each link's verdict: "a>b=good ..."
+topo_verdicts() {
+  trell --json topology 2>/dev/null |
+    awk -F'"' '/"from":/ { f = $4 } /"to":/ { t = $4 } /"verdict":/ { printf "%s>%s=%s ", f, t, $4 }'
+}
+# topo_is "PAIRS" want... : every wanted pair is there; a pair written !x>y must be absent
+topo_is() {
+  _t=" $1 "; shift
+  for _p in "$@"; do
+    case $_p in
+      !*) case $_t in *" ${_p#!} "*) return 1;; esac;;
+      *) case $_t in *" $_p "*) ;; *) return 1;; esac;;
+    esac
+  done
+}
+wait_topo() {  # timeout_s pair... ; leaves the last topology in TOPO
+  _end=$(deadline "$1"); shift
+  while :; do
+    TOPO=$(topo)
+    topo_is "$TOPO" "$@" && return 0
+    past "$_end" && return 1
+    sleep 0.5
+  done
+}
+wait_online() {  # timeout_s node...
+  _end=$(deadline "$1"); shift
+  while :; do
+    ONLINE=$(online); _ok=1
+    for _w in "$@"; do case " $ONLINE" in *" $_w "*) ;; *) _ok=0;; esac; done
+    [ $_ok = 1 ] && return 0
+    past "$_end" && return 1
+    sleep 0.5
+  done
+}
+max_of() { echo "$@" | tr ' ' '\n' | awk 'NF && $1 > m { m = $1 } END { print m + 0 }'; }
+
+for n in A B C; do
+  nsx "ns$(idx $n)" ip link add br-lan address "$(mac $n)" type bridge
+  nsx "ns$(idx $n)" ip link set br-lan up
 done
+nsx ns0 ip addr add 192.168.1.1/24 dev br-lan
+mkdir -p $STATE-A /run/trellis-ctl
+T_CTL0=$(up)
+/bin/ip netns exec ns0 /bin/trellis-controller --data-dir $STATE-A/controller \
+  --admin-socket $CTL_SOCK > /tmp/controller.log 2>&1 &
+CTL_PID=$!
+end=$(deadline 30)
+until trell status >/dev/null 2>&1 || past "$end"; do sleep 0.2; done
+# A, the primary, is a mesh node too: its own agent joins its controller once (as the README says)
+JOINED=""; PAIR_WHY=""
+CODE=$(new_code)
+if [ -n "$CODE" ] && join_home A 127.0.0.1 "$CODE" > /tmp/join-A.log 2>&1; then JOINED="a"
+else PAIR_WHY="${PAIR_WHY}A-did-not-join(code=${CODE:-none}) "; fi
+# B and C: a setup cable into A's LAN, a code each; B mistypes its code first
+for n in B C; do plug_cable $n; done
+for n in B C; do wait_ping "ns$(idx $n)" 192.168.1.1 10 || PAIR_WHY="${PAIR_WHY}$n-cable-no-ping "; done
+CODE_B=$(new_code); CODE_C=$(new_code)
+if join_home B 192.168.1.1 "$(mistype "$CODE_B")" > /tmp/join-B-mistyped.log 2>&1; then
+  PAIR_WHY="${PAIR_WHY}mistyped-code-accepted "
+fi
+[ -e $STATE-B/agent/node.json ] && PAIR_WHY="${PAIR_WHY}mistyped-code-saved-state "
+WRONG_SAYS=$(head -c 60 /tmp/join-B-mistyped.log | tr ' ' '_')
+(join_home B 192.168.1.1 "$CODE_B" > /tmp/join-B.log 2>&1; echo $? > /tmp/join-B.rc) & J_B=$!
+(join_home C 192.168.1.1 "$CODE_C" > /tmp/join-C.log 2>&1; echo $? > /tmp/join-C.rc) & J_C=$!
+wait $J_B $J_C
+for n in B C; do
+  if [ "$(cat /tmp/join-$n.rc 2>/dev/null)" = 0 ]; then JOINED="$JOINED,$(low $n)"
+  else PAIR_WHY="${PAIR_WHY}$n-did-not-join "; sed "s/^/LAB-LOG join-$n /" /tmp/join-$n.log | tail -3; fi
+done
+T_PAIRED=$(up)
+# unplugged: from now on 192.168.1.1 is reached across the mesh or not at all
+for n in B C; do unplug_cable $n; done
+nsx ns1 ping -c 1 -W 1 192.168.1.1 >/dev/null 2>&1 && PAIR_WHY="${PAIR_WHY}still-reachable-unplugged "
+MESH_ID=$(sed -n 's/.*"mesh_id": *"\([^"]*\)".*/\1/p' $STATE-A/agent/mesh.json 2>/dev/null)
+MESH_PW=$(sed -n 's/.*"sae_password": *"\([^"]*\)".*/\1/p' $STATE-A/agent/mesh.json 2>/dev/null)
+for n in B C; do
+  [ "$(sed -n 's/.*"mesh_id": *"\([^"]*\)".*/\1/p' $STATE-$n/agent/mesh.json 2>/dev/null)" = "$MESH_ID" ] ||
+    PAIR_WHY="${PAIR_WHY}$n-has-no-mesh-credentials "
+done
+[ -n "$MESH_ID" ] && [ ${#MESH_PW} -ge 8 ] || PAIR_WHY="${PAIR_WHY}no-mesh-credentials-from-pairing "
+if [ "$JOINED" = "a,b,c" ] && [ -z "$PAIR_WHY" ]; then
+  result pairing pass "joined=$JOINED with=codes over=setup-cable mistyped_code=refused mesh_id=$MESH_ID pairing_s=$(dt "$T_CTL0" "$T_PAIRED") (controller start included) mistyped_says=$WRONG_SAYS"
+else
+  result pairing fail "joined=${JOINED:-none} why=$PAIR_WHY"
+  tail -5 /tmp/controller.log | sed 's/^/LAB-LOG controller /'
+fi
+
+# ======================================================= (1) + (4): paired SAE mesh, wrong password
+SC=sae
+echo "trellis-lab-WRONG-horse" > /tmp/pw-bad; chmod 600 /tmp/pw-bad
+T_SAE0=$(up)
+for n in A B C; do start_paired_mesh $n $SC; done
+# D: not paired, the home's mesh ID with a wrong password
+start_agent D $SC --mesh-id "${MESH_ID:-trellis-lab}" --freq 2437 --password-file /tmp/pw-bad --role relay \
+  --addr 192.168.1.4/24 --wpa-log /tmp/wpa-D-$SC.log
+for n in A B C; do start_run $n; done
 if wait_peers $SC 60 A:2 B:2 C:2; then
   T_FORMED=$(up)
-  lab "measure name=mesh_formed_by_agents vm_start_s=$T_FORMED agents_start_s=$(dt "$T_SAE0" "$T_FORMED") nodes=3 security=sae"
-  if wait_ping ns0 10.99.1.3 15 && wait_ping ns2 10.99.1.2 5; then
+  lab "measure name=vm_start_to_mesh_s value=$T_FORMED agents_start_s=$(dt "$T_SAE0" "$T_FORMED") pairing_s=$(dt "$T_CTL0" "$T_PAIRED") nodes=3 security=sae credentials=paired"
+  # the agents meshed with what pairing gave them: SAE, the controller's mesh ID
+  PAIRED=0
+  for n in A B C; do
+    st=$(grep '"event":"started"' /tmp/agent-$n-$SC.log | head -1)
+    case $st in *'"security":"sae"'*) case $st in *"\"mesh_id\":\"$MESH_ID\""*) PAIRED=$((PAIRED + 1));; esac;; esac
+  done
+  if wait_ping ns0 192.168.1.3 15 && wait_ping ns2 192.168.1.2 5; then
     # a capture of the whole simulated air while a ping with a marker pattern and a TCP request
-    # with a marker string cross the mesh
+    # with a marker string cross the mesh, br-lan to br-lan
     tcpdump -Z root -i hwsim0 -U -w /tmp/air.pcap 2>/dev/null & TP=$!
     sleep 1
     nsx ns2 sh -c 'echo "TRELLIS-REPLY-MARKER-7f3a" | nc -l -p 8080 > /tmp/nc-in.txt' & NCS=$!
     sleep 0.5
-    nsx ns0 ping -c 3 -W 1 -p a5 -s 64 10.99.1.3 >/dev/null 2>&1
-    GOT=$(echo "TRELLIS-REQUEST-MARKER-7f3a" | nsx ns0 nc -w 3 10.99.1.3 8080 2>/dev/null)
+    nsx ns0 ping -c 3 -W 1 -p a5 -s 64 192.168.1.3 >/dev/null 2>&1
+    GOT=$(echo "TRELLIS-REQUEST-MARKER-7f3a" | nsx ns0 nc -w 3 192.168.1.3 8080 2>/dev/null)
     sleep 0.5; kill $TP 2>/dev/null; wait $TP 2>/dev/null; kill $NCS 2>/dev/null
     HEX=$(xxd -p /tmp/air.pcap | tr -d '\n')
     CLEAR=0
@@ -131,18 +289,34 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
       c=$(echo "$HEX" | grep -o "$m" | wc -l); CLEAR=$((CLEAR + c))
     done
     PROT=$(tcpdump -Z root -nn -r /tmp/air.pcap 'type data and wlan[1] & 0x40 != 0' 2>/dev/null | wc -l)
-    RSS=$(rss_kb "$PID_A")
     REQ=$(grep -c TRELLIS-REQUEST-MARKER /tmp/nc-in.txt 2>/dev/null)
-    if [ "$CLEAR" = 0 ] && [ "$PROT" -gt 0 ] && [ "${REQ:-0}" -gt 0 ]; then
-      result sae-mesh pass "formed_s=$(dt "$T_SAE0" "$T_FORMED") vm_start_to_formed_s=$T_FORMED clear_hits=0 protected_frames=$PROT tcp_request=delivered tcp_reply=${GOT:+delivered} agent_rss_kb=$RSS"
+    if [ "$CLEAR" = 0 ] && [ "$PROT" -gt 0 ] && [ "${REQ:-0}" -gt 0 ] && [ "$PAIRED" = 3 ]; then
+      result sae-mesh pass "credentials=paired(3/3) formed_s=$(dt "$T_SAE0" "$T_FORMED") vm_start_to_formed_s=$T_FORMED clear_hits=0 protected_frames=$PROT tcp_request=delivered tcp_reply=${GOT:+delivered} A_to_C=br-lan-to-br-lan"
     else
-      result sae-mesh fail "clear_hits=$CLEAR protected_frames=$PROT tcp_request=${REQ:-0} tcp_reply=${GOT:-none}"
+      result sae-mesh fail "paired_agents=$PAIRED/3 clear_hits=$CLEAR protected_frames=$PROT tcp_request=${REQ:-0} tcp_reply=${GOT:-none}"
     fi
   else
     result sae-mesh fail "why=no-ping-across-the-sae-mesh"
   fi
+  # the controller's view, from the agents' telemetry: every router online, every link reported
+  T_MAP0=$(up)
+  if wait_online 40 a b c && wait_topo 40 'a>b' 'a>c' 'b>a' 'b>c' 'c>a' 'c>b'; then
+    # links to MACs no router of the home reports (D, never peered) are kept apart
+    OTHERS=$(topo_verdicts | tr ' ' '\n' | grep '>.*:' | tr '\n' ' ' | sed 's/ $//')
+    result controller-map pass "online=a,b,c topology=\"$(echo "$TOPO" | tr ' ' '\n' | grep -v '>.*:' | tr '\n' ' ' | sed 's/ $//')\" map_after_mesh_s=$(dt "$T_FORMED" "$(up)") links_to_unpaired_macs=\"$OTHERS\""
+  else
+    result controller-map fail "online=\"${ONLINE:-}\" topology=\"${TOPO:-}\" waited_s=$(dt "$T_MAP0" "$(up)")"
+    for n in A B; do grep -v '^\s*$' /tmp/run-$n.log | tail -3 | sed "s/^/LAB-LOG run-$n /"; done
+  fi
+  R_MESH=""; R_RUN=""
+  for n in A B C; do eval "R_MESH=\"\$R_MESH \$(rss_kb \$PID_$n)\"; R_RUN=\"\$R_RUN \$(rss_kb \$RUN_$n)\""; done
+  lab "measure name=agent_rss_kb value=$(rss_kb "$PID_A") process=mesh node=A max_abc=$(max_of "$R_MESH")"
+  lab "measure name=agent_rss_kb value=$(rss_kb "$RUN_A") process=run node=A max_abc=$(max_of "$R_RUN")"
+  lab "measure name=controller_rss_kb value=$(rss_kb "$CTL_PID") node=A"
 else
   result sae-mesh fail "why=agents-did-not-form-the-mesh A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
+  show_log A $SC 6
+  result controller-map fail "why=no-mesh"
 fi
 # roles: the portal A runs HWMP root mode 4 (RANN) with gate announcements, relay B does not;
 # the agents read the values back from the kernel, iw confirms them
@@ -164,19 +338,62 @@ k=0; while [ $k -lt 100 ] && ! grep -q '"event":"diagnosis"\|"event":"sae_auth_f
 WHY=$(grep '"event":"\(diagnosis\|sae_auth_failure\)"' /tmp/agent-D-$SC.log | head -1 | sed -n 's/.*"why":"\([^"]*\)".*/\1/p')
 DPEERS=$(peers_up D $SC); DEST=$(estab D)
 SEEN_D=0; for n in A B C; do peer_events $n $SC | grep -q "peer_up $MAC_D" && SEEN_D=1; done
-if [ "$DPEERS" = 0 ] && [ "$DEST" = 0 ] && [ "$SEEN_D" = 0 ] && [ -n "$WHY" ] && ! wait_ping ns3 10.99.1.1 2; then
+if [ "$DPEERS" = 0 ] && [ "$DEST" = 0 ] && [ "$SEEN_D" = 0 ] && [ -n "$WHY" ] && ! wait_ping ns3 192.168.1.1 2; then
   result wrong-password pass "estab=0 agent_says=\"$WHY\""
 else
   result wrong-password fail "agent_peers=$DPEERS estab=$DEST seen_by_others=$SEEN_D why=\"$WHY\""
 fi
 show_log A $SC 6; show_log D $SC 4
 for n in A B C D; do stop_agent $n; done
-grep -l 'trellis-lab-correct\|trellis-lab-WRONG' /tmp/agent-*.log /tmp/wpa-*.log >/dev/null 2>&1 \
-  && result no-secret-in-logs fail "why=password-in-a-log" \
-  || result no-secret-in-logs pass "agent and wpa_supplicant logs never contain the password"
 
-# ======================================================= (2): line A-B-C, open test mesh
+# ======================================================= (2): line A-B-C on the paired mesh
+# A and C out of each other's range: hwsim delivers a frame only between radios whose group
+# bits meet (A 01, B 11, C 10), so A-C never peers. The mesh agents start again (a reboot of
+# the routers' mesh), with the same paired credentials; `run` and the controller keep running.
 SC=line
+hwsim_group() { echo "$2" > "/sys/kernel/debug/ieee80211/phy$(idx "$1")/hwsim/group"; }
+hwsim_group A 1; hwsim_group B 3; hwsim_group C 2
+T_L0=$(up)
+for n in A B C; do start_paired_mesh $n $SC; done
+if wait_peers $SC 60 A:1 B:2 C:1; then
+  lab "measure name=line_formed_by_agents agents_start_s=$(dt "$T_L0" "$(up)") nodes=3 security=sae credentials=paired"
+  if wait_ping ns0 192.168.1.3 15 && nsx ns0 ping -c 3 -W 2 192.168.1.3 >/dev/null; then
+    end=$(deadline 5)
+    until [ "$(agent_next_hop A $SC "$MAC_C")" = "$MAC_B" ] || past "$end"; do sleep 0.2; done
+    NH=$(agent_next_hop A $SC "$MAC_C")
+    KNH=$(nsx ns0 iw dev mesh0 mpath dump | grep -i "^$MAC_C " | awk '{print $2}')
+    AC=0; peer_events A $SC | grep -q "peer_up $MAC_C" && AC=1
+    T_LM0=$(up)
+    if wait_topo 40 'a>b' 'b>a' 'b>c' 'c>b' '!a>c' '!c>a'; then MAP=ok; else MAP=fail; fi
+    if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ] && [ $AC = 0 ] && [ $MAP = ok ]; then
+      result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B controller_topology=\"$TOPO\" (no a-c) map_s=$(dt "$T_LM0" "$(up)")"
+    else
+      result line fail "agent_next_hop=$NH kernel_next_hop=$KNH want=$MAC_B a_c_peered=$AC controller_topology=\"$TOPO\" map=$MAP"
+    fi
+  else
+    result line fail "why=no-ping-A-to-C-over-B"
+  fi
+else
+  result line fail "why=agents-did-not-form-the-line A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
+fi
+show_log A $SC 6
+for n in A B C; do stop_agent $n; hwsim_group $n 1; done
+for n in A B C; do eval "_p=\$RUN_$n"; kill "$_p" 2>/dev/null; wait "$_p" 2>/dev/null; done
+kill $CTL_PID 2>/dev/null; wait $CTL_PID 2>/dev/null
+# neither the paired mesh password nor the lab's wrong one is in any log: agents (mesh, run,
+# join), wpa_supplicant, the controller
+LOGS="/tmp/agent-*.log /tmp/wpa-*.log /tmp/run-*.log /tmp/join-*.log /tmp/controller.log"
+LEAK=0
+# shellcheck disable=SC2086  # the globs expand here
+for s in "$MESH_PW" trellis-lab-WRONG; do [ -n "$s" ] && grep -qF -- "$s" $LOGS 2>/dev/null && LEAK=1; done
+if [ -n "$MESH_PW" ] && [ $LEAK = 0 ]; then
+  result no-secret-in-logs pass "agent (mesh, run, join), wpa_supplicant and controller logs never contain the mesh password"
+else
+  result no-secret-in-logs fail "why=password-in-a-log-or-no-password leak=$LEAK"
+fi
+
+# ======================================================= open test mesh: damping, sniffer control
+SC=open
 sleep 0.5
 for n in A B C; do
   role=relay; [ $n = A ] && role=portal
@@ -205,13 +422,11 @@ if wait_peers $SC 40 A:2 B:2 C:2; then
       else result flap-damping fail "agent blocked but kernel plink=$APL estab=$(estab A)"; fi;;
     *) result flap-damping fail "drops=$F no damping block by A's agent: ${DAMP:-none}";;
   esac
+  # A-C stays blocked for the reroute below (two paths: via B, via D)
   nsx ns0 iw dev mesh0 station set "$MAC_C" plink_action block
   nsx ns2 iw dev mesh2 station set "$MAC_A" plink_action block
   nsx ns0 iw dev mesh0 mpath del "$MAC_C" 2>/dev/null; nsx ns2 iw dev mesh2 mpath del "$MAC_A" 2>/dev/null
-  if wait_ping ns0 10.99.0.3 15 && nsx ns0 ping -c 3 -W 2 10.99.0.3 >/dev/null; then
-    sleep 1.2    # one agent poll
-    NH=$(agent_next_hop A $SC "$MAC_C")
-    KNH=$(nsx ns0 iw dev mesh0 mpath dump | grep -i "^$MAC_C " | awk '{print $2}')
+  if wait_ping ns0 10.99.0.3 15; then
     # positive control for the SAE capture: on this open mesh the same sniffer must see the
     # marker in clear, else "never in clear" above proves nothing
     tcpdump -Z root -i hwsim0 -U -w /tmp/air-open.pcap 2>/dev/null & TP=$!
@@ -221,16 +436,11 @@ if wait_peers $SC 40 A:2 B:2 C:2; then
     OPEN_CLEAR=$(xxd -p /tmp/air-open.pcap | tr -d '\n' | grep -o a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5 | wc -l)
     if [ "$OPEN_CLEAR" -gt 0 ]; then result sniffer-control pass "open mesh payload seen in clear hits=$OPEN_CLEAR"
     else result sniffer-control fail "the sniffer saw no clear payload on the open mesh"; fi
-    if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ]; then
-      result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B"
-    else
-      result line fail "agent_next_hop=$NH kernel_next_hop=$KNH want=$MAC_B"
-    fi
   else
-    result line fail "why=no-ping-A-to-C-over-B"
+    result sniffer-control fail "why=no-ping-A-to-C-on-the-open-mesh"
   fi
 else
-  result line fail "why=agents-did-not-form-the-open-mesh A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
+  result flap-damping fail "why=agents-did-not-form-the-open-mesh A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
 fi
 show_log A $SC 6
 
@@ -264,12 +474,11 @@ if wait_peers $SC2 30 D:2; then
   if [ -n "$VICTIM" ]; then
     nsx ns0 ping -i 0.1 -w 14 -W 1 10.99.0.3 > /tmp/reroute-ping.txt 2>&1 & PP=$!
     sleep 3
-    T_KILL=$(up)
     # the relay loses power: its agent is killed without warning and its radio goes silent at
     # once (hwsim delivers frames only between radios sharing a group bit), so no peering
     # close frame tells anyone: the others must notice by themselves
     eval "kill -9 \$PID_$VICTIM"; vi=$(idx $VICTIM)
-    echo 2 > /sys/kernel/debug/ieee80211/phy$vi/hwsim/group
+    echo 2 > "/sys/kernel/debug/ieee80211/phy$vi/hwsim/group"
     wait $PP
     GAP=$(grep -o 'seq=[0-9]*' /tmp/reroute-ping.txt | cut -d= -f2 |
           awk 'NR > 1 && $1 - p > g { g = $1 - p } { p = $1 } END { printf "%.1f", (g - 1) * 0.1 }')

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # run-lab.sh — the Trellis 802.11s VM lab: real mac80211 + mac80211_hwsim in a qemu VM, the mesh
-# formed by trellis-agent. Usually run through `cargo xtask lab`, which builds the agent first.
+# formed by trellis-agent, the satellites paired with trellis-controller on the primary router.
+# Usually run through `cargo xtask lab`, which builds both first.
 #
-#   tests/lab/run-lab.sh --agent PATH/TO/static/trellis-agent
+#   tests/lab/run-lab.sh --agent PATH/TO/static/trellis-agent --controller PATH/TO/static/trellis-controller
 #
 # Host needs: qemu-system-x86, cpio, kmod (depmod), xz-utils, file, binutils (readelf) — installed
 # with apt-get when missing (--no-apt: never). Guest pieces are Debian packages fetched with
@@ -18,12 +19,13 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/var/tmp/trellis-lab}
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-300}
-AGENT=""; APT=1
+AGENT=""; CONTROLLER=""; APT=1
 while [ $# -gt 0 ]; do
   case $1 in
     --agent) AGENT=$2; shift 2;;
+    --controller) CONTROLLER=$2; shift 2;;
     --no-apt) APT=0; shift;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0;;
     *) echo "run-lab.sh: unknown argument $1" >&2; exit 64;;
   esac
 done
@@ -31,8 +33,11 @@ T0=${EPOCHREALTIME/./}
 log() { local d=$(( ${EPOCHREALTIME/./} - T0 )); printf '[lab %4d.%01ds] %s\n' $((d / 1000000)) $((d % 1000000 / 100000)) "$*"; }
 die() { echo "run-lab.sh: $*" >&2; echo "0 passed, 1 failed"; echo "TRELLIS LAB: FAIL"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (apt-get, qemu, depmod on a scratch tree)"
-[ -n "$AGENT" ] && [ -x "$AGENT" ] || die "--agent PATH to a static x86_64 trellis-agent is required"
-file -L "$AGENT" 2>/dev/null | grep -q 'statically linked\|static-pie' || die "$AGENT is not statically linked"
+{ [ -n "$AGENT" ] && [ -x "$AGENT" ]; } || die "--agent PATH to a static x86_64 trellis-agent is required"
+{ [ -n "$CONTROLLER" ] && [ -x "$CONTROLLER" ]; } || die "--controller PATH to a static x86_64 trellis-controller is required"
+for b in "$AGENT" "$CONTROLLER"; do
+  file -L "$b" 2>/dev/null | grep -q 'statically linked\|static-pie' || die "$b is not statically linked"
+done
 mkdir -p "$WORK/debs"
 
 # ------------------------------------------------------------------ host tools
@@ -68,13 +73,13 @@ done
 fetched=${#missing[@]}
 # One apt-get call for all (about a second); one per package only if that fails, so a virtual
 # or vanished name is skipped instead of failing the lot.
-if [ $fetched -gt 0 ] && ! (cd "$WORK/debs" && apt-get download -qq "${missing[@]}" >/dev/null 2>&1); then
+if [ "$fetched" -gt 0 ] && ! (cd "$WORK/debs" && apt-get download -qq "${missing[@]}" >/dev/null 2>&1); then
   for p in "${missing[@]}"; do
     ls "$WORK/debs/${p}_"*.deb >/dev/null 2>&1 && continue
     (cd "$WORK/debs" && apt-get download -qq "$p" >/dev/null 2>&1) || log "no .deb for $p (virtual?) — skipped"
   done
 fi
-log "guest packages: $(ls "$WORK/debs" | wc -l) .debs cached ($fetched fetched now), kernel $KVER"
+log "guest packages: $(find "$WORK/debs" -name '*.deb' | wc -l) .debs cached ($fetched fetched now), kernel $KVER"
 
 KROOT="$WORK/kpkg-$KVER"
 if [ ! -d "$KROOT/lib/modules/$KVER" ]; then
@@ -97,7 +102,7 @@ fi
 
 # Userland: every .deb except the kernel unpacked into one tree.
 DEBROOT="$WORK/debroot"
-stamp=$(ls "$WORK/debs" | md5sum | cut -c1-12)
+stamp=$(find "$WORK/debs" -name '*.deb' -printf '%f\n' | LC_ALL=C sort | md5sum | cut -c1-12)
 if [ ! -f "$DEBROOT/.stamp-$stamp" ]; then
   rm -rf "$DEBROOT"; mkdir -p "$DEBROOT"
   for d in "$WORK"/debs/*.deb; do case ${d##*/} in linux-image-*) continue;; esac; dpkg -x "$d" "$DEBROOT"; done
@@ -140,9 +145,13 @@ cp -L "$LD" "$ROOT/lib64/ld-linux-x86-64.so.2"; cp -L "$LD" "$ROOT/lib/x86_64-li
 echo 'root:x:0:0:root:/root:/bin/sh' > "$ROOT/etc/passwd"; echo 'root:x:0:' > "$ROOT/etc/group"
 printf 'passwd: files\ngroup: files\n' > "$ROOT/etc/nsswitch.conf"
 cp "$AGENT" "$ROOT/bin/trellis-agent"
-# Kernel modules: the mac80211_hwsim and bridge closures and the crypto mac80211 asks for.
+# The primary router's controller; `trellis` is the same binary called by that name.
+cp "$CONTROLLER" "$ROOT/bin/trellis-controller"; ln -s trellis-controller "$ROOT/bin/trellis"
+# Kernel modules: the mac80211_hwsim, bridge and veth closures and the crypto mac80211 asks for.
 copy_mod() { mkdir -p "$ROOT/lib/modules/$KVER/$(dirname "$1")"; cp -n "$KMOD/$1" "$ROOT/lib/modules/$KVER/$1"; }
-for m in mac80211_hwsim bridge; do   # bridge: the LAN bridge a satellite puts its mesh into
+# bridge: each router's LAN bridge br-lan, its mesh a port of it; veth: the setup cable a
+# satellite pairs over, plugged into the primary's br-lan
+for m in mac80211_hwsim bridge veth; do
   line=$(grep -E "/${m}\.ko(\.[a-z]+)?:" "$KMOD/modules.dep") || die "$m not in $KPKG"
   for f in ${line/:/}; do copy_mod "$f"; done
 done
@@ -152,12 +161,13 @@ cp "$KMOD"/modules.{builtin,builtin.modinfo,order} "$ROOT/lib/modules/$KVER/"
 depmod -b "$ROOT" "$KVER"
 cp "$HERE/guest-init.sh" "$ROOT/init"; chmod 755 "$ROOT/init"
 (cd "$ROOT" && find . | LC_ALL=C sort | cpio -o -H newc --quiet) > "$WORK/initrd.cpio"
-log "initrd: $(du -h "$WORK/initrd.cpio" | cut -f1), agent $(du -h "$AGENT" | cut -f1)"
+log "initrd: $(du -h "$WORK/initrd.cpio" | cut -f1), agent $(du -h "$AGENT" | cut -f1), controller $(du -h "$CONTROLLER" | cut -f1)"
 
 # ------------------------------------------------------------------------ boot
 # TCG: this lab must run where KVM is absent (CI VMs); KVM is used when it really works.
 ACCEL_ARGS=(-accel tcg -cpu max)
 if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then ACCEL_ARGS=(-enable-kvm -cpu host); fi
+# shellcheck disable=SC2054  # the commas are qemu's (iobase=0xf4,iosize=0x04), not a list
 QEMU=(qemu-system-x86_64 "${ACCEL_ARGS[@]}" -m 768 -smp 2 -nodefaults -no-user-config -display none
   -serial stdio -no-reboot -kernel "$KERNEL" -initrd "$WORK/initrd.cpio"
   -append "console=ttyS0 quiet panic=-1 ${GUEST_ARGS:-}"

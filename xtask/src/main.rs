@@ -5,7 +5,8 @@
 //! - `cross [TARGET…]`: static router binaries for the arches in `cross/targets.tsv`.
 //! - `package [--target ARCH…]`: OpenWrt packages (.ipk) of both daemons and the LuCI app.
 //! - `bench`: the benchmarks, printing figures.
-//! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim), agents form and heal a real mesh.
+//! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim): satellites pair with the controller,
+//!   agents form and heal a real mesh.
 mod cross;
 mod demo;
 mod lab;
@@ -31,8 +32,10 @@ commands:
                         OpenWrt .ipk packages (agent, controller, luci-app) into
                         dist/packages/, each read back and checked
   bench                 run the benchmarks and print their figures
-  lab [--agent PATH]    the 802.11s VM lab: qemu + mac80211_hwsim, agents form an SAE mesh,
-                        a line topology and a reroute (root; ~2 min after the agent build)
+  lab [--agent PATH [--controller PATH]]
+                        the 802.11s VM lab: qemu + mac80211_hwsim, satellites pair with the
+                        controller on the primary, agents form an SAE mesh, a line topology
+                        and a reroute (root; ~3 min after the build)
   setup                 only install what the tests need";
 
 fn main() -> ExitCode {

@@ -18,8 +18,10 @@ use crate::state::{NodeRecord, StateDir};
 /// How long each config long poll may wait at the controller.
 const POLL_WAIT_S: u64 = 55;
 /// Telemetry is small (RAM only at the controller) and carries the mesh links the map shows,
-/// so it goes out every half minute.
-const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
+/// so it goes out every half minute (`trellis-agent run --telemetry-interval` changes it).
+pub const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
+/// The shortest telemetry interval accepted.
+pub const TELEMETRY_MIN: Duration = Duration::from_secs(1);
 /// Retry pace of the config watch while the controller is away.
 const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -45,6 +47,8 @@ pub struct Agent {
     metrics: Arc<std::sync::Mutex<Option<Arc<crate::metrics::Metrics>>>>,
     /// Mesh hops to the other routers, as the controller answers each report (locality).
     hops: Arc<watch::Sender<Hops>>,
+    /// How often telemetry goes out.
+    telemetry_every: Duration,
 }
 
 /// Mesh hops from this router to others.
@@ -115,7 +119,14 @@ impl Agent {
             speedtest_addr: Arc::default(),
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
+            telemetry_every: TELEMETRY_EVERY,
         })
+    }
+
+    /// Send telemetry every `every` (at least [`TELEMETRY_MIN`]) instead of every 30 s.
+    pub fn with_telemetry_interval(mut self, every: Duration) -> Self {
+        self.telemetry_every = every.max(TELEMETRY_MIN);
+        self
     }
 
     /// Start following the controller; returns at once.
@@ -434,7 +445,7 @@ impl Agent {
             if let Err(e) = self.report_once().await {
                 tracing::debug!("telemetry not delivered: {e}");
             }
-            tokio::time::sleep(TELEMETRY_EVERY).await;
+            tokio::time::sleep(self.telemetry_every).await;
         }
     }
 }
