@@ -301,9 +301,13 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
   # the controller's view, from the agents' telemetry: every router online, every link reported
   T_MAP0=$(up)
   if wait_online 40 a b c && wait_topo 40 'a>b' 'a>c' 'b>a' 'b>c' 'c>a' 'c>b'; then
-    # links to MACs no router of the home reports (D, never peered) are kept apart
+    # D (wrong password) is in range but never peered: no router may report a link to it
     OTHERS=$(topo_verdicts | tr ' ' '\n' | grep '>.*:' | tr '\n' ' ' | sed 's/ $//')
-    result controller-map pass "online=a,b,c topology=\"$(echo "$TOPO" | tr ' ' '\n' | grep -v '>.*:' | tr '\n' ' ' | sed 's/ $//')\" map_after_mesh_s=$(dt "$T_FORMED" "$(up)") links_to_unpaired_macs=\"$OTHERS\""
+    if [ -n "$OTHERS" ]; then
+      result controller-map fail "links_that_never_came_up=\"$OTHERS\""
+    else
+      result controller-map pass "online=a,b,c topology=\"$(echo "$TOPO" | tr ' ' '\n' | grep -v '>.*:' | tr '\n' ' ' | sed 's/ $//')\" map_after_mesh_s=$(dt "$T_FORMED" "$(up)") no_link_to_D=yes"
+    fi
   else
     result controller-map fail "online=\"${ONLINE:-}\" topology=\"${TOPO:-}\" waited_s=$(dt "$T_MAP0" "$(up)")"
     for n in A B; do grep -v '^\s*$' /tmp/run-$n.log | tail -3 | sed "s/^/LAB-LOG run-$n /"; done

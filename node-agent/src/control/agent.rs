@@ -22,6 +22,8 @@ const POLL_WAIT_S: u64 = 55;
 pub const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
 /// The shortest telemetry interval accepted.
 pub const TELEMETRY_MIN: Duration = Duration::from_secs(1);
+/// A mesh link report older than this is not sent (its supervisor stopped writing it).
+const MESH_REPORT_STALE: Duration = Duration::from_secs(60);
 /// Retry pace of the config watch while the controller is away.
 const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -165,7 +167,7 @@ impl Agent {
         loop {
             let after = self.applied_version();
             let path = format!("/v1/agent/config?after={after}&wait={POLL_WAIT_S}");
-            match self.controller.call::<()>(Method::GET, &path, None).await {
+            match self.controller.long_poll(&path).await {
                 Ok(answer) if answer.status == StatusCode::NO_CONTENT => backoff.reset(),
                 Ok(answer) => match answer.json::<ConfigSnapshot>() {
                     Ok(snapshot) => {
@@ -314,12 +316,21 @@ impl Agent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
-        let mut text = Vec::new();
-        std::fs::File::open(path)
+        let file = std::fs::File::open(path).ok()?;
+        // `trellis-agent mesh` rewrites it every 10 s; an old one is from a supervisor that
+        // died (kill -9), and its links are gone too.
+        let age = file
+            .metadata()
             .ok()?
-            .take(64 * 1024)
-            .read_to_end(&mut text)
-            .ok()?;
+            .modified()
+            .ok()?
+            .elapsed()
+            .unwrap_or_default();
+        if age > MESH_REPORT_STALE {
+            return None;
+        }
+        let mut text = Vec::new();
+        file.take(64 * 1024).read_to_end(&mut text).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -345,7 +356,7 @@ impl Agent {
     pub async fn next_job(&self, wait_s: u64) -> Result<Option<SpeedTestJob>, CallError> {
         let answer = self
             .controller
-            .call::<()>(Method::GET, &format!("/v1/agent/jobs?wait={wait_s}"), None)
+            .long_poll(&format!("/v1/agent/jobs?wait={wait_s}"))
             .await?;
         if answer.status == StatusCode::NO_CONTENT {
             return Ok(None);

@@ -14,6 +14,7 @@ pub use agent::{Agent, AgentHandle, Hops};
 pub use trust::Trust;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::Method;
 use rustls::ClientConfig;
@@ -52,7 +53,15 @@ pub enum CallError {
     Connect(#[from] tls::ConnectError),
     #[error("controller at {addr}: {source}")]
     Api { addr: String, source: ClientError },
+    #[error("controller at {addr} did not answer within {after:?}; is the link to the primary router down?")]
+    Timeout { addr: String, after: Duration },
 }
+
+/// Longest a call may take, handshake and answer included: a call caught by a mesh outage
+/// must not wait on TCP retransmissions for minutes.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+/// A long poll waits up to 60 s at the controller, then the answer.
+pub const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(75);
 
 impl Controller {
     pub fn new(addr: &str, config: Arc<ClientConfig>) -> Self {
@@ -62,20 +71,44 @@ impl Controller {
         }
     }
 
-    /// One request on a fresh TLS connection.
+    /// One request on a fresh TLS connection, within [`CALL_TIMEOUT`].
     pub async fn call<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
         body: Option<&B>,
     ) -> Result<Answer, CallError> {
-        let io = tls::connect(&self.addr, self.config.clone()).await?;
-        client::request(io, method, path, body)
+        self.call_within(CALL_TIMEOUT, method, path, body).await
+    }
+
+    /// A long-poll GET (`?wait=` at most 60 s), within [`LONG_POLL_TIMEOUT`].
+    pub async fn long_poll(&self, path: &str) -> Result<Answer, CallError> {
+        self.call_within::<()>(LONG_POLL_TIMEOUT, Method::GET, path, None)
             .await
-            .map_err(|source| CallError::Api {
+    }
+
+    async fn call_within<B: Serialize + ?Sized>(
+        &self,
+        limit: Duration,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<Answer, CallError> {
+        let call = async {
+            let io = tls::connect(&self.addr, self.config.clone()).await?;
+            client::request(io, method, path, body)
+                .await
+                .map_err(|source| CallError::Api {
+                    addr: self.addr.clone(),
+                    source,
+                })
+        };
+        tokio::time::timeout(limit, call)
+            .await
+            .map_err(|_| CallError::Timeout {
                 addr: self.addr.clone(),
-                source,
-            })
+                after: limit,
+            })?
     }
 
     /// A request whose 2xx answer is JSON.

@@ -58,6 +58,8 @@ pub enum Action {
 pub struct LinkReport {
     pub peer: Mac,
     pub plink: String,
+    /// The peer link is up (ESTAB) now.
+    pub established: bool,
     pub signal_dbm: Option<i8>,
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
@@ -252,6 +254,7 @@ impl HealthMonitor {
                 LinkReport {
                     peer: *peer,
                     plink: last.map(|l| l.plink.clone()).unwrap_or_default(),
+                    established: st.established,
                     signal_dbm: signal,
                     expected_throughput_kbps: tput,
                     airtime_metric: last.and_then(|l| l.airtime_metric),
@@ -375,6 +378,22 @@ mod tests {
         let mut a = h.observe_links(t, &[link(1, "ESTAB", -50), link(2, "ESTAB", -50)]);
         a.extend(h.observe_links(t + 100, &[link(1, "HOLDING", -50), link(2, "ESTAB", -50)]));
         a
+    }
+
+    #[test]
+    fn the_report_says_which_links_are_up_now() {
+        let mut h = HealthMonitor::new();
+        // Peer 1 is up; peer 3 is in range but its link never comes up (a wrong password).
+        h.observe_links(0, &[link(1, "ESTAB", -50), link(3, "OPN_SNT", -45)]);
+        let up: Vec<(Mac, bool)> = h
+            .report(0)
+            .iter()
+            .map(|l| (l.peer, l.established))
+            .collect();
+        assert_eq!(up, vec![(mac(1), true), (mac(3), false)]);
+        // Peer 1 goes away: still remembered (for its flap history), but not up.
+        h.observe_links(1_000, &[link(3, "OPN_SNT", -45)]);
+        assert!(h.report(1_000).iter().all(|l| !l.established));
     }
 
     // ---- damping ----

@@ -200,6 +200,8 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
             };
             // A mesh left joined by a killed run would make wpa_supplicant's join fail.
             let _ = nl.leave_mesh(ifindex).await;
+            // No mesh, no links: `trellis-agent run` must not keep sending the last report.
+            let _ = std::fs::remove_file(s.run_dir.join(LINK_REPORT_FILE));
             start_supplicant(&s, &mut st, &out).await?;
             sup = Some(st);
         }
@@ -660,6 +662,9 @@ fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
             .health
             .report(now_ms)
             .into_iter()
+            // The map shows links that exist: up, or paused by flap damping. A peer in range
+            // whose link never came up (a wrong password) or that went away is not one.
+            .filter(|l| l.established || l.blocked)
             .map(|l| trellis_proto::api::MeshLink {
                 peer: l.peer.to_string(),
                 signal_dbm: l.signal_dbm.map(i32::from),
