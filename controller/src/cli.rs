@@ -84,6 +84,8 @@ pub enum Command {
     Events,
     /// The mesh links between the routers, with signal, throughput and advice.
     Topology,
+    /// Connections and bytes per service over the last hour, from the routers' proxies.
+    Traffic,
     /// Measure TCP throughput from one router to another (one mesh hop when they are
     /// neighbours): `trellis speedtest attic garage`. Waits for the result; exit 1 if it fails.
     Speedtest {
@@ -593,6 +595,23 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     );
                 }
                 out
+            })
+        }
+        Command::Traffic => {
+            let charts: Vec<crate::traffic::ServiceChart> =
+                call(cli, Method::GET, "/v1/admin/traffic", none).await?;
+            show(cli, &charts, |cs| {
+                if cs.is_empty() {
+                    return "no traffic reported yet (routers report with their telemetry, every 30 s)\n".into();
+                }
+                let mut out = format!("{:<24} {:>12} {:>14}\n", "SERVICE", "CONNECTIONS", "BYTES");
+                for c in cs {
+                    out += &format!(
+                        "{:<24} {:>12} {:>14}\n",
+                        c.service, c.connections_total, c.bytes_total
+                    );
+                }
+                out + "(last hour; bytes count when a connection ends)\n"
             })
         }
         Command::Speedtest {

@@ -56,7 +56,7 @@ impl Series {
 }
 
 /// One service's last hour, oldest minute first (always [`MINUTES`] points).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ServiceChart {
     pub service: String,
     pub connections_per_min: Vec<u64>,

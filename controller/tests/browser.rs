@@ -345,6 +345,33 @@ fn the_router_page_in_a_real_browser() {
     d.goto(&format!("{base}/#/traffic"));
     d.wait_text("main", "No traffic yet");
     shot(&d, "10-traffic");
+    // With traffic (no proxy carries any here: the namespace e2e test checks the real
+    // counters reach /v1/admin/traffic), the page's own code draws what the API would give.
+    d.script(
+        r#"const real = window.fetch;
+        const points = (f) => Array.from({ length: 60 }, (_, i) => f(i));
+        window.fetch = (url, opts) => String(url).endsWith('/api/ui/traffic')
+          ? Promise.resolve(new Response(JSON.stringify({ available: true,
+              note: 'Per minute, from the routers’ proxies.',
+              items: [{ service: 'nas', connections_per_min: points((i) => (i * 7) % 11),
+                        bytes_per_min: points((i) => (i % 13) * 90000), connections_total: 42,
+                        bytes_total: 5400000 }] }),
+              { headers: { 'content-type': 'application/json' } }))
+          : real(url, opts);
+        location.hash = '#/home'; location.hash = '#/traffic';"#,
+        serde_json::json!([]),
+    );
+    let card = d.wait_text("#traffic-list [data-service=nas]", "42 connections");
+    assert!(card.contains("5.4 MB"), "{card}");
+    assert_eq!(
+        d.script(
+            "return document.querySelectorAll('#traffic-list svg.spark path').length",
+            serde_json::json!([])
+        ),
+        serde_json::json!(2),
+        "two charts: connections and bytes"
+    );
+    shot(&d, "10b-traffic-charts");
 
     // --- a speed test between two routers -------------------------------------------------
     let _garage = support::pair_and_run(dir.path(), &controller, "garage");

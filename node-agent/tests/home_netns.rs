@@ -397,6 +397,29 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         .find(|l| l.starts_with("trellis_tcp_connections_opened_total") && l.contains("family-web"))
         .unwrap_or_else(|| panic!("no opened-connection counter for family-web:\n{metrics}"));
     assert!(!opened.ends_with(" 0"), "{opened}");
+    // …and the controller's traffic charts have it from router A's telemetry.
+    wait_until(
+        "the laptop's connection to show in the traffic charts",
+        || {
+            json(&["traffic"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["service"] == "family-web" && c["connections_total"].as_u64() >= Some(1))
+        },
+    );
+    let charts = json(&["traffic"]);
+    let web = charts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "family-web")
+        .unwrap();
+    assert_eq!(web["connections_per_min"].as_array().unwrap().len(), 60);
+    assert!(
+        web["bytes_total"].as_u64().unwrap() > PAGE_SECRET.len() as u64,
+        "{web}"
+    );
 
     // As a guest the same device is refused, and `trellis why` says which default decided.
     let refused = |home: &Home| {

@@ -14,7 +14,8 @@
 #                    TCP request cross it; a capture of the whole simulated air (hwsim0) never
 #                    shows the payload marker in clear
 #   controller-map (1) `trellis-agent run` on A B C: `trellis nodes` lists a b c online and
-#                    `trellis topology` the links the agents reported
+#                    `trellis topology` the links the agents reported (none to D)
+#   speedtest        `trellis speedtest b a`: B's agent sends to A's sink across one mesh hop
 #   wrong-password (4) D runs at the same time with the home's mesh ID and a wrong password:
 #                    never peers, its agent says why
 #   roles            portal/relay HWMP parameters set by the agents, read back
@@ -312,6 +313,16 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
     result controller-map fail "online=\"${ONLINE:-}\" topology=\"${TOPO:-}\" waited_s=$(dt "$T_MAP0" "$(up)")"
     for n in A B; do grep -v '^\s*$' /tmp/run-$n.log | tail -3 | sed "s/^/LAB-LOG run-$n /"; done
   fi
+  # per-hop speed test over one SAE mesh link, B -> A, asked of the controller like a person
+  # would (`trellis speedtest`): B's agent takes the job and sends to A's sink over mutual TLS
+  ST=$(trell speedtest b a --seconds 3 --json 2>&1)
+  BPS=$(echo "$ST" | grep -o '"bits_per_second": [0-9]*' | tr -dc 0-9)
+  if echo "$ST" | grep -q '"state": "done"' && [ "${BPS:-0}" -gt 0 ]; then
+    lab "measure name=speedtest_mbit value=$((BPS / 1000000)) from=b to=a seconds=3 hops=1 (hwsim under TCG: CPU-bound)"
+    result speedtest pass "b_to_a_mbit=$((BPS / 1000000)) timed_by=a"
+  else
+    result speedtest fail "answer=\"$(echo "$ST" | tr '\n' ' ' | cut -c1-240)\""
+  fi
   R_MESH=""; R_RUN=""
   for n in A B C; do eval "R_MESH=\"\$R_MESH \$(rss_kb \$PID_$n)\"; R_RUN=\"\$R_RUN \$(rss_kb \$RUN_$n)\""; done
   lab "measure name=agent_rss_kb value=$(rss_kb "$PID_A") process=mesh node=A max_abc=$(max_of "$R_MESH")"
@@ -321,6 +332,7 @@ else
   result sae-mesh fail "why=agents-did-not-form-the-mesh A=$(peers_up A $SC) B=$(peers_up B $SC) C=$(peers_up C $SC)"
   show_log A $SC 6
   result controller-map fail "why=no-mesh"
+  result speedtest fail "why=no-mesh"
 fi
 # roles: the portal A runs HWMP root mode 4 (RANN) with gate announcements, relay B does not;
 # the agents read the values back from the kernel, iw confirms them

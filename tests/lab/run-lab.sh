@@ -183,6 +183,12 @@ pass=$(grep -cE '^LAB scenario=[^ ]+ result=pass' "$CONSOLE" || true)
 fail=$(grep -cE '^LAB scenario=[^ ]+ result=fail' "$CONSOLE" || true)
 summary=$(grep -E '^LAB summary ' "$CONSOLE" || true)
 [ -n "$summary" ] || { echo "LAB scenario=vm result=fail why=no-summary (crash or timeout after ${QEMU_TIMEOUT}s)"; fail=$((fail + 1)); }
+# Every scenario must report: one that silently printed nothing is a failure too.
+EXPECTED=12
+if [ $((pass + fail)) -lt "$EXPECTED" ]; then
+  echo "LAB scenario=vm result=fail why=only-$((pass + fail))-of-$EXPECTED-scenarios-reported"
+  fail=$((fail + 1))
+fi
 log "total"
 echo "$pass passed, $fail failed"
 if [ "$fail" = 0 ] && [ "$pass" -gt 0 ] && [ $((QRC)) = 1 ]; then echo "TRELLIS LAB: PASS"; exit 0; fi

@@ -385,18 +385,25 @@ impl Agent {
     }
 
     /// The address this node uses towards the controller: on a home mesh, the one other
-    /// routers reach it by too (no packet is sent to find it).
+    /// routers reach it by too (no packet is sent to find it). On the primary router that is
+    /// loopback, useless to others: then the LAN bridge's (see [`super::address`]).
     pub fn local_address_towards_controller(&self) -> Option<std::net::IpAddr> {
         use std::net::ToSocketAddrs;
-        let target = self.controller.addr.to_socket_addrs().ok()?.next()?;
-        let bind: std::net::SocketAddr = if target.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        let towards = || {
+            let target = self.controller.addr.to_socket_addrs().ok()?.next()?;
+            let bind: std::net::SocketAddr = if target.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let sock = std::net::UdpSocket::bind(bind).ok()?;
+            sock.connect(target).ok()?;
+            Some(sock.local_addr().ok()?.ip())
         };
-        let sock = std::net::UdpSocket::bind(bind).ok()?;
-        sock.connect(target).ok()?;
-        Some(sock.local_addr().ok()?.ip())
+        match towards() {
+            Some(ip) if !ip.is_loopback() => Some(ip),
+            _ => super::address::choose(&super::address::interface_addresses()),
+        }
     }
 
     /// Tell the controller how this node is doing.

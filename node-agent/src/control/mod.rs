@@ -5,6 +5,7 @@
 //! Entry point: [`Agent::start`]; the data plane reads [`Trust`] to decide which peers to
 //! accept.
 
+pub mod address;
 pub mod tls;
 
 mod agent;
