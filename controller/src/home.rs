@@ -695,6 +695,12 @@ impl Home {
 
     /// Queue a speed test between two routers of this home.
     pub fn start_speedtest(&self, req: &NewSpeedTest) -> Result<SpeedTest> {
+        if req.from == req.to {
+            return Err(HomeError::new(
+                Kind::BadRequest,
+                "a speed test needs two different routers",
+            ));
+        }
         let snapshot = self.snapshot();
         let member = |name: &NodeName| {
             snapshot

@@ -314,8 +314,16 @@ pub async fn start(
             return;
         }
         agent.set_speedtest_addr(advertised.map(|a| a.to_string()));
-        if let Err(e) = agent.report_once().await {
-            tracing::debug!("speed-test sink not announced yet: {e}");
+        // Announce it now rather than with the next report (up to 30 s away); a controller
+        // that is away hears it with a later report anyway.
+        for attempt in 1..=5u64 {
+            match agent.report_once().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!("speed-test sink not announced yet: {e}");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+            }
         }
         tokio::join!(
             serve_sink(listener, agent.clone(), trust.clone()),

@@ -13,7 +13,7 @@ export function sparkline(points, label) {
   const max = Math.max(1, ...points);
   const step = points.length > 1 ? w / (points.length - 1) : w;
   const d = points.map((v, i) => `${i ? 'L' : 'M'}${(i * step).toFixed(1)} ${(hgt - (v / max) * hgt).toFixed(1)}`).join(' ');
-  return s('svg', { viewBox: `0 0 ${w} ${hgt}`, class: 'spark', role: 'img', 'aria-label': label }, s('path', { d }));
+  return s('svg', { viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: 'none', class: 'spark', role: 'img', 'aria-label': label }, s('path', { d }));
 }
 
 export function render(root) {
@@ -32,6 +32,7 @@ export function render(root) {
         sparkline(it.connections_per_min || [], `Connections per minute to ${it.service}, last hour`),
         h('p', {}, 'Bytes per minute'),
         sparkline(it.bytes_per_min || [], `Bytes per minute to ${it.service}, last hour`),
+        h('p', { class: 'muted spark-axis', 'aria-hidden': 'true' }, h('span', {}, '1 h ago'), h('span', {}, 'now')),
         h('p', { class: 'muted traffic-total' }, `${it.connections_total} connections, ${bytes(it.bytes_total)} in the last hour`)))));
   }).catch((e) => body.replaceChildren(h('p', { class: 'result error', role: 'alert' }, e.message)));
 }
