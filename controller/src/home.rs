@@ -114,6 +114,7 @@ struct Live {
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
 const MAX_REPORTED_ADDRESSES: usize = 16;
 const MAX_REPORTED_LINKS: usize = 32;
+const MAX_REPORTED_DEVICES: usize = 64;
 
 /// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
 pub fn normalise_mac(mac: &str) -> Option<String> {
@@ -465,6 +466,12 @@ impl Home {
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
+        telemetry.devices.truncate(MAX_REPORTED_DEVICES);
+        for d in &mut telemetry.devices {
+            if let Some(h) = &mut d.hostname {
+                h.truncate(63);
+            }
+        }
         telemetry
             .services
             .truncate(crate::catalog::MAX_REPORTED_SERVICES);

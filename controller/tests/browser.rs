@@ -181,6 +181,13 @@ fn the_router_page_in_a_real_browser() {
         .unwrap();
     assert!(out.status.success(), "join failed: {}", text(&out));
     d.wait_text("#pair-result", "enrolled");
+    // The satellite hands out DHCP: a thermostat has a lease behind it (dnsmasq's format).
+    let leases = dir.path().join("dhcp.leases");
+    std::fs::write(
+        &leases,
+        "0 aa:bb:cc:00:11:22 192.168.1.23 thermostat-esp 01:aa:bb:cc:00:11:22\n",
+    )
+    .unwrap();
     let _agent = Proc(
         Command::new(agent_binary())
             .arg("--state-dir")
@@ -191,9 +198,21 @@ fn the_router_page_in_a_real_browser() {
                 "warn",
                 "run",
                 "--no-intercept",
+                "--no-mdns",
+                // Any free port: other tests may run agents beside this one.
+                "--proxy-outbound",
+                "127.0.0.1:0",
+                "--proxy-inbound",
+                "127.0.0.1:0",
+                "--dns-listen",
+                "off",
+                "--metrics-listen",
+                "off",
                 "--speedtest-listen",
                 "127.0.0.1:0",
+                "--leases",
             ])
+            .arg(&leases)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -242,6 +261,10 @@ fn the_router_page_in_a_real_browser() {
     );
     d.wait_text("#map-details", "Attic: Online");
     d.wait_text("#summary", "1 of 1 online");
+    // The thermostat's lease shows behind the satellite, by the name it gave DHCP.
+    let details = d.wait_text("#map-details", "1 device");
+    assert!(details.contains("devices thermostat-esp"), "{details}");
+    assert!(d.exists("#topology [data-router=attic]"));
     shot(&d, "06-home-map");
 
     // --- link colours and warnings, with the telemetry the wifi half will report -------------
@@ -334,6 +357,9 @@ fn the_router_page_in_a_real_browser() {
     labelled(&d, "policy");
     let out = trellis(dir.path(), &socket, &["devices", "--json"]);
     assert!(text(&out).contains("\"iot\""), "{}", text(&out));
+    // Named in the device book, the thermostat is "Thermostat" behind its router too.
+    d.goto(&format!("{base}/#/routers"));
+    d.wait_text("#router-list [data-router=attic] .devices", "Thermostat");
 
     // --- services: the catalog, and who may reach each service -----------------------------
     d.goto(&format!("{base}/#/services"));

@@ -65,6 +65,9 @@ pub struct Telemetry {
     /// Where this node's speed-test sink listens (`ip:port`), if it runs one.
     #[serde(default)]
     pub speedtest_addr: Option<String>,
+    /// Devices on this router's segment, from its DHCP leases (bounded), for the map.
+    #[serde(default)]
+    pub devices: Vec<SeenDevice>,
     /// What the node proxy carried since the agent started, per destination service
     /// (cumulative counters; the controller turns them into per-minute figures).
     #[serde(default)]
@@ -204,6 +207,17 @@ pub struct TopologyLink {
     pub airtime_metric: Option<u32>,
     pub verdict: String,
     pub advice: Vec<String>,
+}
+
+/// A device an agent sees on its segment (a DHCP lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenDevice {
+    /// `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    pub ip: std::net::IpAddr,
+    /// The name the device gave in its DHCP request, if any.
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 /// A service an agent found behind its node.

@@ -40,6 +40,7 @@ function routerText(r) {
   if (r.last_seen_s != null) parts.push(`last heard ${duration(r.last_seen_s)} ago`);
   const n = (count, word) => `${count} ${word}${count === 1 ? '' : 's'}`;
   parts.push(`${n(r.devices.length, 'device')}, ${n(r.services.length, 'service')}`);
+  if (r.devices.length) parts.push(`devices ${r.devices.join(', ')}`);
   if (r.services.length) parts.push(`runs ${r.services.join(', ')}`);
   if (r.addresses.length) parts.push(`addresses ${r.addresses.join(', ')}`);
   return parts.join(', ');

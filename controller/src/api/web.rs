@@ -469,7 +469,8 @@ pub struct RouterView {
     pub acked_version: u64,
     pub addresses: Vec<String>,
     pub agent_version: String,
-    /// Devices and services behind this router: filled when agents report them.
+    /// Devices behind this router (from its DHCP leases: on a satellite that serves no DHCP,
+    /// none yet) and the catalog services it fronts.
     pub devices: Vec<String>,
     pub services: Vec<String>,
 }
@@ -511,6 +512,19 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
     let now = unix_now() as i64;
     // Which catalog services run behind each router (for the map and the router cards).
     let catalog = web.home.services()?;
+    // Devices are named as the device book names them, else by what they told DHCP.
+    let book: std::collections::HashMap<String, String> = web
+        .home
+        .devices()?
+        .into_iter()
+        .map(|d| (d.mac, d.name))
+        .collect();
+    let device_name = |d: &trellis_proto::api::SeenDevice| {
+        crate::home::normalise_mac(&d.mac)
+            .and_then(|m| book.get(&m).cloned())
+            .or_else(|| d.hostname.clone().filter(|h| !h.is_empty() && h != "*"))
+            .unwrap_or_else(|| d.mac.clone())
+    };
     let services_on = |node: &NodeName| -> Vec<String> {
         catalog
             .iter()
@@ -537,8 +551,7 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 acked_version: n.acked_version,
                 addresses: t.addresses,
                 agent_version: t.agent_version,
-                // Devices per router arrive with the agents' station reports.
-                devices: vec![],
+                devices: t.devices.iter().map(device_name).collect(),
                 services,
             }
         })

@@ -47,6 +47,8 @@ pub struct Agent {
     speedtest_addr: Arc<std::sync::Mutex<Option<String>>>,
     /// The node proxy's counters, whose per-service totals go out with the telemetry.
     metrics: Arc<std::sync::Mutex<Option<Arc<crate::metrics::Metrics>>>>,
+    /// Devices on this router's segment (DHCP leases), reported with the telemetry.
+    seen_devices: Arc<std::sync::Mutex<Vec<trellis_proto::api::SeenDevice>>>,
     /// Mesh hops to the other routers, as the controller answers each report (locality).
     hops: Arc<watch::Sender<Hops>>,
     /// How often telemetry goes out.
@@ -121,6 +123,7 @@ impl Agent {
             speedtest_addr: Arc::default(),
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
+            seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
         })
     }
@@ -299,6 +302,11 @@ impl Agent {
         *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
     }
 
+    /// Replace the devices seen on this router's segment (sent with the next report).
+    pub fn set_seen_devices(&self, devices: Vec<trellis_proto::api::SeenDevice>) {
+        *self.seen_devices.lock().unwrap_or_else(|p| p.into_inner()) = devices;
+    }
+
     /// Forward the mesh supervisor's link reports (written to `path`) with the telemetry.
     pub fn set_mesh_report_file(&self, path: std::path::PathBuf) {
         *self
@@ -427,6 +435,11 @@ impl Agent {
             mesh: self.mesh_report(),
             speedtest_addr: self
                 .speedtest_addr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            devices: self
+                .seen_devices
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),

@@ -71,6 +71,7 @@ export function render(root) {
         h('dt', {}, 'State'), h('dd', {}, h('span', { class: `badge state-${r.state}` }, STATE_TEXT[r.state] || r.state)),
         h('dt', {}, 'Last heard'), h('dd', {}, r.last_seen_s == null ? 'not since the controller started' : `${duration(r.last_seen_s)} ago`),
         h('dt', {}, 'Certificate'), h('dd', {}, r.cert_expires_in_s == null ? '—' : r.cert_expires_in_s > 0 ? `renews itself; expires in ${duration(r.cert_expires_in_s)}` : 'EXPIRED'),
+        h('dt', {}, 'Devices'), h('dd', { class: 'devices' }, r.devices.length ? r.devices.join(', ') : 'none seen (only a router that hands out addresses sees them)'),
         h('dt', {}, 'Services'), h('dd', {}, r.services.length ? r.services.join(', ') : 'none found yet'),
         h('dt', {}, 'Paired'), h('dd', {}, date(r.enrolled_at)),
         h('dt', {}, 'Identity'), h('dd', {}, h('code', {}, r.identity))),
