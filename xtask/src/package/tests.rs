@@ -528,6 +528,87 @@ fn agent_init_puts_the_mesh_where_the_config_says_or_explains_why_not() {
 }
 
 #[test]
+fn the_primary_routers_agent_joins_its_own_controller_at_start() {
+    let state = tmp("agent-primary");
+    let data_dir = state.to_str().unwrap();
+    // (`mkdir` is a stand-in that only records.)
+    std::fs::create_dir_all(state.join("agent")).unwrap();
+    // A stand-in `trellis-agent`: records `join` and leaves what a real join leaves.
+    let stub = state.join("trellis-agent-stub");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\nl=agent; for a in \"$@\"; do l=\"$l|$a\"; done; echo \"$l\" >> \"$CALLS\"\n\
+         [ \"$1\" = join ] && touch \"$3/node.json\" \"$3/identity.pem\"\nexit 0\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The controller's `trellis` command and OpenWrt's jsonfilter, as shell stand-ins.
+    let controller_here = format!(
+        "PROG={}\n\
+         trellis() {{ rec trellis \"$@\"; echo '{{\"code\":\"K7QF-9M2X-3D\",\"expires_in_s\":600}}'; }}\n\
+         jsonfilter() {{ sed -n 's/.*\"code\":\"\\([^\"]*\\)\".*/\\1/p'; }}\n\
+         sleep() {{ rec sleep \"$@\"; }}\n",
+        stub.display()
+    );
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir), ("mesh", "enabled", "0")],
+        &controller_here,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        calls.contains(&"trellis|pair|--json".to_string()),
+        "{calls:?}"
+    );
+    let join = format!("agent|join|--state-dir|{data_dir}/agent|127.0.0.1:7443|K7QF-9M2X-3D");
+    assert!(calls.contains(&join), "{calls:?}");
+    assert!(
+        calls.contains(&"procd_open_instance|agent".to_string()),
+        "joined, the agent starts at once: {calls:?}"
+    );
+
+    // A satellite (role agent) never asks a controller for a code, and says how to pair.
+    let state = tmp("agent-satellite");
+    let data_dir = state.to_str().unwrap();
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir), ("main", "role", "agent")],
+        &controller_here,
+    );
+    assert!(ok, "{err}");
+    assert!(
+        !calls.iter().any(|c| c.starts_with("trellis|")),
+        "{calls:?}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("procd_open_instance")));
+    assert!(err.contains("trellis-agent join"), "{err}");
+
+    // A controller that gives no code: ten tries a second apart, then the reason.
+    let silent = controller_here.replace(
+        "echo '{\"code\":\"K7QF-9M2X-3D\",\"expires_in_s\":600}'",
+        "return 3",
+    );
+    let state = tmp("agent-no-code");
+    let data_dir = state.to_str().unwrap();
+    let (calls, ok, err) = run_init_with(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir)],
+        &silent,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        calls.iter().filter(|c| *c == "sleep|1").count(),
+        10,
+        "{calls:?}"
+    );
+    assert!(
+        err.contains("the local controller gave no pairing code"),
+        "{err}"
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("procd_open_instance")));
+}
+
+#[test]
 fn agent_init_waits_for_the_router_to_join() {
     // Without node.json and identity.pem `trellis-agent run` exits at once; starting it
     // would only burn procd's respawn budget.
