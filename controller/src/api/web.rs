@@ -590,6 +590,7 @@ fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
             _ => {}
         }
     }
+    out.extend(link_warnings(routers, &web.home.topology()));
     let ca_left = web.home.ca().not_after().saturating_sub(unix_now());
     if ca_left < CA_WARN_S {
         out.push(Warning {
@@ -598,6 +599,56 @@ fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
             message: format!(
                 "the home's root certificate expires in {} days; back it up and plan a new home CA",
                 ca_left / 86400
+            ),
+        });
+    }
+    out
+}
+
+/// One warning per mesh link in trouble (weak, unstable, paused, too close), with the advice
+/// of the router that reported it. Both ends report a link: the pair is named once.
+fn link_warnings(
+    routers: &[RouterView],
+    links: &[trellis_proto::api::TopologyLink],
+) -> Vec<Warning> {
+    let name = |n: &str| {
+        routers
+            .iter()
+            .find(|r| r.name == n)
+            .map(|r| r.label.clone().unwrap_or_else(|| r.name.clone()))
+            .unwrap_or_else(|| n.to_owned())
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for l in links {
+        let (what, level) = match l.verdict.as_str() {
+            "unstable" => ("unstable", "warning"),
+            "blocked" => ("paused: it kept dropping", "warning"),
+            "weak" => ("weak", "warning"),
+            "too_close" => ("too strong (the routers are very close)", "warning"),
+            _ => continue,
+        };
+        let (a, b) = (l.from.to_string(), l.to.clone());
+        let pair = if a < b {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        if !seen.insert(pair) {
+            continue;
+        }
+        let advice = if l.advice.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", l.advice.join("; "))
+        };
+        out.push(Warning {
+            level,
+            subject: format!("{} ↔ {}", name(&a), name(&b)),
+            message: format!(
+                "The link between {} and {} is {what}{advice}.",
+                name(&a),
+                name(&b)
             ),
         });
     }

@@ -543,3 +543,64 @@ async fn a_password_reset_ends_every_session() {
     let stored = f.home.admin_password().unwrap().unwrap();
     assert!(crate::auth::verify_password(&stored, "new password!"));
 }
+
+#[test]
+fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
+    let router = |name: &str, label: Option<&str>| RouterView {
+        name: name.into(),
+        label: label.map(String::from),
+        identity: String::new(),
+        state: "online",
+        last_seen_s: Some(1),
+        enrolled_at: 0,
+        cert_not_after: None,
+        cert_expires_in_s: None,
+        acked_version: 1,
+        addresses: vec![],
+        agent_version: String::new(),
+        devices: vec![],
+        services: vec![],
+    };
+    let routers = [router("attic", Some("Attic")), router("garage", None)];
+    let link =
+        |from: &str, to: &str, verdict: &str, advice: &[&str]| trellis_proto::api::TopologyLink {
+            from: NodeName::new(from).unwrap(),
+            to: to.into(),
+            signal_dbm: Some(-80),
+            expected_throughput_kbps: None,
+            airtime_metric: None,
+            verdict: verdict.into(),
+            advice: advice.iter().map(|a| a.to_string()).collect(),
+        };
+    let links = [
+        link(
+            "attic",
+            "garage",
+            "weak",
+            &["move closer or raise tx power"],
+        ),
+        link(
+            "garage",
+            "attic",
+            "weak",
+            &["move closer or raise tx power"],
+        ),
+        link("attic", "shed", "good", &[]),
+        link("garage", "shed", "unstable", &["check for interference"]),
+    ];
+    let w = link_warnings(&routers, &links);
+    assert_eq!(
+        w.len(),
+        2,
+        "{:?}",
+        w.iter().map(|w| &w.message).collect::<Vec<_>>()
+    );
+    assert_eq!(w[0].subject, "Attic ↔ garage");
+    assert_eq!(
+        w[0].message,
+        "The link between Attic and garage is weak: move closer or raise tx power."
+    );
+    assert!(w[1]
+        .message
+        .contains("garage and shed is unstable: check for interference"));
+}
