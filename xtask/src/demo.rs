@@ -10,10 +10,10 @@
 //! Without root it runs the control plane only (controller and three agents on loopback).
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::netns::{del_quietly, ip, is_root, spawn_in, wait_for};
 use crate::{cargo, output, root};
 
 const ROUTERS: &[(&str, &str)] = &[
@@ -67,21 +67,6 @@ impl Drop for Running {
     }
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 fn ns(name: &str) -> String {
     format!("{PREFIX}{name}")
 }
@@ -92,12 +77,6 @@ fn lan_prefix(router: &str) -> &'static str {
         "attic" => "10.2.0",
         _ => "10.3.0",
     }
-}
-
-fn is_root() -> bool {
-    output(Command::new("id").arg("-u"))
-        .map(|s| s.trim() == "0")
-        .unwrap_or(false)
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -314,10 +293,7 @@ fn build_home(running: &mut Running) -> Result<()> {
         .chain(DEVICES.iter().map(|d| d.0))
     {
         let n = ns(name);
-        let _ = Command::new("ip")
-            .args(["netns", "del", &n])
-            .stderr(Stdio::null())
-            .status();
+        del_quietly(&n);
         ip(&["netns", "add", &n])?;
         running.namespaces.push(n.clone());
         ip(&["-n", &n, "link", "set", "lo", "up"])?;
@@ -417,17 +393,6 @@ fn build_home(running: &mut Running) -> Result<()> {
     Ok(())
 }
 
-fn spawn_in(namespace: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))
-}
-
 /// Without root: controller and agents on loopback, control plane only.
 fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
     let socket = home.join("admin.sock");
@@ -504,15 +469,4 @@ fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
     );
     let status = running.children[0].wait()?;
     bail!("the controller exited ({status})")
-}
-
-fn wait_for(mut ready: impl FnMut() -> bool, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        if Instant::now() > deadline {
-            bail!("gave up waiting for {what} after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }

@@ -4,12 +4,15 @@
 //! - `test`: install what the tests need (when missing), then run every check CI runs.
 //! - `cross [TARGET…]`: static router binaries for the arches in `cross/targets.tsv`.
 //! - `package [--target ARCH…]`: OpenWrt packages (.ipk) of both daemons and the LuCI app.
-//! - `bench`: the benchmarks, printing figures.
+//! - `bench [--mesh-only]`: the cargo benches and the service-mesh comparison (direct vs
+//!   Trellis vs stunnel in network namespaces), printing figures and goal lines.
 //! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim): satellites pair with the controller,
 //!   agents form and heal a real mesh.
+mod bench;
 mod cross;
 mod demo;
 mod lab;
+mod netns;
 mod package;
 mod setup;
 mod test;
@@ -31,7 +34,10 @@ commands:
   package [--target ARCH...] [--no-build]
                         OpenWrt .ipk packages (agent, controller, luci-app) into
                         dist/packages/, each read back and checked
-  bench                 run the benchmarks and print their figures
+  bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold]
+                        the cargo benches, then (root) the service-mesh comparison: direct
+                        vs Trellis vs stunnel between two one-core routers in network
+                        namespaces; a table, ratios and one GOAL line per goal
   lab [--agent PATH [--controller PATH]]
                         the 802.11s VM lab: qemu + mac80211_hwsim, satellites pair with the
                         controller on the primary, agents form an SAE mesh, a line topology
@@ -45,7 +51,10 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("cross") => cross::run(&args[1..]).map(|_| ()),
         Some("package") => package::run(&args[1..]),
-        Some("bench") => bench(),
+        Some("bench") => bench::run(&args[1..]),
+        // Hidden: the comparison's load client and echo server, run inside its namespaces.
+        Some("bench-load") => bench::load::main(&args[1..]),
+        Some("bench-server") => bench::load::server(&args[1..]),
         Some("lab") => lab::run(&args[1..]),
         Some("setup") => setup::ensure_test_tools(),
         Some("-h" | "--help" | "help") | None => {
@@ -61,10 +70,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn bench() -> Result<()> {
-    run(cargo().args(["bench", "--workspace"]))
 }
 
 /// The workspace root (xtask lives one level below it).

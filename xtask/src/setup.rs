@@ -22,7 +22,13 @@ const APT: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("chromedriver", "chromium-driver"),
     ("gzip", "gzip"),
+    // `cargo xtask bench`: the TLS-tunnel baseline and the bulk-throughput client/server.
+    ("stunnel4", "stunnel4"),
+    ("iperf3", "iperf3"),
 ];
+
+/// What `cargo xtask bench` runs besides the project's own binaries.
+pub const BENCH_PROGRAMS: &[&str] = &["stunnel4", "iperf3", "nft", "ip", "openssl"];
 
 /// Rust targets built on stable with the rust-std rustup ships.
 pub const STABLE_TARGETS: &[&str] = &["aarch64-unknown-linux-musl", "x86_64-unknown-linux-musl"];
@@ -40,9 +46,14 @@ fn is_root() -> bool {
 }
 
 fn ensure_apt() -> Result<()> {
+    ensure_programs(&APT.iter().map(|(prog, _)| *prog).collect::<Vec<_>>())
+}
+
+/// Install the Debian packages of the APT table that provide these programs, when missing.
+pub fn ensure_programs(programs: &[&str]) -> Result<()> {
     let missing: Vec<&str> = APT
         .iter()
-        .filter(|(prog, _)| !have(prog))
+        .filter(|(prog, _)| programs.contains(prog) && !have(prog))
         .map(|(_, pkg)| *pkg)
         .collect();
     if missing.is_empty() {

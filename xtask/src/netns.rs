@@ -1,0 +1,62 @@
+//! Helpers shared by the commands that build homes in network namespaces (`demo`, `bench`).
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::output;
+
+/// `ip …` (iproute2), failing with its message.
+pub fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Delete a namespace left over from an earlier run (quietly: it usually is not there).
+pub fn del_quietly(ns: &str) {
+    let _ = Command::new("ip")
+        .args(["netns", "del", ns])
+        .stderr(Stdio::null())
+        .status();
+}
+
+pub fn is_root() -> bool {
+    output(Command::new("id").arg("-u"))
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Start `program` inside a namespace, its standard error going to `log`.
+pub fn spawn_in(namespace: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    Command::new("ip")
+        .args(["netns", "exec", namespace])
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))
+}
+
+/// Poll `ready` every 100 ms for up to 30 s.
+pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            bail!("gave up waiting for {what} after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
