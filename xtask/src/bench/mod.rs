@@ -34,6 +34,10 @@ struct Opts {
     duration: f64,
     hold_secs: f64,
     hold: bool,
+    /// Another trellis-agent build (one with symbols, for perf).
+    agent: Option<std::path::PathBuf>,
+    /// Bring the home up and wait for Ctrl-C instead of measuring (for perf and manual runs).
+    keep: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -42,6 +46,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         duration: 30.0,
         hold_secs: 60.0,
         hold: true,
+        agent: None,
+        keep: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +67,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--duration" => o.duration = secs()?,
             "--hold-secs" => o.hold_secs = secs()?,
             "--no-hold" => o.hold = false,
+            "--keep" => o.keep = true,
+            "--agent" => o.agent = Some(it.next().context(USAGE)?.into()),
             _ => bail!("{USAGE}"),
         }
     }
@@ -97,12 +105,31 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = root().join("target/release");
     home::install_signal_handler();
     let started = Instant::now();
-    let home = Home::start(&bin, &bin.join("xtask"))?;
+    let agent = o.agent.clone().unwrap_or_else(|| bin.join("trellis-agent"));
+    let home = Home::start(&bin, &agent, &bin.join("xtask"))?;
     eprintln!(
         "bench: home up (service at {}); logs in {}",
         home.vip,
         home.dir.display()
     );
+    if o.keep {
+        let client = format!("taskset -c {} ip netns exec {}", home::CPU_A, home::CLIENT);
+        println!(
+            "home up until Ctrl-C: agents {} (router A) and {} (router B); try\n  {client} iperf3 -c {} -p {}   (direct: -c {}; stunnel: -c {} -p {})\n  {client} {} bench-load --mode rr --addr {} --secs 10",
+            home.agent_a,
+            home.agent_b,
+            home.vip,
+            home::IPERF_PORT,
+            home.direct(home::IPERF_PORT).ip(),
+            home.stunnel_addr(home::IPERF_PORT).ip(),
+            home::STUNNEL_IPERF_PORT,
+            bin.join("xtask").display(),
+            home.trellis(home::ECHO_PORT),
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let result = measure(&home, &o);
     let elapsed = started.elapsed().as_secs_f64();
     let (paths, mem, hold) = result?;
