@@ -43,7 +43,8 @@
 //! Connection caps per direction ([`ProxyConfig::max_outbound`], [`ProxyConfig::max_inbound`];
 //! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 64 KiB
 //! with a process-wide budget for the 64 KiB ones (`copy`), HTTP/2 windows and send buffers
-//! per stream (`h2stream`), at most 100 streams per tunnel and 8 tunnels per peer (`pool`),
+//! per stream (`h2stream`), at most 100 streams per tunnel and `max_outbound / 100` tunnels
+//! per peer (`pool`),
 //! refusal bodies read up to 2 KiB (`wire`), timeouts on every wait that a peer controls.
 //!
 //! ## Entry point for the lead

@@ -212,7 +212,7 @@ async fn open_stream(
         let lease = match ctx.pool.get(state, node).await {
             Ok(l) => l,
             // Busy is not broken: the breaker counts failures of the node, not of our pool.
-            Err(e @ pool::DialError::Saturated(_)) => return Err((e.to_string(), false)),
+            Err(e @ pool::DialError::Saturated(..)) => return Err((e.to_string(), false)),
             Err(e) => return Err((e.to_string(), true)),
         };
         let mut request = http::Request::builder()
