@@ -41,10 +41,11 @@
 //!
 //! ## Bounds
 //! Connection caps per direction ([`ProxyConfig::max_outbound`], [`ProxyConfig::max_inbound`];
-//! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 64 KiB
-//! with a process-wide budget for the 64 KiB ones (`copy`), HTTP/2 windows and send buffers
-//! per stream (`h2stream`), at most 100 streams per tunnel and `max_outbound / 100` tunnels
-//! per peer (`pool`),
+//! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 256 KiB
+//! with a process-wide budget of 16 for the 256 KiB ones, shared with the tunnels' 64 KiB
+//! read-ahead (`copy`, `readahead`), HTTP/2 windows and send buffers per stream
+//! (`h2stream`), at most 100 streams per tunnel and `max_outbound / 100` tunnels per peer
+//! (`pool`),
 //! refusal bodies read up to 2 KiB (`wire`), timeouts on every wait that a peer controls.
 //!
 //! ## Entry point for the lead
@@ -65,6 +66,7 @@ pub mod h2stream;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
+pub mod readahead;
 pub mod testca;
 pub mod tls;
 pub mod wire;
@@ -116,7 +118,8 @@ pub struct ProxyConfig {
     /// hop is a few ms, so 1 s means "that node is gone".
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// 64 KiB copy buffers the whole proxy may hold (4 MiB at 64).
+    /// Large (256 KiB) copy buffers the whole proxy may hold (4 MiB at 16); tunnel
+    /// read-ahead buffers (64 KiB) take from the same budget.
     pub large_buffers: usize,
     pub original_dst: OriginalDst,
 }
@@ -131,7 +134,7 @@ impl Default for ProxyConfig {
             max_inbound: 1024,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
-            large_buffers: 64,
+            large_buffers: 16,
             original_dst: OriginalDst::Redirect,
         }
     }
@@ -245,9 +248,10 @@ impl Proxy {
             let s = state.borrow();
             metrics.set_cert_expiry(&s.identity.id.to_string(), s.identity.not_after);
         }
+        let budget = copy::BufferBudget::new(cfg.large_buffers);
         let ctx = Arc::new(Ctx {
-            pool: Arc::new(pool::Pool::new(cfg.clone())),
-            budget: copy::BufferBudget::new(cfg.large_buffers),
+            pool: Arc::new(pool::Pool::new(cfg.clone(), budget.clone())),
+            budget,
             inbound_streams: Arc::new(Semaphore::new(cfg.max_inbound)),
             cfg: cfg.clone(),
             state: state.clone(),

@@ -30,9 +30,11 @@ use tokio::net::TcpStream;
 use trellis_proto::catalog::{Instance, Service};
 use trellis_proto::NodeName;
 
+use super::copy::BufferBudget;
 use super::h2stream::{
     CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAMS_PER_CONNECTION, STREAM_WINDOW,
 };
+use super::readahead::ReadAhead;
 use super::tls;
 use super::{MeshState, ProxyConfig};
 
@@ -137,14 +139,17 @@ impl Drop for StreamGuard {
 /// Tunnels to every peer node.
 pub struct Pool {
     cfg: ProxyConfig,
+    /// Large buffers (tunnel read-ahead) come from the proxy's budget.
+    budget: BufferBudget,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
     next_id: portable_atomic::AtomicU64,
 }
 
 impl Pool {
-    pub fn new(cfg: ProxyConfig) -> Self {
+    pub fn new(cfg: ProxyConfig, budget: BufferBudget) -> Self {
         Self {
             cfg,
+            budget,
             nodes: Mutex::new(HashMap::new()),
             next_id: 0.into(),
         }
@@ -239,6 +244,7 @@ impl Pool {
             })?
             .map_err(|err| DialError::Connect { addr, err })?;
         let _ = tcp.set_nodelay(true);
+        let tcp = ReadAhead::new(tcp, self.budget.clone());
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = tokio::time::timeout(
             self.cfg.handshake_timeout,
@@ -449,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn streams_share_one_connection_until_it_is_full() {
         let (state, _b) = two_nodes().await;
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let b = n("b");
         let mut leases = Vec::new();
         for _ in 0..STREAMS_PER_CONNECTION {
@@ -490,7 +496,7 @@ mod tests {
         b.shutdown();
         // Let the aborted listener close.
         tokio::task::yield_now().await;
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let err = pool.dial(&state, &n("b")).await.unwrap_err().to_string();
         assert!(
             err.contains("connect to 127.0.0.1:") || err.contains("with node b"),
@@ -510,7 +516,7 @@ mod tests {
 
     #[test]
     fn breaker_opens_after_threshold_and_backs_off() {
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let node = n("attic");
         for _ in 0..BREAKER_THRESHOLD - 1 {
             pool.record_failure(&node);
