@@ -133,13 +133,16 @@ pub fn run(args: &[String]) -> Result<()> {
     let result = measure(&home, &o);
     let elapsed = started.elapsed().as_secs_f64();
     let (paths, mem, hold) = result?;
-    let header = format!(
-        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; release binaries ({}); {:.0} s per latency run, {} load average {}",
+    let mut header = format!(
+        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; release binaries ({}); {:.0} s per latency run, {}; CPUs {:.0} % idle just before measuring",
         bin.display(),
         o.duration,
-        if o.hold { format!("{:.0} s 1000-connection run,", o.hold_secs) } else { "no 1000-connection run,".into() },
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        if o.hold { format!("{:.0} s 1000-connection run", o.hold_secs) } else { "no 1000-connection run".into() },
+        mem.idle_cpu * 100.0,
     );
+    if mem.idle_cpu < 0.85 {
+        header += "\nWARNING: something else was using the CPUs; direct suffers most (its whole path runs on CPU 0), so ratios to direct look better than they are";
+    }
     print!(
         "{}",
         Report {
@@ -186,8 +189,10 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
         })
         .collect();
     let mut mem = Memory::default();
-    // Idle: joined, config applied, one probe through each path; let it settle.
-    std::thread::sleep(Duration::from_secs(3));
+    // Idle: joined, config applied, one probe through each path; let it settle, and see how
+    // busy the machine is without us (other builds skew every figure).
+    std::thread::sleep(Duration::from_secs(1));
+    mem.idle_cpu = idle_share(Duration::from_secs(2));
     mem.idle = agents.map(|pid| memory(pid).0);
     mem.idle_parts = agents.map(home::rss_parts);
     // Each kind of run goes through every path in turn, so a burst of noise from elsewhere
@@ -376,4 +381,29 @@ fn iperf3(addr: std::net::SocketAddr, secs: f64) -> Result<f64> {
         .as_f64()
         .map(|b| b / 1e9)
         .context("iperf3 JSON without end.sum_received.bits_per_second")
+}
+
+/// Share of both CPUs' time spent idle over `span` (from /proc/stat).
+fn idle_share(span: Duration) -> f64 {
+    let read = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (idle, v.iter().take(8).sum())
+    };
+    let (i0, t0) = read();
+    std::thread::sleep(span);
+    let (i1, t1) = read();
+    if t1 <= t0 {
+        return f64::NAN;
+    }
+    (i1 - i0) as f64 / (t1 - t0) as f64
 }
