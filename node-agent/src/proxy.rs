@@ -59,9 +59,8 @@
 //! and most of B's kernel receive work: what is left is mostly the kernel's. Tried and not
 //! kept: a 256 KiB rustls send buffer (64 KiB default; 5–8 % slower, A/B interleaved), a 1 MiB
 //! h2 send buffer (no gain seen), one tokio worker instead of two (no change in throughput or
-//! 1 KiB latency; the
-//! runtime is the agent's, `cli.rs`). The 0.45× goal is not reached in a quiet run; ztunnel
-//! measured ≈ 0.33× and stunnel ≈ 0.23–0.29× in the same harness shape.
+//! 1 KiB latency; the runtime is the agent's, `cli.rs`). The 0.45× goal is not reached in a
+//! quiet run; ztunnel measured ≈ 0.33× and stunnel ≈ 0.23–0.29× in the same harness shape.
 //!
 //! ## Bounds
 //! Connection caps per direction ([`ProxyConfig::max_outbound`], [`ProxyConfig::max_inbound`];
