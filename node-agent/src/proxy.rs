@@ -39,11 +39,36 @@
 //! needs ~30× less memory per idle stream. Frames are 256 KiB and windows 1 MiB per stream /
 //! 4 MiB per connection (`h2stream`), which bounds what a peer can make us buffer.
 //!
+//! ## Throughput through two one-core routers (`cargo xtask bench`)
+//! Single-stream iperf3 from a client behind router A (CPU 0, with the client) to a server
+//! behind router B (CPU 1, with the server), release binaries, medians of three 5 s runs on
+//! this 2-core machine while another checkout compiled now and then (runs vary ±10 %; a busy
+//! machine hurts direct most, whose whole path runs on CPU 0):
+//!
+//! | proxy | Trellis Gbit/s | direct Gbit/s | ratio |
+//! |---|---|---|---|
+//! | before: 64 KiB copy buffers, every read copied into a new `Bytes` for h2 | 6.3–6.4 | (busy machine) | — |
+//! | + tunnel TLS read-ahead (`readahead`) | 6.2 | 19.1 | 0.33× |
+//! | + `Bytes` handed to and taken from h2 without copies (`copy::tunnel`) | 6.5–6.6 | 19.3 | 0.34× |
+//! | + 256 KiB top copy buffer (16 of them: the same 4 MiB cap) | 7.8 (7.7–8.4) | 19.2–20.6 | 0.41× (0.39–0.42×) |
+//!
+//! perf (cpu-clock) on router A's agent under iperf3, before: page faults, `madvise` and
+//! `malloc` from a fresh 64 KiB allocation per read ~25 % of its CPU, memmove ~20 %, AES-GCM
+//! 10 %; after: user space ~16 % (AES-GCM 12 %) and the kernel's TCP/veth work ~84 %. The veth
+//! runs router B's receive path in the sender's context, so CPU 0 carries the client, router A
+//! and most of B's kernel receive work: what is left is mostly the kernel's. Tried and not
+//! kept: a 256 KiB rustls send buffer (64 KiB default; 5–8 % slower, A/B interleaved), a 1 MiB
+//! h2 send buffer (no gain seen), one tokio worker instead of two (no change in throughput or
+//! 1 KiB latency; the runtime is the agent's, `cli.rs`). The 0.45× goal is not reached in a
+//! quiet run; ztunnel measured ≈ 0.33× and stunnel ≈ 0.23–0.29× in the same harness shape.
+//!
 //! ## Bounds
 //! Connection caps per direction ([`ProxyConfig::max_outbound`], [`ProxyConfig::max_inbound`];
-//! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 64 KiB
-//! with a process-wide budget for the 64 KiB ones (`copy`), HTTP/2 windows and send buffers
-//! per stream (`h2stream`), at most 100 streams per tunnel and 8 tunnels per peer (`pool`),
+//! over the cap a connection is refused at once and counted), copy buffers 4 → 16 → 256 KiB
+//! with a process-wide budget of 16 for the 256 KiB ones, shared with the tunnels' 64 KiB
+//! read-ahead (`copy`, `readahead`), HTTP/2 windows and send buffers per stream
+//! (`h2stream`), at most 100 streams per tunnel and `max_outbound / 100` tunnels per peer
+//! (`pool`),
 //! refusal bodies read up to 2 KiB (`wire`), timeouts on every wait that a peer controls.
 //!
 //! ## Entry point for the lead
@@ -64,6 +89,7 @@ pub mod h2stream;
 pub mod inbound;
 pub mod outbound;
 pub mod pool;
+pub mod readahead;
 pub mod testca;
 pub mod tls;
 pub mod wire;
@@ -115,7 +141,8 @@ pub struct ProxyConfig {
     /// hop is a few ms, so 1 s means "that node is gone".
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
-    /// 64 KiB copy buffers the whole proxy may hold (4 MiB at 64).
+    /// Large (256 KiB) copy buffers the whole proxy may hold (4 MiB at 16); tunnel
+    /// read-ahead buffers (64 KiB) take from the same budget.
     pub large_buffers: usize,
     pub original_dst: OriginalDst,
 }
@@ -130,7 +157,7 @@ impl Default for ProxyConfig {
             max_inbound: 1024,
             connect_timeout: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(5),
-            large_buffers: 64,
+            large_buffers: 16,
             original_dst: OriginalDst::Redirect,
         }
     }
@@ -244,9 +271,10 @@ impl Proxy {
             let s = state.borrow();
             metrics.set_cert_expiry(&s.identity.id.to_string(), s.identity.not_after);
         }
+        let budget = copy::BufferBudget::new(cfg.large_buffers);
         let ctx = Arc::new(Ctx {
-            pool: Arc::new(pool::Pool::new(cfg.clone())),
-            budget: copy::BufferBudget::new(cfg.large_buffers),
+            pool: Arc::new(pool::Pool::new(cfg.clone(), budget.clone())),
+            budget,
             inbound_streams: Arc::new(Semaphore::new(cfg.max_inbound)),
             cfg: cfg.clone(),
             state: state.clone(),

@@ -34,10 +34,12 @@ commands:
   package [--target ARCH...] [--no-build]
                         OpenWrt .ipk packages (agent, controller, luci-app) into
                         dist/packages/, each read back and checked
-  bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold]
+  bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--agent PATH] [--keep]
                         the cargo benches, then (root) the service-mesh comparison: direct
                         vs Trellis vs stunnel between two one-core routers in network
                         namespaces; a table, ratios and one GOAL line per goal
+                        (--agent: another trellis-agent build, e.g. one with symbols
+                        for perf; --keep: bring the home up and wait, for manual runs)
   lab [--agent PATH [--controller PATH]]
                         the 802.11s VM lab: qemu + mac80211_hwsim, satellites pair with the
                         controller on the primary, agents form an SAE mesh, a line topology

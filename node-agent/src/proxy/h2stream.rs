@@ -24,7 +24,7 @@ pub const STREAMS_PER_CONNECTION: u32 = 100;
 /// Bytes h2 may buffer per stream waiting for send window.
 pub const SEND_BUFFER: usize = 256 << 10;
 
-fn h2_io(e: h2::Error) -> std::io::Error {
+pub(crate) fn h2_io(e: h2::Error) -> std::io::Error {
     if e.is_io() {
         e.into_io()
             .unwrap_or_else(|| std::io::Error::other("h2 I/O error"))
@@ -49,6 +49,12 @@ impl H2Stream {
             pending: Bytes::new(),
             shut: false,
         }
+    }
+
+    /// The two halves and what was received but not yet read, for a copy loop that hands
+    /// `Bytes` to h2 and takes them from it without copying (`copy::tunnel`).
+    pub fn into_parts(self) -> (SendStream<Bytes>, RecvStream, Bytes) {
+        (self.send, self.recv, self.pending)
     }
 }
 

@@ -16,6 +16,7 @@ use super::h2stream::{
     H2Stream, CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAMS_PER_CONNECTION, STREAM_WINDOW,
 };
 use super::outbound::{HDR_CLIENT_IP, HDR_CLIENT_MAC};
+use super::readahead::ReadAhead;
 use super::wire::TunnelResponse;
 use super::{tls, Ctx, MeshState};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
@@ -53,6 +54,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, tcp: TcpStream, peer_addr: SocketAddr)
         }
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tcp = ReadAhead::new(tcp, ctx.budget.clone());
     let tls = match tokio::time::timeout(ctx.cfg.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => {
@@ -276,7 +278,14 @@ async fn stream(
     // Bytes "sent" are client → service, here tunnel → device.
     let counts = Transferred::default();
     let tunnel = H2Stream::new(send, req.into_body());
-    let res = copy::bidirectional(tunnel, upstream, &ctx.budget, &counts).await;
+    let res = copy::tunnel(
+        upstream,
+        tunnel,
+        copy::TcpSide::Service,
+        &ctx.budget,
+        &counts,
+    )
+    .await;
     let sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed);
     let received = counts.received.load(std::sync::atomic::Ordering::Relaxed);
     ctx.metrics.closed(labels, sent, received);

@@ -131,7 +131,7 @@ async fn serve(
                 Ok(Ok(up)) => {
                     ctx.metrics.connect_latency(t0.elapsed());
                     let _ = up.set_nodelay(true);
-                    return pump(conn, client, up, "local").await;
+                    return pump(conn, client, Upstream::Local(up), "local").await;
                 }
                 Ok(Err(e)) => last_err = format!("{target}: {e}"),
                 Err(_) => last_err = format!("{target}: connect timed out"),
@@ -155,7 +155,7 @@ async fn serve(
             Ok(Opened::Connected(stream, guard)) => {
                 ctx.pool.record_success(&inst.node);
                 ctx.metrics.connect_latency(t0.elapsed());
-                let out = pump(conn, client, stream, &peer).await;
+                let out = pump(conn, client, Upstream::Tunnel(stream), &peer).await;
                 drop(guard);
                 return out;
             }
@@ -212,7 +212,7 @@ async fn open_stream(
         let lease = match ctx.pool.get(state, node).await {
             Ok(l) => l,
             // Busy is not broken: the breaker counts failures of the node, not of our pool.
-            Err(e @ pool::DialError::Saturated(_)) => return Err((e.to_string(), false)),
+            Err(e @ pool::DialError::Saturated(..)) => return Err((e.to_string(), false)),
             Err(e) => return Err((e.to_string(), true)),
         };
         let mut request = http::Request::builder()
@@ -278,17 +278,26 @@ async fn open_stream(
     Err((last, true))
 }
 
-async fn pump<U>(
+/// Where an allowed connection goes: a device behind this node, or a tunnel stream.
+enum Upstream {
+    Local(TcpStream),
+    Tunnel(H2Stream),
+}
+
+async fn pump(
     conn: &Conn<'_>,
     client: TcpStream,
-    upstream: U,
+    upstream: Upstream,
     peer: &str,
-) -> (Outcome, String, String, u64, u64)
-where
-    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
+) -> (Outcome, String, String, u64, u64) {
     let counts = Transferred::default();
-    let res = copy::bidirectional(client, upstream, &conn.ctx.budget, &counts).await;
+    let budget = &conn.ctx.budget;
+    let res = match upstream {
+        Upstream::Local(up) => copy::bidirectional(client, up, budget, &counts).await,
+        Upstream::Tunnel(stream) => {
+            copy::tunnel(client, stream, copy::TcpSide::Client, budget, &counts).await
+        }
+    };
     let sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed);
     let received = counts.received.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match res {

@@ -5,7 +5,9 @@
 //! the destination node, so the TLS handshake (the expensive part: ~0.5 ms of CPU per end on
 //! x86, tens of ms on a MIPS router) is paid once per peer, not per stream. A node gets
 //! another connection when its existing ones carry [`STREAMS_PER_CONNECTION`] streams, up
-//! to [`MAX_CONNECTIONS_PER_NODE`]. Connections are dropped from the pool when they fail and
+//! to [`max_connections_per_node`]: enough for every connection the outbound side accepts
+//! ([`ProxyConfig::max_outbound`]) to go to one node, as it does when a home's busy service is
+//! its NAS. Connections are dropped from the pool when they fail and
 //! all of them when the snapshot changes (a revocation must not ride on an old connection;
 //! the accepting side also re-checks the peer on every stream).
 //!
@@ -28,9 +30,11 @@ use tokio::net::TcpStream;
 use trellis_proto::catalog::{Instance, Service};
 use trellis_proto::NodeName;
 
+use super::copy::BufferBudget;
 use super::h2stream::{
     CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAMS_PER_CONNECTION, STREAM_WINDOW,
 };
+use super::readahead::ReadAhead;
 use super::tls;
 use super::{MeshState, ProxyConfig};
 
@@ -38,8 +42,15 @@ pub const BREAKER_THRESHOLD: u32 = 3;
 const BREAKER_BASE: Duration = Duration::from_secs(1);
 const BREAKER_MAX: Duration = Duration::from_secs(30);
 
-/// Most tunnel connections to one node (each carries up to [`STREAMS_PER_CONNECTION`]).
-pub const MAX_CONNECTIONS_PER_NODE: usize = 8;
+/// Most tunnel connections to one node (each carries up to [`STREAMS_PER_CONNECTION`]): room
+/// for all of `max_outbound` (11 with the default 1024). A fixed 8 capped a node at 800
+/// concurrent client connections, below the outbound cap; `cargo xtask bench`'s
+/// 1000-connection run found it (200 connections reset).
+pub fn max_connections_per_node(cfg: &ProxyConfig) -> usize {
+    cfg.max_outbound
+        .div_ceil(STREAMS_PER_CONNECTION as usize)
+        .max(1)
+}
 
 /// A handle to open CONNECT streams on one tunnel connection.
 pub type Tunnel = ::h2::client::SendRequest<Bytes>;
@@ -65,8 +76,8 @@ pub enum DialError {
     Tls { node: NodeName, err: std::io::Error },
     #[error("HTTP/2 with node {node} failed: {err}")]
     H2 { node: NodeName, err: ::h2::Error },
-    #[error("node {0} has {MAX_CONNECTIONS_PER_NODE} tunnels full of streams")]
-    Saturated(NodeName),
+    #[error("node {0} has {1} tunnels full of streams")]
+    Saturated(NodeName, usize),
     #[error(transparent)]
     Config(#[from] tls::TlsError),
 }
@@ -128,14 +139,17 @@ impl Drop for StreamGuard {
 /// Tunnels to every peer node.
 pub struct Pool {
     cfg: ProxyConfig,
+    /// Large buffers (tunnel read-ahead) come from the proxy's budget.
+    budget: BufferBudget,
     nodes: Mutex<HashMap<NodeName, PerNode>>,
     next_id: portable_atomic::AtomicU64,
 }
 
 impl Pool {
-    pub fn new(cfg: ProxyConfig) -> Self {
+    pub fn new(cfg: ProxyConfig, budget: BufferBudget) -> Self {
         Self {
             cfg,
+            budget,
             nodes: Mutex::new(HashMap::new()),
             next_id: 0.into(),
         }
@@ -230,6 +244,7 @@ impl Pool {
             })?
             .map_err(|err| DialError::Connect { addr, err })?;
         let _ = tcp.set_nodelay(true);
+        let tcp = ReadAhead::new(tcp, self.budget.clone());
         let connector = tokio_rustls::TlsConnector::from(config);
         let tls = tokio::time::timeout(
             self.cfg.handshake_timeout,
@@ -277,8 +292,9 @@ impl Pool {
         if let Some(t) = self.pick(state, node) {
             return Ok(t);
         }
-        if self.connection_count(node) >= MAX_CONNECTIONS_PER_NODE {
-            return Err(DialError::Saturated(node.clone()));
+        let most = max_connections_per_node(&self.cfg);
+        if self.connection_count(node) >= most {
+            return Err(DialError::Saturated(node.clone(), most));
         }
         let send = self.dial(state, node).await?;
         let streams = Arc::new(std::sync::atomic::AtomicU32::new(1));
@@ -439,7 +455,7 @@ mod tests {
     #[tokio::test]
     async fn streams_share_one_connection_until_it_is_full() {
         let (state, _b) = two_nodes().await;
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let b = n("b");
         let mut leases = Vec::new();
         for _ in 0..STREAMS_PER_CONNECTION {
@@ -480,7 +496,7 @@ mod tests {
         b.shutdown();
         // Let the aborted listener close.
         tokio::task::yield_now().await;
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let err = pool.dial(&state, &n("b")).await.unwrap_err().to_string();
         assert!(
             err.contains("connect to 127.0.0.1:") || err.contains("with node b"),
@@ -491,8 +507,16 @@ mod tests {
     }
 
     #[test]
+    fn one_node_can_carry_every_outbound_connection() {
+        let cfg = ProxyConfig::default();
+        let most = max_connections_per_node(&cfg);
+        assert!(most * STREAMS_PER_CONNECTION as usize >= cfg.max_outbound);
+        assert_eq!(most, 11);
+    }
+
+    #[test]
     fn breaker_opens_after_threshold_and_backs_off() {
-        let pool = Pool::new(ProxyConfig::default());
+        let pool = Pool::new(ProxyConfig::default(), BufferBudget::new(4));
         let node = n("attic");
         for _ in 0..BREAKER_THRESHOLD - 1 {
             pool.record_failure(&node);

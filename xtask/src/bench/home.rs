@@ -211,7 +211,7 @@ fn build_namespaces() -> Result<()> {
 impl Home {
     /// Namespaces, controller, both agents joined, the service in the catalog, the echo and
     /// iperf3 servers, the stunnel pair; returns once every path answers.
-    pub fn start(bin: &Path, xtask: &Path) -> Result<Self> {
+    pub fn start(bin: &Path, agent: &Path, xtask: &Path) -> Result<Self> {
         let dir = std::env::temp_dir().join("meshbench");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("bin"))?;
@@ -219,11 +219,11 @@ impl Home {
         // from another checkout's tests on this machine must not end the bench's agents
         // (seen once while developing it).
         for (from, to) in [
-            ("trellis-controller", "controller"),
-            ("trellis-agent", "agent"),
+            (bin.join("trellis-controller"), "controller"),
+            (agent.to_owned(), "agent"),
         ] {
-            std::fs::copy(bin.join(from), dir.join("bin").join(to))
-                .with_context(|| format!("copying {from}"))?;
+            std::fs::copy(&from, dir.join("bin").join(to))
+                .with_context(|| format!("copying {}", from.display()))?;
         }
         let bin = &dir.join("bin");
         build_namespaces()?;

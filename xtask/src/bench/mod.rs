@@ -34,6 +34,10 @@ struct Opts {
     duration: f64,
     hold_secs: f64,
     hold: bool,
+    /// Another trellis-agent build (one with symbols, for perf).
+    agent: Option<std::path::PathBuf>,
+    /// Bring the home up and wait for Ctrl-C instead of measuring (for perf and manual runs).
+    keep: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -42,6 +46,8 @@ fn parse(args: &[String]) -> Result<Opts> {
         duration: 30.0,
         hold_secs: 60.0,
         hold: true,
+        agent: None,
+        keep: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -61,6 +67,8 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--duration" => o.duration = secs()?,
             "--hold-secs" => o.hold_secs = secs()?,
             "--no-hold" => o.hold = false,
+            "--keep" => o.keep = true,
+            "--agent" => o.agent = Some(it.next().context(USAGE)?.into()),
             _ => bail!("{USAGE}"),
         }
     }
@@ -97,22 +105,44 @@ pub fn run(args: &[String]) -> Result<()> {
     let bin = root().join("target/release");
     home::install_signal_handler();
     let started = Instant::now();
-    let home = Home::start(&bin, &bin.join("xtask"))?;
+    let agent = o.agent.clone().unwrap_or_else(|| bin.join("trellis-agent"));
+    let home = Home::start(&bin, &agent, &bin.join("xtask"))?;
     eprintln!(
         "bench: home up (service at {}); logs in {}",
         home.vip,
         home.dir.display()
     );
+    if o.keep {
+        let client = format!("taskset -c {} ip netns exec {}", home::CPU_A, home::CLIENT);
+        println!(
+            "home up until Ctrl-C: agents {} (router A) and {} (router B); try\n  {client} iperf3 -c {} -p {}   (direct: -c {}; stunnel: -c {} -p {})\n  {client} {} bench-load --mode rr --addr {} --secs 10",
+            home.agent_a,
+            home.agent_b,
+            home.vip,
+            home::IPERF_PORT,
+            home.direct(home::IPERF_PORT).ip(),
+            home.stunnel_addr(home::IPERF_PORT).ip(),
+            home::STUNNEL_IPERF_PORT,
+            bin.join("xtask").display(),
+            home.trellis(home::ECHO_PORT),
+        );
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let result = measure(&home, &o);
     let elapsed = started.elapsed().as_secs_f64();
     let (paths, mem, hold) = result?;
-    let header = format!(
-        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; release binaries ({}); {:.0} s per latency run, {} load average {}",
+    let mut header = format!(
+        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; release binaries ({}); {:.0} s per latency run, {}; CPUs {:.0} % idle just before measuring",
         bin.display(),
         o.duration,
-        if o.hold { format!("{:.0} s 1000-connection run,", o.hold_secs) } else { "no 1000-connection run,".into() },
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        if o.hold { format!("{:.0} s 1000-connection run", o.hold_secs) } else { "no 1000-connection run".into() },
+        mem.idle_cpu * 100.0,
     );
+    if mem.idle_cpu < 0.85 {
+        header += "\nWARNING: something else was using the CPUs; direct suffers most (its whole path runs on CPU 0), so ratios to direct look better than they are";
+    }
     print!(
         "{}",
         Report {
@@ -159,8 +189,10 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
         })
         .collect();
     let mut mem = Memory::default();
-    // Idle: joined, config applied, one probe through each path; let it settle.
-    std::thread::sleep(Duration::from_secs(3));
+    // Idle: joined, config applied, one probe through each path; let it settle, and see how
+    // busy the machine is without us (other builds skew every figure).
+    std::thread::sleep(Duration::from_secs(1));
+    mem.idle_cpu = idle_share(Duration::from_secs(2));
     mem.idle = agents.map(|pid| memory(pid).0);
     mem.idle_parts = agents.map(home::rss_parts);
     // Each kind of run goes through every path in turn, so a burst of noise from elsewhere
@@ -349,4 +381,29 @@ fn iperf3(addr: std::net::SocketAddr, secs: f64) -> Result<f64> {
         .as_f64()
         .map(|b| b / 1e9)
         .context("iperf3 JSON without end.sum_received.bits_per_second")
+}
+
+/// Share of both CPUs' time spent idle over `span` (from /proc/stat).
+fn idle_share(span: Duration) -> f64 {
+    let read = || -> (u64, u64) {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let v: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+        (idle, v.iter().take(8).sum())
+    };
+    let (i0, t0) = read();
+    std::thread::sleep(span);
+    let (i1, t1) = read();
+    if t1 <= t0 {
+        return f64::NAN;
+    }
+    (i1 - i0) as f64 / (t1 - t0) as f64
 }

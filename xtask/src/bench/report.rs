@@ -45,6 +45,8 @@ pub struct Memory {
     pub peak_bulk: [u64; 2],
     /// stunnel's (client side, server side) largest VmRSS during its 1000 rps run.
     pub stunnel_at_load: [u64; 2],
+    /// Share of CPU time idle just before measuring (both CPUs).
+    pub idle_cpu: f64,
 }
 
 /// The 1000-connection run through Trellis.
