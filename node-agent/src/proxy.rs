@@ -167,8 +167,13 @@ impl Default for ProxyConfig {
 /// certificate and the mesh hop counts). Replace it as a whole through the watch channel.
 #[derive(Debug, Clone)]
 pub struct MeshState {
-    /// Bumped on every change; pooled tunnels of an older version are never reused.
+    /// Bumped on every change of anything in here.
     pub version: u64,
+    /// Moves only when what a tunnel's TLS depends on changes: this node's certificate, the
+    /// CA, the routers of the home, revocations. Pooled tunnels and TLS configurations are
+    /// keyed by it, so a lease, hop, catalog or policy change keeps the tunnels (policy is
+    /// decided per stream), and a revocation drops them.
+    pub trust_version: u64,
     pub local_node: NodeName,
     pub identity: NodeIdentity,
     pub bundle: Arc<TrustBundle>,
@@ -194,6 +199,7 @@ impl MeshState {
     ) -> Result<Self, tls::TlsError> {
         Ok(Self {
             version: snapshot.version,
+            trust_version: snapshot.version,
             local_node,
             identity,
             bundle: Arc::new(TrustBundle::from_snapshot(snapshot)?),
@@ -282,14 +288,22 @@ impl Proxy {
             server_tls: std::sync::Mutex::new(None),
         });
         let mut tasks = Vec::new();
-        // Snapshot changes empty the pool: a revocation must not ride on an old tunnel.
+        // A change of trust (certificate, CA, routers, revocations) empties the pool: a
+        // revocation must not ride on an old tunnel. Any other change (leases, hops, catalog,
+        // policy: decided per stream) keeps the tunnels and only gives dead nodes another try.
         let watcher = {
             let ctx = ctx.clone();
             let mut rx = state;
+            let mut trust = rx.borrow().trust_version;
             tokio::spawn(async move {
                 while rx.changed().await.is_ok() {
-                    ctx.pool.clear();
                     let s = rx.borrow().clone();
+                    if s.trust_version != trust {
+                        trust = s.trust_version;
+                        ctx.pool.clear();
+                    } else {
+                        ctx.pool.reset_breakers();
+                    }
                     ctx.metrics
                         .set_cert_expiry(&s.identity.id.to_string(), s.identity.not_after);
                 }
@@ -362,6 +376,7 @@ mod tests {
         let ca = testca::TestCa::new("h").unwrap();
         let state = MeshState {
             version: 1,
+            trust_version: 1,
             local_node: NodeName::new("b").unwrap(),
             identity: ca.issue_node("b").unwrap(),
             bundle: ca.bundle_arc(),

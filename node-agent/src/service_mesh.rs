@@ -80,6 +80,7 @@ impl Drop for ServiceMesh {
 /// snapshot), so the proxy never reuses state built from an older picture.
 fn mesh_state(
     generation: u64,
+    trust_generation: u64,
     agent: &Agent,
     snapshot: &ConfigSnapshot,
     leases: &[discovery::Lease],
@@ -99,7 +100,22 @@ fn mesh_state(
     let hops: HashMap<_, _> = hops.iter().map(|(n, h)| (n.clone(), *h)).collect();
     let mut state = MeshState::from_snapshot(snapshot, local, identity, devices, hops)?;
     state.version = generation;
+    state.trust_version = trust_generation;
     Ok(state)
+}
+
+/// What a tunnel's TLS depends on: this node's certificate, the CA, the routers and the
+/// revocations. When it changes, pooled tunnels go; when only leases, hops, the catalog or
+/// policy change, they stay.
+fn trust_fingerprint(snapshot: &ConfigSnapshot, serial: &str) -> Vec<u8> {
+    serde_json::to_vec(&(
+        serial,
+        &snapshot.ca_pem,
+        &snapshot.nodes,
+        &snapshot.revoked,
+        &snapshot.revoked_serials,
+    ))
+    .unwrap_or_default()
 }
 
 /// Start the data plane once the first snapshot is known (stored or fresh).
@@ -127,7 +143,16 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         agent.agent.hops().borrow().clone(),
     );
     agent.agent.set_seen_devices(seen_devices(&last.2));
-    let first = mesh_state(generation, &agent.agent, &snapshot, &last.2, &last.3)?;
+    let mut trust_generation = 1u64;
+    let mut last_trust = trust_fingerprint(&snapshot, &last.1);
+    let first = mesh_state(
+        generation,
+        trust_generation,
+        &agent.agent,
+        &snapshot,
+        &last.2,
+        &last.3,
+    )?;
     let (state_tx, state_rx) = watch::channel(Arc::new(first));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(snapshot.catalog.clone()));
     let proxy = Proxy::start(opts.proxy.clone(), state_rx, metrics.clone()).await?;
@@ -191,7 +216,19 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
                     agent.set_seen_devices(seen_devices(&now.2));
                 }
                 generation += 1;
-                match mesh_state(generation, &agent, &snapshot, &now.2, &now.3) {
+                let trust = trust_fingerprint(&snapshot, &now.1);
+                if trust != last_trust {
+                    trust_generation += 1;
+                    last_trust = trust;
+                }
+                match mesh_state(
+                    generation,
+                    trust_generation,
+                    &agent,
+                    &snapshot,
+                    &now.2,
+                    &now.3,
+                ) {
                     Ok(state) => {
                         state_tx.send_replace(Arc::new(state));
                         catalog_tx.send_replace(Arc::new(snapshot.catalog.clone()));
@@ -326,5 +363,56 @@ async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>)
                 .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_proto::snapshot::{MeshCredentials, Revocation};
+    use trellis_proto::{HomeId, NodeName, SpiffeId};
+
+    fn snapshot() -> ConfigSnapshot {
+        ConfigSnapshot {
+            version: 7,
+            home_id: HomeId::new("home1").unwrap(),
+            ca_pem: "-----BEGIN CERTIFICATE-----".into(),
+            nodes: vec![],
+            revoked: vec![],
+            revoked_serials: vec![],
+            mesh: MeshCredentials {
+                mesh_id: "m".into(),
+                sae_password: "p".into(),
+            },
+            catalog: Default::default(),
+            policy: Default::default(),
+            devices: vec![],
+        }
+    }
+
+    #[test]
+    fn tunnels_are_kept_across_policy_changes_and_dropped_on_a_revocation() {
+        let before = snapshot();
+        let mut policy_changed = snapshot();
+        policy_changed.version = 8;
+        policy_changed.policy.unknown_device_group = "iot".into();
+        assert_eq!(
+            trust_fingerprint(&before, "01"),
+            trust_fingerprint(&policy_changed, "01")
+        );
+        let mut revoked = snapshot();
+        revoked.revoked.push(Revocation {
+            identity: SpiffeId::node(&before.home_id, &NodeName::new("attic").unwrap()),
+            revoked_at: 1,
+        });
+        assert_ne!(
+            trust_fingerprint(&before, "01"),
+            trust_fingerprint(&revoked, "01")
+        );
+        assert_ne!(
+            trust_fingerprint(&before, "01"),
+            trust_fingerprint(&before, "02"),
+            "a renewed certificate"
+        );
     }
 }

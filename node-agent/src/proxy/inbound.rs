@@ -24,12 +24,12 @@ use crate::metrics::{AccessRecord, ConnLabels, Outcome};
 fn server_config(ctx: &Ctx, state: &MeshState) -> Result<Arc<rustls::ServerConfig>, tls::TlsError> {
     let mut g = ctx.server_tls.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((v, c)) = g.as_ref() {
-        if *v == state.version {
+        if *v == state.trust_version {
             return Ok(c.clone());
         }
     }
     let c = tls::server_config(&state.identity, &state.bundle)?;
-    *g = Some((state.version, c.clone()));
+    *g = Some((state.trust_version, c.clone()));
     Ok(c)
 }
 

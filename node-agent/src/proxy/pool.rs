@@ -203,12 +203,12 @@ impl Pool {
         let mut g = self.lock();
         let entry = g.entry(node.clone()).or_default();
         if let Some((v, c)) = &entry.config {
-            if *v == state.version {
+            if *v == state.trust_version {
                 return Ok(c.clone());
             }
         }
         let c = tls::client_config(&state.identity, state.bundle.clone(), peer.identity.clone())?;
-        entry.config = Some((state.version, c.clone()));
+        entry.config = Some((state.trust_version, c.clone()));
         Ok(c)
     }
 
@@ -307,7 +307,7 @@ impl Pool {
             .conns
             .push(Conn {
                 id,
-                version: state.version,
+                version: state.trust_version,
                 send: send.clone(),
                 streams: streams.clone(),
             });
@@ -323,7 +323,7 @@ impl Pool {
         let mut g = self.lock();
         let n = g.get_mut(node)?;
         // Forget connections of an older snapshot.
-        n.conns.retain(|c| c.version == state.version);
+        n.conns.retain(|c| c.version == state.trust_version);
         let c = n
             .conns
             .iter()
@@ -341,6 +341,13 @@ impl Pool {
     pub fn discard(&self, node: &NodeName, id: u64) {
         if let Some(n) = self.lock().get_mut(node) {
             n.conns.retain(|c| c.id != id);
+        }
+    }
+
+    /// Forget breaker state (the picture changed: a dead node may be back), keep the tunnels.
+    pub fn reset_breakers(&self) {
+        for n in self.lock().values_mut() {
+            n.breaker = Breaker::default();
         }
     }
 
@@ -419,6 +426,7 @@ mod tests {
         let ca = crate::proxy::testca::TestCa::new("h").unwrap();
         let mk = |local: &str, id: crate::proxy::NodeIdentity, nodes| MeshState {
             version: 1,
+            trust_version: 1,
             local_node: n(local),
             identity: id,
             bundle: ca.bundle_arc(),
@@ -479,8 +487,19 @@ mod tests {
         // A failed connection is forgotten; a new snapshot forgets them all.
         pool.discard(&b, l.id);
         assert_eq!(pool.connection_count(&b), 1);
+        // A lease, hop or policy change keeps the tunnels…
+        let mut same_trust = (*state).clone();
+        same_trust.version += 1;
+        let _l = pool.get(&Arc::new(same_trust), &b).await.unwrap();
+        assert_eq!(
+            pool.connection_count(&b),
+            1,
+            "tunnels kept across a policy change"
+        );
+        // …a change of trust (certificate, CA, routers, revocations) drops them.
         let mut newer = (*state).clone();
-        newer.version += 1;
+        newer.version += 2;
+        newer.trust_version += 1;
         let newer = Arc::new(newer);
         let _l = pool.get(&newer, &b).await.unwrap();
         assert_eq!(

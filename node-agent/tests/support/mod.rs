@@ -253,10 +253,18 @@ impl RunningProxy {
         }
     }
 
+    /// A new state, as `service_mesh` builds one: the trust version moves when the change
+    /// touched this node's identity, the trust bundle or the routers (pooled tunnels go),
+    /// and stays for policy, catalog, device or hop changes (tunnels stay).
     pub fn update(&self, f: impl FnOnce(&mut MeshState)) {
         let mut s = (**self.state.borrow()).clone();
         s.version += 1;
+        let trust = |s: &MeshState| format!("{:?}{:?}{:?}", s.identity.chain, s.bundle, s.nodes);
+        let before = trust(&s);
         f(&mut s);
+        if trust(&s) != before {
+            s.trust_version += 1;
+        }
         self.state.send(Arc::new(s)).unwrap();
     }
 }
@@ -455,6 +463,7 @@ pub fn fixture(policy: Policy) -> Fixture {
     ];
     let state = |local: &str, identity: NodeIdentity| MeshState {
         version: 1,
+        trust_version: 1,
         local_node: node(local),
         identity,
         bundle: ca.bundle_arc(),
