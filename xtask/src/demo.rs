@@ -248,6 +248,19 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     );
     print!("why: {}", ctl(&["why", "phone", "nas:80"])?);
+    // A speed test across the backhaul, as a person asks for it. Until the receiver has
+    // announced its sink the controller says so; that answer is the only one worth waiting on.
+    let mut speed = ctl(&["speedtest", "attic", "garage", "--seconds", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while speed
+        .as_ref()
+        .is_err_and(|e| format!("{e:#}").contains("has not said where its speed-test sink"))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        speed = ctl(&["speedtest", "attic", "garage", "--seconds", "1"]);
+    }
+    print!("{}", speed?);
     if once {
         if !phone_refused {
             bail!("the guest phone reached the NAS");
@@ -256,7 +269,7 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
     println!(
-        "\nThe demo home runs until Ctrl-C.\n  web page:  https://10.99.99.2:7443/  (setup token: {d}/controller/setup-token)\n  metrics:   curl http://10.99.99.2:9464/metrics\n  as a device: ip netns exec {p}laptop curl http://nas.trellis.home.arpa/\n               ip netns exec {p}phone curl -m 3 http://nas.trellis.home.arpa/   (a guest: refused)\n  manage:    {t} --socket {s} nodes | services | why phone nas | policy add … | remove-node attic\n  logs:      {d}/*.log",
+        "\nThe demo home runs until Ctrl-C.\n  web page:  https://10.99.99.2:7443/  (setup token: {d}/controller/setup-token)\n  metrics:   curl http://10.99.99.2:9464/metrics\n  as a device: ip netns exec {p}laptop curl http://nas.trellis.home.arpa/\n               ip netns exec {p}phone curl -m 3 http://nas.trellis.home.arpa/   (a guest: refused)\n  manage:    {t} --socket {s} nodes | services | why phone nas | policy add … | remove-node attic\n  measure:   {t} --socket {s} speedtest attic garage | traffic | topology\n  logs:      {d}/*.log",
         d = dir.display(),
         p = PREFIX,
         t = trellis.display(),

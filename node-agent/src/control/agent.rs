@@ -51,6 +51,10 @@ pub struct Agent {
     seen_devices: Arc<std::sync::Mutex<Vec<trellis_proto::api::SeenDevice>>>,
     /// Mesh hops to the other routers, as the controller answers each report (locality).
     hops: Arc<watch::Sender<Hops>>,
+    /// One report at a time, each built when its turn comes: reports sent from several
+    /// tasks (the timer, the data plane, the speed-test sink) must not arrive out of order,
+    /// or an older one would overwrite a newer one at the controller.
+    report_turn: Arc<tokio::sync::Mutex<()>>,
     /// How often telemetry goes out.
     telemetry_every: Duration,
 }
@@ -123,6 +127,7 @@ impl Agent {
             speedtest_addr: Arc::default(),
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
+            report_turn: Arc::default(),
             seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
         })
@@ -416,6 +421,7 @@ impl Agent {
 
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
+        let _turn = self.report_turn.lock().await;
         let t = Telemetry {
             addresses: self
                 .addresses
