@@ -98,14 +98,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let socket = dir.join("admin.sock");
     let trellis = dir.join("trellis");
     std::os::unix::fs::symlink(bin.join("trellis-controller"), &trellis)?;
-    let ctl = |args: &[&str]| {
-        output(
-            Command::new(&trellis)
-                .arg("--socket")
-                .arg(&socket)
-                .args(args),
-        )
+    let admin = crate::netns::Admin {
+        trellis: &trellis,
+        socket: &socket,
     };
+    let ctl = |args: &[&str]| admin.run(args);
 
     running.children.push(spawn_in(
         &ns("primary"),
@@ -127,12 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "the controller",
     )?;
     for (router, backhaul) in ROUTERS {
-        let code = ctl(&["pair", "--json"])?;
-        let code = code
-            .split('"')
-            .nth(3)
-            .context("trellis pair --json printed no code")?
-            .to_owned();
+        let code = admin.pairing_code()?;
         let state = dir.join(router);
         let joined = output(
             Command::new("ip")
@@ -433,17 +425,13 @@ fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
         || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
         "the controller",
     )?;
-    let ctl = |args: &[&str]| {
-        output(
-            Command::new(&trellis)
-                .arg("--socket")
-                .arg(&socket)
-                .args(args),
-        )
+    let admin = crate::netns::Admin {
+        trellis: &trellis,
+        socket: &socket,
     };
+    let ctl = |args: &[&str]| admin.run(args);
     for (router, _) in ROUTERS {
-        let code = ctl(&["pair", "--json"])?;
-        let code = code.split('"').nth(3).context("no code")?.to_owned();
+        let code = admin.pairing_code()?;
         let state = home.join(router);
         print!(
             "{}",

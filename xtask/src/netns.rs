@@ -60,3 +60,32 @@ pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `trellis` command against one controller's admin socket, as the demo and the bench
+/// drive it.
+pub struct Admin<'a> {
+    pub trellis: &'a Path,
+    pub socket: &'a Path,
+}
+
+impl Admin<'_> {
+    /// Run `trellis --socket SOCKET ARGS…`; its standard output.
+    pub fn run(&self, args: &[&str]) -> Result<String> {
+        output(
+            Command::new(self.trellis)
+                .arg("--socket")
+                .arg(self.socket)
+                .args(args),
+        )
+    }
+
+    /// A fresh single-use pairing code (`trellis pair --json`).
+    pub fn pairing_code(&self) -> Result<String> {
+        let answer: serde_json::Value = serde_json::from_str(&self.run(&["pair", "--json"])?)
+            .context("trellis pair --json printed no JSON")?;
+        answer["code"]
+            .as_str()
+            .map(str::to_owned)
+            .context("trellis pair --json printed no code")
+    }
+}

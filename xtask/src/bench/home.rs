@@ -277,21 +277,13 @@ impl Home {
             || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
             "the controller",
         )?;
-        let ctl = |args: &[&str]| {
-            output(
-                Command::new(&trellis)
-                    .arg("--socket")
-                    .arg(&socket)
-                    .args(args),
-            )
+        let admin = crate::netns::Admin {
+            trellis: &trellis,
+            socket: &socket,
         };
+        let ctl = |args: &[&str]| admin.run(args);
         for (name, ns, cpu, wan) in [("ra", RA, CPU_A, RA_WAN), ("rb", RB, CPU_B, RB_WAN)] {
-            let code = ctl(&["pair", "--json"])?;
-            let code = code
-                .split('"')
-                .nth(3)
-                .context("trellis pair --json printed no code")?
-                .to_owned();
+            let code = admin.pairing_code()?;
             let state = dir.join(name);
             output(
                 Command::new("ip")
