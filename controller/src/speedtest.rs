@@ -70,19 +70,7 @@ impl SpeedTests {
         seconds: Option<u32>,
         now: u64,
     ) -> Result<SpeedTest, HomeError> {
-        let seconds = seconds.unwrap_or(DEFAULT_SECONDS);
-        if !(1..=MAX_SECONDS).contains(&seconds) {
-            return Err(HomeError::new(
-                Kind::BadRequest,
-                format!("seconds must be 1 to {MAX_SECONDS}, not {seconds}"),
-            ));
-        }
-        if from == to {
-            return Err(HomeError::new(
-                Kind::BadRequest,
-                "a speed test needs two different routers",
-            ));
-        }
+        let seconds = check_request(&from, &to, seconds)?;
         let mut book = self.book();
         expire(&mut book, now);
         if let Some(busy) = book.entries.iter().find(|e| is_active(&e.test)) {
@@ -236,6 +224,29 @@ impl SpeedTests {
             }
         }
     }
+}
+
+/// What makes a request a test at all, whatever the home looks like: two different routers
+/// and 1 to [`MAX_SECONDS`] seconds. The seconds to run.
+pub fn check_request(
+    from: &NodeName,
+    to: &NodeName,
+    seconds: Option<u32>,
+) -> Result<u32, HomeError> {
+    let seconds = seconds.unwrap_or(DEFAULT_SECONDS);
+    if !(1..=MAX_SECONDS).contains(&seconds) {
+        return Err(HomeError::new(
+            Kind::BadRequest,
+            format!("seconds must be 1 to {MAX_SECONDS}, not {seconds}"),
+        ));
+    }
+    if from == to {
+        return Err(HomeError::new(
+            Kind::BadRequest,
+            "a speed test needs two different routers",
+        ));
+    }
+    Ok(seconds)
 }
 
 fn is_active(t: &SpeedTest) -> bool {
