@@ -33,10 +33,45 @@ pub const BENCH_PROGRAMS: &[&str] = &["stunnel4", "iperf3", "nft", "ip", "openss
 /// Rust targets built on stable with the rust-std rustup ships.
 pub const STABLE_TARGETS: &[&str] = &["aarch64-unknown-linux-musl", "x86_64-unknown-linux-musl"];
 
+/// A whole `cargo xtask test` from a clean clone peaks near this much in `target/` plus the
+/// lab's scratch (measured on x86_64; see `.ci/run`).
+const TEST_RUN_NEEDS_GIB: u64 = 6;
+
 pub fn ensure_test_tools() -> Result<()> {
+    ensure_disk_space(TEST_RUN_NEEDS_GIB)?;
     ensure_apt()?;
     ensure_zigbuild()?;
     ensure_rust_targets(STABLE_TARGETS)
+}
+
+/// Refuse to start a run that cannot finish: a full disk shows up minutes later as an
+/// LLVM "IO failure on output stream" in the middle of a build, which names nothing useful.
+fn ensure_disk_space(needed_gib: u64) -> Result<()> {
+    let target = crate::root().join("target");
+    let probe = if target.exists() {
+        target
+    } else {
+        crate::root()
+    };
+    let df = output(
+        Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&probe),
+    )?;
+    let Some(free) = df.lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()) else {
+        eprintln!("xtask: could not read free space from df; going on");
+        return Ok(());
+    };
+    let free_gib = free / (1 << 30);
+    if free_gib < needed_gib {
+        bail!(
+            "only {free_gib} GiB free on the disk holding {}; a test run needs about \
+             {needed_gib} GiB. Free some space (`cargo clean` in other checkouts, old \
+             /var/tmp/trellis-lab*) and run again",
+            probe.display()
+        );
+    }
+    Ok(())
 }
 
 fn is_root() -> bool {
