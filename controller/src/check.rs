@@ -191,6 +191,8 @@ mod tests {
             last_seen_s: None,
             clock_skew_s: skew,
             label: None,
+            portal: false,
+            hops: None,
         }
     }
 

@@ -40,7 +40,13 @@ pub enum Command {
     /// The routers of the home and their state.
     Nodes,
     /// Make a pairing code for a new satellite (single use, 10 minutes).
-    Pair,
+    Pair {
+        /// The code is for the agent on this router (the one the controller runs on), which
+        /// then shows as the portal: the centre of the map, hop 0. The firmware's init
+        /// script uses it; a person pairing a satellite does not.
+        #[arg(long)]
+        this_router: bool,
+    },
     /// Remove a router: revokes its identity on every agent.
     RemoveNode { name: String },
     /// Devices known by MAC and their groups.
@@ -292,11 +298,16 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     return "no routers yet: run `trellis pair` and then `trellis-agent join` on the satellite\n".into();
                 }
                 let mut out = format!(
-                    "{:<20} {:<10} {:<14} {:<10} {}\n",
-                    "NAME", "STATE", "CERT EXPIRES", "CONFIG", "LAST SEEN"
+                    "{:<20} {:<10} {:<14} {:<10} {:<10} {}\n",
+                    "NAME", "STATE", "CERT EXPIRES", "CONFIG", "MESH HOPS", "LAST SEEN"
                 );
                 for n in nodes {
                     let state = if n.revoked { "removed" } else { "enrolled" };
+                    let hops = match (n.portal, n.hops) {
+                        (true, _) => "portal".to_owned(),
+                        (false, Some(h)) => h.to_string(),
+                        (false, None) => "-".to_owned(),
+                    };
                     let cert = match n.cert_not_after {
                         Some(t) if t > now => format!("in {}", ago(t, now)),
                         Some(_) => "EXPIRED".into(),
@@ -307,20 +318,24 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                         .map(|s| format!("{s} s ago"))
                         .unwrap_or_else(|| "-".into());
                     out += &format!(
-                        "{:<20} {:<10} {:<14} v{:<9} {}\n",
+                        "{:<20} {:<10} {:<14} v{:<9} {:<10} {}\n",
                         n.name.as_str(),
                         state,
                         cert,
                         n.acked_version,
+                        hops,
                         seen
                     );
                 }
                 out
             })
         }
-        Command::Pair => {
+        Command::Pair { this_router } => {
+            let req = trellis_proto::api::NewPairingCodeRequest {
+                this_router: *this_router,
+            };
             let code: NewPairingCode =
-                call(cli, Method::POST, "/v1/admin/pairing-codes", none).await?;
+                call(cli, Method::POST, "/v1/admin/pairing-codes", Some(&req)).await?;
             show(cli, &code, |c| {
                 format!(
                     "pairing code: {}\nvalid for {} minutes, single use. On the satellite run:\n  trellis-agent join <this router's address> {}\n",

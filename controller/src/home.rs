@@ -314,13 +314,15 @@ impl Home {
 
     // --- pairing -------------------------------------------------------------------------
 
-    pub fn new_pairing_code(&self) -> Result<NewPairingCode> {
+    /// A pairing code for a satellite, or (`this_router`) for the agent on the router the
+    /// controller itself runs on, which then shows as the portal.
+    pub fn new_pairing_code(&self, this_router: bool) -> Result<NewPairingCode> {
         let code = self
             .pairing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .new_code(Instant::now())?;
-        tracing::info!(slot = %code.slot, "pairing code issued, valid 10 minutes");
+            .new_code(Instant::now(), this_router)?;
+        tracing::info!(slot = %code.slot, this_router, "pairing code issued, valid 10 minutes");
         Ok(NewPairingCode {
             code: code.display(),
             expires_in_s: crate::pairing::CODE_LIFETIME.as_secs(),
@@ -370,6 +372,9 @@ impl Home {
             .sign_csr(&admitted.csr_pem, &identity, self.settings.leaf_ttl)?;
         self.store
             .enroll_node(&identity, &issued.serial, issued.not_after, unix_now())?;
+        if admitted.this_router {
+            self.store.set_portal_node(&admitted.node_name)?;
+        }
         self.publish()?;
         tracing::info!(%identity, "router enrolled");
         self.record(
@@ -605,6 +610,15 @@ impl Home {
 
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let portal = self.store.portal_node()?;
+        let hops = portal
+            .as_ref()
+            .map(|p| {
+                let mut hops = self.hops_from(p);
+                hops.insert(p.clone(), 0);
+                hops
+            })
+            .unwrap_or_default();
         Ok(self
             .store
             .nodes()?
@@ -612,6 +626,8 @@ impl Home {
             .map(|row| {
                 let l = live.get(&row.name).cloned().unwrap_or_default();
                 NodeInfo {
+                    portal: portal.as_ref() == Some(&row.name),
+                    hops: hops.get(&row.name).copied(),
                     name: row.name,
                     identity: row.identity,
                     enrolled_at: row.enrolled_at,

@@ -273,16 +273,17 @@ fn the_router_page_in_a_real_browser() {
     let drawn = d.script_async(
         r#"const done = arguments[arguments.length - 1];
         Promise.all([import('/ui/map.js'), import('/ui/pages/home.js')]).then(([map, home]) => {
-          const r = (name, label, state, devices, services) => ({ name, label, state, identity: 'spiffe://demo/node/' + name,
+          const r = (name, label, state, devices, services, hops) => ({ name, label, state, identity: 'spiffe://demo/node/' + name,
             last_seen_s: state === 'online' ? 3 : 900, addresses: ['192.168.1.' + name.length], devices, services,
-            cert_expires_in_s: 40000, enrolled_at: 0, acked_version: 3, agent_version: '0.1.0' });
-          const overview = { home_id: 'demo', config_version: 7, controller_version: '0.1.0',
-            routers: [r('attic', 'Attic', 'online', ['tv', 'laptop'], ['nas']), r('garage', null, 'online', ['camera'], []),
-                      r('shed', 'Shed', 'offline', [], [])],
+            cert_expires_in_s: 40000, enrolled_at: 0, acked_version: 3, agent_version: '0.1.0', portal: hops === 0, hops });
+          // The primary router's own agent ("home") is the portal: the centre of the map.
+          const overview = { home_id: 'demo', config_version: 7, controller_version: '0.1.0', portal: 'home',
+            routers: [r('home', null, 'online', ['printer'], []), r('attic', 'Attic', 'online', ['tv', 'laptop'], ['nas'], 1),
+                      r('garage', null, 'online', ['camera'], [], 2), r('shed', 'Shed', 'offline', [], [], null)],
             links: [
-              { from: 'controller', to: 'attic', signal_dbm: -52, expected_throughput_kbps: 286000, airtime_metric: 120, verdict: 'good' },
+              { from: 'home', to: 'attic', signal_dbm: -52, expected_throughput_kbps: 286000, airtime_metric: 120, verdict: 'good' },
               { from: 'attic', to: 'garage', signal_dbm: -68, expected_throughput_kbps: 54000, airtime_metric: 410, verdict: 'fair' },
-              { from: 'controller', to: 'shed', signal_dbm: -84, expected_throughput_kbps: 4000, airtime_metric: 2900, verdict: 'unstable' },
+              { from: 'home', to: 'shed', signal_dbm: -84, expected_throughput_kbps: 4000, airtime_metric: 2900, verdict: 'unstable' },
             ],
             warnings: [
               { level: 'error', subject: 'Shed', message: 'Shed is offline: it has not called the controller for 15 min. Check that it has power and a link to the mesh.' },
@@ -313,6 +314,29 @@ fn the_router_page_in_a_real_browser() {
         "{details}"
     );
     d.wait_text("main .warnings", "2 things need attention");
+    // The portal is drawn once, in the centre, as this router with its own devices; each
+    // satellite says how many mesh hops away it is.
+    assert!(!d.exists("#preview [data-router=controller]"));
+    let portal = d.wait("#preview .node.portal[data-router=home]");
+    let label = d.attr(&portal, "aria-label").unwrap_or_default();
+    assert!(
+        label.starts_with("This router") && label.contains("printer"),
+        "{label}"
+    );
+    let garage = d.wait("#preview .node.router[data-router=garage]");
+    let label = d.attr(&garage, "aria-label").unwrap_or_default();
+    assert!(label.contains("2 mesh hops from this router"), "{label}");
+    let subs = d.script(
+        "return ['attic', 'garage'].map((n) => document.querySelector(`#preview [data-router=${n}] .sub`).textContent)",
+        serde_json::json!([]),
+    );
+    assert_eq!(
+        subs,
+        serde_json::json!([
+            "Online · 1 hop · 2 dev · 1 svc",
+            "Online · 2 hops · 1 dev · 0 svc"
+        ])
+    );
     shot(&d, "06b-map-link-quality-preview");
 
     // --- certificates -----------------------------------------------------------------------

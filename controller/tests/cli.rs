@@ -62,6 +62,35 @@ fn pair_a_satellite_from_the_command_line() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["nodes"], 1);
 
+    // The primary router's own agent joins with a code for this router (the firmware's
+    // init script does this) and becomes the portal; a satellite's code does not.
+    let out = trellis(dir.path(), &c.socket, &["pair", "--this-router", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let own: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = support::join(dir.path(), &c, own["code"].as_str().unwrap(), "home");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = trellis(dir.path(), &c.socket, &["nodes", "--json"]);
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let portal = |n: &str| {
+        nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == n)
+            .map(|x| (x["portal"].clone(), x["hops"].clone()))
+    };
+    assert_eq!(portal("home"), Some((true.into(), 0.into())), "{nodes}");
+    assert_eq!(
+        portal("attic"),
+        Some((false.into(), serde_json::Value::Null))
+    );
+    let table = text(&trellis(dir.path(), &c.socket, &["nodes"]));
+    let home_row = table
+        .lines()
+        .find(|l| l.starts_with("home "))
+        .expect(&table);
+    assert!(home_row.contains("portal"), "{table}");
+
     let out = trellis(dir.path(), &c.socket, &["remove-node", "attic"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("revoked"), "{}", text(&out));

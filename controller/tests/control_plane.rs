@@ -43,7 +43,7 @@ async fn start_home() -> TestHome {
 }
 
 fn code_of(home: &Home) -> PairingCode {
-    PairingCode::parse(&home.new_pairing_code().unwrap().code).unwrap()
+    PairingCode::parse(&home.new_pairing_code(false).unwrap().code).unwrap()
 }
 
 fn name(n: &str) -> NodeName {
@@ -51,8 +51,17 @@ fn name(n: &str) -> NodeName {
 }
 
 async fn pair(th: &TestHome, node: &str, dir: &std::path::Path) -> StateDir {
+    pair_with(th, node, dir, code_of(&th.home)).await
+}
+
+async fn pair_with(
+    th: &TestHome,
+    node: &str,
+    dir: &std::path::Path,
+    code: PairingCode,
+) -> StateDir {
     let state = StateDir::new(dir.join(node));
-    join(&th.addr, &code_of(&th.home), &name(node), &state, false)
+    join(&th.addr, &code, &name(node), &state, false)
         .await
         .unwrap_or_else(|e| panic!("{node} could not join: {e}"));
     state
@@ -625,7 +634,10 @@ async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
             vec![("02:00:00:00:0b:01", "fair")],
         ),
     ] {
-        let agent = Agent::load(pair(&th, node, dirs.path()).await).unwrap();
+        // attic is the router the controller runs on: its agent joins with its own code.
+        let code =
+            PairingCode::parse(&th.home.new_pairing_code(node == "attic").unwrap().code).unwrap();
+        let agent = Agent::load(pair_with(&th, node, dirs.path(), code).await).unwrap();
         let links: Vec<serde_json::Value> = peers
             .iter()
             .map(|(peer, verdict)| serde_json::json!({"peer": peer, "verdict": verdict}))
@@ -652,6 +664,22 @@ async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
     );
     agents[2].report_once().await.unwrap();
     assert_eq!(agents[2].hops().borrow().get(&name("attic")), Some(&2));
+    // The admin view counts from the portal (attic), as the map and `trellis nodes` show.
+    let from_portal: Vec<(String, bool, Option<u32>)> = th
+        .home
+        .nodes()
+        .unwrap()
+        .into_iter()
+        .map(|n| (n.name.to_string(), n.portal, n.hops))
+        .collect();
+    assert_eq!(
+        from_portal,
+        vec![
+            ("attic".to_string(), true, Some(0)),
+            ("garage".to_string(), false, Some(1)),
+            ("shed".to_string(), false, Some(2)),
+        ]
+    );
     // garage removed: attic reaches nobody over the air any more.
     th.home.remove_node(&name("garage")).unwrap();
     agents[0].report_once().await.unwrap();

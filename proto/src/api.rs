@@ -279,6 +279,23 @@ pub struct NodeInfo {
     /// The name a person gave the router on the web page, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The router the controller runs on: the portal to the internet.
+    #[serde(default)]
+    pub portal: bool,
+    /// Mesh hops from the portal over the reported peer links (0 for the portal itself);
+    /// `None` when no path is known (no portal yet, no link reported, or a wired router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<u32>,
+}
+
+/// `POST /v1/admin/pairing-codes` request body (optional: no body is a satellite's code).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPairingCodeRequest {
+    /// The code is for the agent on the router the controller runs on: that router becomes
+    /// the home's portal (the centre of the map, hop 0).
+    #[serde(default)]
+    pub this_router: bool,
 }
 
 /// `POST /v1/admin/pairing-codes` answer.

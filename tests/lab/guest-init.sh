@@ -129,7 +129,7 @@ lan_ip() { echo "192.168.1.$(( $(idx "$1") + 1 ))"; }
 STATE=/tmp/home    # each router's flash: $STATE-A/agent, $STATE-A/controller
 CTL_SOCK=/run/trellis-ctl/admin.sock
 trell() { /bin/ip netns exec ns0 /bin/trellis --socket "$CTL_SOCK" "$@"; }
-new_code() { trell --json pair 2>>/tmp/trellis-cli.log | sed -n 's/.*"code": *"\([^"]*\)".*/\1/p'; }
+new_code() { trell --json pair "$@" 2>>/tmp/trellis-cli.log | sed -n 's/.*"code": *"\([^"]*\)".*/\1/p'; }
 join_home() {  # node controller-address code
   nsx "ns$(idx "$1")" timeout 60 trellis-agent --state-dir "$STATE-$1/agent" join "$2" "$3" --name "$(low "$1")"
 }
@@ -163,6 +163,11 @@ start_run() {
 online() {
   trell --json nodes 2>/dev/null | awk -F': ' '/"name":/ { n = $2; gsub(/[", ]/, "", n) }
     /"last_seen_s":/ { s = $2; gsub(/[ ,]/, "", s); if (s != "null" && s + 0 <= 10) printf "%s ", n }'
+}
+# mesh hops from the portal (A, whose agent joined with a code for this router): "a=0 b=1 c=2 "
+hops_from_portal() {
+  trell --json nodes 2>/dev/null | awk -F': ' '/"name":/ { n = $2; gsub(/[", ]/, "", n) }
+    /"hops":/ { h = $2; gsub(/[ ,]/, "", h); printf "%s=%s ", n, h }'
 }
 # the controller's topology as "from>to" pairs: "a>b a>c ..."
 topo() {
@@ -219,7 +224,7 @@ end=$(deadline 30)
 until trell status >/dev/null 2>&1 || past "$end"; do sleep 0.2; done
 # A, the primary, is a mesh node too: its own agent joins its controller once (as the README says)
 JOINED=""; PAIR_WHY=""
-CODE=$(new_code)
+CODE=$(new_code --this-router)
 if [ -n "$CODE" ] && join_home A 127.0.0.1 "$CODE" > /tmp/join-A.log 2>&1; then JOINED="a"
 else PAIR_WHY="${PAIR_WHY}A-did-not-join(code=${CODE:-none}) "; fi
 # B and C: a setup cable into A's LAN, a code each; B mistypes its code first
@@ -381,10 +386,11 @@ if wait_peers $SC 60 A:1 B:2 C:1; then
     AC=0; peer_events A $SC | grep -q "peer_up $MAC_C" && AC=1
     T_LM0=$(up)
     if wait_topo 40 'a>b' 'b>a' 'b>c' 'c>b' '!a>c' '!c>a'; then MAP=ok; else MAP=fail; fi
-    if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ] && [ $AC = 0 ] && [ $MAP = ok ]; then
-      result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B controller_topology=\"$TOPO\" (no a-c) map_s=$(dt "$T_LM0" "$(up)")"
+    HOPS=$(hops_from_portal)
+    if [ "$NH" = "$MAC_B" ] && [ "$KNH" = "$MAC_B" ] && [ $AC = 0 ] && [ $MAP = ok ] && [ "$HOPS" = "a=0 b=1 c=2 " ]; then
+      result line pass "a_to_c=ping-ok agent_next_hop=B kernel_next_hop=B controller_topology=\"$TOPO\" (no a-c) hops_from_portal=\"$HOPS\" map_s=$(dt "$T_LM0" "$(up)")"
     else
-      result line fail "agent_next_hop=$NH kernel_next_hop=$KNH want=$MAC_B a_c_peered=$AC controller_topology=\"$TOPO\" map=$MAP"
+      result line fail "agent_next_hop=$NH kernel_next_hop=$KNH want=$MAC_B a_c_peered=$AC controller_topology=\"$TOPO\" map=$MAP hops_from_portal=\"$HOPS\" (want a=0 b=1 c=2)"
     fi
   else
     result line fail "why=no-ping-A-to-C-over-B"

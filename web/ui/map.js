@@ -7,7 +7,9 @@ import { h, s, routerName, STATE_TEXT, duration } from './lib.js';
 
 const W = 640;
 const H = 420;
-const PORTAL = 'controller';
+// The centre of the map when the router the controller runs on has no agent in the home
+// yet (its agent joins by itself on a real install, and then takes this place).
+const CONTROLLER = 'controller';
 // The smallest area the map zooms to, so one or two routers are not drawn huge.
 const MIN_W = 720;
 const MIN_H = 300;
@@ -35,11 +37,18 @@ function linkText(link, names) {
   return parts.join(', ');
 }
 
+const plural = (count, word) => `${count} ${word}${count === 1 ? '' : 's'}`;
+
+function hopsText(r) {
+  if (r.hops == null) return 'no mesh path reported';
+  return `${plural(r.hops, 'mesh hop')} from this router`;
+}
+
 function routerText(r) {
   const parts = [`${routerName(r)}: ${STATE_TEXT[r.state] || r.state}`];
+  if (!r.portal) parts.push(hopsText(r));
   if (r.last_seen_s != null) parts.push(`last heard ${duration(r.last_seen_s)} ago`);
-  const n = (count, word) => `${count} ${word}${count === 1 ? '' : 's'}`;
-  parts.push(`${n(r.devices.length, 'device')}, ${n(r.services.length, 'service')}`);
+  parts.push(`${plural(r.devices.length, 'device')}, ${plural(r.services.length, 'service')}`);
   if (r.devices.length) parts.push(`devices ${r.devices.join(', ')}`);
   if (r.services.length) parts.push(`runs ${r.services.join(', ')}`);
   if (r.addresses.length) parts.push(`addresses ${r.addresses.join(', ')}`);
@@ -50,8 +59,8 @@ function routerText(r) {
 const ROUTER_GLYPH = 'M-13 0h26v10h-26zM-8 0l-3-10M8 0l3-10M-7 5h2M-2 5h2';
 
 // Place satellites on a ring around the portal (stable order: by name).
-function layout(routers, narrow) {
-  const pos = new Map([[PORTAL, { x: W / 2, y: H / 2 }]]);
+function layout(portal, routers, narrow) {
+  const pos = new Map([[portal, { x: W / 2, y: H / 2 }]]);
   const n = routers.length;
   const r = n <= 1 ? 140 : Math.min(160, 90 + n * 12);
   // One or two satellites sit beside the portal; more go round it from the top.
@@ -67,11 +76,14 @@ function layout(routers, narrow) {
 
 // Render into `holder`; returns nothing. Called again on every refresh.
 export function drawMap(holder, overview) {
-  const routers = overview.routers.filter((r) => r.state !== 'removed');
-  const byName = new Map(routers.map((r) => [r.name, r]));
+  const all = overview.routers.filter((r) => r.state !== 'removed');
+  const own = all.find((r) => r.name === overview.portal);
+  const PORTAL = own ? own.name : CONTROLLER;
+  const routers = all.filter((r) => r !== own);
+  const byName = new Map(all.map((r) => [r.name, r]));
   const names = (n) => (n === PORTAL ? 'This router' : routerName(byName.get(n) || { name: n }));
   const narrow = holder.clientWidth > 0 && holder.clientWidth < 520;
-  const pos = layout(routers, narrow);
+  const pos = layout(PORTAL, routers, narrow);
   const minW = narrow ? 360 : MIN_W;
   // A refresh keeps what the person was looking at: the details text and keyboard focus.
   const before = holder.querySelector('.map-details');
@@ -125,7 +137,10 @@ export function drawMap(holder, overview) {
 
   const nodeLayer = s('g', { class: 'nodes' });
   const portal = pos.get(PORTAL);
-  const portalText = `This router: the portal to the internet and the Trellis controller (home ${overview.home_id}).`;
+  const portalText = `This router${own ? ` (${routerName(own)})` : ''}: the portal to the internet and the Trellis controller (home ${overview.home_id})`
+    + (own ? `; ${plural(own.devices.length, 'device')}, ${plural(own.services.length, 'service')}`
+      + (own.devices.length ? `: devices ${own.devices.join(', ')}` : '')
+      + (own.services.length ? `; runs ${own.services.join(', ')}` : '') : '') + '.';
   nodeLayer.append(s('g', {
     class: 'node portal', 'data-router': PORTAL, transform: `translate(${portal.x} ${portal.y})`, tabindex: 0, role: 'img',
     'aria-label': portalText, onmouseenter: show(portalText), onfocus: show(portalText), onclick: show(portalText),
@@ -135,7 +150,8 @@ export function drawMap(holder, overview) {
   s('path', { d: ROUTER_GLYPH, class: 'glyph' }),
   s('path', { d: 'M0 -6v-12M-5 -13l5-5 5 5', class: 'glyph' }),
   s('text', { y: 54, class: 'label' }, 'This router'),
-  s('text', { y: 70, class: 'sub' }, 'portal · controller')));
+  s('text', { y: 70, class: 'sub' }, own
+    ? `portal · ${own.devices.length} dev · ${own.services.length} svc` : 'portal · controller')));
 
   for (const r of routers) {
     const p = pos.get(r.name);
@@ -149,7 +165,9 @@ export function drawMap(holder, overview) {
     s('circle', { r: 26 }),
     s('path', { d: ROUTER_GLYPH, class: 'glyph' }),
     s('text', { y: 44, class: 'label' }, routerName(r)),
-    s('text', { y: 60, class: 'sub' }, `${STATE_TEXT[r.state] || r.state} · ${r.devices.length} dev · ${r.services.length} svc`)));
+    s('text', { y: 60, class: 'sub' }, [STATE_TEXT[r.state] || r.state,
+      ...(r.hops != null ? [plural(r.hops, 'hop')] : []),
+      `${r.devices.length} dev`, `${r.services.length} svc`].join(' · '))));
   }
   svg.append(nodeLayer);
   if (routers.length === 0) {

@@ -124,7 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
         "the controller",
     )?;
     for (router, backhaul) in ROUTERS {
-        let code = admin.pairing_code()?;
+        let code = admin.pairing_code(*router == "primary")?;
         let state = dir.join(router);
         let joined = output(
             Command::new("ip")
@@ -431,7 +431,7 @@ fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
     };
     let ctl = |args: &[&str]| admin.run(args);
     for (router, _) in ROUTERS {
-        let code = admin.pairing_code()?;
+        let code = admin.pairing_code(*router == "primary")?;
         let state = home.join(router);
         print!(
             "{}",

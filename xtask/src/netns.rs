@@ -80,8 +80,15 @@ impl Admin<'_> {
     }
 
     /// A fresh single-use pairing code (`trellis pair --json`).
-    pub fn pairing_code(&self) -> Result<String> {
-        let answer: serde_json::Value = serde_json::from_str(&self.run(&["pair", "--json"])?)
+    /// A code for a satellite, or (`this_router`) for the agent beside the controller, which
+    /// then is the portal on the map.
+    pub fn pairing_code(&self, this_router: bool) -> Result<String> {
+        let args: &[&str] = if this_router {
+            &["pair", "--this-router", "--json"]
+        } else {
+            &["pair", "--json"]
+        };
+        let answer: serde_json::Value = serde_json::from_str(&self.run(args)?)
             .context("trellis pair --json printed no JSON")?;
         answer["code"]
             .as_str()

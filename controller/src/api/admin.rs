@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NewService, NewSpeedTest, NodeInfo, RemovedNode, SpeedTest, Status,
-    WhyAnswer,
+    CaBackup, NewPairingCode, NewPairingCodeRequest, NewService, NewSpeedTest, NodeInfo,
+    RemovedNode, SpeedTest, Status, WhyAnswer,
 };
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Policy, Rule};
@@ -95,8 +95,20 @@ async fn remove_node(
 
 async fn new_code(
     State(home): State<Arc<Home>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<NewPairingCode>), HomeError> {
-    home.new_pairing_code()
+    // No body is the common case: a code for a satellite.
+    let req: NewPairingCodeRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        NewPairingCodeRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            HomeError::new(
+                Kind::BadRequest,
+                format!("malformed request body: {e}; send {{\"this_router\": true}} or nothing"),
+            )
+        })?
+    };
+    home.new_pairing_code(req.this_router)
         .map(|c| (StatusCode::CREATED, Json(c)))
 }
 

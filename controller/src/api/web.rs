@@ -473,6 +473,10 @@ pub struct RouterView {
     /// none yet) and the catalog services it fronts.
     pub devices: Vec<String>,
     pub services: Vec<String>,
+    /// The router the controller runs on (the centre of the map).
+    pub portal: bool,
+    /// Mesh hops from the portal (0 for the portal); `None` when no path is reported.
+    pub hops: Option<u32>,
 }
 
 /// A mesh link between two routers. Empty until agents report wifi links in telemetry;
@@ -553,6 +557,8 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 agent_version: t.agent_version,
                 devices: t.devices.iter().map(device_name).collect(),
                 services,
+                portal: n.portal,
+                hops: n.hops,
             }
         })
         .collect())
@@ -658,6 +664,8 @@ fn link_warnings(
 #[derive(Serialize)]
 struct Overview {
     home_id: String,
+    /// The router the controller runs on, once its agent joined (`trellis pair --this-router`).
+    portal: Option<String>,
     config_version: u64,
     controller_version: String,
     routers: Vec<RouterView>,
@@ -671,6 +679,10 @@ async fn overview(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<Overv
     let warnings = warnings(&web, &routers);
     Ok(Json(Overview {
         home_id: status.home_id.to_string(),
+        portal: routers
+            .iter()
+            .find(|r| r.portal && r.state != "removed")
+            .map(|r| r.name.clone()),
         config_version: status.config_version,
         controller_version: status.controller_version,
         routers,
@@ -738,7 +750,7 @@ async fn new_code(
     State(web): State<Arc<Web>>,
     _: Admin,
 ) -> WebResult<(StatusCode, Json<CodeView>)> {
-    let c = web.home.new_pairing_code()?;
+    let c = web.home.new_pairing_code(false)?;
     let slot = c
         .code
         .get(..trellis_proto::pairing::CODE_SLOT_LEN)

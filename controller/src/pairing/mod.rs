@@ -47,6 +47,9 @@ struct Code {
     secret: String,
     expires: Instant,
     tries: u32,
+    /// Issued for the router the controller runs on (`trellis pair --this-router`): whoever
+    /// redeems it becomes the home's portal on the map.
+    this_router: bool,
 }
 
 struct Session {
@@ -59,6 +62,8 @@ struct Session {
 /// What a successful [`Pairing::finish`] hands to enrollment.
 pub struct Admitted {
     pub node_name: NodeName,
+    /// The code was issued for the controller's own router.
+    pub this_router: bool,
     pub csr_pem: String,
     pub keys: SessionKeys,
 }
@@ -103,8 +108,12 @@ impl Pairing {
         self.sessions.retain(|_, s| s.expires > now);
     }
 
-    /// Issue a new code.
-    pub fn new_code(&mut self, now: Instant) -> Result<PairingCode, PairingError> {
+    /// Issue a new code; `this_router` marks a code for the controller's own router.
+    pub fn new_code(
+        &mut self,
+        now: Instant,
+        this_router: bool,
+    ) -> Result<PairingCode, PairingError> {
         self.expire(now);
         if self.codes.len() >= MAX_CODES {
             return Err(PairingError::TooManyCodes);
@@ -128,6 +137,7 @@ impl Pairing {
                 secret: secret.clone(),
                 expires: now + CODE_LIFETIME,
                 tries: 0,
+                this_router,
             },
         );
         Ok(PairingCode { slot, secret })
@@ -202,9 +212,9 @@ impl Pairing {
             return Err(PairingError::WrongCode { tries });
         }
         // Single use: whoever proved the code first consumed it.
-        if self.codes.remove(&session.slot).is_none() {
+        let Some(code) = self.codes.remove(&session.slot) else {
             return Err(PairingError::UnknownCode(session.slot));
-        }
+        };
         if self.used.len() >= MAX_CODES {
             self.used.pop_front();
         }
@@ -212,6 +222,7 @@ impl Pairing {
             .push_back((session.slot.clone(), session.node_name.clone(), now));
         Ok(Admitted {
             node_name: session.node_name,
+            this_router: code.this_router,
             csr_pem: req.csr_pem.clone(),
             keys: session.keys,
         })

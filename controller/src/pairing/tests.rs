@@ -43,7 +43,7 @@ fn finish(
 fn the_right_code_admits_once() {
     let mut p = Pairing::default();
     let now = Instant::now();
-    let code = p.new_code(now).unwrap();
+    let code = p.new_code(now, false).unwrap();
     assert_eq!(code.display().len(), 12);
     let (agent, ch) = start(&mut p, &code, &code.secret, now).unwrap();
     let admitted = finish(&mut p, agent, &ch, now).unwrap();
@@ -54,10 +54,22 @@ fn the_right_code_admits_once() {
 }
 
 #[test]
+fn a_code_for_this_router_says_so_when_redeemed() {
+    let mut p = Pairing::default();
+    let now = Instant::now();
+    let satellite = p.new_code(now, false).unwrap();
+    let own = p.new_code(now, true).unwrap();
+    let (agent, ch) = start(&mut p, &satellite, &satellite.secret, now).unwrap();
+    assert!(!finish(&mut p, agent, &ch, now).unwrap().this_router);
+    let (agent, ch) = start(&mut p, &own, &own.secret, now).unwrap();
+    assert!(finish(&mut p, agent, &ch, now).unwrap().this_router);
+}
+
+#[test]
 fn a_wrong_code_is_refused_and_five_tries_burn_it() {
     let mut p = Pairing::default();
     let now = Instant::now();
-    let code = p.new_code(now).unwrap();
+    let code = p.new_code(now, false).unwrap();
     for attempt in 1..=MAX_TRIES {
         let (agent, ch) = start(&mut p, &code, "WRONGONE", now).unwrap();
         let err = finish(&mut p, agent, &ch, now).err().unwrap();
@@ -75,7 +87,7 @@ fn a_wrong_code_is_refused_and_five_tries_burn_it() {
 fn codes_expire_after_ten_minutes() {
     let mut p = Pairing::default();
     let now = Instant::now();
-    let code = p.new_code(now).unwrap();
+    let code = p.new_code(now, false).unwrap();
     let later = now + CODE_LIFETIME + Duration::from_secs(1);
     let err = start(&mut p, &code, &code.secret, later).unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
@@ -87,16 +99,19 @@ fn open_codes_and_sessions_are_bounded() {
     let mut p = Pairing::default();
     let now = Instant::now();
     for _ in 0..MAX_CODES {
-        p.new_code(now).unwrap();
+        p.new_code(now, false).unwrap();
     }
-    assert_eq!(p.new_code(now).unwrap_err(), PairingError::TooManyCodes);
+    assert_eq!(
+        p.new_code(now, false).unwrap_err(),
+        PairingError::TooManyCodes
+    );
 }
 
 #[test]
 fn a_session_cannot_be_replayed() {
     let mut p = Pairing::default();
     let now = Instant::now();
-    let code = p.new_code(now).unwrap();
+    let code = p.new_code(now, false).unwrap();
     let (agent, ch) = start(&mut p, &code, &code.secret, now).unwrap();
     let keys = agent
         .finish(&ch.spake_b, "attic", "h1", &ch.ca_pem)
@@ -117,7 +132,7 @@ fn a_session_cannot_be_replayed() {
 fn progress_follows_a_code_from_waiting_to_used() {
     let mut p = Pairing::default();
     let t0 = Instant::now();
-    let code = p.new_code(t0).unwrap();
+    let code = p.new_code(t0, false).unwrap();
     assert!(matches!(
         p.progress(&code.slot, t0),
         Progress::Waiting { .. }
@@ -138,6 +153,6 @@ fn progress_follows_a_code_from_waiting_to_used() {
         }
     );
     assert_eq!(p.progress("ZZ", t0), Progress::Gone);
-    let other = p.new_code(t0).unwrap();
+    let other = p.new_code(t0, false).unwrap();
     assert_eq!(p.progress(&other.slot, t0 + CODE_LIFETIME), Progress::Gone);
 }

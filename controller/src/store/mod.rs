@@ -164,6 +164,32 @@ impl Store {
         })
     }
 
+    /// The router the controller runs on, once its own agent has joined (the map's portal).
+    pub fn portal_node(&self) -> Result<Option<NodeName>> {
+        self.with(|conn| {
+            let name: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'portal_node'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            name.map(|n| NodeName::new(n).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()
+        })
+    }
+
+    pub fn set_portal_node(&self, name: &NodeName) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('portal_node', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [name.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+
     pub fn config_version(&self) -> Result<u64> {
         self.with(|conn| config_version(conn))
     }

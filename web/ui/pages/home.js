@@ -26,7 +26,8 @@ export function render(root) {
     }
     drawWarnings(warnings, o.warnings);
     drawMap(mapHolder, o);
-    const routers = o.routers.filter((r) => r.state !== 'removed');
+    // Satellites: every router but the one this page runs on.
+    const routers = o.routers.filter((r) => r.state !== 'removed' && r.name !== o.portal);
     const online = routers.filter((r) => r.state === 'online').length;
     summary.replaceChildren(
       h('dt', {}, 'Satellites'), h('dd', {}, routers.length === 0

@@ -62,13 +62,17 @@ export function render(root) {
 
   function routerCard(r) {
     const out = h('p', { class: 'result', role: 'status' });
-    const title = h('h3', {}, routerName(r), r.label ? h('span', { class: 'muted' }, ` (${r.name})`) : '');
+    const title = h('h3', {}, routerName(r), r.label ? h('span', { class: 'muted' }, ` (${r.name})`) : '',
+      r.portal ? [' ', h('span', { class: 'badge' }, 'this router · portal')] : '');
     const rename = h('button', { type: 'button', class: 'quiet', 'aria-label': `Rename ${routerName(r)}` }, 'Rename');
     const remove = h('button', { type: 'button', class: 'danger', 'aria-label': `Remove ${routerName(r)}` }, 'Remove');
     const card = h('li', { class: `card router state-${r.state}`, 'data-router': r.name },
       title,
       h('dl', { class: 'facts' },
         h('dt', {}, 'State'), h('dd', {}, h('span', { class: `badge state-${r.state}` }, STATE_TEXT[r.state] || r.state)),
+        h('dt', {}, 'Mesh hops'), h('dd', { class: 'hops' }, r.portal ? '0: this is the portal'
+          : r.hops == null ? 'no mesh path reported (wired, or no wifi link yet)'
+            : `${r.hops} from this router`),
         h('dt', {}, 'Last heard'), h('dd', {}, r.last_seen_s == null ? 'not since the controller started' : `${duration(r.last_seen_s)} ago`),
         h('dt', {}, 'Certificate'), h('dd', {}, r.cert_expires_in_s == null ? '—' : r.cert_expires_in_s > 0 ? `renews itself; expires in ${duration(r.cert_expires_in_s)}` : 'EXPIRED'),
         h('dt', {}, 'Devices'), h('dd', { class: 'devices' }, r.devices.length ? r.devices.join(', ') : 'none seen (only a router that hands out addresses sees them)'),

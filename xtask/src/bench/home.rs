@@ -283,7 +283,7 @@ impl Home {
         };
         let ctl = |args: &[&str]| admin.run(args);
         for (name, ns, cpu, wan) in [("ra", RA, CPU_A, RA_WAN), ("rb", RB, CPU_B, RB_WAN)] {
-            let code = admin.pairing_code()?;
+            let code = admin.pairing_code(false)?;
             let state = dir.join(name);
             output(
                 Command::new("ip")

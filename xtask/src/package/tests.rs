@@ -557,7 +557,7 @@ fn the_primary_routers_agent_joins_its_own_controller_at_start() {
     );
     assert!(ok, "{err}");
     assert!(
-        calls.contains(&"trellis|pair|--json".to_string()),
+        calls.contains(&"trellis|pair|--this-router|--json".to_string()),
         "{calls:?}"
     );
     let join = format!("agent|join|--state-dir|{data_dir}/agent|127.0.0.1:7443|K7QF-9M2X-3D");

@@ -506,6 +506,8 @@ fn warnings_name_the_router_and_say_what_to_do() {
         agent_version: String::new(),
         devices: vec![],
         services: vec![],
+        portal: false,
+        hops: None,
     };
     let w = warnings(
         &web,
@@ -560,6 +562,8 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         agent_version: String::new(),
         devices: vec![],
         services: vec![],
+        portal: false,
+        hops: None,
     };
     let routers = [router("attic", Some("Attic")), router("garage", None)];
     let link =
