@@ -17,7 +17,7 @@ use trellis_proto::api::{NewService, NewSpeedTest, SpeedTest, SpeedTestState, Wh
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Action, Policy, Rule, ServiceMatch, SourceMatch};
 
-use crate::api::admin::Device;
+use crate::api::admin::{Device, DeviceListing};
 
 /// Manage the Trellis home: routers, pairing, devices.
 #[derive(Debug, Parser)]
@@ -49,7 +49,7 @@ pub enum Command {
     },
     /// Remove a router: revokes its identity on every agent.
     RemoveNode { name: String },
-    /// Devices known by MAC and their groups.
+    /// Devices: the device book (names, groups) and the router each is behind now.
     Devices,
     /// Name a device and put it in a group (trusted, iot, guest, or one you made).
     SetDevice {
@@ -361,11 +361,27 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             })
         }
         Command::Devices => {
-            let devices: Vec<Device> = call(cli, Method::GET, "/v1/admin/devices", none).await?;
+            let devices: Vec<DeviceListing> =
+                call(cli, Method::GET, "/v1/admin/devices", none).await?;
             show(cli, &devices, |ds| {
-                let mut out = format!("{:<18} {:<24} {}\n", "MAC", "NAME", "GROUP");
+                if ds.is_empty() {
+                    return "no devices yet: routers report their wifi clients and DHCP leases; `trellis set-device` names one\n".into();
+                }
+                let mut out = format!(
+                    "{:<18} {:<24} {:<10} {:<16} {}\n",
+                    "MAC", "NAME", "GROUP", "ROUTER", "WIFI SIGNAL"
+                );
                 for d in ds {
-                    out += &format!("{:<18} {:<24} {}\n", d.mac, d.name, d.group);
+                    out += &format!(
+                        "{:<18} {:<24} {:<10} {:<16} {}\n",
+                        d.mac,
+                        d.name,
+                        d.group.as_deref().unwrap_or("-"),
+                        d.router.as_deref().unwrap_or("not seen"),
+                        d.signal_dbm
+                            .map(|s| format!("{s} dBm"))
+                            .unwrap_or_else(|| "-".into())
+                    );
                 }
                 out
             })

@@ -3,7 +3,7 @@
 //! Both APIs call into [`Home`]; it owns the rules (who may renew, what a removal revokes,
 //! when the config version moves), the APIs only translate HTTP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::watch;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NewSpeedTest, NodeInfo, RemovedNode, RenewResponse, SpeedTest,
-    SpeedTestJob, SpeedTestOutcome, Status, Telemetry,
+    CaBackup, NewPairingCode, NewSpeedTest, NodeInfo, RemovedNode, RenewResponse, SeenDevice,
+    SpeedTest, SpeedTestJob, SpeedTestOutcome, Status, Telemetry,
 };
 use trellis_proto::pairing::{HomeSecrets, PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocation};
@@ -825,6 +825,24 @@ impl Home {
     }
 
     /// What a node last reported about itself (RAM only).
+    /// The devices behind each router of the home, each once (see [`crate::placement`]).
+    pub fn devices_by_router(&self) -> Result<BTreeMap<NodeName, Vec<SeenDevice>>> {
+        let portal = self.store.portal_node()?;
+        let members: std::collections::HashSet<NodeName> = self
+            .snapshot()
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(crate::placement::place_devices(
+            live.iter()
+                .filter(|(n, _)| members.contains(*n))
+                .map(|(n, l)| (n, l.telemetry.devices.as_slice())),
+            portal.as_ref(),
+        ))
+    }
+
     pub fn telemetry(&self, name: &NodeName) -> Option<Telemetry> {
         self.live
             .lock()

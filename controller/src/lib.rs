@@ -25,6 +25,7 @@ pub mod cli;
 pub mod daemon;
 pub mod home;
 pub mod pairing;
+pub mod placement;
 pub mod speedtest;
 pub mod store;
 pub mod traffic;

@@ -380,7 +380,15 @@ fn the_router_page_in_a_real_browser() {
     shot(&d, "08-policy");
     labelled(&d, "policy");
     let out = trellis(dir.path(), &socket, &["devices", "--json"]);
-    assert!(text(&out).contains("\"iot\""), "{}", text(&out));
+    let devices: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let thermostat = devices
+        .as_array()
+        .and_then(|ds| ds.iter().find(|d| d["mac"] == "aa:bb:cc:00:11:22"))
+        .unwrap_or_else(|| panic!("no thermostat in {devices}"));
+    // In the book as an IoT device, and seen behind the router that leased its address.
+    assert_eq!(thermostat["group"], "iot", "{devices}");
+    assert_eq!(thermostat["router"], "attic", "{devices}");
+    assert_eq!(thermostat["ip"], "192.168.1.23", "{devices}");
     // Named in the device book, the thermostat is "Thermostat" behind its router too.
     d.goto(&format!("{base}/#/routers"));
     d.wait_text("#router-list [data-router=attic] .devices", "Thermostat");

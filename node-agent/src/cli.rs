@@ -200,6 +200,7 @@ pub fn main() -> ExitCode {
                 };
                 runtime.block_on(async {
                     let handle = agent.start();
+                    let devices = crate::devices::start(handle.agent.clone(), args.leases.clone());
                     let _speedtest = match speedtest {
                         Some(listen) => crate::speedtest::start(
                             listen,
@@ -233,6 +234,7 @@ pub fn main() -> ExitCode {
                     tracing::info!("shutting down");
                     // Dropping the data plane removes nftables interception.
                     drop(mesh);
+                    devices.abort();
                     handle.stop();
                 });
                 ExitCode::SUCCESS

@@ -22,6 +22,7 @@
 
 pub mod cli;
 pub mod control;
+pub mod devices;
 pub mod discovery;
 pub mod dns;
 pub mod identity;

@@ -142,7 +142,6 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         read_leases(),
         agent.agent.hops().borrow().clone(),
     );
-    agent.agent.set_seen_devices(seen_devices(&last.2));
     let mut trust_generation = 1u64;
     let mut last_trust = trust_fingerprint(&snapshot, &last.1);
     let first = mesh_state(
@@ -212,9 +211,6 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
                 if now == last {
                     continue;
                 }
-                if now.2 != last.2 {
-                    agent.set_seen_devices(seen_devices(&now.2));
-                }
                 generation += 1;
                 let trust = trust_fingerprint(&snapshot, &now.1);
                 if trust != last_trust {
@@ -273,24 +269,6 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         _interception: interception,
         tasks,
     })
-}
-
-/// Most devices one router reports (the controller caps it too).
-const MAX_SEEN_DEVICES: usize = 64;
-
-/// The devices of the DHCP leases, for the map (DHCPv6 leases carry no MAC and are left out).
-fn seen_devices(leases: &[discovery::Lease]) -> Vec<trellis_proto::api::SeenDevice> {
-    leases
-        .iter()
-        .filter_map(|l| {
-            Some(trellis_proto::api::SeenDevice {
-                mac: l.mac?.to_string(),
-                ip: l.ip,
-                hostname: l.hostname.clone(),
-            })
-        })
-        .take(MAX_SEEN_DEVICES)
-        .collect()
 }
 
 /// Keep a bounded book of what DNS-SD shows on the LAN and report changes to the controller.

@@ -209,15 +209,32 @@ pub struct TopologyLink {
     pub advice: Vec<String>,
 }
 
-/// A device an agent sees on its segment (a DHCP lease).
+/// A device an agent sees: a DHCP lease it handed out, a wifi client of one of its access
+/// points, or both. A satellite usually hands out no addresses (the primary does), so its
+/// wifi clients are how the map knows which router a phone is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenDevice {
     /// `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
-    pub ip: std::net::IpAddr,
+    /// From the lease; a wifi client of a router that runs no DHCP has none here.
+    #[serde(default)]
+    pub ip: Option<std::net::IpAddr>,
     /// The name the device gave in its DHCP request, if any.
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Associated with one of this router's access points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<WifiAssociation>,
+}
+
+/// A wifi client's association with a router's access point (`iw dev X station dump`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WifiAssociation {
+    /// The access point's interface, e.g. `phy1-ap0`.
+    pub interface: String,
+    pub signal_dbm: Option<i32>,
+    /// Milliseconds since the router last heard the client.
+    pub inactive_ms: Option<u32>,
 }
 
 /// A service an agent found behind its node.

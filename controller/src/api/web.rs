@@ -469,8 +469,8 @@ pub struct RouterView {
     pub acked_version: u64,
     pub addresses: Vec<String>,
     pub agent_version: String,
-    /// Devices behind this router (from its DHCP leases: on a satellite that serves no DHCP,
-    /// none yet) and the catalog services it fronts.
+    /// Devices behind this router (the wifi clients of its access points, and the DHCP
+    /// leases of devices associated nowhere else) and the catalog services it fronts.
     pub devices: Vec<String>,
     pub services: Vec<String>,
     /// The router the controller runs on (the centre of the map).
@@ -536,12 +536,14 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
             .map(|s| s.name.clone())
             .collect()
     };
+    let placed = web.home.devices_by_router()?;
     Ok(web
         .home
         .nodes()?
         .into_iter()
         .map(|n| {
             let t = web.home.telemetry(&n.name).unwrap_or_default();
+            let devices = placed.get(&n.name).map(Vec::as_slice).unwrap_or_default();
             let services = services_on(&n.name);
             RouterView {
                 state: router_state(web, &n),
@@ -555,7 +557,7 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 acked_version: n.acked_version,
                 addresses: t.addresses,
                 agent_version: t.agent_version,
-                devices: t.devices.iter().map(device_name).collect(),
+                devices: devices.iter().map(device_name).collect(),
                 services,
                 portal: n.portal,
                 hops: n.hops,

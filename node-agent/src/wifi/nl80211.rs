@@ -94,6 +94,15 @@ impl PeerLink {
     }
 }
 
+/// A wifi client associated with one of this router's access points.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApClient {
+    pub mac: Mac,
+    pub interface: String,
+    pub signal_dbm: Option<i8>,
+    pub inactive_ms: Option<u32>,
+}
+
 /// One mesh path (`iw dev X mpath dump`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MeshPath {
@@ -286,6 +295,31 @@ impl Nl80211 {
             }
         }
         out.sort_by_key(|l: &PeerLink| l.peer);
+        Ok(out)
+    }
+
+    /// The clients of every access point on this router (`iw dev <ap> station dump` for each
+    /// interface in AP mode, whoever created it: on OpenWrt hostapd does). Bounded.
+    pub async fn ap_clients(&self) -> Result<Vec<ApClient>, Error> {
+        let mut out = Vec::new();
+        for ap in self
+            .interfaces()
+            .await?
+            .into_iter()
+            .filter(|i| i.iftype == "AP")
+        {
+            for sta in self.peer_links(ap.ifindex).await? {
+                if out.len() >= MAX_DUMP_ENTRIES {
+                    break;
+                }
+                out.push(ApClient {
+                    mac: sta.peer,
+                    interface: ap.name.clone(),
+                    signal_dbm: sta.signal_avg_dbm.or(sta.signal_dbm),
+                    inactive_ms: sta.inactive_ms,
+                });
+            }
+        }
         Ok(out)
     }
 
