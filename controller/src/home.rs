@@ -825,6 +825,25 @@ impl Home {
     }
 
     /// What a node last reported about itself (RAM only).
+    /// What keeps an enrolled router out of the mesh, if anything: a router that runs the wifi
+    /// mesh (its agent reports links) needs a mesh path to the portal, or with no portal known
+    /// any usable link. One that reports no wifi mesh is on a wired backhaul.
+    pub fn waiting_for_mesh_link(&self, node: &NodeInfo) -> Option<&'static str> {
+        let runs_wifi_mesh = self.telemetry(&node.name).is_some_and(|t| t.mesh.is_some());
+        if !runs_wifi_mesh || node.portal || node.hops.is_some() {
+            return None;
+        }
+        let portal_known = self.store.portal_node().ok().flatten().is_some();
+        let linked = self
+            .topology()
+            .iter()
+            .any(|l| l.from == node.name && l.verdict != "blocked");
+        if !portal_known && linked {
+            return None;
+        }
+        Some("it follows this router; waiting for its wifi mesh link (if it is still on the setup cable, place it and unplug the cable)")
+    }
+
     /// The devices behind each router of the home, each once (see [`crate::placement`]).
     pub fn devices_by_router(&self) -> Result<BTreeMap<NodeName, Vec<SeenDevice>>> {
         let portal = self.store.portal_node()?;

@@ -680,8 +680,32 @@ async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
             ("shed".to_string(), false, Some(2)),
         ]
     );
+    // Each is in the mesh (the pairing page's last stage): a path to the portal.
+    let nodes = th.home.nodes().unwrap();
+    assert!(nodes
+        .iter()
+        .all(|n| th.home.waiting_for_mesh_link(n).is_none()));
     // garage removed: attic reaches nobody over the air any more.
     th.home.remove_node(&name("garage")).unwrap();
     agents[0].report_once().await.unwrap();
     assert!(agents[0].hops().borrow().is_empty());
+    // shed runs the wifi mesh but its only neighbour is gone: not in the mesh, and the page
+    // says what it waits for. A router whose agent reports no wifi mesh (a wired satellite)
+    // is in once it follows.
+    let node = |n: &str| {
+        th.home
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .find(|x| x.name.as_str() == n)
+            .unwrap()
+    };
+    let why = th
+        .home
+        .waiting_for_mesh_link(&node("shed"))
+        .expect("shed has no path");
+    assert!(why.contains("wifi mesh link"), "{why}");
+    let wired = Agent::load(pair(&th, "cellar", dirs.path()).await).unwrap();
+    wired.report_once().await.unwrap();
+    assert_eq!(th.home.waiting_for_mesh_link(&node("cellar")), None);
 }

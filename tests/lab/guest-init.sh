@@ -3,7 +3,8 @@
 # satellites paired with trellis-controller on the primary router the way a home does it.
 # `iw` is used only to look (station/mpath dump) and to force a topology (plink_action block).
 #
-# Nodes A B C D = radios phy0..phy3, each in its own network namespace ns0..ns3.
+# Nodes A B C D = radios phy0..phy3, each in its own network namespace ns0..ns3; B's access
+# point radio phy4 in ns1; a phone P = phy5 in nsP.
 # Scenarios, in this order (one boot):
 #   pairing      (1) A, the primary, runs the controller (br-lan 192.168.1.1); B and C are plugged
 #                    into A's br-lan by a setup cable (veth), pair with `trellis pair` codes
@@ -16,12 +17,14 @@
 #   controller-map (1) `trellis-agent run` on A B C: `trellis nodes` lists a b c online and
 #                    `trellis topology` the links the agents reported (none to D)
 #   speedtest        `trellis speedtest b a`: B's agent sends to A's sink across one mesh hop
+#   wifi-client      a phone joins an access point on B's second radio (WPA2); A leased
+#                    its address; `trellis devices` shows it behind B, named from A's lease
 #   wrong-password (4) D runs at the same time with the home's mesh ID and a wrong password:
 #                    never peers, its agent says why
 #   roles            portal/relay HWMP parameters set by the agents, read back
 #   line         (2) the paired mesh again with A and C out of each other's range (hwsim groups):
 #                    A->C goes through B (agent and kernel); the controller's topology has a-b
-#                    and b-c and no a-c
+#                    and b-c and no a-c; `trellis nodes` counts hops from the portal A: b 1, c 2
 #   no-secret-in-logs  no log holds the mesh password
 #   flap-damping     open test mesh: C keeps dropping its link to A: A's agent blocks C
 #   sniffer-control  the same capture sees the marker in clear on the open mesh
@@ -61,7 +64,7 @@ lab "boot init uptime=$(up)"
 
 # ---- radios: one phy per namespace
 modprobe -a ctr ccm gcm cmac ghash-generic 2>/dev/null
-if ! modprobe mac80211_hwsim radios=4 || [ "$(echo /sys/class/ieee80211/* | wc -w)" != 4 ]; then
+if ! modprobe mac80211_hwsim radios=6 || [ "$(echo /sys/class/ieee80211/* | wc -w)" != 6 ]; then
   result setup fail "why=mac80211_hwsim-did-not-load"; finish
 fi
 ip link set hwsim0 up    # radiotap monitor of the whole simulated air (root namespace)
@@ -75,7 +78,13 @@ for n in $NAMES; do
   nsx ns$i iw dev wlan$i del 2>/dev/null    # hwsim's default station interface
   i=$((i + 1))
 done
-lab "info macs A=$MAC_A B=$MAC_B C=$MAC_C D=$MAC_D"
+# B's second radio (phy4, its access point's, as on a dual-band router: the mesh on one band,
+# clients on the other) and P, a phone (phy5; its station interface wlan5 kept)
+iw phy phy4 set netns name ns1
+MAC_P=$(cat /sys/class/ieee80211/phy5/macaddress)
+ip netns add nsP
+iw phy phy5 set netns name nsP
+lab "info macs A=$MAC_A B=$MAC_B C=$MAC_C D=$MAC_D phone=$MAC_P"
 idx() { case $1 in A) echo 0;; B) echo 1;; C) echo 2;; D) echo 3;; esac; }
 mac() { eval "echo \$MAC_$1"; }
 
@@ -156,7 +165,8 @@ start_paired_mesh() {
 start_run() {
   _i=$(idx "$1")
   /bin/ip netns exec "ns$_i" /bin/trellis-agent --state-dir "$STATE-$1/agent" run --no-intercept --no-mdns \
-    --mesh-report "/run/trellis-$1/mesh-links.json" --telemetry-interval 2 > "/tmp/run-$1.log" 2>&1 &
+    --mesh-report "/run/trellis-$1/mesh-links.json" --telemetry-interval 2 --leases "/tmp/leases-$1" \
+    > "/tmp/run-$1.log" 2>&1 &
   eval "RUN_$1=$!"
 }
 # routers the controller heard from in the last 10 s: "a b c "
@@ -328,6 +338,36 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
   else
     result speedtest fail "answer=\"$(echo "$ST" | tr '\n' ' ' | cut -c1-240)\""
   fi
+  # a phone on B's access point. Only A hands out addresses (its lease file names the phone and
+  # a TV); B's agent sees the phone as a wifi client, so the map puts the phone behind B, named
+  # from A's lease, and the TV (a lease, associated nowhere) behind A. The access point is
+  # wpa_supplicant in AP mode on B's second radio, on another channel than the mesh.
+  printf '0 %s 192.168.1.77 lab-phone *\n0 02:00:00:00:aa:01 192.168.1.78 lab-tv *\n' "$MAC_P" > /tmp/leases-A
+  printf 'p2p_disabled=1\nnetwork={\n ssid="trellis-lab-home"\n mode=2\n frequency=2462\n key_mgmt=WPA-PSK\n proto=RSN\n pairwise=CCMP\n group=CCMP\n psk="lab-home-wifi-pw"\n}\n' > /tmp/ap.conf
+  printf 'p2p_disabled=1\nnetwork={\n ssid="trellis-lab-home"\n key_mgmt=WPA-PSK\n psk="lab-home-wifi-pw"\n scan_freq=2462\n}\n' > /tmp/phone.conf
+  T_WC0=$(up)
+  nsx ns1 wpa_supplicant -B -P /tmp/wpa-ap.pid -D nl80211 -i wlan4 -c /tmp/ap.conf -f /tmp/wpa-ap.log
+  nsx nsP wpa_supplicant -B -P /tmp/wpa-phone.pid -D nl80211 -i wlan5 -c /tmp/phone.conf -f /tmp/wpa-phone.log
+  end=$(deadline 30)
+  until nsx ns1 iw dev wlan4 station dump 2>/dev/null | grep -qi "^Station $MAC_P" || past "$end"; do sleep 0.3; done
+  ASSOC=no; nsx ns1 iw dev wlan4 station dump 2>/dev/null | grep -qi "^Station $MAC_P" && ASSOC=yes
+  T_WC1=$(up)
+  # `trellis devices`: MAC NAME GROUP ROUTER SIGNAL
+  device_row() { trell devices 2>/dev/null | awk -v m="$1" 'tolower($1) == tolower(m) { print $2, $4, $5 }'; }
+  end=$(deadline 30)
+  until [ "$(device_row "$MAC_P" | cut -d' ' -f1-2)" = "lab-phone b" ] || past "$end"; do sleep 0.5; done
+  PHONE=$(device_row "$MAC_P"); TV=$(device_row 02:00:00:00:aa:01)
+  case "$ASSOC|$PHONE|$TV" in
+    "yes|lab-phone b -"[0-9]*"|lab-tv a -")
+      result wifi-client pass "phone_on=b signal_dbm=${PHONE##* } named_from=a's_lease tv_on=a associated_s=$(dt "$T_WC0" "$T_WC1") on_map_s=$(dt "$T_WC1" "$(up)")";;
+    *)
+      result wifi-client fail "associated=$ASSOC phone=\"$PHONE\" (want lab-phone b -dBm) tv=\"$TV\" (want lab-tv a -)"
+      grep -iv 'CTRL-EVENT-DSCP\|disabled_11b' /tmp/wpa-ap.log 2>/dev/null | tail -12 | sed 's/^/LAB-LOG wpa-ap /'
+      tail -3 /tmp/wpa-phone.log 2>/dev/null | sed 's/^/LAB-LOG wpa-phone /'
+      nsx ns1 iw dev 2>&1 | grep -i 'interface\|addr\|type\|channel' | sed 's/^/LAB-LOG iw-B /'
+      grep -v '^\s*$' /tmp/run-B.log | tail -3 | sed 's/^/LAB-LOG run-B /';;
+  esac
+  for f in /tmp/wpa-phone.pid /tmp/wpa-ap.pid; do [ -e $f ] && kill "$(cat $f)" 2>/dev/null; done
   R_MESH=""; R_RUN=""
   for n in A B C; do eval "R_MESH=\"\$R_MESH \$(rss_kb \$PID_$n)\"; R_RUN=\"\$R_RUN \$(rss_kb \$RUN_$n)\""; done
   lab "measure name=agent_rss_kb value=$(rss_kb "$PID_A") process=mesh node=A max_abc=$(max_of "$R_MESH")"
@@ -338,6 +378,7 @@ else
   show_log A $SC 6
   result controller-map fail "why=no-mesh"
   result speedtest fail "why=no-mesh"
+  result wifi-client fail "why=no-mesh"
 fi
 # roles: the portal A runs HWMP root mode 4 (RANN) with gate announcements, relay B does not;
 # the agents read the values back from the kernel, iw confirms them

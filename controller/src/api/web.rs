@@ -775,6 +775,21 @@ struct ProgressView {
     node: Option<String>,
     tries: u32,
     expires_in_s: u64,
+    /// What an enrolled router still waits for, in words for the page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'static str>,
+}
+
+/// Whether an enrolled router is in the mesh: it follows the controller's config over its
+/// own certificate, is heard from, and has its wifi mesh link if it runs one.
+fn in_the_mesh(web: &Web, n: &NodeInfo) -> (bool, Option<&'static str>) {
+    if n.revoked || n.acked_version == 0 || router_state(web, n) != "online" {
+        return (false, None);
+    }
+    match web.home.waiting_for_mesh_link(n) {
+        Some(why) => (false, Some(why)),
+        None => (true, None),
+    }
 }
 
 async fn pairing_progress(
@@ -787,6 +802,7 @@ async fn pairing_progress(
         node,
         tries,
         expires_in_s: left.as_secs(),
+        detail: None,
     };
     Ok(Json(match web.home.pairing_progress(&slot) {
         Progress::Waiting { expires_in } => view("waiting", None, 0, expires_in),
@@ -796,14 +812,14 @@ async fn pairing_progress(
             expires_in,
         } => view("pairing", node.map(|n| n.to_string()), tries, expires_in),
         Progress::Used { node } => {
-            // Enrolled; "meshed" once the new router follows the controller's config over
-            // its own certificate. With wifi telemetry this also waits for a mesh link.
+            // Enrolled; "meshed" once the new router is in the mesh (see in_the_mesh).
             let info = web.home.nodes()?.into_iter().find(|n| n.name == node);
-            let meshed = info.is_some_and(|n| {
-                !n.revoked && n.acked_version > 0 && router_state(&web, &n) == "online"
-            });
+            let (meshed, detail) = info.map(|n| in_the_mesh(&web, &n)).unwrap_or_default();
             let stage = if meshed { "meshed" } else { "enrolled" };
-            view(stage, Some(node.to_string()), 0, Duration::ZERO)
+            ProgressView {
+                detail,
+                ..view(stage, Some(node.to_string()), 0, Duration::ZERO)
+            }
         }
         Progress::Gone => view("expired", None, 0, Duration::ZERO),
     }))

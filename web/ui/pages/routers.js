@@ -263,6 +263,9 @@ function showPairing(box, code) {
       result.textContent = text;
       announce(text);
     }
+    if (p.stage === 'enrolled' && p.detail && !result.textContent.includes(p.detail)) {
+      result.textContent = `${p.node || 'The satellite'} is enrolled: ${p.detail}.`;
+    }
     if (p.stage === 'pairing' && p.tries > 1) {
       result.textContent = `Wrong code typed ${p.tries - 1} time(s) — check the code on the new router (5 tries per code).`;
     }
