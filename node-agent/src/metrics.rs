@@ -163,10 +163,19 @@ impl Metrics {
         Self::conn_entry(&mut self.lock(), labels).opened += 1;
     }
 
-    pub fn closed(&self, labels: ConnLabels, sent: u64, received: u64) {
+    /// A connection ended (its bytes were counted with [`Metrics::add_bytes`] as they went).
+    pub fn closed(&self, labels: ConnLabels) {
+        Self::conn_entry(&mut self.lock(), labels).closed += 1;
+    }
+
+    /// Bytes a connection moved since it last reported, counted while it runs so a long
+    /// stream shows in the charts before it ends.
+    pub fn add_bytes(&self, labels: &ConnLabels, sent: u64, received: u64) {
+        if sent == 0 && received == 0 {
+            return;
+        }
         let mut g = self.lock();
-        let c = Self::conn_entry(&mut g, labels);
-        c.closed += 1;
+        let c = Self::conn_entry(&mut g, labels.clone());
         c.sent += sent;
         c.received += received;
     }
@@ -221,8 +230,8 @@ impl Metrics {
     }
 
     /// Per destination service, what this node's clients opened through the proxy (the
-    /// outbound side counts each connection once, wherever the service sits). Bytes are
-    /// counted when a connection closes. Bounded by [`MAX_SERIES`].
+    /// outbound side counts each connection once, wherever the service sits). Bytes of a
+    /// running connection are counted every few seconds. Bounded by [`MAX_SERIES`].
     pub fn service_traffic(&self) -> Vec<trellis_proto::api::ServiceTraffic> {
         let g = self.lock();
         let mut by_service: BTreeMap<&str, trellis_proto::api::ServiceTraffic> = BTreeMap::new();
@@ -371,12 +380,14 @@ mod tests {
     fn service_traffic_sums_outbound_connections_per_service() {
         let m = Metrics::new();
         m.opened(labels("device:02:00:00:00:00:01"));
-        m.closed(labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.add_bytes(&labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.closed(labels("device:02:00:00:00:00:01"));
         m.opened(labels("device:02:00:00:00:00:02"));
         let mut inbound = labels("device:02:00:00:00:00:03");
         inbound.direction = "inbound";
         m.opened(inbound.clone());
-        m.closed(inbound, 7, 7);
+        m.add_bytes(&inbound, 7, 7);
+        m.closed(inbound);
         let t = m.service_traffic();
         assert_eq!(
             t,
@@ -394,7 +405,8 @@ mod tests {
     fn counters_histogram_and_denials_render_as_prometheus_text() {
         let m = Metrics::new();
         m.opened(labels("device:02:00:00:00:00:01"));
-        m.closed(labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.add_bytes(&labels("device:02:00:00:00:00:01"), 100, 2000);
+        m.closed(labels("device:02:00:00:00:00:01"));
         m.connect_latency(Duration::from_millis(3));
         m.denied("no-guests", "nas", "source");
         m.denied("no-guests", "nas", "source");

@@ -27,6 +27,7 @@ use h2::{RecvStream, SendStream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::h2stream::{h2_io, H2Stream};
+use crate::metrics::{ConnLabels, Metrics};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub const SMALL: usize = 4 * 1024;
@@ -59,6 +60,40 @@ pub struct Transferred {
     pub sent: AtomicU64,
     /// Upstream → client.
     pub received: AtomicU64,
+}
+
+/// How often a running connection's byte counts move into the metrics.
+pub const COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Run `copy` (which updates `counts`) and move the counts into `metrics` as they grow:
+/// every [`COUNT_EVERY`] while it runs, and the rest when it ends. A video stream or a backup
+/// then shows on the traffic charts while it runs, not only once it closes.
+pub async fn reporting<F: std::future::Future>(
+    copy: F,
+    counts: &Transferred,
+    metrics: &Metrics,
+    labels: &ConnLabels,
+) -> F::Output {
+    let mut reported = (0u64, 0u64);
+    let mut report = || {
+        let now = (
+            counts.sent.load(Ordering::Relaxed),
+            counts.received.load(Ordering::Relaxed),
+        );
+        metrics.add_bytes(labels, now.0 - reported.0, now.1 - reported.1);
+        reported = now;
+    };
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + COUNT_EVERY, COUNT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let out = loop {
+        tokio::select! {
+            out = &mut copy => break out,
+            _ = tick.tick() => report(),
+        }
+    };
+    report();
+    out
 }
 
 /// Copy one direction until EOF, then shut the writer down (half-close, so protocols that
@@ -283,6 +318,51 @@ mod tests {
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"pong!");
         assert_eq!(task.await.unwrap().unwrap(), (4, 5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_connection_counts_its_bytes_while_it_runs() {
+        let (mut client, proxy_client) = tokio::io::duplex(64 * 1024);
+        let (proxy_up, mut server) = tokio::io::duplex(64 * 1024);
+        let metrics = Arc::new(Metrics::new());
+        let labels = ConnLabels {
+            direction: "outbound",
+            source_identity: "device:laptop".into(),
+            destination_identity: "spiffe://h/svc/tv".into(),
+            destination_service: "tv".into(),
+        };
+        let (m2, l2) = (metrics.clone(), labels.clone());
+        let task = tokio::spawn(async move {
+            let budget = BufferBudget::new(1);
+            let counts = Transferred::default();
+            reporting(
+                bidirectional(proxy_client, proxy_up, &budget, &counts),
+                &counts,
+                &m2,
+                &l2,
+            )
+            .await
+        });
+        let received = |m: &Metrics| m.service_traffic().first().map_or(0, |t| t.bytes_received);
+        // A stream: 40 KB down, the connection stays open.
+        server.write_all(&[7u8; 40_000]).await.unwrap();
+        let mut got = vec![0u8; 40_000];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(received(&metrics), 0, "not reported before the first tick");
+        tokio::time::sleep(COUNT_EVERY + std::time::Duration::from_millis(10)).await;
+        assert_eq!(
+            received(&metrics),
+            40_000,
+            "counted while the connection is open"
+        );
+        // The rest when it ends, counted once.
+        server.write_all(&[7u8; 1_000]).await.unwrap();
+        server.shutdown().await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(task.await.unwrap().unwrap(), (0, 41_000));
+        assert_eq!(received(&metrics), 41_000);
     }
 
     /// Push `len` bytes through one pump (writer and reader concurrently); the buffer size

@@ -278,17 +278,17 @@ async fn stream(
     // Bytes "sent" are client → service, here tunnel → device.
     let counts = Transferred::default();
     let tunnel = H2Stream::new(send, req.into_body());
-    let res = copy::tunnel(
+    let copy = copy::tunnel(
         upstream,
         tunnel,
         copy::TcpSide::Service,
         &ctx.budget,
         &counts,
-    )
-    .await;
+    );
+    let res = copy::reporting(copy, &counts, &ctx.metrics, &labels).await;
     let sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed);
     let received = counts.received.load(std::sync::atomic::Ordering::Relaxed);
-    ctx.metrics.closed(labels, sent, received);
+    ctx.metrics.closed(labels);
     let outcome = match res {
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Error(e.to_string()),

@@ -105,7 +105,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, client: TcpStream, client_addr: Socket
         client_mac: mac,
     };
     let (outcome, rule, peer, sent, received) = serve(&conn, &state, client, &req).await;
-    ctx.metrics.closed(conn.labels(), sent, received);
+    ctx.metrics.closed(conn.labels());
     conn.log(&peer, sent, received, outcome, rule);
 }
 
@@ -292,10 +292,15 @@ async fn pump(
 ) -> (Outcome, String, String, u64, u64) {
     let counts = Transferred::default();
     let budget = &conn.ctx.budget;
+    let labels = conn.labels();
     let res = match upstream {
-        Upstream::Local(up) => copy::bidirectional(client, up, budget, &counts).await,
+        Upstream::Local(up) => {
+            let copy = copy::bidirectional(client, up, budget, &counts);
+            copy::reporting(copy, &counts, &conn.ctx.metrics, &labels).await
+        }
         Upstream::Tunnel(stream) => {
-            copy::tunnel(client, stream, copy::TcpSide::Client, budget, &counts).await
+            let copy = copy::tunnel(client, stream, copy::TcpSide::Client, budget, &counts);
+            copy::reporting(copy, &counts, &conn.ctx.metrics, &labels).await
         }
     };
     let sent = counts.sent.load(std::sync::atomic::Ordering::Relaxed);
