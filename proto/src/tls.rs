@@ -107,6 +107,51 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// TLS 1.3 only: every Trellis connection, control and data plane.
 pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
+/// The handshake-signature half of a custom rustls certificate verifier, the same for every
+/// verifier of Trellis: TLS 1.3 signatures checked with the provider's algorithms, TLS 1.2
+/// refused (it is never offered). Verifiers differ only in how they judge the certificate.
+#[derive(Debug, Clone)]
+pub struct Tls13Signatures(Arc<CryptoProvider>);
+
+impl Default for Tls13Signatures {
+    fn default() -> Self {
+        Self(provider())
+    }
+}
+
+impl Tls13Signatures {
+    pub fn tls12(&self) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub fn schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+
+    /// The provider's signature algorithms, for checking a chain by hand.
+    pub fn algorithms(
+        &self,
+    ) -> &'static [&'static dyn rustls::pki_types::SignatureVerificationAlgorithm] {
+        self.0.signature_verification_algorithms.all
+    }
+}
+
 /// A root store holding the home CA(s) from a PEM bundle.
 pub fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, CertError> {
     let mut roots = rustls::RootCertStore::empty();

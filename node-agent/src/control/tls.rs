@@ -9,7 +9,9 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
-use trellis_proto::tls::{provider, root_store, CONTROLLER_SERVER_NAME, PROTOCOL_VERSIONS};
+use trellis_proto::tls::{
+    provider, root_store, Tls13Signatures, CONTROLLER_SERVER_NAME, PROTOCOL_VERSIONS,
+};
 
 use crate::identity::CurrentIdentity;
 
@@ -26,8 +28,8 @@ pub enum ConnectError {
 /// Before pairing the agent knows no CA: it accepts any server certificate for the pairing
 /// connection only. That is safe because nothing is trusted until the SPAKE2 confirmation
 /// proves the controller knows the code; the TLS layer here only hides the exchange.
-#[derive(Debug)]
-struct PairingOnly(Arc<rustls::crypto::CryptoProvider>);
+#[derive(Debug, Default)]
+struct PairingOnly(Tls13Signatures);
 
 impl ServerCertVerifier for PairingOnly {
     fn verify_server_cert(
@@ -46,9 +48,7 @@ impl ServerCertVerifier for PairingOnly {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        self.0.tls12()
     }
     fn verify_tls13_signature(
         &self,
@@ -56,15 +56,10 @@ impl ServerCertVerifier for PairingOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
 
@@ -73,7 +68,7 @@ pub fn pairing_config() -> Result<Arc<ClientConfig>, ConnectError> {
         .with_protocol_versions(PROTOCOL_VERSIONS)
         .map_err(|e| ConnectError::Config(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PairingOnly(provider())))
+        .with_custom_certificate_verifier(Arc::new(PairingOnly::default()))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

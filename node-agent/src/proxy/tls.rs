@@ -19,6 +19,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use trellis_proto::tls::Tls13Signatures;
 use trellis_proto::{HomeId, SpiffeId};
 
 /// What went wrong establishing or checking a mesh TLS identity.
@@ -168,7 +169,7 @@ pub struct SpiffeServerVerifier {
     bundle: Arc<TrustBundle>,
     anchors: Vec<rustls::pki_types::TrustAnchor<'static>>,
     expected: SpiffeId,
-    provider: Arc<CryptoProvider>,
+    signatures: Tls13Signatures,
 }
 
 impl SpiffeServerVerifier {
@@ -186,7 +187,7 @@ impl SpiffeServerVerifier {
             bundle,
             anchors,
             expected,
-            provider: provider(),
+            signatures: Tls13Signatures::default(),
         })
     }
 }
@@ -203,7 +204,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         let ee = webpki::EndEntityCert::try_from(end_entity)
             .map_err(|e| rustls::Error::General(format!("bad peer certificate: {e:?}")))?;
         ee.verify_for_usage(
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.algorithms(),
             &self.anchors,
             intermediates,
             now,
@@ -238,10 +239,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        // TLS 1.2 is never negotiated (configs allow 1.3 only).
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        self.signatures.tls12()
     }
 
     fn verify_tls13_signature(
@@ -250,18 +248,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
