@@ -17,7 +17,8 @@ use trellis_proto::api::{NewService, NewSpeedTest, SpeedTest, SpeedTestState, Wh
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Action, Policy, Rule, ServiceMatch, SourceMatch};
 
-use crate::api::admin::{Device, DeviceListing};
+use crate::api::admin::Device;
+use trellis_proto::api::DeviceListing;
 
 /// Manage the Trellis home: routers, pairing, devices.
 #[derive(Debug, Parser)]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::watch;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NewSpeedTest, NodeInfo, RemovedNode, RenewResponse, SeenDevice,
-    SpeedTest, SpeedTestJob, SpeedTestOutcome, Status, Telemetry,
+    CaBackup, DeviceListing, NewPairingCode, NewSpeedTest, NodeInfo, RemovedNode, RenewResponse,
+    SeenDevice, SpeedTest, SpeedTestJob, SpeedTestOutcome, Status, Telemetry,
 };
 use trellis_proto::pairing::{HomeSecrets, PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocation};
@@ -825,6 +825,48 @@ impl Home {
     }
 
     /// What a node last reported about itself (RAM only).
+    /// Every device of the book and every device a router sees, once each, with where it is.
+    pub fn device_listing(&self) -> Result<Vec<DeviceListing>> {
+        let mut out: BTreeMap<String, DeviceListing> = self
+            .devices()?
+            .into_iter()
+            .map(|d| {
+                let listing = DeviceListing {
+                    mac: d.mac.clone(),
+                    name: d.name,
+                    group: Some(d.group),
+                    router: None,
+                    ip: None,
+                    signal_dbm: None,
+                };
+                (d.mac, listing)
+            })
+            .collect();
+        for (router, seen) in self.devices_by_router()? {
+            for d in seen {
+                let Some(mac) = normalise_mac(&d.mac) else {
+                    continue;
+                };
+                let entry = out.entry(mac.clone()).or_insert_with(|| DeviceListing {
+                    name: d
+                        .hostname
+                        .clone()
+                        .filter(|h| !h.is_empty() && h != "*")
+                        .unwrap_or_else(|| mac.clone()),
+                    mac,
+                    group: None,
+                    router: None,
+                    ip: None,
+                    signal_dbm: None,
+                });
+                entry.router = Some(router.to_string());
+                entry.ip = d.ip;
+                entry.signal_dbm = d.wifi.and_then(|w| w.signal_dbm);
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
     /// What keeps an enrolled router out of the mesh, if anything: a router that runs the wifi
     /// mesh (its agent reports links) needs a mesh path to the portal, or with no portal known
     /// any usable link. One that reports no wifi mesh is on a wired backhaul.

@@ -348,6 +348,21 @@ fn the_router_page_in_a_real_browser() {
     // --- policy: put a device in the IoT group -------------------------------------------
     d.goto(&format!("{base}/#/policy"));
     d.wait("#device-group option[value=iot]");
+    // The thermostat is offered by name and router (from attic's lease) before anyone types
+    // its MAC.
+    d.wait_text(
+        "#device-mac-hint",
+        "Pick one of the 1 device your routers see",
+    );
+    // (A datalist's options are never displayed, so read them rather than wait for them.)
+    let offered = d.script(
+        "return [...document.querySelectorAll('#seen-devices option')].map((o) => [o.value, o.label])",
+        serde_json::json!([]),
+    );
+    assert_eq!(
+        offered,
+        serde_json::json!([["aa:bb:cc:00:11:22", "thermostat-esp (on attic)"]])
+    );
     d.type_into(&d.wait("#device-mac"), "AA-BB-CC-00-11-22");
     d.type_into(&d.wait("#device-name"), "Thermostat");
     d.script(
@@ -356,10 +371,11 @@ fn the_router_page_in_a_real_browser() {
     );
     d.click(&d.wait("#device-submit"));
     d.wait_text("#device-result", "Thermostat is in the iot group");
-    d.wait_text(
+    let row = d.wait_text(
         "[data-group=iot] [data-mac='aa:bb:cc:00:11:22']",
         "Thermostat",
     );
+    assert!(row.contains("on attic"), "{row}");
     // A deny rule from the page, then "why" explains it by name.
     d.type_into(&d.wait("#rule-name"), "no-iot-nas");
     d.script(

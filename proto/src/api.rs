@@ -227,6 +227,23 @@ pub struct SeenDevice {
     pub wifi: Option<WifiAssociation>,
 }
 
+/// A device as `GET /v1/admin/devices` (and the page's device list) shows it: from the
+/// device book, from what the routers see, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListing {
+    pub mac: String,
+    /// The book's name, else the DHCP hostname, else the MAC.
+    pub name: String,
+    /// `None`: not in the device book (the policy's default for unknown devices applies).
+    pub group: Option<String>,
+    /// The router it is behind now (wifi association, else DHCP lease); `None` if no router
+    /// sees it.
+    pub router: Option<String>,
+    pub ip: Option<std::net::IpAddr>,
+    /// Signal at the router's access point, for a wifi client.
+    pub signal_dbm: Option<i32>,
+}
+
 /// A wifi client's association with a router's access point (`iw dev X station dump`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WifiAssociation {

@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use trellis_proto::api::{
-    CaBackup, NewPairingCode, NewPairingCodeRequest, NewService, NewSpeedTest, NodeInfo,
-    RemovedNode, SpeedTest, Status, WhyAnswer,
+    CaBackup, DeviceListing, NewPairingCode, NewPairingCodeRequest, NewService, NewSpeedTest,
+    NodeInfo, RemovedNode, SpeedTest, Status, WhyAnswer,
 };
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::{Policy, Rule};
@@ -147,61 +147,8 @@ async fn reset_password(
     Ok(Json(serde_json::json!({ "setup_token": token })))
 }
 
-/// A device as `GET /v1/admin/devices` lists it: from the device book, from what the
-/// routers see, or both.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeviceListing {
-    pub mac: String,
-    /// The book's name, else the DHCP hostname, else the MAC.
-    pub name: String,
-    /// `None`: not in the device book (the policy's default for unknown devices applies).
-    pub group: Option<String>,
-    /// The router it is behind (wifi association, else DHCP lease); `None` if not seen now.
-    pub router: Option<String>,
-    pub ip: Option<std::net::IpAddr>,
-    /// Signal at the router's access point, for a wifi client.
-    pub signal_dbm: Option<i32>,
-}
-
 async fn devices(State(home): State<Arc<Home>>) -> Result<Json<Vec<DeviceListing>>, HomeError> {
-    let mut out: std::collections::BTreeMap<String, DeviceListing> = home
-        .devices()?
-        .into_iter()
-        .map(|d| {
-            let listing = DeviceListing {
-                mac: d.mac.clone(),
-                name: d.name,
-                group: Some(d.group),
-                router: None,
-                ip: None,
-                signal_dbm: None,
-            };
-            (d.mac, listing)
-        })
-        .collect();
-    for (router, seen) in home.devices_by_router()? {
-        for d in seen {
-            let Some(mac) = crate::home::normalise_mac(&d.mac) else {
-                continue;
-            };
-            let entry = out.entry(mac.clone()).or_insert_with(|| DeviceListing {
-                name: d
-                    .hostname
-                    .clone()
-                    .filter(|h| !h.is_empty() && h != "*")
-                    .unwrap_or_else(|| mac.clone()),
-                mac,
-                group: None,
-                router: None,
-                ip: None,
-                signal_dbm: None,
-            });
-            entry.router = Some(router.to_string());
-            entry.ip = d.ip;
-            entry.signal_dbm = d.wifi.and_then(|w| w.signal_dbm);
-        }
-    }
-    Ok(Json(out.into_values().collect()))
+    home.device_listing().map(Json)
 }
 
 fn version(v: u64) -> Json<serde_json::Value> {

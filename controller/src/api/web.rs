@@ -832,18 +832,13 @@ struct DeviceView {
     group: String,
 }
 
-async fn devices(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<Vec<DeviceView>>> {
-    Ok(Json(
-        web.home
-            .devices()?
-            .into_iter()
-            .map(|d| DeviceView {
-                mac: d.mac,
-                name: d.name,
-                group: d.group,
-            })
-            .collect(),
-    ))
+/// The device book and what the routers see (`group` null: not in the book yet), so the
+/// page can offer the devices people have rather than ask for a MAC.
+async fn devices(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+) -> WebResult<Json<Vec<trellis_proto::api::DeviceListing>>> {
+    Ok(Json(web.home.device_listing()?))
 }
 
 async fn set_device(

@@ -25,6 +25,7 @@ export function render(root) {
       const rank = { trusted: 0, iot: 1, guest: 2 };
       groups = g.slice().sort((a, b) => (rank[a.name] ?? 9) - (rank[b.name] ?? 9) || a.name.localeCompare(b.name));
       fillGroupSelect(form.querySelector('select'), groups);
+      fillSeenDevices(form, devices.filter((d) => d.group == null));
       groupsBox.replaceChildren(h('div', { class: 'group-grid' }, groups.map((grp) => groupCard(grp, groups, devices, load))));
       return groups;
     } catch (e) {
@@ -179,7 +180,26 @@ function deviceRow(d, groups, reload) {
     if (ok) reload();
   });
   return h('li', { 'data-mac': d.mac },
-    h('span', { class: 'device-name' }, d.name), ' ', h('code', { class: 'muted' }, d.mac), form);
+    h('span', { class: 'device-name' }, d.name), ' ', h('code', { class: 'muted' }, d.mac),
+    h('span', { class: 'muted where' }, d.router ? ` · on ${d.router}` : ' · not seen now'), form);
+}
+
+// What a device is, for a person choosing it: name, router, signal.
+function seenText(d) {
+  const where = d.router ? `on ${d.router}` : 'not seen now';
+  return `${d.name} (${where}${d.signal_dbm != null ? `, ${d.signal_dbm} dBm` : ''})`;
+}
+
+// The devices routers see that are in no group yet: a pick list for the MAC field, so a
+// person chooses "lab-phone (on attic)" instead of looking up a MAC.
+function fillSeenDevices(form, seen) {
+  const list = form.querySelector('#seen-devices');
+  list.replaceChildren(...seen.map((d) => h('option', { value: d.mac, label: seenText(d) }, seenText(d))));
+  const hint = form.querySelector('#device-mac-hint');
+  hint.textContent = seen.length
+    ? `Pick one of the ${seen.length} device${seen.length === 1 ? '' : 's'} your routers see, or type a MAC.`
+    : 'Find it in LuCI under Status → Overview → Associated stations, or on the device.';
+  form.seen = seen;
 }
 
 function deviceForm(reload) {
@@ -187,12 +207,19 @@ function deviceForm(reload) {
   const submit = h('button', { type: 'submit', id: 'device-submit' }, 'Save device');
   const form = h('form', { class: 'grid-form', id: 'device-form' },
     h('div', { class: 'field' }, h('label', { for: 'device-mac' }, 'MAC address'),
-      h('input', { id: 'device-mac', required: true, placeholder: 'aa:bb:cc:dd:ee:ff', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'device-mac-hint' }),
+      h('input', { id: 'device-mac', required: true, placeholder: 'aa:bb:cc:dd:ee:ff', autocomplete: 'off', spellcheck: 'false', list: 'seen-devices', 'aria-describedby': 'device-mac-hint' }),
+      h('datalist', { id: 'seen-devices' }),
       h('p', { class: 'hint', id: 'device-mac-hint' }, 'Find it in LuCI under Status → Overview → Associated stations, or on the device.')),
     h('div', { class: 'field' }, h('label', { for: 'device-name' }, 'Name'),
       h('input', { id: 'device-name', required: true, maxlength: 64, placeholder: 'Living-room TV', autocomplete: 'off' })),
     h('div', { class: 'field' }, h('label', { for: 'device-group' }, 'Group'), h('select', { id: 'device-group' })),
     h('div', { class: 'field submit-cell' }, submit), out);
+  // Picking a seen device fills in the name it gave DHCP, if the name is still empty.
+  form.querySelector('#device-mac').addEventListener('change', (ev) => {
+    const picked = (form.seen || []).find((d) => d.mac === ev.target.value.trim().toLowerCase());
+    const name = form.querySelector('#device-name');
+    if (picked && !name.value && picked.name !== picked.mac) name.value = picked.name;
+  });
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const mac = form.querySelector('#device-mac').value.trim();
