@@ -370,18 +370,21 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 }
                 let mut out = format!(
                     "{:<18} {:<24} {:<10} {:<16} {}\n",
-                    "MAC", "NAME", "GROUP", "ROUTER", "WIFI SIGNAL"
+                    "MAC", "NAME", "GROUP", "ROUTER", "LINK"
                 );
                 for d in ds {
+                    let link = match (&d.signal_dbm, &d.port) {
+                        (Some(s), _) => format!("wifi {s} dBm"),
+                        (None, Some(p)) => format!("port {p}"),
+                        (None, None) => "-".into(),
+                    };
                     out += &format!(
                         "{:<18} {:<24} {:<10} {:<16} {}\n",
                         d.mac,
                         d.name,
                         d.group.as_deref().unwrap_or("-"),
                         d.router.as_deref().unwrap_or("not seen"),
-                        d.signal_dbm
-                            .map(|s| format!("{s} dBm"))
-                            .unwrap_or_else(|| "-".into())
+                        link
                     );
                 }
                 out

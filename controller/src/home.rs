@@ -838,6 +838,7 @@ impl Home {
                     router: None,
                     ip: None,
                     signal_dbm: None,
+                    port: None,
                 };
                 (d.mac, listing)
             })
@@ -858,10 +859,12 @@ impl Home {
                     router: None,
                     ip: None,
                     signal_dbm: None,
+                    port: None,
                 });
                 entry.router = Some(router.to_string());
                 entry.ip = d.ip;
                 entry.signal_dbm = d.wifi.and_then(|w| w.signal_dbm);
+                entry.port = d.port;
             }
         }
         Ok(out.into_values().collect())

@@ -2,8 +2,9 @@
 //!
 //! A router reports the DHCP leases it hands out and the wifi clients of its access points.
 //! Usually only the primary hands out addresses, so a lease says little about where a device
-//! is; an association does. A device is placed at the router it is associated with (the one
-//! that heard it last, if it shows on two while roaming), else at the router that leased it
+//! is; an association does, and so does a wired LAN port. A device is placed at the router
+//! it is associated with (the one that heard it last, if it shows on two while roaming),
+//! else at the router whose LAN port it is plugged into, else at the router that leased it
 //! its address (the portal first, if several say so), and it is named from whichever report
 //! carries its DHCP hostname.
 
@@ -39,12 +40,18 @@ pub fn place_devices<'a>(
                     n.as_str(),
                 )
             });
-        let leased = || {
+        // Several routers with a claim of the same kind: the portal first, then by name.
+        let first = |claim: &dyn Fn(&SeenDevice) -> bool| {
             seen.iter()
+                .filter(|(_, d)| claim(d))
                 .min_by_key(|(n, _)| (Some(*n) != portal, n.as_str()))
                 .map(|(n, d)| (*n, *d))
         };
-        let Some((node, base)) = associated.map(|(n, d, _)| (n, d)).or_else(leased) else {
+        let Some((node, base)) = associated
+            .map(|(n, d, _)| (n, d))
+            .or_else(|| first(&|d| d.port.is_some()))
+            .or_else(|| first(&|_| true))
+        else {
             continue;
         };
         let mut device = base.clone();
@@ -75,7 +82,33 @@ mod tests {
             ip: Some("192.168.1.50".parse().unwrap()),
             hostname: Some(host.into()),
             wifi: None,
+            port: None,
         }
+    }
+
+    fn plugged(mac: &str, port: &str) -> SeenDevice {
+        SeenDevice {
+            mac: mac.into(),
+            ip: None,
+            hostname: None,
+            wifi: None,
+            port: Some(port.into()),
+        }
+    }
+
+    #[test]
+    fn a_printer_on_a_satellite_lan_port_is_behind_it() {
+        let (home, attic) = (name("home"), name("attic"));
+        let home_sees = [lease("aa:bb:cc:00:11:22", "printer")];
+        let attic_sees = [plugged("aa:bb:cc:00:11:22", "lan2")];
+        let placed = place_devices(
+            [(&home, &home_sees[..]), (&attic, &attic_sees[..])],
+            Some(&home),
+        );
+        assert!(!placed.contains_key(&home));
+        let printer = &placed[&attic][0];
+        assert_eq!(printer.port.as_deref(), Some("lan2"));
+        assert_eq!(printer.hostname.as_deref(), Some("printer"));
     }
 
     fn client(mac: &str, inactive_ms: u32, signal: i32) -> SeenDevice {
@@ -88,6 +121,7 @@ mod tests {
                 signal_dbm: Some(signal),
                 inactive_ms: Some(inactive_ms),
             }),
+            port: None,
         }
     }
 

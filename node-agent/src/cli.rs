@@ -200,7 +200,12 @@ pub fn main() -> ExitCode {
                 };
                 runtime.block_on(async {
                     let handle = agent.start();
-                    let devices = crate::devices::start(handle.agent.clone(), args.leases.clone());
+                    let devices = crate::devices::start(
+                        handle.agent.clone(),
+                        handle.trust.clone(),
+                        args.leases.clone(),
+                        crate::control::address::LAN_BRIDGE.to_owned(),
+                    );
                     let _speedtest = match speedtest {
                         Some(listen) => crate::speedtest::start(
                             listen,

@@ -210,7 +210,7 @@ pub struct TopologyLink {
 }
 
 /// A device an agent sees: a DHCP lease it handed out, a wifi client of one of its access
-/// points, or both. A satellite usually hands out no addresses (the primary does), so its
+/// points, a device on one of its wired LAN ports, or several of these. A satellite usually hands out no addresses (the primary does), so its
 /// wifi clients are how the map knows which router a phone is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenDevice {
@@ -225,6 +225,10 @@ pub struct SeenDevice {
     /// Associated with one of this router's access points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wifi: Option<WifiAssociation>,
+    /// Learned on this wired LAN port of the router's bridge (not a port towards another
+    /// router), e.g. `lan2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
 }
 
 /// A device as `GET /v1/admin/devices` (and the page's device list) shows it: from the
@@ -242,6 +246,9 @@ pub struct DeviceListing {
     pub ip: Option<std::net::IpAddr>,
     /// Signal at the router's access point, for a wifi client.
     pub signal_dbm: Option<i32>,
+    /// The router's wired LAN port it is plugged into, for a wired device.
+    #[serde(default)]
+    pub port: Option<String>,
 }
 
 /// A wifi client's association with a router's access point (`iw dev X station dump`).

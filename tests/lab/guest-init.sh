@@ -352,8 +352,11 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
   until nsx ns1 iw dev wlan4 station dump 2>/dev/null | grep -qi "^Station $MAC_P" || past "$end"; do sleep 0.3; done
   ASSOC=no; nsx ns1 iw dev wlan4 station dump 2>/dev/null | grep -qi "^Station $MAC_P" && ASSOC=yes
   T_WC1=$(up)
-  # `trellis devices`: MAC NAME GROUP ROUTER SIGNAL
-  device_row() { trell devices 2>/dev/null | awk -v m="$1" 'tolower($1) == tolower(m) { print $2, $4, $5 }'; }
+  # `trellis devices`: MAC NAME GROUP ROUTER LINK ("wifi -51 dBm", "port lan2" or "-");
+  # printed as "NAME ROUTER SIGNAL-or--"
+  device_row() {
+    trell devices 2>/dev/null | awk -v m="$1" 'tolower($1) == tolower(m) { print $2, $4, ($5 == "wifi" ? $6 : "-") }'
+  }
   end=$(deadline 30)
   until [ "$(device_row "$MAC_P" | cut -d' ' -f1-2)" = "lab-phone b" ] || past "$end"; do sleep 0.5; done
   PHONE=$(device_row "$MAC_P"); TV=$(device_row 02:00:00:00:aa:01)

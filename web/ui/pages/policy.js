@@ -187,7 +187,8 @@ function deviceRow(d, groups, reload) {
 // What a device is, for a person choosing it: name, router, signal.
 function seenText(d) {
   const where = d.router ? `on ${d.router}` : 'not seen now';
-  return `${d.name} (${where}${d.signal_dbm != null ? `, ${d.signal_dbm} dBm` : ''})`;
+  const link = d.signal_dbm != null ? `, wifi ${d.signal_dbm} dBm` : d.port ? `, port ${d.port}` : '';
+  return `${d.name} (${where}${link})`;
 }
 
 // The devices routers see that are in no group yet: a pick list for the MAC field, so a

@@ -1,19 +1,22 @@
-//! The devices this router sees, for the controller's map: the DHCP leases it hands out and
-//! the wifi clients of its access points.
+//! The devices this router sees, for the controller's map: the DHCP leases it hands out, the
+//! wifi clients of its access points, and the devices on its wired LAN ports ([`fdb`]).
 //!
 //! On a typical home only the primary router runs DHCP, so leases alone would put every
 //! phone and laptop behind the primary. A satellite's access points know better: a client
 //! associated with them is behind that satellite. The agent reports both; the controller
-//! places each device where it is associated and names it from the lease.
+//! places each device where it is associated (or plugged in) and names it from the lease.
+
+pub mod fdb;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use trellis_proto::api::{SeenDevice, WifiAssociation};
 
-use crate::control::Agent;
+use crate::control::{Agent, Trust};
 use crate::discovery::{self, Lease};
 use crate::wifi::nl80211::{self, ApClient, Nl80211, WifiEvent};
 
@@ -29,7 +32,11 @@ const SETTLE: Duration = Duration::from_millis(500);
 /// client of this router that also got its address here). Leases without a MAC (DHCPv6)
 /// are left out. Wifi clients come first when the cap is reached: they are what only this
 /// router can tell.
-pub fn seen_devices(leases: &[Lease], clients: &[ApClient]) -> Vec<SeenDevice> {
+pub fn seen_devices(
+    leases: &[Lease],
+    clients: &[ApClient],
+    wired: &[fdb::WiredDevice],
+) -> Vec<SeenDevice> {
     let mut by_mac: BTreeMap<String, SeenDevice> = BTreeMap::new();
     for c in clients {
         let mac = c.mac.to_string();
@@ -42,16 +49,30 @@ pub fn seen_devices(leases: &[Lease], clients: &[ApClient]) -> Vec<SeenDevice> {
                 signal_dbm: c.signal_dbm.map(i32::from),
                 inactive_ms: c.inactive_ms,
             }),
+            port: None,
         });
     }
-    let wifi = by_mac.len();
+    for w in wired {
+        if by_mac.len() >= MAX_SEEN_DEVICES {
+            break;
+        }
+        let mac = w.mac.to_string();
+        by_mac.entry(mac.clone()).or_insert(SeenDevice {
+            mac,
+            ip: None,
+            hostname: None,
+            wifi: None,
+            port: Some(w.port.clone()),
+        });
+    }
+    let seen_here = by_mac.len();
     for l in leases {
         let Some(mac) = l.mac else { continue };
         let mac = mac.to_string();
         if let Some(d) = by_mac.get_mut(&mac) {
             d.ip = Some(l.ip);
             d.hostname = l.hostname.clone();
-        } else if by_mac.len() < MAX_SEEN_DEVICES.max(wifi) {
+        } else if by_mac.len() < MAX_SEEN_DEVICES.max(seen_here) {
             by_mac.insert(
                 mac.clone(),
                 SeenDevice {
@@ -59,19 +80,50 @@ pub fn seen_devices(leases: &[Lease], clients: &[ApClient]) -> Vec<SeenDevice> {
                     ip: Some(l.ip),
                     hostname: l.hostname.clone(),
                     wifi: None,
+                    port: None,
                 },
             );
         }
     }
     let mut out: Vec<SeenDevice> = by_mac.into_values().collect();
-    // Wifi clients first, so the cap drops lease-only devices (the primary still has those).
-    out.sort_by_key(|d| d.wifi.is_none());
+    // Wifi clients and wired devices first, so the cap drops lease-only devices (the
+    // primary still has those).
+    out.sort_by_key(|d| d.wifi.is_none() && d.port.is_none());
     out.truncate(MAX_SEEN_DEVICES);
     out
 }
 
-/// Keep the agent's seen devices current until the task is dropped.
-pub fn start(agent: Agent, leases: PathBuf) -> tokio::task::JoinHandle<()> {
+/// The addresses of the home's other routers, by which the bridge's backhaul ports are
+/// recognised: each router's announced tunnel address and the controller's.
+fn router_addresses(agent: &Agent, trust: &Trust) -> Vec<IpAddr> {
+    let host = |a: &str| {
+        a.parse::<std::net::SocketAddr>()
+            .map(|s| s.ip())
+            .or_else(|_| a.parse::<IpAddr>())
+            .ok()
+    };
+    let mut out: Vec<IpAddr> = trust
+        .snapshot()
+        .map(|s| {
+            s.nodes
+                .iter()
+                .flat_map(|n| n.addresses.iter().filter_map(|a| host(a)))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.extend(host(&agent.node.controller));
+    out.retain(|ip| !ip.is_loopback());
+    out
+}
+
+/// Keep the agent's seen devices current until the task is dropped. `bridge`: the LAN
+/// bridge whose wired ports are looked at (`br-lan`).
+pub fn start(
+    agent: Agent,
+    trust: Trust,
+    leases: PathBuf,
+    bridge: String,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // No nl80211 (a host without wifi, a container): leases only, said once.
         let wifi = match Nl80211::connect() {
@@ -90,6 +142,7 @@ pub fn start(agent: Agent, leases: PathBuf) -> tokio::task::JoinHandle<()> {
         };
         let mut last: Option<Vec<SeenDevice>> = None;
         let mut said_wifi_error = false;
+        let mut said_bridge_error = false;
         loop {
             let clients = match &wifi {
                 Some(w) => match w.ap_clients().await {
@@ -104,8 +157,18 @@ pub fn start(agent: Agent, leases: PathBuf) -> tokio::task::JoinHandle<()> {
                 },
                 None => Vec::new(),
             };
+            let wired = match fdb::wired_devices(&bridge, &router_addresses(&agent, &trust)).await {
+                Ok(w) => w,
+                Err(e) => {
+                    if !said_bridge_error {
+                        tracing::info!("no wired devices on the map from this router: {e}");
+                        said_bridge_error = true;
+                    }
+                    Vec::new()
+                }
+            };
             let leases = discovery::read_leases(&leases).unwrap_or_default();
-            let now = seen_devices(&leases, &clients);
+            let now = seen_devices(&leases, &clients, &wired);
             if last.as_ref() != Some(&now) {
                 agent.set_seen_devices(now.clone());
                 last = Some(now);
@@ -168,6 +231,7 @@ mod tests {
                 lease("aa:bb:cc:00:11:22", "192.168.1.23", "printer"),
             ],
             &[client(7, -51)],
+            &[],
         );
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].mac, "02:00:00:00:00:07");
@@ -187,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_satellite_without_dhcp_reports_its_clients_by_mac() {
-        let seen = seen_devices(&[], &[client(9, -70)]);
+        let seen = seen_devices(&[], &[client(9, -70)], &[]);
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].ip, None);
         assert_eq!(seen[0].hostname, None);
@@ -198,7 +262,7 @@ mod tests {
         let leases: Vec<Lease> = (0..100)
             .map(|i| lease(&format!("aa:bb:cc:00:00:{i:02x}"), "192.168.1.9", "x"))
             .collect();
-        let seen = seen_devices(&leases, &[client(1, -60)]);
+        let seen = seen_devices(&leases, &[client(1, -60)], &[]);
         assert_eq!(seen.len(), MAX_SEEN_DEVICES);
         assert!(seen[0].wifi.is_some());
     }
