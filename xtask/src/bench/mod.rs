@@ -134,8 +134,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let (paths, mem, hold) = result?;
     let mut header = format!(
-        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; release binaries ({}); {:.0} s per latency run, {}; CPUs {:.0} % idle just before measuring",
-        bin.display(),
+        "Service-mesh comparison: client → router A (CPU 0) → router B (CPU 1) → server; agent {}; {:.0} s per latency run, {}; CPUs {:.0} % idle just before measuring",
+        agent.display(),
         o.duration,
         if o.hold { format!("{:.0} s 1000-connection run", o.hold_secs) } else { "no 1000-connection run".into() },
         mem.idle_cpu * 100.0,
