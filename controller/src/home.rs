@@ -117,6 +117,18 @@ const MAX_REPORTED_LINKS: usize = 32;
 const MAX_REPORTED_DEVICES: usize = 64;
 
 /// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
+/// Cut `s` to at most `max` bytes on a character boundary (`String::truncate` panics inside
+/// a multi-byte character, and these strings come from agents).
+fn truncate_chars(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 pub fn normalise_mac(mac: &str) -> Option<String> {
     let parts: Vec<&str> = mac.trim().split([':', '-']).collect();
     if parts.len() != 6
@@ -474,7 +486,14 @@ impl Home {
         telemetry.devices.truncate(MAX_REPORTED_DEVICES);
         for d in &mut telemetry.devices {
             if let Some(h) = &mut d.hostname {
-                h.truncate(63);
+                truncate_chars(h, 63);
+            }
+            // Interface names are at most 15 bytes (IFNAMSIZ); anything longer is not one.
+            if let Some(w) = &mut d.wifi {
+                truncate_chars(&mut w.interface, 15);
+            }
+            if let Some(p) = &mut d.port {
+                truncate_chars(p, 15);
             }
         }
         telemetry

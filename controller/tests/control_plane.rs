@@ -709,3 +709,34 @@ async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
     wired.report_once().await.unwrap();
     assert_eq!(th.home.waiting_for_mesh_link(&node("cellar")), None);
 }
+
+#[tokio::test]
+async fn a_lying_agent_cannot_crash_or_bloat_the_device_map() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let agent = Agent::load(pair(&th, "attic", dirs.path()).await).unwrap();
+    // A hostname of two-byte characters cut at 63 bytes would split one (a panic, and with
+    // panic=abort on the router the whole controller); an "interface" of 100 bytes is no
+    // name. (Reports over 64 KiB are refused whole: the body limit.)
+    let device = |i: u8| trellis_proto::api::SeenDevice {
+        mac: format!("02:00:00:00:01:{i:02x}"),
+        ip: None,
+        hostname: Some("é".repeat(40)),
+        wifi: Some(trellis_proto::api::WifiAssociation {
+            interface: "x".repeat(100),
+            signal_dbm: Some(-40),
+            inactive_ms: Some(10),
+        }),
+        port: Some("p".repeat(100)),
+    };
+    agent.set_seen_devices((0..90).map(device).collect());
+    agent.report_once().await.unwrap();
+    let placed = th.home.devices_by_router().unwrap();
+    let at_attic = &placed[&name("attic")];
+    assert_eq!(at_attic.len(), 64, "at most 64 devices per router");
+    let d = &at_attic[0];
+    let hostname = d.hostname.as_deref().unwrap();
+    assert_eq!(hostname, "é".repeat(31), "cut on a character boundary");
+    assert_eq!(d.wifi.as_ref().unwrap().interface.len(), 15);
+    assert_eq!(d.port.as_deref().map(str::len), Some(15));
+}

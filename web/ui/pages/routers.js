@@ -75,7 +75,7 @@ export function render(root) {
             : `${r.hops} from this router`),
         h('dt', {}, 'Last heard'), h('dd', {}, r.last_seen_s == null ? 'not since the controller started' : `${duration(r.last_seen_s)} ago`),
         h('dt', {}, 'Certificate'), h('dd', {}, r.cert_expires_in_s == null ? '—' : r.cert_expires_in_s > 0 ? `renews itself; expires in ${duration(r.cert_expires_in_s)}` : 'EXPIRED'),
-        h('dt', {}, 'Devices'), h('dd', { class: 'devices' }, r.devices.length ? r.devices.join(', ') : 'none seen (wifi clients of its access points and DHCP leases show here)'),
+        h('dt', {}, 'Devices'), h('dd', { class: 'devices' }, r.devices.length ? r.devices.join(', ') : 'none seen (its wifi clients, devices on its LAN ports and DHCP leases show here)'),
         h('dt', {}, 'Services'), h('dd', {}, r.services.length ? r.services.join(', ') : 'none found yet'),
         h('dt', {}, 'Paired'), h('dd', {}, date(r.enrolled_at)),
         h('dt', {}, 'Identity'), h('dd', {}, h('code', {}, r.identity))),
