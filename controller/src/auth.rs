@@ -43,8 +43,10 @@ pub const MAX_SESSIONS: usize = 8;
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 pub const SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 
-/// Failed logins (or setup tokens) allowed per window, for the whole controller.
+/// Failed logins (or setup tokens) allowed per window from one client address.
 pub const MAX_FAILURES: usize = 5;
+/// Failed tries a minute for the whole controller, whatever their addresses.
+pub const MAX_FAILURES_ALL: usize = 20;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
@@ -272,40 +274,70 @@ fn alive(s: &Session, now: Instant) -> bool {
 
 // --- throttle ------------------------------------------------------------------------------
 
-/// Counts recent tries that did not succeed; bounded to [`MAX_FAILURES`] entries.
+/// Counts recent tries that did not succeed, per client address ([`MAX_FAILURES`] a minute
+/// each) and for the whole controller ([`MAX_FAILURES_ALL`] a minute).
 ///
-/// A try is counted when it *starts* and forgiven when it succeeds, so a burst of parallel
-/// guesses cannot all slip past the check while their argon2id runs are still going.
+/// Per address, so someone on the LAN guessing cannot lock the admin out from another
+/// device; overall, so the argon2id work a flood of addresses can cause stays bounded (and
+/// with it the table of addresses: only addresses with a failure in the last minute are
+/// kept, at most [`MAX_FAILURES_ALL`] of them). A try is counted when it *starts* and
+/// forgiven when it succeeds, so a burst of parallel guesses cannot all slip past the check
+/// while their argon2id runs are still going.
 #[derive(Default)]
 pub struct Throttle {
-    tries: Mutex<VecDeque<Instant>>,
+    book: Mutex<ThrottleBook>,
+}
+
+#[derive(Default)]
+struct ThrottleBook {
+    by_source: std::collections::HashMap<std::net::IpAddr, VecDeque<Instant>>,
+    all: VecDeque<Instant>,
+}
+
+/// Drop tries older than the window from the front; `Err(seconds)` if `max` remain.
+fn window(tries: &mut VecDeque<Instant>, max: usize, now: Instant) -> Result<(), u64> {
+    while tries
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
+    {
+        tries.pop_front();
+    }
+    if tries.len() >= max {
+        let oldest = tries.front().copied().unwrap_or(now);
+        let wait = FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
+        return Err(wait.as_secs().max(1));
+    }
+    Ok(())
 }
 
 impl Throttle {
-    /// Count a try, or `Err(seconds to wait)` while too many recent tries failed.
-    pub fn begin(&self, now: Instant) -> Result<(), u64> {
-        let mut f = self.tries.lock().unwrap_or_else(|p| p.into_inner());
-        while f
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
-        {
-            f.pop_front();
-        }
-        if f.len() >= MAX_FAILURES {
-            let oldest = f.front().copied().unwrap_or(now);
-            let wait = FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
-            return Err(wait.as_secs().max(1));
-        }
-        f.push_back(now);
+    /// Count a try from `source` (`None`: not known, one shared bucket), or `Err(seconds to
+    /// wait)` while too many recent tries failed from there or overall.
+    pub fn begin(&self, source: Option<std::net::IpAddr>, now: Instant) -> Result<(), u64> {
+        let source = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let ThrottleBook { by_source, all } = &mut *book;
+        by_source.retain(|_, tries| {
+            let _ = window(tries, usize::MAX, now);
+            !tries.is_empty()
+        });
+        window(all, MAX_FAILURES_ALL, now)?;
+        let mine = by_source.entry(source).or_default();
+        window(mine, MAX_FAILURES, now)?;
+        mine.push_back(now);
+        all.push_back(now);
         Ok(())
     }
 
-    /// The try succeeded: it does not count against anyone.
-    pub fn succeeded(&self) {
-        self.tries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_back();
+    /// The try from `source` succeeded: it does not count against anyone.
+    pub fn succeeded(&self, source: Option<std::net::IpAddr>) {
+        let source = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = book.by_source.get_mut(&source).and_then(VecDeque::pop_back) {
+            if let Some(i) = book.all.iter().rposition(|t| *t == at) {
+                book.all.remove(i);
+            }
+        }
     }
 }
 
@@ -395,16 +427,45 @@ mod tests {
     fn throttle_blocks_after_repeated_failures_then_recovers() {
         let th = Throttle::default();
         let t0 = Instant::now();
+        let guesser = Some("192.168.1.66".parse().unwrap());
+        let admin = Some("192.168.1.20".parse().unwrap());
         // Successes never add up.
         for _ in 0..3 * MAX_FAILURES {
-            th.begin(t0).unwrap();
-            th.succeeded();
+            th.begin(guesser, t0).unwrap();
+            th.succeeded(guesser);
         }
         for _ in 0..MAX_FAILURES {
-            assert!(th.begin(t0).is_ok());
+            assert!(th.begin(guesser, t0).is_ok());
         }
-        let wait = th.begin(t0).unwrap_err();
+        let wait = th.begin(guesser, t0).unwrap_err();
         assert!(wait >= 59, "{wait}");
-        assert!(th.begin(t0 + FAILURE_WINDOW).is_ok());
+        // The admin, on another device, still gets in.
+        assert!(th.begin(admin, t0).is_ok());
+        th.succeeded(admin);
+        assert!(th.begin(guesser, t0 + FAILURE_WINDOW).is_ok());
+    }
+
+    #[test]
+    fn many_addresses_together_hit_the_overall_ceiling_and_the_book_stays_small() {
+        let th = Throttle::default();
+        let t0 = Instant::now();
+        let addr = |i: u8| Some(std::net::IpAddr::from([10, 0, 0, i]));
+        let mut refused = 0;
+        for i in 0..200u8 {
+            if th.begin(addr(i), t0).is_err() {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 200 - MAX_FAILURES_ALL);
+        let book = th.book.lock().unwrap();
+        assert_eq!(
+            book.by_source.len(),
+            MAX_FAILURES_ALL,
+            "refused addresses are not kept"
+        );
+        drop(book);
+        // A minute later everything has expired and the book is pruned on the next try.
+        th.begin(addr(1), t0 + FAILURE_WINDOW).unwrap();
+        assert_eq!(th.book.lock().unwrap().by_source.len(), 1);
     }
 }

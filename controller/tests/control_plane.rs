@@ -354,15 +354,10 @@ fn client_cert(ca_cert: &str, ca_key: &str, id: &str, from: i64, to: i64) -> Str
     format!("{}{}", cert.pem(), key.serialize_pem())
 }
 
-/// curl (a real TLS client) asks for the config with a client certificate; returns the HTTP
-/// status, or None when the TLS handshake itself was refused.
-fn curl_config(
-    addr: &str,
-    ca_pem: &str,
-    cert_and_key: Option<&str>,
-    dir: &std::path::Path,
-) -> Option<u16> {
-    let port = addr.rsplit(':').next().unwrap();
+/// curl printing only the HTTP status, trusting the home CA, with the controller's name
+/// resolved to `addr`'s port on loopback; and that port.
+fn curl(addr: &str, ca_pem: &str, dir: &std::path::Path) -> (std::process::Command, String) {
+    let port = addr.rsplit(':').next().unwrap().to_owned();
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, ca_pem).unwrap();
     let mut cmd = std::process::Command::new("curl");
@@ -373,14 +368,26 @@ fn curl_config(
         "-w",
         "%{http_code}",
         "--max-time",
-        "10",
-        "--cacert",
+        "20",
     ])
+    .arg("--cacert")
     .arg(&ca)
     .args([
         "--resolve",
         &format!("controller.trellis.home.arpa:{port}:127.0.0.1"),
     ]);
+    (cmd, port)
+}
+
+/// curl (a real TLS client) asks for the config with a client certificate; returns the HTTP
+/// status, or None when the TLS handshake itself was refused.
+fn curl_config(
+    addr: &str,
+    ca_pem: &str,
+    cert_and_key: Option<&str>,
+    dir: &std::path::Path,
+) -> Option<u16> {
+    let (mut cmd, port) = curl(addr, ca_pem, dir);
     if let Some(pem) = cert_and_key {
         let f = dir.join("client.pem");
         std::fs::write(&f, pem).unwrap();
@@ -739,4 +746,71 @@ async fn a_lying_agent_cannot_crash_or_bloat_the_device_map() {
     assert_eq!(hostname, "é".repeat(31), "cut on a character boundary");
     assert_eq!(d.wifi.as_ref().unwrap().interface.len(), 15);
     assert_eq!(d.port.as_deref().map(str::len), Some(15));
+}
+
+/// POST JSON to the web API from source address `from` (any 127/8 address on loopback),
+/// as the page does (CSRF header); the HTTP status.
+fn curl_post_from(
+    addr: &str,
+    ca_pem: &str,
+    dir: &std::path::Path,
+    from: &str,
+    path: &str,
+    body: &str,
+) -> u16 {
+    let (mut cmd, port) = curl(addr, ca_pem, dir);
+    let out = cmd
+        .args([
+            "--interface",
+            from,
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-trellis-csrf: page",
+            "--data",
+            body,
+        ])
+        .arg(format!("https://controller.trellis.home.arpa:{port}{path}"))
+        .output()
+        .expect("curl is installed by cargo xtask setup");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guesser_on_one_device_does_not_lock_the_admin_out_of_another() {
+    let th = start_home().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = th.home.ca().cert_pem().to_owned();
+    let token = th.home.setup_token().unwrap();
+    let (addr, d) = (th.addr.clone(), dir.path().to_owned());
+    let statuses = tokio::task::spawn_blocking(move || {
+        let post = |from: &str, path: &str, body: String| {
+            curl_post_from(&addr, &ca, &d, from, path, &body)
+        };
+        let setup = post(
+            "127.0.0.1",
+            "/api/ui/setup",
+            serde_json::json!({"token": token, "password": "a good long password"}).to_string(),
+        );
+        let wrong = || serde_json::json!({"password": "not the password"}).to_string();
+        let guesses: Vec<u16> = (0..=trellis_controller::auth::MAX_FAILURES)
+            .map(|_| post("127.0.0.2", "/api/ui/login", wrong()))
+            .collect();
+        let admin = post(
+            "127.0.0.1",
+            "/api/ui/login",
+            serde_json::json!({"password": "a good long password"}).to_string(),
+        );
+        (setup, guesses, admin)
+    })
+    .await
+    .unwrap();
+    let (setup, guesses, admin) = statuses;
+    assert_eq!(setup, 200);
+    // The guesser's sixth try waits; the admin on another address gets in.
+    assert_eq!(guesses, vec![401, 401, 401, 401, 401, 429]);
+    assert_eq!(admin, 200);
 }

@@ -155,6 +155,7 @@ pub async fn serve(home: Arc<Home>, listener: TcpListener) -> anyhow::Result<()>
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(super::web::ClientAddr(remote));
                     app.clone().oneshot(req)
                 },
             );

@@ -10,6 +10,7 @@
 //!
 //! The handlers only translate HTTP: every rule lives in [`Home`] or [`crate::auth`].
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use trellis_proto::api::NodeInfo;
 use trellis_proto::pairing::ApiError;
@@ -355,8 +356,13 @@ fn logged_in(web: &Web) -> Response {
     resp
 }
 
-fn throttled(web: &Web, what: &str) -> WebResult<()> {
-    web.throttle.begin(Instant::now()).map_err(|wait| {
+/// The TCP peer of a request, put in its extensions by the server (`api::agent::serve`);
+/// the login throttle counts per address.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+fn throttled(web: &Web, from: Option<IpAddr>, what: &str) -> WebResult<()> {
+    web.throttle.begin(from, Instant::now()).map_err(|wait| {
         WebError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("too many wrong {what}s in the last minute: wait {wait} s and try again"),
@@ -372,6 +378,7 @@ struct SetupBody {
 
 async fn setup(
     State(web): State<Arc<Web>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Json<SetupBody>, JsonRejection>,
 ) -> WebResult<Response> {
@@ -384,7 +391,8 @@ async fn setup(
         ));
     }
     auth::check_new_password(&body.password)?;
-    throttled(&web, "setup token")?;
+    let from = client.map(|Extension(ClientAddr(a))| a.ip());
+    throttled(&web, from, "setup token")?;
     let real = web.home.setup_token()?;
     if !auth::token_matches(&real, &body.token) {
         tracing::warn!("web page: wrong setup token");
@@ -396,7 +404,7 @@ async fn setup(
             ),
         ));
     }
-    web.throttle.succeeded();
+    web.throttle.succeeded(from);
     let password = body.password;
     let rec = tokio::task::spawn_blocking(move || auth::hash_password(&password, unix_now()))
         .await
@@ -412,6 +420,7 @@ struct LoginBody {
 
 async fn login(
     State(web): State<Arc<Web>>,
+    client: Option<Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> WebResult<Response> {
@@ -423,7 +432,8 @@ async fn login(
             "no admin password is set yet: set one with the setup token (trellis setup-token)",
         ));
     };
-    throttled(&web, "password")?;
+    let from = client.map(|Extension(ClientAddr(a))| a.ip());
+    throttled(&web, from, "password")?;
     let password = body.password;
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&rec, &password))
         .await
@@ -435,7 +445,7 @@ async fn login(
             "wrong password: try again (forgotten? run `trellis reset-password` on the router and set a new one)",
         ));
     }
-    web.throttle.succeeded();
+    web.throttle.succeeded(from);
     tracing::info!("web page: admin logged in");
     Ok(logged_in(&web))
 }

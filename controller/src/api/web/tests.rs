@@ -333,7 +333,8 @@ async fn wrong_passwords_are_throttled() {
         .await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     }
-    // Even the right password waits now: the throttle does not tell guesses apart.
+    // Even the right password waits now, from the same address: the throttle does not tell
+    // guesses apart.
     let a = call(
         &f.app,
         "POST",
