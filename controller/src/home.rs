@@ -544,16 +544,20 @@ impl Home {
         })
     }
 
+    /// The routers of the home now (the published snapshot's nodes: removed ones are gone).
+    fn members(&self) -> std::collections::HashSet<NodeName> {
+        self.snapshot()
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// The mesh as the routers last reported it: one entry per peer link, the peer named by
     /// the router whose mesh MAC it is (RAM only, from telemetry).
     pub fn topology(&self) -> Vec<trellis_proto::api::TopologyLink> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let members: std::collections::HashSet<NodeName> = self
-            .snapshot()
-            .nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect();
+        let members = self.members();
         let by_mac: HashMap<String, NodeName> = live
             .iter()
             .filter(|(name, _)| members.contains(*name))
@@ -590,12 +594,7 @@ impl Home {
     /// breadth-first walk; blocked links and peers that are not routers of the home are left
     /// out). For the proxies' locality: prefer the instance fewest hops away.
     pub fn hops_from(&self, from: &NodeName) -> std::collections::BTreeMap<NodeName, u32> {
-        let members: std::collections::HashSet<NodeName> = self
-            .snapshot()
-            .nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect();
+        let members = self.members();
         let mut next: HashMap<NodeName, Vec<NodeName>> = HashMap::new();
         for link in self.topology() {
             if link.verdict == "blocked" {
@@ -868,11 +867,7 @@ impl Home {
                     continue;
                 };
                 let entry = out.entry(mac.clone()).or_insert_with(|| DeviceListing {
-                    name: d
-                        .hostname
-                        .clone()
-                        .filter(|h| !h.is_empty() && h != "*")
-                        .unwrap_or_else(|| mac.clone()),
+                    name: d.dhcp_name().unwrap_or(&mac).to_owned(),
                     mac,
                     group: None,
                     router: None,
@@ -911,12 +906,7 @@ impl Home {
     /// The devices behind each router of the home, each once (see [`crate::placement`]).
     pub fn devices_by_router(&self) -> Result<BTreeMap<NodeName, Vec<SeenDevice>>> {
         let portal = self.store.portal_node()?;
-        let members: std::collections::HashSet<NodeName> = self
-            .snapshot()
-            .nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect();
+        let members = self.members();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         Ok(crate::placement::place_devices(
             live.iter()

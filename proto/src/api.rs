@@ -231,6 +231,15 @@ pub struct SeenDevice {
     pub port: Option<String>,
 }
 
+impl SeenDevice {
+    /// The name the device gave DHCP, if it gave one (dnsmasq writes `*` for none).
+    pub fn dhcp_name(&self) -> Option<&str> {
+        self.hostname
+            .as_deref()
+            .filter(|h| !h.is_empty() && *h != "*")
+    }
+}
+
 /// A device as `GET /v1/admin/devices` (and the page's device list) shows it: from the
 /// device book, from what the routers see, or both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

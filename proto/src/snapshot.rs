@@ -37,6 +37,23 @@ pub struct PeerNode {
     pub addresses: Vec<String>,
 }
 
+impl PeerNode {
+    /// The node's announced addresses; a bare IP takes `default_port`, and an entry that is
+    /// neither is skipped.
+    pub fn socket_addrs(
+        &self,
+        default_port: u16,
+    ) -> impl Iterator<Item = std::net::SocketAddr> + '_ {
+        self.addresses.iter().filter_map(move |a| {
+            a.parse::<std::net::SocketAddr>().ok().or_else(|| {
+                a.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| std::net::SocketAddr::new(ip, default_port))
+            })
+        })
+    }
+}
+
 /// An identity every agent must refuse from this version on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Revocation {

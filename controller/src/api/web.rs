@@ -536,7 +536,7 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
     let device_name = |d: &trellis_proto::api::SeenDevice| {
         crate::home::normalise_mac(&d.mac)
             .and_then(|m| book.get(&m).cloned())
-            .or_else(|| d.hostname.clone().filter(|h| !h.is_empty() && h != "*"))
+            .or_else(|| d.dhcp_name().map(str::to_owned))
             .unwrap_or_else(|| d.mac.clone())
     };
     let services_on = |node: &NodeName| -> Vec<String> {

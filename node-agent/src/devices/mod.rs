@@ -65,14 +65,13 @@ pub fn seen_devices(
             port: Some(w.port.clone()),
         });
     }
-    let seen_here = by_mac.len();
     for l in leases {
         let Some(mac) = l.mac else { continue };
         let mac = mac.to_string();
         if let Some(d) = by_mac.get_mut(&mac) {
             d.ip = Some(l.ip);
             d.hostname = l.hostname.clone();
-        } else if by_mac.len() < MAX_SEEN_DEVICES.max(seen_here) {
+        } else if by_mac.len() < MAX_SEEN_DEVICES {
             by_mac.insert(
                 mac.clone(),
                 SeenDevice {
@@ -96,22 +95,23 @@ pub fn seen_devices(
 /// The addresses of the home's other routers, by which the bridge's backhaul ports are
 /// recognised: each router's announced tunnel address and the controller's.
 fn router_addresses(agent: &Agent, trust: &Trust) -> Vec<IpAddr> {
-    let host = |a: &str| {
-        a.parse::<std::net::SocketAddr>()
-            .map(|s| s.ip())
-            .or_else(|_| a.parse::<IpAddr>())
-            .ok()
-    };
     let mut out: Vec<IpAddr> = trust
         .snapshot()
         .map(|s| {
             s.nodes
                 .iter()
-                .flat_map(|n| n.addresses.iter().filter_map(|a| host(a)))
+                .flat_map(|n| n.socket_addrs(0).map(|a| a.ip()))
                 .collect()
         })
         .unwrap_or_default();
-    out.extend(host(&agent.node.controller));
+    let controller = &agent.node.controller;
+    out.extend(
+        controller
+            .parse::<std::net::SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| controller.parse::<IpAddr>())
+            .ok(),
+    );
     out.retain(|ip| !ip.is_loopback());
     out
 }

@@ -218,15 +218,8 @@ impl Pool {
             .iter()
             .find(|p| &p.name == node)
             .ok_or_else(|| DialError::UnknownNode(node.clone()))?;
-        peer.addresses
-            .iter()
-            .find_map(|a| {
-                a.parse::<SocketAddr>().ok().or_else(|| {
-                    a.parse()
-                        .ok()
-                        .map(|ip| SocketAddr::new(ip, self.cfg.inbound_port))
-                })
-            })
+        peer.socket_addrs(self.cfg.inbound_port)
+            .next()
             .ok_or_else(|| DialError::NoAddress(node.clone()))
     }
 
