@@ -90,6 +90,7 @@ pub mod inbound;
 pub mod outbound;
 pub mod pool;
 pub mod readahead;
+pub(crate) mod refusal;
 pub mod testca;
 pub mod tls;
 pub mod wire;

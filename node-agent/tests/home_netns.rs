@@ -514,12 +514,14 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let page =
         laptop_get(&home.laptop, vip).expect("fail static: the mesh works without the controller");
     assert!(page.contains(PAGE_SECRET));
-    // …and the guest is still refused: router A's proxy takes the connection and closes
-    // it (a policy refusal), rather than the phone failing to reach anything at all.
-    let guest = laptop_get(&phone.0, vip);
-    assert_eq!(
-        guest,
-        Err("connection closed with no answer".to_string()),
-        "the guest phone must be refused by policy with the controller down"
+    // …and the guest is still refused, by router A's own policy: its proxy answers the phone's
+    // HTTP request with the refusal page naming the rule (the phone does not merely fail to
+    // reach anything at all).
+    let guest = laptop_get(&phone.0, vip)
+        .expect("the guest phone gets the router's refusal page, not silence");
+    assert!(
+        guest.starts_with("HTTP/1.1 403 Forbidden") && guest.contains("Rule: default:guest"),
+        "the guest phone must be refused by policy with the controller down: {guest}"
     );
+    assert!(!guest.contains(PAGE_SECRET), "{guest}");
 }

@@ -130,6 +130,12 @@ fn deny_rules_and_revocations_are_enforced_and_named() {
         !got.as_deref().unwrap_or("").contains(PAGE_SECRET),
         "denied laptop got the page: {got:?}"
     );
+    // What the person at the laptop reads: the router's refusal page, naming the rule.
+    let page = got.expect("the source router answers the refused request");
+    assert!(
+        page.starts_with("HTTP/1.1 403") && page.contains("Rule: no-laptop-to-web"),
+        "{page}"
+    );
     let rec = next_record(&mut log_a);
     assert_eq!(
         (rec.outcome.clone(), rec.rule.as_str()),
@@ -153,6 +159,11 @@ fn deny_rules_and_revocations_are_enforced_and_named() {
     assert!(
         !got.as_deref().unwrap_or("").contains(PAGE_SECRET),
         "destination did not enforce: {got:?}"
+    );
+    let page = got.expect("the refusal page, with the destination's rule");
+    assert!(
+        page.starts_with("HTTP/1.1 403") && page.contains("Rule: no-laptop-to-web"),
+        "{page}"
     );
     let rec = next_record(&mut log_b);
     assert_eq!(

@@ -27,8 +27,11 @@ usage: cargo xtask <command>
 
 commands:
   demo                  build and run a demo home (controller + agents), print its state
-  test [--quick]        install what the tests need, then fmt, clippy, all tests, the
-                        aarch64 static build under qemu (--quick: skip the cross build)
+  test [--quick] [--only STAGE,…] [--list]
+                        install what the tests need, then every stage CI runs: fmt, clippy,
+                        build, tests, demo, router binaries, the VM lab, packages; each
+                        stage's time, its log under target/xtask-test/, and one re-run
+                        command per failure (--quick: skip the router build and the lab)
   cross [TARGET...]     static release binaries for router CPUs (default: all in
                         cross/targets.tsv), with size and xz size
   package [--target ARCH...] [--no-build]
@@ -58,6 +61,8 @@ fn main() -> ExitCode {
         Some("bench-load") => bench::load::main(&args[1..]),
         Some("bench-server") => bench::load::server(&args[1..]),
         Some("lab") => lab::run(&args[1..]),
+        // Hidden: one of `test`'s own stages, run as a child so its output is the stage's log.
+        Some("test-stage") => test::stage(&args[1..]),
         Some("setup") => setup::ensure_test_tools(),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -86,6 +91,17 @@ pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
     cmd
+}
+
+/// Run a command whose output is already directed, failing with its exit status.
+pub fn run_quiet(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {}", show(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", show(cmd));
+    }
+    Ok(())
 }
 
 /// Run a command, echoing it, failing with its exit status.

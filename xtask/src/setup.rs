@@ -35,7 +35,7 @@ pub const STABLE_TARGETS: &[&str] = &["aarch64-unknown-linux-musl", "x86_64-unkn
 
 /// A whole `cargo xtask test` from a clean clone peaks near this much in `target/` plus the
 /// lab's scratch (measured on x86_64; see `.ci/run`).
-const TEST_RUN_NEEDS_GIB: u64 = 6;
+pub const TEST_RUN_NEEDS_GIB: u64 = 6;
 
 pub fn ensure_test_tools() -> Result<()> {
     ensure_disk_space(TEST_RUN_NEEDS_GIB)?;
@@ -46,7 +46,7 @@ pub fn ensure_test_tools() -> Result<()> {
 
 /// Refuse to start a run that cannot finish: a full disk shows up minutes later as an
 /// LLVM "IO failure on output stream" in the middle of a build, which names nothing useful.
-fn ensure_disk_space(needed_gib: u64) -> Result<()> {
+pub fn ensure_disk_space(needed_gib: u64) -> Result<()> {
     let target = crate::root().join("target");
     let probe = if target.exists() {
         target
@@ -168,7 +168,7 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
 
 /// pip puts console scripts (cargo-zigbuild) in Python's scripts directory, which a fresh
 /// shell may not have on PATH; add it for this process and everything it starts.
-fn add_python_scripts_to_path() {
+pub fn add_python_scripts_to_path() {
     let Ok(dir) = output(Command::new("python3").args([
         "-c",
         "import sysconfig; print(sysconfig.get_path('scripts'))",

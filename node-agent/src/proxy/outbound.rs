@@ -12,7 +12,7 @@ use trellis_proto::NodeName;
 use super::copy::{self, Transferred};
 use super::h2stream::H2Stream;
 use super::wire::{self, TunnelRequest, TunnelResponse};
-use super::{pool, reset, Ctx, MeshState, OriginalDst};
+use super::{pool, refusal, reset, Ctx, MeshState, OriginalDst};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
 
 struct Conn<'a> {
@@ -95,7 +95,7 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, client: TcpStream, client_addr: Socket
         ctx.metrics.denied(&decision.rule(), &svc.name, "source");
         tracing::info!(target: "trellis::policy", "{}", decision.explain());
         conn.log("", 0, 0, Outcome::Denied, decision.rule());
-        return reset(client);
+        return refusal::refuse(client, &svc.name, &decision.rule(), &decision.explain()).await;
     }
     ctx.metrics.opened(conn.labels());
     let req = TunnelRequest {
@@ -165,7 +165,7 @@ async fn serve(
                 ctx.pool.record_success(&inst.node);
                 ctx.metrics.denied(&rule, &conn.svc.name, "destination");
                 tracing::info!(target: "trellis::policy", node = %inst.node, "{explanation}");
-                reset(client);
+                refusal::refuse(client, &conn.svc.name, &rule, &explanation).await;
                 return (Outcome::Denied, rule, peer, 0, 0);
             }
             Ok(Opened::Answer(TunnelResponse::Failed { reason })) => {
