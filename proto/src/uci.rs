@@ -1,8 +1,8 @@
 //! A reader for OpenWrt UCI files (`/etc/config/<name>`).
 //!
-//! The daemons read `/etc/config/trellis` directly instead of linking libuci (C, GPL) or
-//! spawning `uci` for every value; writes stay with the `uci` CLI so LuCI, `uci commit` and
-//! procd's reload triggers keep working as users expect. The grammar follows libuci's
+//! No daemon reads `/etc/config/trellis`: the init scripts turn its options into flags. Only
+//! xtask's package checks read the shipped defaults with this reader (issue 14 moves it there
+//! and makes it exactly uci's grammar). The grammar follows libuci's
 //! `uci_parse_line`: one statement per line (`package`, `config`, `option`, `list`), words
 //! separated by blanks, `#` starting a comment where a word could start, values either bare,
 //! `'single quoted'` (no escapes) or `"double quoted"` (backslash escapes), and adjacent

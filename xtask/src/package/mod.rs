@@ -225,6 +225,7 @@ pub fn required_paths(name: &str) -> &'static [&'static str] {
             "/etc/uci-defaults/90-trellis",
             "/lib/upgrade/keep.d/trellis",
             "/etc/hotplug.d/dhcp/90-trellis",
+            "/usr/share/trellis/trellis.sh",
         ],
         "trellis-controller" => &[
             "/usr/bin/trellis-controller",

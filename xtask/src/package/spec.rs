@@ -19,9 +19,15 @@ pub const URL: &str = "https://example.invalid/trellis";
 /// `wpad-basic-mbedtls` has no mesh support; opkg accepts `a | b` alternatives in Depends.
 pub const WPAD_WITH_MESH: &str = "wpad-mesh-mbedtls | wpad-mbedtls | wpad-mesh-openssl | wpad-openssl | wpad-mesh-wolfssl | wpad-wolfssl";
 
-/// nftables kernel modules the data plane uses: TPROXY and the socket match for transparent
-/// interception, NAT for REDIRECT. firewall4 images already carry kmod-nft-nat.
-pub const NFT_KMODS: &[&str] = &["kmod-nft-tproxy", "kmod-nft-socket", "kmod-nft-nat"];
+/// What the data plane needs from nftables: the `nft` program the agent runs (`nftables`,
+/// which nftables-json and nftables-nojson provide), TPROXY and the socket match for
+/// transparent interception, NAT for REDIRECT. firewall4 images already carry kmod-nft-nat.
+pub const NFT_KMODS: &[&str] = &[
+    "nftables",
+    "kmod-nft-tproxy",
+    "kmod-nft-socket",
+    "kmod-nft-nat",
+];
 
 #[derive(Debug, Clone)]
 pub enum Content {
@@ -116,6 +122,12 @@ pub fn agent(arch: &str, binary: &Path) -> Package {
             repo(
                 "/etc/hotplug.d/dhcp/90-trellis",
                 "firmware/files/trellis.hotplug-dhcp",
+                0o644,
+            ),
+            // The shell functions both init scripts, the uci-defaults and the prerm source.
+            repo(
+                "/usr/share/trellis/trellis.sh",
+                "firmware/files/trellis.sh",
                 0o644,
             ),
         ],

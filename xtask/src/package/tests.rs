@@ -71,6 +71,8 @@ fn packages_read_back_with_the_expected_contents() {
         "{depends}"
     );
     assert!(depends.contains("kmod-nft-tproxy"), "{depends}");
+    // The agent runs `nft`: without the nftables package it cannot intercept anything.
+    assert!(depends.split(", ").any(|d| d == "nftables"), "{depends}");
     assert_eq!(ipk.conffiles(), ["/etc/config/trellis"]);
     let init = ipk.data_file("/etc/init.d/trellis-agent").unwrap();
     assert_eq!(init.mode, 0o755);
@@ -275,7 +277,20 @@ fn run_init_with(
     set: &[(&str, &str, &str)],
     extra_vars: &str,
 ) -> (Vec<String>, bool, String) {
+    let (calls, ok, err, _) = run_init_uci(script, set, extra_vars, "");
+    (calls, ok, err)
+}
+
+/// [`run_init_with`] against a router whose UCI holds `uci_state` (the stateful `uci`
+/// stand-in's format); also returns the `uci` and dnsmasq calls that changed something.
+fn run_init_uci(
+    script: &str,
+    set: &[(&str, &str, &str)],
+    extra_vars: &str,
+    uci_state: &str,
+) -> (Vec<String>, bool, String, Vec<String>) {
     let dir = tmp(&format!("init-{script}-{}-{}", set.len(), extra_vars.len()));
+    let root = fake_root(&dir, uci_state);
     let mut cfg = default_config();
     for (sec, opt, val) in set {
         let s = cfg
@@ -310,6 +325,7 @@ fn run_init_with(
         .arg(&init)
         .env("CALLS", &calls)
         .env("CONFIG_VARS", dir.join("config.sh"))
+        .envs(root.env())
         .output()
         .unwrap();
     let text = std::fs::read_to_string(&calls).unwrap_or_default();
@@ -317,6 +333,7 @@ fn run_init_with(
         text.lines().map(String::from).collect(),
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+        root.changes(),
     )
 }
 
@@ -368,6 +385,14 @@ fn controller_init_follows_role_port_and_enabled() {
         .find(|c| c.starts_with("procd_set_param|command|"))
         .unwrap();
     assert!(cmd.contains("|--agent-api|0.0.0.0:8443|"), "{cmd}");
+    // An IPv6 listen address gets brackets ('::' used to become :::7443, refused).
+    let (calls, ok, _) = run_init("trellis-controller.init", &[("controller", "listen", "::")]);
+    assert!(ok);
+    let cmd = calls
+        .iter()
+        .find(|c| c.starts_with("procd_set_param|command|"))
+        .unwrap();
+    assert!(cmd.contains("|--agent-api|[::]:7443|"), "{cmd}");
 
     // A satellite: no instance, but the reload trigger stays so a role change applies.
     let (calls, ok, _) = run_init("trellis-controller.init", &[("main", "role", "agent")]);
@@ -557,7 +582,10 @@ fn the_primary_routers_agent_joins_its_own_controller_at_start() {
     );
     assert!(ok, "{err}");
     assert!(
-        calls.contains(&"trellis|pair|--this-router|--json".to_string()),
+        calls.contains(
+            &"trellis|--admin-socket|/var/run/trellis/admin.sock|pair|--this-router|--json"
+                .to_string()
+        ),
         "{calls:?}"
     );
     let join = format!("agent|join|--state-dir|{data_dir}/agent|127.0.0.1:7443|K7QF-9M2X-3D");
@@ -566,6 +594,34 @@ fn the_primary_routers_agent_joins_its_own_controller_at_start() {
         calls.contains(&"procd_open_instance|agent".to_string()),
         "joined, the agent starts at once: {calls:?}"
     );
+
+    // The controller on another address and admin socket: the join follows both.
+    for (listen, joins) in [("127.0.0.2", "127.0.0.2:8443"), ("::", "[::1]:8443")] {
+        let state = tmp("agent-primary-listen");
+        let data_dir = state.to_str().unwrap();
+        std::fs::create_dir_all(state.join("agent")).unwrap();
+        let (calls, ok, err) = run_init_with(
+            "trellis-agent.init",
+            &[
+                ("main", "data_dir", data_dir),
+                ("mesh", "enabled", "0"),
+                ("controller", "listen", listen),
+                ("controller", "port", "8443"),
+                ("controller", "admin_socket", "/tmp/other/admin.sock"),
+            ],
+            &controller_here,
+        );
+        assert!(ok, "{err}");
+        assert!(
+            calls.contains(
+                &"trellis|--admin-socket|/tmp/other/admin.sock|pair|--this-router|--json"
+                    .to_string()
+            ),
+            "{calls:?}"
+        );
+        let join = format!("agent|join|--state-dir|{data_dir}/agent|{joins}|K7QF-9M2X-3D");
+        assert!(calls.contains(&join), "{listen}: {calls:?}");
+    }
 
     // A satellite (role agent) never asks a controller for a code, and says how to pair.
     let state = tmp("agent-satellite");
@@ -624,37 +680,98 @@ fn agent_init_waits_for_the_router_to_join() {
     assert!(err.contains("trellis-agent join --state-dir"), "{err}");
 }
 
-/// A `uci` stand-in that answers `get` from a small key=value file and records changes.
+/// A stateful `uci` stand-in for what the scripts use, behaving as openwrt/uci's cli.c does:
+/// `get` prints a value, a list's items joined by one blank, and exits 1 when the key is
+/// missing; `add_list` appends an item, `del_list` removes every equal item, `commit` is
+/// recorded. The state is one `key=value` line per value (a list: one line per item), like
+/// `uci show` without the quotes. Every call is recorded in $UCI_CALLS.
 const UCI_STANDIN: &str = r#"#!/bin/sh
 [ "$1" = -q ] && shift
 printf '%s\n' "$*" >> "$UCI_CALLS"
-case "$1" in
-get) v=$(awk -v k="$2" 'index($0, k "=") == 1 { print substr($0, length(k) + 2); exit }' "$UCI_STATE")
-	[ -n "$v" ] || exit 1
-	printf '%s\n' "$v" ;;
+cmd=$1
+shift
+case "$cmd" in
+get)
+	awk -v k="$1" 'index($0, k "=") == 1 { printf "%s%s", sep, substr($0, length(k) + 2); sep = " " }
+		END { if (sep == "") exit 1; print "" }' "$UCI_STATE" ;;
+add_list) printf '%s\n' "$1" >> "$UCI_STATE" ;;
+del_list)
+	grep -vxF -e "$1" "$UCI_STATE" > "$UCI_STATE.new"
+	mv "$UCI_STATE.new" "$UCI_STATE" ;;
+commit) ;;
+*) exit 1 ;;
 esac
-exit 0
 "#;
+
+/// A router root for the scripts: `/usr/share/trellis/trellis.sh` as the package ships it,
+/// `/etc/init.d/dnsmasq` as a stand-in that is running and records `reload`, and the `uci`
+/// stand-in on PATH over `state`.
+struct FakeRoot {
+    dir: PathBuf,
+}
+
+fn fake_root(dir: &Path, state: &str) -> FakeRoot {
+    let root = dir.join("root");
+    std::fs::create_dir_all(root.join("usr/share/trellis")).unwrap();
+    std::fs::copy(
+        ws().join("firmware/files/trellis.sh"),
+        root.join("usr/share/trellis/trellis.sh"),
+    )
+    .unwrap();
+    write_exec(
+        &root.join("etc/init.d/dnsmasq"),
+        "#!/bin/sh\n[ \"$1\" = running ] && exit 0\nprintf 'dnsmasq %s\\n' \"$1\" >> \"$UCI_CALLS\"\n",
+    );
+    write_exec(&dir.join("bin/uci"), UCI_STANDIN);
+    std::fs::write(dir.join("uci-state"), state).unwrap();
+    FakeRoot {
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl FakeRoot {
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "PATH".into(),
+                format!(
+                    "{}:{}",
+                    self.dir.join("bin").display(),
+                    std::env::var("PATH").unwrap()
+                ),
+            ),
+            (
+                "TRELLIS_ROOT".into(),
+                self.dir.join("root").display().to_string(),
+            ),
+            (
+                "UCI_STATE".into(),
+                self.dir.join("uci-state").display().to_string(),
+            ),
+            (
+                "UCI_CALLS".into(),
+                self.dir.join("uci-calls").display().to_string(),
+            ),
+        ]
+    }
+
+    /// The calls that change something (no `get`), in order.
+    fn changes(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("uci-calls"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with("get "))
+            .map(String::from)
+            .collect()
+    }
+}
 
 fn run_uci_defaults(state: &str) -> Vec<String> {
     let dir = tmp(&format!("uci-defaults-{}", state.len()));
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::write(bin.join("uci"), UCI_STANDIN).unwrap();
-    Command::new("chmod")
-        .arg("755")
-        .arg(bin.join("uci"))
-        .status()
-        .unwrap();
-    std::fs::write(dir.join("state"), state).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let root = fake_root(&dir, state);
     let out = Command::new("sh")
         .arg(ws().join("firmware/files/trellis.uci-defaults"))
-        .env("PATH", path)
-        .env("UCI_STATE", dir.join("state"))
-        .env("UCI_CALLS", dir.join("calls"))
-        // As inside an image build: never touch a dnsmasq of the machine running the test.
-        .env("IPKG_INSTROOT", "/nonexistent")
+        .envs(root.env())
         .output()
         .unwrap();
     assert!(
@@ -662,33 +779,130 @@ fn run_uci_defaults(state: &str) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::read_to_string(dir.join("calls"))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with("get "))
-        .map(String::from)
-        .collect()
+    root.changes()
 }
+
+/// Run the agent's prerm part the way default_prerm does (sourced in a subshell), with the
+/// environment opkg gives it: `PKG_UPGRADE` (opkg-lede pkg.c pkg_run_script sets it to 1
+/// when the old package's prerm runs for an upgrade, opkg_install.c prerm_upgrade_old_pkg)
+/// and `IPKG_INSTROOT` (set for an image root by include/rootfs.mk).
+fn run_prerm(state: &str, env: &[(&str, &str)]) -> (Vec<String>, String) {
+    let dir = tmp(&format!("prerm-{}", env.len()));
+    let root = fake_root(&dir, state);
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"( . "$1" ); echo "rc=$?""#)
+        .arg("sh")
+        .arg(ws().join("firmware/control/trellis-agent.prerm-pkg"))
+        .envs(root.env())
+        .env_remove("PKG_UPGRADE")
+        .env_remove("IPKG_INSTROOT")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        root.changes(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+const DNSMASQ: &str = "dhcp.@dnsmasq[0]=dnsmasq\ndhcp.@dnsmasq[0].server=/lan/\n";
 
 #[test]
 fn uci_defaults_point_dnsmasq_at_the_mesh_zone_once() {
-    let fresh = "dhcp.@dnsmasq[0]=dnsmasq\ntrellis.agent.dns_port=5354\n";
+    let fresh = format!("{DNSMASQ}trellis.agent.dns_port=5354\n");
     assert_eq!(
-        run_uci_defaults(fresh),
+        run_uci_defaults(&fresh),
         [
             "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354",
             "add_list dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa",
             "commit dhcp",
+            "dnsmasq reload",
         ]
     );
-    // Second run (or a user who already added it): nothing is added twice.
+    // Second run (or a user who already added it): nothing is added, committed or reloaded.
     let done = format!(
-        "{fresh}dhcp.@dnsmasq[0].server=/lan/ /trellis.home.arpa/127.0.0.1#5354\n\
+        "{fresh}dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354\n\
          dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
     );
-    assert_eq!(run_uci_defaults(&done), ["commit dhcp"]);
+    assert_eq!(run_uci_defaults(&done), Vec::<String>::new());
     // No dnsmasq at all (a dumb AP that removed it): nothing to do.
     assert!(run_uci_defaults("").is_empty());
+}
+
+#[test]
+fn the_dnsmasq_forward_follows_the_dns_port_at_every_agent_start() {
+    // A reinstall with another port left #5354 and #5355; the port is now 5399. The agent's
+    // start leaves exactly one entry, for 5399, and reloads dnsmasq.
+    let state = tmp("agent-dns-port");
+    let data_dir = state.to_str().unwrap();
+    let uci = format!(
+        "{DNSMASQ}dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354\n\
+         dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5355\n\
+         dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
+    );
+    let (_, ok, err, changes) = run_init_uci(
+        "trellis-agent.init",
+        &[
+            ("main", "data_dir", data_dir),
+            ("agent", "dns_port", "5399"),
+        ],
+        "",
+        &uci,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        changes,
+        [
+            "del_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354",
+            "del_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5355",
+            "add_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5399",
+            "commit dhcp",
+            "dnsmasq reload",
+        ]
+    );
+    // The same port again: dnsmasq is left alone.
+    let uci = format!(
+        "{DNSMASQ}dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354\n\
+         dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
+    );
+    let (_, ok, err, changes) = run_init_uci(
+        "trellis-agent.init",
+        &[("main", "data_dir", data_dir)],
+        "",
+        &uci,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(changes, Vec::<String>::new());
+}
+
+#[test]
+fn prerm_takes_every_port_out_on_removal_but_not_on_upgrade_or_for_an_image() {
+    let uci = format!(
+        "{DNSMASQ}trellis.agent.dns_port=5355\n\
+         dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354\n\
+         dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5355\n\
+         dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa\n"
+    );
+    let (changes, out) = run_prerm(&uci, &[]);
+    assert!(out.contains("rc=0"), "{out}");
+    assert_eq!(
+        changes,
+        [
+            "del_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5354",
+            "del_list dhcp.@dnsmasq[0].server=/trellis.home.arpa/127.0.0.1#5355",
+            "del_list dhcp.@dnsmasq[0].rebind_domain=trellis.home.arpa",
+            "commit dhcp",
+            "dnsmasq reload",
+        ]
+    );
+    // opkg upgrading: the old prerm runs with PKG_UPGRADE=1 and must leave dnsmasq alone.
+    let (changes, out) = run_prerm(&uci, &[("PKG_UPGRADE", "1")]);
+    assert!(out.contains("rc=0"), "{out}");
+    assert_eq!(changes, Vec::<String>::new(), "upgrade");
+    // Removed from an image root: the build host's uci and dnsmasq are not the router's.
+    let (changes, _) = run_prerm(&uci, &[("IPKG_INSTROOT", "/tmp/image-root")]);
+    assert_eq!(changes, Vec::<String>::new(), "image root");
 }
 
 fn plugin(args: &[&str], stdin: &str, path_prefix: Option<&Path>, root: &Path) -> (bool, String) {
@@ -764,7 +978,7 @@ fn rpcd_plugin_speaks_the_list_call_protocol() {
     let bin = root.join("stub-bin");
     write_exec(
         &bin.join("trellis"),
-        "#!/bin/sh\n[ \"$*\" = 'status --json' ] || exit 2\nprintf '{\\n  \"home_id\": \"h1\",\\n  \"config_version\": 3,\\n  \"nodes\": 2\\n}\\n'\n",
+        "#!/bin/sh\n[ \"$*\" = '--admin-socket /var/run/trellis/admin.sock status --json' ] || exit 2\nprintf '{\\n  \"home_id\": \"h1\",\\n  \"config_version\": 3,\\n  \"nodes\": 2\\n}\\n'\n",
     );
     let (ok, out) = plugin(&["call", "status"], "{}", Some(&bin), &root);
     assert!(ok);
@@ -1145,7 +1359,7 @@ fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
     let args = std::fs::read_to_string(log.join("args")).unwrap();
     assert!(args
         .lines()
-        .any(|l| l == "depends:kmod-nft-tproxy kmod-nft-socket kmod-nft-nat"));
+        .any(|l| l == "depends:nftables kmod-nft-tproxy kmod-nft-socket kmod-nft-nat"));
     let stat =
         std::fs::read_to_string(log.join("files/lib/apk/packages/trellis-agent.conffiles_static"))
             .unwrap();
@@ -1159,7 +1373,9 @@ fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
     );
     let scripts = apk::scripts(&pkgs[0], &ws()).unwrap();
     let (_, deinstall) = scripts.iter().find(|(n, _)| *n == "pre-deinstall").unwrap();
-    assert!(deinstall.contains("default_prerm\n") && deinstall.contains("del_list"));
+    assert!(
+        deinstall.contains("default_prerm\n") && deinstall.contains("trellis_dnsmasq_follow \"\"")
+    );
     assert_eq!(deinstall.matches("#!/bin/sh").count(), 1, "{deinstall}");
     let (_, upgrade) = scripts.iter().find(|(n, _)| *n == "post-upgrade").unwrap();
     assert!(upgrade.starts_with("#!/bin/sh\nexport PKG_UPGRADE=1\n"));

@@ -134,9 +134,6 @@ return view.extend({
 		o = s.option(form.Value, 'channel', _('Channel'),
 			_('The same on every router. "auto": 1 (2.4 GHz), 36 (5 GHz), 37 (6 GHz).'));
 		o.placeholder = 'auto';
-		o = s.option(form.Flag, 'prefer_wired', _('Prefer cables'),
-			_('Use an Ethernet cable between two routers instead of the air when there is one.'));
-		o.default = '1';
 
 		s = m.section(form.NamedSection, 'controller', 'controller', _('Controller'));
 		o = s.option(form.Value, 'listen', _('Listen address'));
