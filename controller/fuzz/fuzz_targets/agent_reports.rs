@@ -105,7 +105,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let nodes = f.home.nodes().expect("the router list still answers");
-    assert_eq!(nodes.len(), ROUTERS.len(), "reports never add or drop routers");
+    assert_eq!(
+        nodes.len(),
+        ROUTERS.len(),
+        "reports never add or drop routers"
+    );
     let _ = f.home.topology();
     let _ = f.home.traffic();
     f.home.devices().expect("the device list still answers");

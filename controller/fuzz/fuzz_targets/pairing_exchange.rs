@@ -47,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         // The fuzzer never learns the code's secret, so it can never prove it.
-        assert!(pairing.finish(&finish, now).is_err(), "admitted without the code");
+        assert!(
+            pairing.finish(&finish, now).is_err(),
+            "admitted without the code"
+        );
     }
     assert!(pairing.open_codes(now) <= 1);
 });

@@ -11,7 +11,8 @@ fn is_label(s: &str) -> bool {
         && s.len() <= 63
         && !s.starts_with('-')
         && !s.ends_with('-')
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -33,6 +34,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(parse_leases(&line), vec![l.clone()], "lease line {line:?}");
     }
     for d in devices_from_leases(&leases, &[], "guest") {
-        assert!(is_label(&d.name) || d.name.starts_with("device-"), "{:?}", d.name);
+        assert!(
+            is_label(&d.name) || d.name.starts_with("device-"),
+            "{:?}",
+            d.name
+        );
     }
 });

@@ -27,7 +27,11 @@ fuzz_target!(|query: &[u8]| {
     let Some(r) = answer(query, catalog()) else {
         return;
     };
-    assert!(r.len() >= 12 && r.len() <= MAX_QUERY, "answer of {} bytes", r.len());
+    assert!(
+        r.len() >= 12 && r.len() <= MAX_QUERY,
+        "answer of {} bytes",
+        r.len()
+    );
     assert_eq!(r[0..2], query[0..2], "the answer keeps the query's ID");
     assert_eq!(r[2] & 0x80, 0x80, "QR is set");
     let qd = u16::from_be_bytes([r[4], r[5]]);

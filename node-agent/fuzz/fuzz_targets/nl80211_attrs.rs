@@ -25,8 +25,8 @@ fuzz_target!(|buf: &[u8]| {
     }
     let _ = parse_mpath_info(buf);
     if let Ok(params) = parse_mesh_config(buf) {
-        let again = parse_mesh_config(&encode_mesh_config(&params))
-            .expect("our own encoding parses");
+        let again =
+            parse_mesh_config(&encode_mesh_config(&params)).expect("our own encoding parses");
         // Duplicates in the input stay duplicates; values already have their wire width.
         assert_eq!(again, params, "mesh config round trip");
     }
