@@ -193,7 +193,9 @@ pub fn neighbour_mac(ip: IpAddr) -> Option<MacAddr> {
     parse_arp(&text, v4)
 }
 
-fn parse_arp(text: &str, ip: Ipv4Addr) -> Option<MacAddr> {
+/// Public only for the fuzz targets (node-agent/fuzz).
+#[doc(hidden)]
+pub fn parse_arp(text: &str, ip: Ipv4Addr) -> Option<MacAddr> {
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         // IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete.

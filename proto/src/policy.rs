@@ -62,12 +62,14 @@ pub struct MacAddr(pub [u8; 6]);
 impl FromStr for MacAddr {
     type Err = PolicyError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || PolicyError::BadMac(s.to_owned());
+        // Quoted short: the text comes from devices and agents and ends up in logs.
+        let bad = || PolicyError::BadMac(s.chars().take(40).collect());
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
         for byte in &mut out {
             let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
+            // Digits only: from_str_radix alone also takes a sign (`+7`).
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -702,6 +704,28 @@ mod tests {
             }],
             dry_run: false,
         }
+    }
+
+    /// Found by the `identity_text` fuzz target: `u8::from_str_radix` takes a leading `+`,
+    /// so `10:37:17:00:37:+7` was read as a MAC.
+    #[test]
+    fn a_mac_is_six_pairs_of_hex_digits_and_nothing_else() {
+        for bad in [
+            "10:37:17:00:37:+7",
+            "+1:02:03:04:05:06",
+            "-1:02:03:04:05:06",
+            " 1:02:03:04:05:06",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} is not a MAC");
+        }
+        assert_eq!(mac("0A-0b-0C-0d-0E-0f").to_string(), "0a:0b:0c:0d:0e:0f");
+    }
+
+    #[test]
+    fn a_refused_mac_is_quoted_short() {
+        let long = "x".repeat(10_000);
+        let err = long.parse::<MacAddr>().unwrap_err().to_string();
+        assert!(err.len() < 200, "{} bytes", err.len());
     }
 
     #[test]

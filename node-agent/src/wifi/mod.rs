@@ -64,21 +64,13 @@ pub struct BadMac(pub String);
 impl FromStr for Mac {
     type Err = BadMac;
 
+    /// The one MAC rule of the project ([`trellis_proto::policy::MacAddr`]), blanks around
+    /// it allowed as `iw` and wpa_supplicant output has them.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadMac(s.chars().take(40).collect());
-        let mut out = [0u8; 6];
-        let mut parts = s.trim().split([':', '-']);
-        for b in &mut out {
-            let p = parts.next().ok_or_else(bad)?;
-            if p.len() != 2 {
-                return Err(bad());
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Mac(out))
+        s.trim()
+            .parse::<trellis_proto::policy::MacAddr>()
+            .map(|m| Mac(m.0))
+            .map_err(|_| BadMac(s.chars().take(40).collect()))
     }
 }
 
@@ -104,6 +96,7 @@ mod tests {
             "02:00:00:00:00:00:00",
             "zz:00:00:00:00:00",
             "2:0:0:0:0:0",
+            "02:00:00:00:00:+1",
         ] {
             assert!(s.parse::<Mac>().is_err(), "{s}");
         }

@@ -473,7 +473,9 @@ pub fn events() -> Result<impl Stream<Item = WifiEvent>, Error> {
     }))
 }
 
-fn event_from_message(msg: &RawNl80211) -> WifiEvent {
+/// Public only for the fuzz targets (node-agent/fuzz).
+#[doc(hidden)]
+pub fn event_from_message(msg: &RawNl80211) -> WifiEvent {
     let mut ifindex = 0;
     let mut mac = None;
     for (k, v) in raw_nla::attrs(&msg.attrs).flatten() {
@@ -579,7 +581,9 @@ fn ifindex_mac_attrs(ifindex: u32, mac: Mac) -> Vec<u8> {
         .finish()
 }
 
-fn mesh_path_from_attrs(buf: &[u8]) -> Result<Option<MeshPath>, raw_nla::NlaError> {
+/// Public only for the fuzz targets (node-agent/fuzz).
+#[doc(hidden)]
+pub fn mesh_path_from_attrs(buf: &[u8]) -> Result<Option<MeshPath>, raw_nla::NlaError> {
     let mut dst = None;
     let mut next_hop = None;
     let mut info = None;
@@ -602,7 +606,9 @@ fn mesh_path_from_attrs(buf: &[u8]) -> Result<Option<MeshPath>, raw_nla::NlaErro
     })
 }
 
-fn peer_link_from_attrs(buf: &[u8]) -> Result<Option<PeerLink>, raw_nla::NlaError> {
+/// Public only for the fuzz targets (node-agent/fuzz).
+#[doc(hidden)]
+pub fn peer_link_from_attrs(buf: &[u8]) -> Result<Option<PeerLink>, raw_nla::NlaError> {
     let mut peer = None;
     let mut st = None;
     for a in raw_nla::attrs(buf) {
