@@ -307,7 +307,10 @@ mod tests {
             source_of(ip("fd00:1:2:3:aaaa::1")),
             source_of(ip("fd00:1:2:3:bbbb::9"))
         );
-        assert_ne!(source_of(ip("fd00:1:2:3::1")), source_of(ip("fd00:1:2:4::1")));
+        assert_ne!(
+            source_of(ip("fd00:1:2:3::1")),
+            source_of(ip("fd00:1:2:4::1"))
+        );
         assert_eq!(source_of(ip("::ffff:192.168.1.5")), ip("192.168.1.5"));
     }
 
