@@ -38,7 +38,7 @@ async fn one_address_holds_at_most_its_cap_and_refusals_are_counted_in_one_log_l
     assert!(admitted(&mut other).await, "127.0.0.3 is not locked out");
     assert_eq!(gate.refused(Refusal::PerSourceCap), 36);
     let mut page = String::new();
-    trellis_io::metrics::render(&[gate.clone()], &mut page);
+    trellis_io::metrics::render(std::slice::from_ref(&gate), &mut page);
     assert!(
         page.contains(
             "trellis_listener_refused_total{listener=\"test\",reason=\"per_source_cap\"} 36"
