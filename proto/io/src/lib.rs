@@ -1,0 +1,23 @@
+//! `trellis-io`: how every Trellis daemon takes connections from the LAN.
+//!
+//! `trellis-proto` promises no I/O; this small crate beside it holds the one thing both
+//! binaries do with sockets the same way, so there is one failure policy and one set of limits:
+//!
+//! - [`listener`]: the accept loop ([`listener::serve`]) and its [`listener::Gate`] — a cap on
+//!   connections in total and per source address (an IPv6 /64 counts as one source), refusals
+//!   reset at once, counted, and logged at most once a minute; accept errors (EMFILE and
+//!   friends) back off briefly and the loop goes on, never ending the daemon, never spinning.
+//! - [`budget`]: seats for a class of connections inside a listener (the controller's web page
+//!   and pairing, the enrolled agents): when a class is full, the oldest connection that is
+//!   still waiting for its request gives up its seat, so stalling clients cannot hold a door shut.
+//! - [`metrics`]: the Prometheus text of those counters, and the small `/metrics` endpoint
+//!   both daemons serve with it.
+//! - [`ratelog`]: "at most one log line per interval" for anything a client can trigger.
+
+pub mod budget;
+pub mod listener;
+pub mod metrics;
+pub mod ratelog;
+
+pub use budget::{Budget, Seat};
+pub use listener::{serve, Gate, Limits, Refusal, Ticket};
