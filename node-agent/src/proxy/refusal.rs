@@ -69,9 +69,8 @@ fn http_request_line(start: &[u8]) -> Option<bool> {
     if !method.iter().all(u8::is_ascii_uppercase) || method.len() > 16 {
         return Some(false);
     }
-    if line_end.is_none() {
-        return None;
-    }
+    // The request line is not complete yet.
+    line_end?;
     let target = parts.next().unwrap_or_default();
     let version = parts.next().unwrap_or_default();
     let version = version.strip_suffix(b"\r").unwrap_or(version);
