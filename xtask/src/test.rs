@@ -232,7 +232,8 @@ fn run_stages(stages: &[&Stage], quick: bool) -> Result<()> {
     }
     if tests.passed + tests.failed > 0 {
         println!(
-            "tests: {} passed, {} failed, {} ignored",
+            // libtest's "ignored" are skipped tests; this is the closing line CI readers know.
+            "tests: {} passed, {} failed, {} skipped",
             tests.passed, tests.failed, tests.ignored
         );
     }
