@@ -156,6 +156,15 @@ fn run_stages(stages: &[&Stage], quick: bool) -> Result<()> {
     let logs = root().join("target/xtask-test");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    // The stages run this very xtask as children, from a copy: the build and demo stages
+    // rebuild `target/debug/xtask` (with the whole workspace's features), which would
+    // leave this process's own file deleted under it.
+    let me = logs.join("xtask");
+    std::fs::copy(
+        std::env::current_exe().context("finding xtask itself")?,
+        &me,
+    )
+    .with_context(|| format!("copying xtask to {}", me.display()))?;
     let started = Instant::now();
     let total = stages.len();
     println!(
@@ -169,7 +178,7 @@ fn run_stages(stages: &[&Stage], quick: bool) -> Result<()> {
         let log = logs.join(format!("{:02}-{}.log", i + 1, stage.name));
         println!("{tag} {} … ({})", stage.name, stage.what);
         let t0 = Instant::now();
-        let result = run_stage(stage, quick, &log);
+        let result = run_stage(stage, quick, &log, &me);
         let took = t0.elapsed();
         // Tools installed by the setup stage (pip's scripts directory) for the later stages.
         setup::add_python_scripts_to_path();
@@ -249,7 +258,7 @@ fn run_stages(stages: &[&Stage], quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn run_stage(stage: &Stage, quick: bool, log: &Path) -> Result<()> {
+fn run_stage(stage: &Stage, quick: bool, log: &Path, xtask: &Path) -> Result<()> {
     let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let err = out.try_clone()?;
     let mut cmd = match stage.job {
@@ -259,7 +268,7 @@ fn run_stage(stage: &Stage, quick: bool, log: &Path) -> Result<()> {
             c
         }
         Job::Xtask => {
-            let mut c = Command::new(std::env::current_exe().context("finding xtask itself")?);
+            let mut c = Command::new(xtask);
             c.current_dir(root()).args(["test-stage", stage.name]);
             if quick {
                 c.arg("--quick");
