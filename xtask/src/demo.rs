@@ -63,7 +63,10 @@ impl Drop for Running {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
             let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
         }
-        let _ = Command::new("ip").args(["link", "del", "tl-host"]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", "tl-host"])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -370,7 +373,10 @@ fn build_home(running: &mut Running) -> Result<()> {
             format!("nameserver {}.1\n", lan_prefix(router)),
         )?;
     }
-    let _ = Command::new("ip").args(["link", "del", "tl-host"]).status();
+    let _ = Command::new("ip")
+        .args(["link", "del", "tl-host"])
+        .stderr(Stdio::null())
+        .status();
     ip(&[
         "link",
         "add",
