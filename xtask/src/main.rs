@@ -107,13 +107,7 @@ pub fn run_quiet(cmd: &mut Command) -> Result<()> {
 /// Run a command, echoing it, failing with its exit status.
 pub fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {}", show(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {}", show(cmd)))?;
-    if !status.success() {
-        bail!("{} failed ({status})", show(cmd));
-    }
-    Ok(())
+    run_quiet(cmd)
 }
 
 /// Run a command and capture its standard output.
