@@ -251,7 +251,19 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     if let Some(addr) = opts.metrics {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "serving /metrics");
-        tasks.push(tokio::spawn(serve_metrics(listener, metrics.clone())));
+        // The one accept loop and /metrics endpoint of both daemons (trellis-io): bounded
+        // connections, a header timeout, and the endpoint's own refusals on the page.
+        let gate = trellis_io::Gate::new("metrics", trellis_io::metrics::METRICS_LIMITS);
+        let metrics = metrics.clone();
+        let counted = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            trellis_io::metrics::serve_metrics(listener, gate, move || {
+                let mut page = metrics.render();
+                trellis_io::metrics::render(std::slice::from_ref(&counted), &mut page);
+                page
+            })
+            .await;
+        }));
     }
     if opts.mdns {
         match MdnsBrowser::start(BROWSED_TYPES) {
@@ -311,36 +323,6 @@ async fn report_discoveries(
         if let Err(e) = agent.report_once().await {
             tracing::debug!("could not report discovered services: {e}");
         }
-    }
-}
-
-/// `GET /metrics` in Prometheus text; anything else is 404. Bound to loopback by default.
-async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let (status, body) = if req.uri().path() == "/metrics" {
-                            (hyper::StatusCode::OK, metrics.render())
-                        } else {
-                            (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_owned())
-                        };
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "text/plain; version=0.0.4")
-                            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                .await;
-        });
     }
 }
 

@@ -397,6 +397,11 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         .find(|l| l.starts_with("trellis_tcp_connections_opened_total") && l.contains("family-web"))
         .unwrap_or_else(|| panic!("no opened-connection counter for family-web:\n{metrics}"));
     assert!(!opened.ends_with(" 0"), "{opened}");
+    // The endpoint's own listener, in the one accept loop: this scrape is the one it holds.
+    assert!(
+        metrics.contains("trellis_listener_connections{listener=\"metrics\"} 1"),
+        "{metrics}"
+    );
     // …and the controller's traffic charts have it from router A's telemetry.
     wait_until(
         "the laptop's connection to show in the traffic charts",
