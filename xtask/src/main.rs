@@ -15,6 +15,7 @@ mod lab;
 mod netns;
 mod package;
 mod setup;
+mod teardown;
 mod test;
 
 use std::path::PathBuf;

@@ -1,6 +1,6 @@
 //! Helpers shared by the commands that build homes in network namespaces (`demo`, `bench`).
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -37,22 +37,13 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Start `program` inside a namespace, its standard error going to `log`.
-pub fn spawn_in(namespace: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
-    Command::new("ip")
-        .args(["netns", "exec", namespace])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log)?)
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))
-}
-
 /// Poll `ready` every 100 ms for up to 30 s.
 pub fn wait_for(mut ready: impl FnMut() -> bool, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !ready() {
+        if crate::teardown::interrupted() {
+            bail!("interrupted while waiting for {what}");
+        }
         if Instant::now() > deadline {
             bail!("gave up waiting for {what} after 30 s");
         }

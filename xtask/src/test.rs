@@ -34,6 +34,10 @@ struct Stage {
     slow: bool,
 }
 
+/// The debug binaries the tests and the demo run. One feature set for both: the demo after a
+/// test run then builds nothing.
+pub const BINS_BUILD: &[&str] = &["build", "--workspace", "--all-features", "--bins"];
+
 const STAGES: &[Stage] = &[
     Stage {
         name: "setup",
@@ -66,7 +70,7 @@ const STAGES: &[Stage] = &[
     Stage {
         name: "build",
         what: "the debug binaries the tests run",
-        job: Job::Cargo(&["build", "--workspace", "--all-features", "--bins"]),
+        job: Job::Cargo(BINS_BUILD),
         slow: false,
     },
     Stage {
@@ -77,7 +81,7 @@ const STAGES: &[Stage] = &[
     },
     Stage {
         name: "demo",
-        what: "the README's first command: a demo home in namespaces, checked, torn down",
+        what: "the README's first command: a demo home in namespaces, checked, stopped by kill -9, Ctrl-C and SIGTERM, nothing left",
         job: Job::Xtask,
         slow: false,
     },
@@ -299,7 +303,7 @@ fn in_process(name: &str) -> Option<fn(bool) -> Result<()>> {
     Some(match name {
         "setup" => |_| setup::ensure_test_tools(),
         // The README's first command, checked the way a newcomer would run it.
-        "demo" => |_| crate::demo::run(&["--once".to_owned()]),
+        "demo" => |_| crate::demo::stops::stage(),
         "router-binaries" => |_| router_binaries(),
         // The wifi half on a real 802.11s stack: qemu + mac80211_hwsim, ~3 min.
         "lab" => |_| crate::lab::run(&[]),

@@ -15,12 +15,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
 use crate::netns::{del_quietly, ip, wait_for};
-use crate::output;
+use crate::{output, teardown};
 
 pub const CLIENT: &str = "tb-client";
 pub const RA: &str = "tb-ra";
@@ -46,57 +45,15 @@ pub const STUNNEL_IPERF_PORT: u16 = 15201;
 pub const CPU_A: u32 = 0;
 pub const CPU_B: u32 = 1;
 
-/// What the Ctrl-C handler and the guard tear down: processes we started and our namespaces.
-static STARTED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-static CREATED: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Kill what this bench started (by PID) and delete its namespaces. Idempotent.
+/// Tear the bench's home down: what it started and the namespaces it made (see
+/// [`crate::teardown`], shared with the demo). Idempotent.
 pub fn teardown() {
-    let pids = std::mem::take(&mut *lock(&STARTED));
-    for &pid in &pids {
-        // SAFETY: plain syscalls on PIDs of children this process spawned and has not reaped.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
-        }
-    }
-    for &pid in &pids {
-        // SAFETY: as above; reaps the child so no zombie is left.
-        unsafe {
-            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
-        }
-    }
-    for ns in std::mem::take(&mut *lock(&CREATED)) {
-        del_quietly(ns);
-    }
+    teardown::teardown();
 }
 
-/// On Ctrl-C or SIGTERM: tear down, then exit 130.
+/// On Ctrl-C or SIGTERM: tear down, say so, then exit.
 pub fn install_signal_handler() {
-    std::thread::spawn(|| {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut term) = signal(SignalKind::terminate()) else {
-                return;
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            eprintln!("\nbench: interrupted; removing the namespaces and processes it started");
-            teardown();
-            std::process::exit(130);
-        });
-    });
+    teardown::install_signal_handler("bench");
 }
 
 /// The running home; dropping it tears everything down.
@@ -118,7 +75,7 @@ impl Drop for Home {
 /// A process pinned to `cpu` inside namespace `ns`; `taskset` and `ip netns exec` both
 /// exec, so the PID is the program's own.
 fn spawn(cpu: u32, ns: &str, program: &Path, args: &[&str], log: &Path) -> Result<u32> {
-    let child = Command::new("taskset")
+    let child = teardown::die_with_parent(&mut Command::new("taskset"))
         .args(["-c", &cpu.to_string(), "ip", "netns", "exec", ns])
         .arg(program)
         .args(args)
@@ -128,7 +85,7 @@ fn spawn(cpu: u32, ns: &str, program: &Path, args: &[&str], log: &Path) -> Resul
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let pid = child.id();
-    lock(&STARTED).push(pid);
+    teardown::track(pid);
     // The guard reaps it; `Child` does not kill on drop.
     drop(child);
     Ok(pid)
@@ -136,12 +93,12 @@ fn spawn(cpu: u32, ns: &str, program: &Path, args: &[&str], log: &Path) -> Resul
 
 /// Kill this process too if the bench is torn down while it runs (a load client).
 pub fn track(pid: u32) {
-    lock(&STARTED).push(pid);
+    teardown::track(pid);
 }
 
 /// It ended and was reaped: forget it.
 pub fn untrack(pid: u32) {
-    lock(&STARTED).retain(|p| *p != pid);
+    teardown::untrack(pid);
 }
 
 /// Whether a process we started is still there (not exited, not a zombie).
@@ -170,7 +127,7 @@ fn build_namespaces() -> Result<()> {
     for ns in NAMESPACES {
         del_quietly(ns);
         ip(&["netns", "add", ns])?;
-        lock(&CREATED).push(ns);
+        teardown::namespace(ns);
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
         // Thousands of short connections per path: more ephemeral ports than the default.
         sysctl(ns, "net.ipv4.ip_local_port_range=10000 65000")?;

@@ -5,7 +5,10 @@
 //! guest phone behind the primary, an IoT thermostat in the attic, a NAS serving a web page in
 //! the garage. The routers pair with codes, the NAS becomes `nas.trellis.home.arpa`, the
 //! laptop reaches it through the agents' mutual-TLS tunnel, the phone is refused. It stays up
-//! until Ctrl-C and prints where to look; `--once` checks it and tears it down.
+//! until Ctrl-C (or SIGTERM) and prints where to look; `--once` checks it and tears it down.
+//! However it ends, [`crate::teardown`] stops every process it started and removes every
+//! namespace, link and file it made, and says so; a demo that was killed outright is swept
+//! up by the next one before it builds anything.
 //!
 //! Without root it runs the control plane only (controller and three agents on loopback).
 use std::path::{Path, PathBuf};
@@ -13,8 +16,10 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
-use crate::netns::{del_quietly, ip, is_root, spawn_in, wait_for};
-use crate::{cargo, output, root};
+use crate::netns::{ip, is_root, wait_for};
+use crate::{cargo, output, root, teardown};
+
+pub mod stops;
 
 const ROUTERS: &[(&str, &str)] = &[
     ("primary", "10.9.0.1"),
@@ -47,26 +52,85 @@ const DEVICES: &[(&str, &str, &str, &str, &str)] = &[
     ("nas", "garage", "10.3.0.10", "02:de:00:00:00:30", "trusted"),
 ];
 const PREFIX: &str = "tl-";
+/// The link from this machine into the primary router, for the web page.
+const HOST_LINK: &str = "tl-host";
+/// The PIDs the loopback demo started, for the next run to stop if this one is killed.
+const PIDFILE: &str = "demo.pids";
 
-struct Running {
-    children: Vec<Child>,
-    namespaces: Vec<String>,
+/// Tears the demo down when `run` returns, however it returns, and says what it removed.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let removed = teardown::teardown();
+        if !removed.is_empty() {
+            println!("demo: {removed}");
+        }
+    }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+/// A demo process: its own process group (Ctrl-C in the terminal reaches only xtask, which
+/// then stops it in order), killed with xtask if xtask is killed, recorded for teardown.
+fn start(cmd: &mut Command, pids: Option<&Path>) -> Result<Child> {
+    use std::os::unix::process::CommandExt;
+    teardown::die_with_parent(cmd).process_group(0);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    teardown::track(child.id());
+    if let Some(file) = pids {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)?;
+        writeln!(f, "{}", child.id())?;
+    }
+    Ok(child)
+}
+
+/// A program inside a namespace, its standard error going to `log`.
+fn start_in(namespace: &str, program: &Path, args: &[&str], log: &Path) -> Result<Child> {
+    start(
+        Command::new("ip")
+            .args(["netns", "exec", namespace])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log)?),
+        None,
+    )
+}
+
+/// Wait until the controller exits (an error: the demo cannot go on without it). Ctrl-C and
+/// SIGTERM end the process from the signal thread, after teardown.
+fn wait_on(mut controller: Child, log: &Path) -> Result<()> {
+    let status = controller.wait()?;
+    bail!("the controller exited ({status}); see {}", log.display())
+}
+
+/// Stop what a killed demo left: with root, everything in `tl-*` namespaces (and them);
+/// without, the processes its pidfile names, if they still are Trellis's.
+fn sweep_leftovers(dir: &Path) {
+    let mut removed = teardown::Removed::default();
+    if is_root() {
+        removed = teardown::sweep(PREFIX, &[HOST_LINK]);
+    }
+    if let Ok(pids) = std::fs::read_to_string(dir.join(PIDFILE)) {
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let ours = exe
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("trellis-"));
+            // SAFETY: a plain syscall, on a PID whose program is one of ours.
+            if ours && unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                removed.processes += 1;
+            }
         }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
-        }
-        let _ = Command::new("ip")
-            .args(["link", "del", "tl-host"])
-            .stderr(Stdio::null())
-            .status();
+    }
+    if !removed.is_empty() {
+        println!("demo: an earlier demo was still there: {removed}");
     }
 }
 
@@ -84,30 +148,43 @@ fn lan_prefix(router: &str) -> &'static str {
 
 pub fn run(args: &[String]) -> Result<()> {
     let once = args.iter().any(|a| a == "--once");
-    crate::run(cargo().args(["build", "--workspace", "--bins"]))?;
+    teardown::install_signal_handler("demo");
+    let result = demo(once);
+    if result.is_err() && teardown::interrupted() {
+        // A step failed because Ctrl-C stopped what it talked to: the signal thread is
+        // tearing down and ends the process; its words are the ones to read.
+        loop {
+            std::thread::park();
+        }
+    }
+    result
+}
+
+fn demo(once: bool) -> Result<()> {
+    // The same build as `cargo xtask test`'s build stage: another feature set (say, without
+    // `--all-features`) would rebuild much of the workspace after a test run.
+    crate::run(cargo().args(crate::test::BINS_BUILD))?;
     let bin = root().join("target/debug");
     let dir = std::env::temp_dir().join("trellis-demo");
+    sweep_leftovers(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    if !is_root() {
-        println!("not root: running the control plane only (network namespaces need root)");
-        return loopback_demo(&bin, &dir, once);
-    }
-    let mut running = Running {
-        children: Vec::new(),
-        namespaces: Vec::new(),
-    };
-    build_home(&mut running)?;
+    let _guard = Guard;
+    let trellis = write_trellis_command(&dir, &bin)?;
     let socket = dir.join("admin.sock");
-    let trellis = dir.join("trellis");
-    std::os::unix::fs::symlink(bin.join("trellis-controller"), &trellis)?;
+    let real = dir.join(".bin/trellis");
     let admin = crate::netns::Admin {
-        trellis: &trellis,
+        trellis: &real,
         socket: &socket,
     };
+    if !is_root() {
+        println!("not root: running the control plane only (network namespaces need root)");
+        return loopback_demo(&bin, &dir, &admin, &trellis, once);
+    }
+    build_home()?;
     let ctl = |args: &[&str]| admin.run(args);
 
-    running.children.push(spawn_in(
+    let controller = start_in(
         &ns("primary"),
         &bin.join("trellis-controller"),
         &[
@@ -121,7 +198,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "10.9.0.1:7443",
         ],
         &dir.join("controller.log"),
-    )?);
+    )?;
     wait_for(
         || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
         "the controller",
@@ -150,7 +227,7 @@ pub fn run(args: &[String]) -> Result<()> {
         } else {
             format!("{backhaul}:9464")
         };
-        running.children.push(spawn_in(
+        start_in(
             &ns(router),
             &bin.join("trellis-agent"),
             &[
@@ -168,12 +245,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 backhaul,
             ],
             &dir.join(format!("{router}.log")),
-        )?);
+        )?;
     }
     for (name, _, _, mac, group) in DEVICES {
         ctl(&["set-device", mac, name, group])?;
     }
-    running.children.push(
+    start(
         Command::new("ip")
             .args([
                 "netns",
@@ -188,11 +265,12 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--directory",
             ])
             .arg(nas_site(&dir)?)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the NAS web server (python3)")?,
-    );
+            .stderr(Stdio::null()),
+        None,
+    )
+    .context("starting the NAS web server (python3)")?;
     ctl(&[
         "add-service",
         "nas",
@@ -256,26 +334,57 @@ pub fn run(args: &[String]) -> Result<()> {
         speed = ctl(&["speedtest", "attic", "garage", "--seconds", "1"]);
     }
     print!("{}", speed?);
+    // What a person runs to see that all is well: on a healthy demo it must say so.
+    let check = Command::new(admin.trellis)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("check")
+        .output()
+        .context("running trellis check")?;
+    print!("{}", String::from_utf8_lossy(&check.stdout));
     if once {
         if !phone_refused {
             bail!("the guest phone reached the NAS");
         }
+        if !check.status.success() {
+            bail!(
+                "trellis check did not pass on a healthy demo ({}); its findings are above",
+                check.status
+            );
+        }
         println!("demo: checked; tearing down");
         return Ok(());
     }
+    let token = std::fs::read_to_string(dir.join("controller/setup-token")).unwrap_or_default();
     println!(
-        "\nThe demo home runs until Ctrl-C.\n  web page:  https://10.99.99.2:7443/  (setup token: {d}/controller/setup-token)\n  metrics:   curl http://10.99.99.2:9464/metrics\n  as a device: ip netns exec {p}laptop curl http://nas.trellis.home.arpa/\n               ip netns exec {p}phone curl -m 3 http://nas.trellis.home.arpa/   (a guest: refused)\n  manage:    {t} --socket {s} nodes | services | why phone nas | policy add … | remove-node attic\n  measure:   {t} --socket {s} speedtest attic garage | traffic | topology\n  logs:      {d}/*.log",
+        "\nThe demo home runs until Ctrl-C.\n  web page:  https://10.99.99.2:7443/  (self-signed; first visit: set a password with the setup token {token})\n  metrics:   curl http://10.99.99.2:9464/metrics\n  as a device: ip netns exec {p}laptop curl http://nas.trellis.home.arpa/\n               ip netns exec {p}phone curl -m 3 http://nas.trellis.home.arpa/   (a guest: refused, with a page naming the rule)\n  manage:    {t} nodes | services | why phone nas | policy add … | remove-node attic | check\n  measure:   {t} speedtest attic garage | traffic | topology\n  logs:      {d}/*.log",
+        token = token.trim(),
         d = dir.display(),
         p = PREFIX,
         t = trellis.display(),
-        s = socket.display()
     );
-    let mut controller = running.children.remove(0);
-    let status = controller.wait()?;
-    bail!(
-        "the controller exited ({status}); see {}",
-        dir.join("controller.log").display()
-    )
+    wait_on(controller, &dir.join("controller.log"))
+}
+
+/// `<dir>/trellis`: the admin command already pointed at this demo's controller, so the
+/// commands the demo prints work as typed.
+fn write_trellis_command(dir: &Path, bin: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    // The controller binary is the `trellis` command when called by that name.
+    let real = dir.join(".bin/trellis");
+    std::fs::create_dir_all(dir.join(".bin"))?;
+    std::os::unix::fs::symlink(bin.join("trellis-controller"), &real)?;
+    let wrapper = dir.join("trellis");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n# The demo's admin command: trellis against the demo controller's socket.\nexec '{}' --socket '{}' \"$@\"\n",
+            real.display(),
+            dir.join("admin.sock").display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    Ok(wrapper)
 }
 
 fn path(p: &Path) -> String {
@@ -294,16 +403,15 @@ fn nas_site(dir: &Path) -> Result<PathBuf> {
 
 /// Namespaces, the backhaul (a bridge standing in for the 802.11s mesh), LANs, devices, and
 /// a link from this machine to the primary router for the web page.
-fn build_home(running: &mut Running) -> Result<()> {
+fn build_home() -> Result<()> {
     let air = ns("air");
     for name in std::iter::once("air")
         .chain(ROUTERS.iter().map(|r| r.0))
         .chain(DEVICES.iter().map(|d| d.0))
     {
         let n = ns(name);
-        del_quietly(&n);
         ip(&["netns", "add", &n])?;
-        running.namespaces.push(n.clone());
+        teardown::namespace(&n);
         ip(&["-n", &n, "link", "set", "lo", "up"])?;
     }
     ip(&["-n", &air, "link", "add", "br0", "type", "bridge"])?;
@@ -373,14 +481,10 @@ fn build_home(running: &mut Running) -> Result<()> {
             format!("nameserver {}.1\n", lan_prefix(router)),
         )?;
     }
-    let _ = Command::new("ip")
-        .args(["link", "del", "tl-host"])
-        .stderr(Stdio::null())
-        .status();
     ip(&[
         "link",
         "add",
-        "tl-host",
+        HOST_LINK,
         "type",
         "veth",
         "peer",
@@ -389,8 +493,9 @@ fn build_home(running: &mut Running) -> Result<()> {
         "netns",
         &ns("primary"),
     ])?;
-    ip(&["addr", "add", "10.99.99.1/30", "dev", "tl-host"])?;
-    ip(&["link", "set", "tl-host", "up"])?;
+    teardown::link(HOST_LINK);
+    ip(&["addr", "add", "10.99.99.1/30", "dev", HOST_LINK])?;
+    ip(&["link", "set", HOST_LINK, "up"])?;
     ip(&[
         "-n",
         &ns("primary"),
@@ -405,42 +510,39 @@ fn build_home(running: &mut Running) -> Result<()> {
 }
 
 /// Without root: controller and agents on loopback, control plane only.
-fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
-    let socket = home.join("admin.sock");
-    let trellis = home.join("trellis");
-    std::os::unix::fs::symlink(bin.join("trellis-controller"), &trellis)?;
+fn loopback_demo(
+    bin: &Path,
+    home: &Path,
+    admin: &crate::netns::Admin,
+    trellis: &Path,
+    once: bool,
+) -> Result<()> {
+    let pids = home.join(PIDFILE);
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let api = format!("127.0.0.1:{port}");
-    let mut running = Running {
-        children: Vec::new(),
-        namespaces: Vec::new(),
-    };
-    running.children.push(
+    let controller = start(
         Command::new(bin.join("trellis-controller"))
             .arg("--data-dir")
             .arg(home.join("controller"))
             .arg("--admin-socket")
-            .arg(&socket)
+            .arg(admin.socket)
             .args(["--agent-api", &api])
-            .stderr(std::fs::File::create(home.join("controller.log"))?)
-            .spawn()?,
-    );
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(home.join("controller.log"))?),
+        Some(&pids),
+    )?;
     wait_for(
-        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+        || std::os::unix::net::UnixStream::connect(admin.socket).is_ok(),
         "the controller",
     )?;
-    let admin = crate::netns::Admin {
-        trellis: &trellis,
-        socket: &socket,
-    };
     let ctl = |args: &[&str]| admin.run(args);
     for (router, _) in ROUTERS {
         let code = admin.pairing_code(*router == "primary")?;
         let state = home.join(router);
         print!(
-            "{}",
+            "{router}: {}",
             output(
                 Command::new(bin.join("trellis-agent"))
                     .arg("--state-dir")
@@ -448,14 +550,15 @@ fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
                     .args(["join", &api, &code, "--name", router])
             )?
         );
-        running.children.push(
+        start(
             Command::new(bin.join("trellis-agent"))
                 .arg("--state-dir")
                 .arg(&state)
                 .args(["run", "--no-service-mesh"])
-                .stderr(std::fs::File::create(home.join(format!("{router}.log")))?)
-                .spawn()?,
-        );
+                .stdin(Stdio::null())
+                .stderr(std::fs::File::create(home.join(format!("{router}.log")))?),
+            Some(&pids),
+        )?;
     }
     wait_for(
         || {
@@ -467,13 +570,12 @@ fn loopback_demo(bin: &Path, home: &Path, once: bool) -> Result<()> {
     )?;
     print!("{}", ctl(&["nodes"])?);
     if once {
+        println!("demo: checked; tearing down");
         return Ok(());
     }
     println!(
-        "Runs until Ctrl-C; try: {} --socket {} nodes",
-        trellis.display(),
-        socket.display()
+        "The demo runs until Ctrl-C; try: {} nodes",
+        trellis.display()
     );
-    let status = running.children[0].wait()?;
-    bail!("the controller exited ({status})")
+    wait_on(controller, &home.join("controller.log"))
 }
