@@ -19,7 +19,7 @@ const DOWN_WITHIN: Duration = Duration::from_secs(60);
 /// The demo stage: `demo --once` after a killed demo (which it must sweep up), then a demo
 /// stopped by Ctrl-C and one stopped by SIGTERM. Prints one line per check and the count.
 pub fn stage() -> Result<()> {
-    let checks: [(&str, fn(&Path) -> Result<()>); 3] = [
+    let checks: [(&str, Check); 3] = [
         (
             "kill -9, then demo --once clears the leftovers and passes",
             killed_then_once,
@@ -55,6 +55,9 @@ pub fn stage() -> Result<()> {
     }
     Ok(())
 }
+
+/// One way of ending a demo, given this xtask's path.
+type Check = fn(&Path) -> Result<()>;
 
 #[derive(Clone, Copy)]
 enum Stop {
