@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use serde::Serialize;
-use trellis_proto::api::{NodeInfo, TopologyLink};
+use trellis_proto::api::{LinkMedium, NodeInfo, TopologyLink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,8 +120,8 @@ pub fn wpa_supplicant(path: &Path) -> Finding {
     }
 }
 
-/// Every router should have a mesh link to another router of the home; one with none is on
-/// another channel or mesh ID, or out of range.
+/// Every router should have a backhaul link (802.11s or a cable) to another router of the
+/// home; one with none is on another channel or mesh ID, or out of range.
 pub fn mesh_links(nodes: &[NodeInfo], links: &[TopologyLink]) -> Vec<Finding> {
     let members: Vec<&NodeInfo> = nodes.iter().filter(|n| !n.revoked).collect();
     if members.len() < 2 {
@@ -137,21 +137,37 @@ pub fn mesh_links(nodes: &[NodeInfo], links: &[TopologyLink]) -> Vec<Finding> {
     members
         .iter()
         .map(|n| {
-            let linked = links.iter().any(|l| {
-                (l.from == n.name && members.iter().any(|m| m.name.as_str() == l.to))
-                    || (l.to == n.name.as_str() && members.iter().any(|m| m.name == l.from))
-            });
-            if linked {
-                finding(Level::Ok, format!("router {}: meshed", n.name), "")
-            } else {
+            let with: Vec<&TopologyLink> = links
+                .iter()
+                .filter(|l| {
+                    (l.from == n.name && members.iter().any(|m| m.name.as_str() == l.to))
+                        || (l.to == n.name.as_str() && members.iter().any(|m| m.name == l.from))
+                })
+                .collect();
+            if with.is_empty() {
                 finding(
                     Level::Warn,
                     format!("router {}: no mesh link to another router", n.name),
                     "check it uses the same channel and mesh ID as the others (trellis topology; logread -e trellis on it), and that it is in range",
                 )
+            } else if with.iter().all(|l| l.medium == LinkMedium::Cable) {
+                finding(Level::Ok, format!("router {}: linked by cable", n.name), "")
+            } else {
+                finding(Level::Ok, format!("router {}: meshed", n.name), "")
             }
         })
         .collect()
+}
+
+/// Whether this home needs wifi mesh support at all: not when every router is linked, and
+/// only by cable (a wired home, or the demo). Then the local wpa_supplicant is not checked.
+pub fn wifi_mesh_needed(nodes: &[NodeInfo], links: &[TopologyLink]) -> bool {
+    let all_cabled = !links.is_empty()
+        && links.iter().all(|l| l.medium == LinkMedium::Cable)
+        && mesh_links(nodes, links)
+            .iter()
+            .all(|f| f.level == Level::Ok);
+    !all_cabled
 }
 
 /// mDNS discovery shares UDP 5353 with umdns/avahi; a program holding it exclusively
@@ -261,6 +277,7 @@ mod tests {
         let link = |from: &str, to: &str| TopologyLink {
             from: NodeName::new(from).unwrap(),
             to: to.into(),
+            medium: LinkMedium::Wifi,
             signal_dbm: None,
             expected_throughput_kbps: None,
             airtime_metric: None,
@@ -281,6 +298,44 @@ mod tests {
         );
         assert!(f[2].fix.contains("channel and mesh ID"), "{f:?}");
         assert_eq!(mesh_links(&nodes, &[])[0].level, Level::Warn);
+    }
+
+    #[test]
+    fn a_home_linked_only_by_cable_needs_no_wifi_mesh() {
+        let nodes = [node("a", None, None), node("b", None, None)];
+        let link = |from: &str, to: &str, medium| TopologyLink {
+            from: NodeName::new(from).unwrap(),
+            to: to.into(),
+            medium,
+            signal_dbm: None,
+            expected_throughput_kbps: None,
+            airtime_metric: None,
+            verdict: "good".into(),
+            advice: vec![],
+        };
+        let cabled = [
+            link("a", "b", LinkMedium::Cable),
+            link("b", "a", LinkMedium::Cable),
+        ];
+        let f = mesh_links(&nodes, &cabled);
+        assert!(
+            f.iter().all(|f| f.what.ends_with("linked by cable")),
+            "{f:?}"
+        );
+        assert!(!wifi_mesh_needed(&nodes, &cabled));
+        // One wifi link, no links at all, or a router left out: the mesh is (still) needed.
+        let mixed = [
+            link("a", "b", LinkMedium::Wifi),
+            link("b", "a", LinkMedium::Cable),
+        ];
+        assert!(wifi_mesh_needed(&nodes, &mixed));
+        assert!(wifi_mesh_needed(&nodes, &[]));
+        let three = [
+            node("a", None, None),
+            node("b", None, None),
+            node("c", None, None),
+        ];
+        assert!(wifi_mesh_needed(&three, &cabled));
     }
 
     #[test]

@@ -212,8 +212,9 @@ pub fn main() -> ExitCode {
         }
         Err(e @ ClientError::Connection(_)) => {
             eprintln!(
-                "trellis: cannot reach the controller at {}: {e}\n  Is it running? (/etc/init.d/trellis-controller status); are you root?",
-                cli.socket.display()
+                "trellis: cannot reach the controller at {}: {e}\n  Is it running? ({}); are you root?",
+                cli.socket.display(),
+                how_to_see_the_service()
             );
             ExitCode::from(3)
         }
@@ -609,15 +610,16 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     return "no mesh links reported yet (routers report every 30 s once trellis-agent mesh runs)\n".into();
                 }
                 let mut out = format!(
-                    "{:<16} {:<18} {:>8} {:>10} {:>7} {:<9} {}\n",
-                    "FROM", "TO", "SIGNAL", "THROUGHPUT", "METRIC", "QUALITY", "ADVICE"
+                    "{:<16} {:<18} {:<5} {:>8} {:>10} {:>7} {:<9} {}\n",
+                    "FROM", "TO", "VIA", "SIGNAL", "THROUGHPUT", "METRIC", "QUALITY", "ADVICE"
                 );
                 for l in ls {
                     let dash = || "-".to_string();
                     out += &format!(
-                        "{:<16} {:<18} {:>8} {:>10} {:>7} {:<9} {}\n",
+                        "{:<16} {:<18} {:<5} {:>8} {:>10} {:>7} {:<9} {}\n",
                         l.from.as_str(),
                         l.to,
+                        l.medium.as_str(),
                         l.signal_dbm
                             .map(|s| format!("{s} dBm"))
                             .unwrap_or_else(dash),
@@ -742,6 +744,20 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
     })
 }
 
+/// Whether the controller is installed as an OpenWrt service here (else advice names the
+/// command, not an init script that is not there).
+fn installed_as_service() -> bool {
+    std::path::Path::new("/etc/init.d/trellis-controller").exists()
+}
+
+fn how_to_see_the_service() -> &'static str {
+    if installed_as_service() {
+        "/etc/init.d/trellis-controller status"
+    } else {
+        "is a trellis-controller process running with this --admin-socket?"
+    }
+}
+
 /// `trellis check`: every finding with its fix; the exit code says the worst.
 fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
     use crate::check::{self as diag, Finding, Level};
@@ -765,6 +781,7 @@ fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
     });
     let mut findings: Vec<Finding> = Vec::new();
     let mut unreachable = false;
+    let mut wifi_mesh = true;
     match fetched {
         Ok((nodes, links)) => {
             findings.push(Finding {
@@ -775,17 +792,30 @@ fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
             findings.extend(diag::certificates(&nodes, now));
             findings.extend(diag::clocks(&nodes, now));
             findings.extend(diag::mesh_links(&nodes, &links));
+            wifi_mesh = diag::wifi_mesh_needed(&nodes, &links);
         }
         Err(e) => {
             unreachable = true;
             findings.push(Finding {
                 level: Level::Fail,
                 what: format!("the controller does not answer on {}: {e}", cli.socket.display()),
-                fix: "start it: /etc/init.d/trellis-controller start; logread -e trellis says why it stopped".into(),
+                fix: if installed_as_service() {
+                    "start it: /etc/init.d/trellis-controller start; logread -e trellis says why it stopped".into()
+                } else {
+                    format!("start it: trellis-controller --admin-socket {} (its log says why it stopped)", cli.socket.display())
+                },
             });
         }
     }
-    findings.push(diag::wpa_supplicant(wpa));
+    findings.push(if wifi_mesh {
+        diag::wpa_supplicant(wpa)
+    } else {
+        Finding {
+            level: Level::Ok,
+            what: "every router is linked by cable: no wifi mesh, wpa_supplicant not needed".into(),
+            fix: String::new(),
+        }
+    });
     findings.push(diag::mdns_port());
     if cli.json {
         println!(

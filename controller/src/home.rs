@@ -558,14 +558,16 @@ impl Home {
     pub fn topology(&self) -> Vec<trellis_proto::api::TopologyLink> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let members = self.members();
+        // A router is named by its mesh interface's MAC and its other interfaces' (the far
+        // end of a cable sees one of those).
         let by_mac: HashMap<String, NodeName> = live
             .iter()
             .filter(|(name, _)| members.contains(*name))
-            .filter_map(|(name, l)| {
-                Some((
-                    l.telemetry.mesh.as_ref()?.mac.to_ascii_lowercase(),
-                    name.clone(),
-                ))
+            .filter_map(|(name, l)| Some((name, l.telemetry.mesh.as_ref()?)))
+            .flat_map(|(name, mesh)| {
+                std::iter::once(&mesh.mac)
+                    .chain(mesh.macs.iter().take(trellis_proto::api::MAX_NODE_MACS))
+                    .map(move |mac| (mac.to_ascii_lowercase(), name.clone()))
             })
             .collect();
         let mut out = Vec::new();
@@ -578,6 +580,7 @@ impl Home {
                 out.push(trellis_proto::api::TopologyLink {
                     from: name.clone(),
                     to: by_mac.get(&peer).map(|n| n.to_string()).unwrap_or(peer),
+                    medium: link.medium,
                     signal_dbm: link.signal_dbm,
                     expected_throughput_kbps: link.expected_throughput_kbps,
                     airtime_metric: link.airtime_metric,

@@ -200,6 +200,7 @@ pub fn main() -> ExitCode {
                 };
                 runtime.block_on(async {
                     let handle = agent.start();
+                    let cables = crate::backhaul::start(handle.agent.clone(), handle.trust.clone());
                     let devices = crate::devices::start(
                         handle.agent.clone(),
                         handle.trust.clone(),
@@ -240,6 +241,7 @@ pub fn main() -> ExitCode {
                     // Dropping the data plane removes nftables interception.
                     drop(mesh);
                     devices.abort();
+                    cables.abort();
                     handle.stop();
                 });
                 ExitCode::SUCCESS
@@ -273,8 +275,10 @@ pub fn main() -> ExitCode {
                 Ok(joined) => {
                     let hours = (joined.not_after.saturating_sub(crate::unix_now()) + 1800) / 3600;
                     println!(
-                        "joined home {} as {}; certificate valid {hours} h (renewed automatically); start the agent: /etc/init.d/trellis-agent restart",
-                        joined.node.home_id, joined.node.identity
+                        "joined home {} as {}; certificate valid {hours} h (renewed automatically); start the agent: {}",
+                        joined.node.home_id,
+                        joined.node.identity,
+                        start_advice(&cli.state_dir)
                     );
                     ExitCode::SUCCESS
                 }
@@ -288,6 +292,16 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// How to start the agent after a join: the service where it is installed as one (OpenWrt),
+/// else the command itself.
+fn start_advice(state_dir: &std::path::Path) -> String {
+    if std::path::Path::new("/etc/init.d/trellis-agent").exists() {
+        "/etc/init.d/trellis-agent restart".into()
+    } else {
+        format!("trellis-agent --state-dir {} run", state_dir.display())
     }
 }
 

@@ -20,6 +20,7 @@
 //! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
 //! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
 
+pub mod backhaul;
 pub mod cli;
 pub mod control;
 pub mod devices;

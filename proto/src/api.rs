@@ -171,19 +171,49 @@ pub struct SpeedTestOutcome {
     pub error: Option<String>,
 }
 
-/// What `trellis-agent mesh` last saw of this node's 802.11s links (bounded by the radio's
-/// peer count; the controller keeps it in RAM for the topology).
+/// This node's backhaul links to the other routers: what `trellis-agent mesh` last saw of
+/// its 802.11s links (bounded by the radio's peer count), and the cables the agent sees
+/// other routers over. The controller keeps it in RAM for the topology.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeshReport {
     /// The mesh interface's MAC: how other nodes' reports name this node.
     pub mac: String,
+    /// This node's other interface MACs (a cable's far end sees one of these), at most
+    /// [`MAX_NODE_MACS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<String>,
     pub links: Vec<MeshLink>,
 }
 
-/// One peer link as the mesh supervisor judges it.
+/// Most interface MACs one node names itself by.
+pub const MAX_NODE_MACS: usize = 16;
+
+/// What carries a backhaul link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkMedium {
+    /// An 802.11s peer link (reports before cables existed are all wifi).
+    #[default]
+    Wifi,
+    /// Another router seen through a wired interface.
+    Cable,
+}
+
+impl LinkMedium {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMedium::Wifi => "wifi",
+            LinkMedium::Cable => "cable",
+        }
+    }
+}
+
+/// One peer link as the mesh supervisor (or, for a cable, the agent) judges it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeshLink {
     pub peer: String,
+    #[serde(default)]
+    pub medium: LinkMedium,
     #[serde(default)]
     pub signal_dbm: Option<i32>,
     #[serde(default)]
@@ -202,6 +232,8 @@ pub struct TopologyLink {
     pub from: NodeName,
     /// The peer's node name, or its MAC when no router of the home reports that MAC.
     pub to: String,
+    #[serde(default)]
+    pub medium: LinkMedium,
     pub signal_dbm: Option<i32>,
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,

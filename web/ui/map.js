@@ -1,6 +1,7 @@
 // The topology map: the primary router (portal) in the middle, satellites around it, mesh
-// links coloured by quality. Links come from the routers' wifi telemetry; a router without
-// link data yet is drawn with a dashed line meaning "talks to the controller".
+// links coloured by quality, cables drawn square-ended and thinner. Links come from the
+// routers' telemetry; a router without link data yet is drawn with a dashed line meaning
+// "talks to the controller".
 // Hover, focus (keyboard) or tap a router or a link to see its details under the map.
 
 import { h, s, routerName, STATE_TEXT, duration } from './lib.js';
@@ -30,7 +31,8 @@ const QUALITY_TEXT = {
 };
 
 function linkText(link, names) {
-  const parts = [`${names(link.from)} ↔ ${names(link.to)}: ${QUALITY_TEXT[linkQuality(link)]}`];
+  const via = link.medium === 'cable' ? 'cable' : 'wifi mesh';
+  const parts = [`${names(link.from)} ↔ ${names(link.to)} (${via}): ${QUALITY_TEXT[linkQuality(link)]}`];
   if (link.signal_dbm != null) parts.push(`signal ${link.signal_dbm} dBm`);
   if (link.expected_throughput_kbps != null) parts.push(`about ${(link.expected_throughput_kbps / 1000).toFixed(1)} Mbit/s`);
   if (link.airtime_metric != null) parts.push(`airtime metric ${link.airtime_metric}`);
@@ -119,7 +121,7 @@ export function drawMap(holder, overview) {
     const text = linkText(l, names);
     const q = linkQuality(l);
     linkLayer.append(s('line', {
-      x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: `link q-${q}`, tabindex: 0, role: 'img', 'aria-label': text,
+      x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: `link q-${q} via-${l.medium || 'wifi'}`, tabindex: 0, role: 'img', 'aria-label': text,
       onmouseenter: show(text), onfocus: show(text), onclick: show(text),
     }, s('title', {}, text)));
   }

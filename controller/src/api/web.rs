@@ -489,12 +489,13 @@ pub struct RouterView {
     pub hops: Option<u32>,
 }
 
-/// A mesh link between two routers. Empty until agents report wifi links in telemetry;
-/// the map already draws and colours whatever arrives here.
+/// A backhaul link between two routers (802.11s or a cable), as the agents report them;
+/// the map draws and colours whatever arrives here.
 #[derive(Debug, Serialize)]
 pub struct LinkView {
     pub from: String,
     pub to: String,
+    pub medium: trellis_proto::api::LinkMedium,
     pub signal_dbm: Option<i32>,
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
@@ -705,6 +706,7 @@ async fn overview(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<Overv
             .map(|l| LinkView {
                 from: l.from.to_string(),
                 to: l.to,
+                medium: l.medium,
                 signal_dbm: l.signal_dbm,
                 expected_throughput_kbps: l.expected_throughput_kbps,
                 airtime_metric: l.airtime_metric,

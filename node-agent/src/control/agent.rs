@@ -6,8 +6,8 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use tokio::sync::watch;
 use trellis_proto::api::{
-    ConfigAck, RenewRequest, RenewResponse, SeenService, SpeedTestJob, SpeedTestOutcome, Telemetry,
-    TelemetryAnswer,
+    ConfigAck, MeshLink, MeshReport, RenewRequest, RenewResponse, SeenService, SpeedTestJob,
+    SpeedTestOutcome, Telemetry, TelemetryAnswer, MAX_NODE_MACS,
 };
 use trellis_proto::snapshot::ConfigSnapshot;
 
@@ -43,6 +43,8 @@ pub struct Agent {
     renewed: Arc<watch::Sender<u64>>,
     /// Where `trellis-agent mesh` leaves its latest link report.
     mesh_report_file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
+    /// Cables to other routers and this router's own MACs ([`crate::backhaul`]).
+    cables: Arc<std::sync::Mutex<(Vec<MeshLink>, Vec<String>)>>,
     /// Where this node's speed-test sink listens, reported with the telemetry.
     speedtest_addr: Arc<std::sync::Mutex<Option<String>>>,
     /// The node proxy's counters, whose per-service totals go out with the telemetry.
@@ -124,6 +126,7 @@ impl Agent {
             addresses: Arc::default(),
             renewed: Arc::new(watch::channel(0).0),
             mesh_report_file: Arc::default(),
+            cables: Arc::default(),
             speedtest_addr: Arc::default(),
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
@@ -320,9 +323,34 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner()) = Some(path);
     }
 
+    /// Replace the cables to other routers, and the MACs this router is known by.
+    pub fn set_cables(&self, links: Vec<MeshLink>, macs: Vec<String>) {
+        *self.cables.lock().unwrap_or_else(|p| p.into_inner()) = (links, macs);
+    }
+
+    /// The backhaul links sent to the controller: the mesh supervisor's wifi links and the
+    /// cables, under the mesh interface's MAC (or, with no wifi mesh, the first own MAC).
+    fn backhaul_report(&self) -> Option<MeshReport> {
+        let (cables, macs) = self
+            .cables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut report = self.mesh_report().unwrap_or_default();
+        report.links.extend(cables);
+        for m in macs {
+            if report.mac.is_empty() {
+                report.mac = m;
+            } else if m != report.mac && report.macs.len() < MAX_NODE_MACS {
+                report.macs.push(m);
+            }
+        }
+        (!report.mac.is_empty()).then_some(report)
+    }
+
     /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
     /// file is skipped, the next report replaces it).
-    fn mesh_report(&self) -> Option<trellis_proto::api::MeshReport> {
+    fn mesh_report(&self) -> Option<MeshReport> {
         use std::io::Read;
         let path = self
             .mesh_report_file
@@ -438,7 +466,7 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            mesh: self.mesh_report(),
+            mesh: self.backhaul_report(),
             speedtest_addr: self
                 .speedtest_addr
                 .lock()

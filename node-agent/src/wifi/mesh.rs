@@ -658,6 +658,7 @@ fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
     let Some(mac) = state.mac else { return };
     let report = trellis_proto::api::MeshReport {
         mac: mac.to_string(),
+        macs: Vec::new(),
         links: state
             .health
             .report(now_ms)
@@ -667,6 +668,7 @@ fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
             .filter(|l| l.established || l.blocked)
             .map(|l| trellis_proto::api::MeshLink {
                 peer: l.peer.to_string(),
+                medium: trellis_proto::api::LinkMedium::Wifi,
                 signal_dbm: l.signal_dbm.map(i32::from),
                 expected_throughput_kbps: l.expected_throughput_kbps,
                 airtime_metric: l.airtime_metric,

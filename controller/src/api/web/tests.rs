@@ -571,6 +571,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         |from: &str, to: &str, verdict: &str, advice: &[&str]| trellis_proto::api::TopologyLink {
             from: NodeName::new(from).unwrap(),
             to: to.into(),
+            medium: trellis_proto::api::LinkMedium::Wifi,
             signal_dbm: Some(-80),
             expected_throughput_kbps: None,
             airtime_metric: None,
