@@ -16,6 +16,7 @@ mod netns;
 mod package;
 mod setup;
 mod test;
+mod uci;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
