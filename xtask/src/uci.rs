@@ -90,6 +90,10 @@ impl UciError {
             UNTERMINATED_SQ | UNTERMINATED_DQ => "close the quote (a value may span lines)",
             OTHER_TYPE => "a second section of the same name must have the same type",
             NOT_UTF8 => "save the file as UTF-8 without NUL bytes",
+            TOO_LONG => {
+                "a statement may take at most 2 MiB; NUL bytes in the file join lines \
+                 (remove them)"
+            }
             _ => "the statement needs a name after its keyword",
         }
     }
@@ -119,6 +123,11 @@ const OPTION_NO_NAME: &str = "option without name";
 // Ours: libuci keeps any bytes; our model is text. Only a NUL byte in the input can make
 // this happen (libuci drops the rest of a read chunk after one, possibly mid-character).
 const NOT_UTF8: &str = "value is not UTF-8";
+// Ours: libuci doubles its buffer for every read that does not end in a newline, which a
+// NUL byte causes on every line (30 such lines ask for 32 GiB); it then fails with "Out of
+// memory". We stop at a bound instead.
+const TOO_LONG: &str = "line too long";
+const MAX_BUF: usize = 4 << 20;
 
 impl UciFile {
     /// The section named `name` (libuci merges sections of one name, so there is one).
@@ -259,7 +268,7 @@ pub fn parse(text: &str) -> Result<UciFile, UciError> {
     // statements.
     while !p.eof {
         p.pos = 0;
-        p.getln(0);
+        p.getln(0)?;
         if p.at(0) != 0 {
             p.parse_line()?;
         }
@@ -362,27 +371,36 @@ impl Parser<'_> {
     }
 
     /// `uci_getln`: append the next line at `offset`, growing the buffer as libuci does.
-    fn getln(&mut self, offset: usize) {
+    fn getln(&mut self, offset: usize) -> Parsed<()> {
         if self.buf.is_empty() {
             self.buf = vec![0; 32];
         }
         if offset >= self.buf.len() - 1 {
-            self.buf.resize(self.buf.len() * 2, 0);
+            self.grow()?;
         }
         let mut ofs = offset;
         loop {
             self.buf[ofs] = 0;
             if self.fgets(ofs, self.buf.len() - ofs).is_none() || self.buf[ofs] == 0 {
-                return;
+                return Ok(());
             }
             ofs += self.cstr(ofs).len();
             self.filled = ofs;
             if self.buf[ofs - 1] == b'\n' {
                 self.line += 1;
-                return;
+                return Ok(());
             }
-            self.buf.resize(self.buf.len() * 2, 0);
+            self.grow()?;
         }
+    }
+
+    fn grow(&mut self) -> Parsed<()> {
+        let size = self.buf.len() * 2;
+        if size > MAX_BUF {
+            return Err(self.error(TOO_LONG));
+        }
+        self.buf.resize(size, 0);
+        Ok(())
     }
 
     fn skip_whitespace(&mut self) {
@@ -399,17 +417,17 @@ impl Parser<'_> {
 
     /// `parse_backslash`: skip it; at the end of a line fetch the next one in its place
     /// (false: nothing to copy), otherwise the next character is copied as is (true).
-    fn parse_backslash(&mut self) -> bool {
+    fn parse_backslash(&mut self) -> Parsed<bool> {
         self.pos += 1;
         let c = self.cur();
         if c == 0
             || c == b'\n'
             || (c == b'\r' && self.at(self.pos + 1) == b'\n' && self.at(self.pos + 2) == 0)
         {
-            self.getln(self.pos);
-            return false;
+            self.getln(self.pos)?;
+            return Ok(false);
         }
-        true
+        Ok(true)
     }
 
     fn parse_double_quote(&mut self, target: &mut usize) -> Parsed<()> {
@@ -421,13 +439,13 @@ impl Parser<'_> {
                     return Ok(());
                 }
                 0 => {
-                    self.getln(self.pos);
+                    self.getln(self.pos)?;
                     if self.cur() == 0 {
                         return Err(self.error(UNTERMINATED_DQ));
                     }
                 }
                 b'\\' => {
-                    if self.parse_backslash() {
+                    if self.parse_backslash()? {
                         self.addc(target);
                     }
                 }
@@ -445,7 +463,7 @@ impl Parser<'_> {
                     return Ok(());
                 }
                 0 => {
-                    self.getln(self.pos);
+                    self.getln(self.pos)?;
                     if self.cur() == 0 {
                         return Err(self.error(UNTERMINATED_SQ));
                     }
@@ -474,7 +492,7 @@ impl Parser<'_> {
                     break;
                 }
                 b'\\' => {
-                    if self.parse_backslash() {
+                    if self.parse_backslash()? {
                         self.addc(target);
                     }
                 }

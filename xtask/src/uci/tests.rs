@@ -173,3 +173,13 @@ fn nul_bytes_cut_the_line_as_fgets_does() {
     let f = parse("config t 'x'\n option a b\0junk\nc\n").unwrap();
     assert_eq!(f.show("p"), "p.x=t\np.x.a='bc'\n");
 }
+
+#[test]
+fn nul_bytes_on_every_line_stop_at_a_bound_not_at_out_of_memory() {
+    // Each line's read ends at its NUL, not at a newline, so libuci doubles its buffer per
+    // line: 30 lines would ask for 32 GiB.
+    let text = format!("config t 'x'\n{}", "\t\0x\n".repeat(30));
+    let e = parse(&text).unwrap_err();
+    assert_eq!(e.reason, "line too long");
+    assert!(e.to_string().contains("NUL bytes"), "{e}");
+}
