@@ -5,12 +5,12 @@
 //! reader is for xtask's package checks (the shipped defaults, what LuCI edits), and it owns
 //! one rule: what a UCI file means. It follows openwrt/uci's `file.c` step for step rather
 //! than a grammar of our own, because uci's behaviour comes from how it edits its line buffer
-//! in place: `;` ends a statement only when the word before it was quoted or escaped
-//! (otherwise the rest of the line is dropped), a bare `#` ends the line, quoted values and
+//! in place: `;` starts another statement only after a blank or a quoted word (right after
+//! a bare word, the rest of the line is dropped), a bare `#` ends the line, quoted values and
 //! a trailing backslash continue on the next line, `option x ''` changes nothing, a second
 //! `config` of the same name continues the first section, an error's "byte" is the offset in
-//! that buffer. `tests/uci-corpus/` holds what real `uci show` printed for 48 inputs; the
-//! test at the end of this file compares every one byte for byte.
+//! that buffer. `tests/uci-corpus/` holds what real `uci show` printed for 48 inputs;
+//! `uci/tests.rs` compares every one byte for byte.
 //!
 //! Pending changes in `/tmp/.uci` are not applied: like every direct reader, this sees the
 //! committed file only. Std only, so `xtask/fuzz` compiles this file on its own.

@@ -183,3 +183,14 @@ fn nul_bytes_on_every_line_stop_at_a_bound_not_at_out_of_memory() {
     assert_eq!(e.reason, "line too long");
     assert!(e.to_string().contains("NUL bytes"), "{e}");
 }
+
+#[test]
+fn semicolon_after_a_blank_or_a_quote_starts_a_statement() {
+    // From file.c's parse_str (the corpus has the quoted and the bare case): a bare word's
+    // end is written over the `;`, so only these two keep the rest of the line.
+    let f = parse("config t 'x'\n option a 1 ; option b 2\n option c '3'; option d 4\n").unwrap();
+    assert_eq!(
+        f.show("p"),
+        "p.x=t\np.x.a='1'\np.x.b='2'\np.x.c='3'\np.x.d='4'\n"
+    );
+}
