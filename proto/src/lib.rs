@@ -14,7 +14,6 @@
 //! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
 //! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
-//! - [`uci`]: a reader for OpenWrt UCI files such as `/etc/config/trellis`.
 
 pub mod api;
 pub mod catalog;
@@ -29,6 +28,5 @@ pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
-pub mod uci;
 
 pub use identity::{HomeId, NodeName, SpiffeId};

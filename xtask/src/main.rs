@@ -17,6 +17,7 @@ mod package;
 mod setup;
 mod teardown;
 mod test;
+mod uci;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};

@@ -205,8 +205,8 @@ fn view_smoke(root: &Path, view: &Path) -> Result<()> {
     }
     let seen: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let config = std::fs::read_to_string(root.join("firmware/files/trellis.config"))?;
-    let uci = trellis_proto::uci::parse(&config)
-        .map_err(|e| anyhow!("firmware/files/trellis.config {e}"))?;
+    let uci =
+        crate::uci::parse(&config).map_err(|e| anyhow!("firmware/files/trellis.config {e}"))?;
     if seen["maps"] != serde_json::json!(["trellis"]) {
         bail!("the view edits {:?}, expected only trellis", seen["maps"]);
     }

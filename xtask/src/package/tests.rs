@@ -180,9 +180,9 @@ fn control_continuation_lines_and_duplicates() {
 // ---------------------------------------------------------------------------------------
 // What the packages ship: UCI defaults, init scripts, uci-defaults, the rpcd plugin.
 
-fn default_config() -> trellis_proto::uci::UciFile {
+fn default_config() -> crate::uci::UciFile {
     let text = std::fs::read_to_string(ws().join("firmware/files/trellis.config")).unwrap();
-    trellis_proto::uci::parse(&text).unwrap_or_else(|e| panic!("trellis.config {e}"))
+    crate::uci::parse(&text).unwrap_or_else(|e| panic!("trellis.config {e}"))
 }
 
 #[test]
@@ -293,20 +293,14 @@ fn run_init_uci(
     let root = fake_root(&dir, uci_state);
     let mut cfg = default_config();
     for (sec, opt, val) in set {
-        let s = cfg
-            .sections
-            .iter_mut()
-            .find(|s| s.name.as_deref() == Some(*sec))
-            .unwrap();
+        let s = cfg.sections.iter_mut().find(|s| s.name == *sec).unwrap();
         s.options.retain(|(n, _)| n != opt);
-        s.options.push((
-            opt.to_string(),
-            trellis_proto::uci::Value::Single(val.to_string()),
-        ));
+        s.options
+            .push((opt.to_string(), crate::uci::Value::Single(val.to_string())));
     }
     let mut vars = String::new();
     for s in &cfg.sections {
-        let name = s.name.clone().unwrap();
+        let name = &s.name;
         for (opt, _) in &s.options {
             let v = s.get(opt).unwrap();
             vars += &format!("CONFIG_{name}_{opt}={}\n", shell_quote(v));
