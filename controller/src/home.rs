@@ -501,6 +501,7 @@ impl Home {
             .truncate(crate::catalog::MAX_REPORTED_SERVICES);
         if let Some(mesh) = &mut telemetry.mesh {
             mesh.links.truncate(MAX_REPORTED_LINKS);
+            mesh.macs.truncate(trellis_proto::api::MAX_NODE_MACS);
         }
         // Service names are DNS labels; anything else is not from a proxy of ours.
         telemetry
@@ -566,6 +567,7 @@ impl Home {
             .filter_map(|(name, l)| Some((name, l.telemetry.mesh.as_ref()?)))
             .flat_map(|(name, mesh)| {
                 std::iter::once(&mesh.mac)
+                    .filter(|m| !m.is_empty())
                     .chain(mesh.macs.iter().take(trellis_proto::api::MAX_NODE_MACS))
                     .map(move |mac| (mac.to_ascii_lowercase(), name.clone()))
             })
@@ -891,7 +893,9 @@ impl Home {
     /// mesh (its agent reports links) needs a mesh path to the portal, or with no portal known
     /// any usable link. One that reports no wifi mesh is on a wired backhaul.
     pub fn waiting_for_mesh_link(&self, node: &NodeInfo) -> Option<&'static str> {
-        let runs_wifi_mesh = self.telemetry(&node.name).is_some_and(|t| t.mesh.is_some());
+        let runs_wifi_mesh = self
+            .telemetry(&node.name)
+            .is_some_and(|t| t.mesh.as_ref().is_some_and(|m| m.runs_wifi_mesh()));
         if !runs_wifi_mesh || node.portal || node.hops.is_some() {
             return None;
         }

@@ -176,13 +176,22 @@ pub struct SpeedTestOutcome {
 /// other routers over. The controller keeps it in RAM for the topology.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MeshReport {
-    /// The mesh interface's MAC: how other nodes' reports name this node.
+    /// The mesh interface's MAC: how other nodes' reports name this node. Empty when the
+    /// node runs no wifi mesh (its backhaul is cables only).
     pub mac: String,
     /// This node's other interface MACs (a cable's far end sees one of these), at most
     /// [`MAX_NODE_MACS`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub macs: Vec<String>,
     pub links: Vec<MeshLink>,
+}
+
+impl MeshReport {
+    /// Whether the node runs the 802.11s mesh (the mesh supervisor wrote this report), as
+    /// opposed to reporting only cables.
+    pub fn runs_wifi_mesh(&self) -> bool {
+        !self.mac.is_empty()
+    }
 }
 
 /// Most interface MACs one node names itself by.

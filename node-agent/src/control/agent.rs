@@ -328,8 +328,8 @@ impl Agent {
         *self.cables.lock().unwrap_or_else(|p| p.into_inner()) = (links, macs);
     }
 
-    /// The backhaul links sent to the controller: the mesh supervisor's wifi links and the
-    /// cables, under the mesh interface's MAC (or, with no wifi mesh, the first own MAC).
+    /// The backhaul links sent to the controller: the mesh supervisor's wifi links (under
+    /// the mesh interface's MAC) and the cables, with this router's other MACs.
     fn backhaul_report(&self) -> Option<MeshReport> {
         let (cables, macs) = self
             .cables
@@ -339,13 +339,11 @@ impl Agent {
         let mut report = self.mesh_report().unwrap_or_default();
         report.links.extend(cables);
         for m in macs {
-            if report.mac.is_empty() {
-                report.mac = m;
-            } else if m != report.mac && report.macs.len() < MAX_NODE_MACS {
+            if m != report.mac && report.macs.len() < MAX_NODE_MACS {
                 report.macs.push(m);
             }
         }
-        (!report.mac.is_empty()).then_some(report)
+        (report.runs_wifi_mesh() || !report.macs.is_empty()).then_some(report)
     }
 
     /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
