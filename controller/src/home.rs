@@ -833,18 +833,29 @@ impl Home {
     /// Routers of the home not heard from within the node timeout (or never, once the
     /// controller has run that long): what they announced cannot be reached now.
     pub fn silent_nodes(&self) -> std::collections::HashSet<NodeName> {
-        let timeout = self.settings.node_timeout;
-        let started_long_ago = self.started.elapsed() > timeout;
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         self.snapshot()
             .nodes
             .iter()
-            .filter(|n| match live.get(&n.name).and_then(|l| l.last_seen) {
-                Some(seen) => seen.elapsed() > timeout,
-                None => started_long_ago,
-            })
+            .filter(|n| !self.liveness(&n.name, false).reachable())
             .map(|n| n.name.clone())
             .collect()
+    }
+
+    /// Whether router `name` is heard from ([`crate::fleet`], with `--node-timeout-s`).
+    pub fn liveness(&self, name: &NodeName, revoked: bool) -> crate::fleet::Liveness {
+        let silent_for = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .and_then(|l| l.last_seen)
+            .map(|t| t.elapsed());
+        crate::fleet::Liveness::of(
+            revoked,
+            silent_for,
+            self.started.elapsed(),
+            self.settings.node_timeout,
+        )
     }
 
     /// What a node last reported about itself (RAM only).

@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod check;
 pub mod cli;
 pub mod daemon;
+pub mod fleet;
 pub mod home;
 pub mod pairing;
 pub mod placement;

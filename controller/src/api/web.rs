@@ -36,8 +36,6 @@ pub const COOKIE: &str = "trellis_session";
 pub const CSRF_HEADER: &str = "x-trellis-csrf";
 /// The page's requests are small forms.
 const MAX_BODY: usize = 16 * 1024;
-/// A router that has not called in this long is offline: agents long-poll at most 60 s.
-pub const OFFLINE_AFTER_S: u64 = 180;
 /// The root CA gets a warning this long before it expires.
 const CA_WARN_S: u64 = 90 * 24 * 3600;
 
@@ -85,7 +83,6 @@ pub struct Web {
     home: Arc<Home>,
     sessions: Sessions,
     throttle: Throttle,
-    started: Instant,
 }
 
 pub fn router(home: Arc<Home>) -> Router {
@@ -93,7 +90,6 @@ pub fn router(home: Arc<Home>) -> Router {
         home,
         sessions: Sessions::default(),
         throttle: Throttle::default(),
-        started: Instant::now(),
     });
     Router::new()
         .route("/", get(index))
@@ -511,16 +507,9 @@ pub struct Warning {
     pub message: String,
 }
 
+/// The router's state on the page: the controller's one liveness rule.
 fn router_state(web: &Web, n: &NodeInfo) -> &'static str {
-    if n.revoked {
-        return "removed";
-    }
-    match n.last_seen_s {
-        Some(s) if s <= OFFLINE_AFTER_S => "online",
-        Some(_) => "offline",
-        None if web.started.elapsed().as_secs() <= OFFLINE_AFTER_S => "connecting",
-        None => "offline",
-    }
+    web.home.liveness(&n.name, n.revoked).as_str()
 }
 
 fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
