@@ -281,7 +281,7 @@ mod tests {
             signal_dbm: None,
             expected_throughput_kbps: None,
             airtime_metric: None,
-            verdict: "good".into(),
+            verdict: trellis_proto::api::LinkVerdict::Good,
             advice: vec![],
         };
         let f = mesh_links(
@@ -310,7 +310,7 @@ mod tests {
             signal_dbm: None,
             expected_throughput_kbps: None,
             airtime_metric: None,
-            verdict: "good".into(),
+            verdict: trellis_proto::api::LinkVerdict::Good,
             advice: vec![],
         };
         let cabled = [

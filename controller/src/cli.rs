@@ -627,7 +627,7 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                             .map(|t| format!("{} Mb/s", t / 1000))
                             .unwrap_or_else(dash),
                         l.airtime_metric.map(|m| m.to_string()).unwrap_or_else(dash),
-                        l.verdict,
+                        l.verdict.as_str(),
                         l.advice.join("; ")
                     );
                 }

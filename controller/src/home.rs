@@ -586,7 +586,7 @@ impl Home {
                     signal_dbm: link.signal_dbm,
                     expected_throughput_kbps: link.expected_throughput_kbps,
                     airtime_metric: link.airtime_metric,
-                    verdict: link.verdict.clone(),
+                    verdict: link.verdict,
                     advice: link.advice.clone(),
                 });
             }
@@ -602,7 +602,7 @@ impl Home {
         let members = self.members();
         let mut next: HashMap<NodeName, Vec<NodeName>> = HashMap::new();
         for link in self.topology() {
-            if link.verdict == "blocked" {
+            if !link.verdict.carries_traffic() {
                 continue;
             }
             let Ok(to) = NodeName::new(link.to.clone()) else {
@@ -914,7 +914,7 @@ impl Home {
         let linked = self
             .topology()
             .iter()
-            .any(|l| l.from == node.name && l.verdict != "blocked");
+            .any(|l| l.from == node.name && l.verdict.carries_traffic());
         if !portal_known && linked {
             return None;
         }

@@ -602,7 +602,7 @@ async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
         .find(|l| l.from.as_str() == "attic" && l.to == "garage")
         .unwrap();
     assert_eq!(link.signal_dbm, Some(-48));
-    assert_eq!(link.verdict, "good");
+    assert_eq!(link.verdict, trellis_proto::api::LinkVerdict::Good);
     // A removed router's links leave the map.
     th.home.remove_node(&name("garage")).unwrap();
     assert!(th

@@ -113,7 +113,7 @@ pub fn link(c: &Cable) -> MeshLink {
         signal_dbm: None,
         expected_throughput_kbps: None,
         airtime_metric: None,
-        verdict: "good".into(),
+        verdict: trellis_proto::api::LinkVerdict::Good,
         advice: Vec::new(),
     }
 }

@@ -217,6 +217,46 @@ impl LinkMedium {
     }
 }
 
+/// How a backhaul link is judged: the mesh supervisor's link health (node-agent
+/// `wifi/health.rs`) decides it; the map, the page's warnings and the hop walk read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkVerdict {
+    #[default]
+    Good,
+    /// Works; a little closer would be faster.
+    Fair,
+    Weak,
+    /// So strong the radios are probably too close.
+    TooClose,
+    /// Dropping or re-routing often.
+    Unstable,
+    /// Paused by flap damping: traffic does not use it until it is retried.
+    Blocked,
+    /// A verdict this controller does not know (a newer agent): shown, never acted on.
+    #[serde(other)]
+    Unknown,
+}
+
+impl LinkVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkVerdict::Good => "good",
+            LinkVerdict::Fair => "fair",
+            LinkVerdict::Weak => "weak",
+            LinkVerdict::TooClose => "too_close",
+            LinkVerdict::Unstable => "unstable",
+            LinkVerdict::Blocked => "blocked",
+            LinkVerdict::Unknown => "unknown",
+        }
+    }
+
+    /// Whether traffic may be routed over the link (the hop walk, pairing progress).
+    pub fn carries_traffic(self) -> bool {
+        self != LinkVerdict::Blocked
+    }
+}
+
 /// One peer link as the mesh supervisor (or, for a cable, the agent) judges it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeshLink {
@@ -229,8 +269,7 @@ pub struct MeshLink {
     pub expected_throughput_kbps: Option<u32>,
     #[serde(default)]
     pub airtime_metric: Option<u32>,
-    /// "good", "fair", "weak", "too_close", "unstable", "blocked".
-    pub verdict: String,
+    pub verdict: LinkVerdict,
     #[serde(default)]
     pub advice: Vec<String>,
 }
@@ -246,7 +285,7 @@ pub struct TopologyLink {
     pub signal_dbm: Option<i32>,
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
-    pub verdict: String,
+    pub verdict: LinkVerdict,
     pub advice: Vec<String>,
 }
 

@@ -22,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
+use trellis_proto::api::LinkVerdict;
 use trellis_proto::api::NodeInfo;
 use trellis_proto::pairing::ApiError;
 use trellis_proto::NodeName;
@@ -495,8 +496,7 @@ pub struct LinkView {
     pub signal_dbm: Option<i32>,
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
-    /// "good", "fair", "weak", "unstable", ...
-    pub verdict: String,
+    pub verdict: LinkVerdict,
 }
 
 #[derive(Debug, Serialize)]
@@ -629,12 +629,12 @@ fn link_warnings(
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for l in links {
-        let (what, level) = match l.verdict.as_str() {
-            "unstable" => ("unstable", "warning"),
-            "blocked" => ("paused: it kept dropping", "warning"),
-            "weak" => ("weak", "warning"),
-            "too_close" => ("too strong (the routers are very close)", "warning"),
-            _ => continue,
+        let (what, level) = match l.verdict {
+            LinkVerdict::Unstable => ("unstable", "warning"),
+            LinkVerdict::Blocked => ("paused: it kept dropping", "warning"),
+            LinkVerdict::Weak => ("weak", "warning"),
+            LinkVerdict::TooClose => ("too strong (the routers are very close)", "warning"),
+            LinkVerdict::Good | LinkVerdict::Fair | LinkVerdict::Unknown => continue,
         };
         let (a, b) = (l.from.to_string(), l.to.clone());
         let pair = if a < b {

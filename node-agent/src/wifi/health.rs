@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use super::nl80211::PeerLink;
 use super::Mac;
+use trellis_proto::api::LinkVerdict;
 
 pub const FLAP_PENALTY: f64 = 1000.0;
 /// Three flaps in quick succession block the link.
@@ -68,8 +69,7 @@ pub struct LinkReport {
     pub flaps_10min: usize,
     pub damping_penalty: u32,
     pub blocked: bool,
-    /// "good", "fair", "weak", "too_close", "unstable", "blocked".
-    pub verdict: &'static str,
+    pub verdict: LinkVerdict,
     pub advice: Vec<String>,
 }
 
@@ -278,19 +278,19 @@ pub fn advise(
     path_changes_per_min: usize,
     flaps_10min: usize,
     blocked: bool,
-) -> (&'static str, Vec<String>) {
+) -> (LinkVerdict, Vec<String>) {
     let mut advice = Vec::new();
-    let mut verdict = "good";
+    let mut verdict = LinkVerdict::Good;
     if blocked {
-        verdict = "blocked";
+        verdict = LinkVerdict::Blocked;
         advice.push(
             "this link kept dropping, so Trellis paused it; it will be retried automatically"
                 .to_string(),
         );
     }
     if flaps_10min >= UNSTABLE_FLAPS {
-        if verdict == "good" {
-            verdict = "unstable";
+        if verdict == LinkVerdict::Good {
+            verdict = LinkVerdict::Unstable;
         }
         advice.push(format!(
             "unstable: the link dropped {flaps_10min} times in 10 minutes; check for \
@@ -298,8 +298,8 @@ pub fn advise(
         ));
     }
     if path_changes_per_min > UNSTABLE_PATH_CHANGES_PER_MIN {
-        if verdict == "good" {
-            verdict = "unstable";
+        if verdict == LinkVerdict::Good {
+            verdict = LinkVerdict::Unstable;
         }
         advice.push(format!(
             "paths over this link changed {path_changes_per_min} times in the last minute: \
@@ -309,24 +309,24 @@ pub fn advise(
     }
     match signal_dbm {
         Some(s) if s < WEAK_DBM => {
-            if verdict == "good" {
-                verdict = "weak";
+            if verdict == LinkVerdict::Good {
+                verdict = LinkVerdict::Weak;
             }
             advice.push(format!(
                 "weak signal ({s} dBm): move the nodes closer or raise the transmit power"
             ));
         }
         Some(s) if s < FAIR_DBM => {
-            if verdict == "good" {
-                verdict = "fair";
+            if verdict == LinkVerdict::Good {
+                verdict = LinkVerdict::Fair;
             }
             advice.push(format!(
                 "fair signal ({s} dBm): it works, a spot a little closer would be faster"
             ));
         }
         Some(s) if s > TOO_STRONG_DBM => {
-            if verdict == "good" {
-                verdict = "too_close";
+            if verdict == LinkVerdict::Good {
+                verdict = LinkVerdict::TooClose;
             }
             advice.push(format!(
                 "very strong signal ({s} dBm): the nodes may be too close; move them apart a \
@@ -508,7 +508,7 @@ mod tests {
         let r = h.report(10_000);
         assert_eq!(r[0].path_changes_per_min, 8);
         assert_eq!(r[1].path_changes_per_min, 8);
-        assert_eq!(r[0].verdict, "unstable");
+        assert_eq!(r[0].verdict, LinkVerdict::Unstable);
         // a minute later the churn is forgotten
         assert_eq!(h.report(80_000)[0].path_changes_per_min, 0);
     }
@@ -516,22 +516,22 @@ mod tests {
     #[test]
     fn advice_speaks_plainly() {
         let (v, a) = advise(Some(-85), Some(30_000), 0, 0, false);
-        assert_eq!(v, "weak");
+        assert_eq!(v, LinkVerdict::Weak);
         assert!(a[0].contains("move the nodes closer"), "{a:?}");
 
         let (v, a) = advise(Some(-20), None, 0, 0, false);
-        assert_eq!(v, "too_close");
+        assert_eq!(v, LinkVerdict::TooClose);
         assert!(a[0].contains("too close"));
 
         let (v, _) = advise(Some(-75), None, 0, 0, false);
-        assert_eq!(v, "fair");
+        assert_eq!(v, LinkVerdict::Fair);
 
         let (v, a) = advise(Some(-50), Some(50_000), 0, 0, false);
-        assert_eq!(v, "good");
+        assert_eq!(v, LinkVerdict::Good);
         assert_eq!(a, vec!["good link".to_string()]);
 
         let (v, a) = advise(Some(-50), Some(2_000), 0, 4, false);
-        assert_eq!(v, "unstable");
+        assert_eq!(v, LinkVerdict::Unstable);
         assert!(a.iter().any(|s| s.contains("slow link")));
         assert!(a.iter().any(|s| s.contains("dropped 4 times")));
     }

@@ -672,7 +672,7 @@ fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
                 signal_dbm: l.signal_dbm.map(i32::from),
                 expected_throughput_kbps: l.expected_throughput_kbps,
                 airtime_metric: l.airtime_metric,
-                verdict: l.verdict.to_owned(),
+                verdict: l.verdict,
                 advice: l.advice,
             })
             .collect(),

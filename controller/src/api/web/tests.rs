@@ -574,7 +574,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
             signal_dbm: Some(-80),
             expected_throughput_kbps: None,
             airtime_metric: None,
-            verdict: verdict.into(),
+            verdict: serde_json::from_value(serde_json::json!(verdict)).unwrap(),
             advice: advice.iter().map(|a| a.to_string()).collect(),
         };
     let links = [
