@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod support;
 
-use support::{start_controller, text, trellis, Controller};
+use support::{start_controller, text, trellis, Controller, Curl};
 use trellis_agent::state::StateDir;
 use trellis_proto::pairing::PairingCode;
 use trellis_proto::NodeName;
@@ -34,74 +34,6 @@ async fn join(dir: &Path, c: &Controller, name: &str) -> StateDir {
     .await
     .unwrap_or_else(|e| panic!("{name} could not join: {e}"));
     state
-}
-
-/// One HTTPS request with curl, trusting the home CA: from `from` (a 127/8 address), with a
-/// client certificate if given. The HTTP status (0: no answer) and the body.
-struct Curl<'a> {
-    dir: &'a Path,
-    port: u16,
-    ca_pem: String,
-}
-
-impl<'a> Curl<'a> {
-    fn new(dir: &'a Path, c: &Controller) -> Self {
-        let out = trellis(dir, &c.socket, &["ca-backup", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let ca_pem = v["ca_cert_pem"].as_str().unwrap().to_owned();
-        Self {
-            dir,
-            port: c.port,
-            ca_pem,
-        }
-    }
-
-    fn send(
-        &self,
-        from: &str,
-        cert: Option<&str>,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> (u16, String) {
-        let ca = self.dir.join("curl-ca.pem");
-        std::fs::write(&ca, &self.ca_pem).unwrap();
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "-w",
-            "\n%{http_code}",
-            "--max-time",
-            "20",
-            "-X",
-            method,
-        ])
-        .arg("--cacert")
-        .arg(&ca)
-        .args(["--interface", from])
-        .args([
-            "--resolve",
-            &format!("controller.trellis.home.arpa:{}:127.0.0.1", self.port),
-        ]);
-        if let Some(pem) = cert {
-            let f = self.dir.join(format!("client-{from}.pem"));
-            std::fs::write(&f, pem).unwrap();
-            cmd.arg("--cert").arg(&f);
-        }
-        if let Some(b) = body {
-            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
-        }
-        cmd.arg(format!(
-            "https://controller.trellis.home.arpa:{}{path}",
-            self.port
-        ));
-        let out = cmd
-            .output()
-            .expect("curl is installed by cargo xtask setup");
-        let all = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, status) = all.rsplit_once('\n').unwrap_or(("", &all));
-        (status.trim().parse().unwrap_or(0), body.to_owned())
-    }
 }
 
 fn json(body: &str) -> serde_json::Value {
