@@ -373,6 +373,19 @@ impl Home {
         req: &PairStart,
         peer: Option<std::net::IpAddr>,
     ) -> Result<PairChallenge> {
+        let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let now = Instant::now();
+        let admitted = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer, now);
+        if let Err(e) = admitted {
+            if let Some(times) = self.pairing_refusals.hit(now) {
+                tracing::warn!(node = %req.node_name, %peer, times, error = %e, "pairing refused");
+            }
+            return Err(e.into());
+        }
         if self.is_enrolled(&req.node_name)? {
             return Err(HomeError::new(
                 Kind::Conflict,
@@ -383,13 +396,12 @@ impl Home {
                 ),
             ));
         }
-        let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        let now = Instant::now();
-        let started = self
-            .pairing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .start(req, peer, self.home_id(), self.ca.cert_pem(), now);
+        let started = self.pairing.lock().unwrap_or_else(|p| p.into_inner()).run(
+            req,
+            self.home_id(),
+            self.ca.cert_pem(),
+            now,
+        );
         match started {
             Ok((challenge, crate::pairing::Started::Code { tries })) => {
                 tracing::info!(node = %req.node_name, slot = %req.slot, tries, "pairing started");

@@ -211,8 +211,25 @@ impl Pairing {
         ca_pem: &str,
         now: Instant,
     ) -> Result<(PairChallenge, Started), PairingError> {
+        self.admit(peer, now)?;
+        self.run(req, home_id, ca_pem, now)
+    }
+
+    /// Count a start from `peer` against its rate ([`StartLimit`]): before anything else is
+    /// looked at, so no answer comes cheaper than the limit allows.
+    pub fn admit(&mut self, peer: IpAddr, now: Instant) -> Result<(), PairingError> {
+        self.starts.admit(peer, now)
+    }
+
+    /// [`Pairing::start`] for a start already admitted.
+    pub fn run(
+        &mut self,
+        req: &PairStart,
+        home_id: &HomeId,
+        ca_pem: &str,
+        now: Instant,
+    ) -> Result<(PairChallenge, Started), PairingError> {
         self.expire(now);
-        self.starts.admit(peer, now)?;
         if req.slot.len() != CODE_SLOT_LEN || !req.slot.bytes().all(|b| CODE_ALPHABET.contains(&b))
         {
             return Err(PairingError::BadMessage(format!(
