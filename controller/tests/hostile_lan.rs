@@ -142,14 +142,27 @@ async fn agent_text_cannot_forge_a_log_line_or_flood_the_log() {
 #[test]
 fn a_log_filter_that_is_not_one_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_trellis-controller"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trellis-controller"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("--admin-socket")
         .arg(dir.path().join("admin.sock"))
         .args(["--agent-api", "127.0.0.1:0", "--log", "garbage"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Refused at once; a daemon that starts anyway is killed and the test fails, not hangs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("trellis-controller started with --log garbage");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(
