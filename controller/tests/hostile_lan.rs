@@ -202,7 +202,7 @@ async fn every_answer_of_the_agent_port_is_a_json_error_with_the_right_status() 
             "/v1/pair/start",
             Some(huge.as_str()),
             413,
-            "over the limit of 64 KiB",
+            "larger than 64 KiB",
         ),
     ] {
         let (code, answer) = curl.send("127.0.0.1", None, method, path, body);

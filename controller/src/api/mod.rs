@@ -59,7 +59,7 @@ pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> HomeError
         return HomeError::new(
             Kind::TooLarge,
             format!(
-                "the request body is over the limit of {} KiB",
+                "the request body is larger than {} KiB: send less",
                 MAX_BODY / 1024
             ),
         );
