@@ -162,7 +162,20 @@ impl Home {
                 if !new_instance && new_ports.is_empty() {
                     return Ok(existing.clone());
                 }
-                let owner = owner(existing);
+                let mut owner = owner(existing);
+                // A removed router owns nothing: the next router that reports its service
+                // takes it over, and the removed one's instances (unreachable) go.
+                if let (Owner::Router(r), Owner::Router(_)) = (&owner, &by) {
+                    if r != node && !self.snapshot().nodes.iter().any(|n| &n.name == r) {
+                        let gone = r.clone();
+                        existing.instances.retain(|i| i.node != gone);
+                        tracing::info!(service = %name, from = %gone, to = %node, "a removed router's service passes to the router that reports it now");
+                        owner = by.clone();
+                        if existing.instances.is_empty() {
+                            existing.learned_via = via;
+                        }
+                    }
+                }
                 match &by {
                     Owner::Router(_) if owner != by => {
                         let whose = match &owner {

@@ -409,7 +409,7 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let c = start_controller(d, "info");
-    let _cellar = join(d, &c, "cellar").await;
+    let cellar = trellis_agent::control::Agent::load(join(d, &c, "cellar").await).unwrap();
     let attic = trellis_agent::control::Agent::load(join(d, &c, "attic").await).unwrap();
     let add = |name: &str, addr: &str| {
         trellis(
@@ -431,7 +431,7 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
     assert!(out.status.success(), "{}", text(&out));
 
     // attic claims nas at its own addresses, and reports a service of its own with many.
-    let mut report = vec![seen("nas", "10.0.0.9")];
+    let mut report = vec![seen("nas", "10.0.0.9"), seen("camera", "10.0.4.1")];
     report.extend((1..=9).map(|i| seen("media", &format!("10.0.1.{i}"))));
     attic.set_seen_services(report);
     attic.report_once().await.unwrap();
@@ -479,6 +479,15 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
         .filter(|l| l.contains("not added to the catalog"))
         .count();
     assert_eq!(refusals, 1, "{log}");
+    // A removed router owns nothing: the router that sees its device now takes it over.
+    let out = trellis(d, &c.socket, &["remove-node", "attic"]);
+    assert!(out.status.success(), "{}", text(&out));
+    cellar.set_seen_services(vec![seen("camera", "10.0.4.1")]);
+    cellar.report_once().await.unwrap();
+    assert_eq!(
+        instances_of(&services(d, &c), "camera"),
+        vec![("cellar".to_owned(), "10.0.4.1".to_owned())]
+    );
 }
 
 /// A client certificate for `id` signed by the home CA itself (from its backup), as someone
