@@ -19,6 +19,28 @@ use crate::store::DeviceRow;
 pub const MAX_REPORTED_SERVICES: usize = 64;
 /// Instances one service may have.
 pub const MAX_INSTANCES: usize = 8;
+/// Instances a router's reports may put in the service it owns: the other half of the slots
+/// stays free for the admin, so agent reports can never make the admin's own add fail.
+pub const MAX_REPORTED_INSTANCES: usize = MAX_INSTANCES / 2;
+
+/// Who may add instances to a service (and who is adding one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Added by hand on the web page or with `trellis add-service`: routers' reports cannot
+    /// add to it.
+    Admin,
+    /// Reported by this router's agent first: only its later reports add to it.
+    Router(NodeName),
+}
+
+/// The owner of a stored service: the admin once anything of it was added by hand, else the
+/// router whose report created it (its first instance; instances are only ever appended).
+pub fn owner(service: &Service) -> Owner {
+    match (service.learned_via, service.instances.first()) {
+        (LearnedVia::Manual, _) | (_, None) => Owner::Admin,
+        (_, Some(first)) => Owner::Router(first.node.clone()),
+    }
+}
 
 /// The snapshot's catalog: stored services, with instances behind nodes that are no longer
 /// members marked unreachable (computed, not stored: no flash write on removal).
@@ -65,7 +87,8 @@ impl Home {
         Ok(services)
     }
 
-    /// A person adds a service by hand (a device that announces nothing).
+    /// A person adds a service by hand (a device that announces nothing). The admin may add
+    /// to any service; one a router reported becomes the admin's.
     pub fn add_service(&self, new: &NewService) -> Result<Service> {
         self.put_instance(
             &new.name,
@@ -73,12 +96,26 @@ impl Home {
             new.addr,
             &new.ports,
             LearnedVia::Manual,
+            Owner::Admin,
         )
     }
 
-    /// An agent reports a service it found behind it.
+    /// An agent reports a service it found behind it: it may create a service, and add to
+    /// one it owns up to its share, never to another router's or the admin's.
     pub fn learn_service(&self, node: &NodeName, seen: &SeenService) -> Result<Service> {
-        self.put_instance(&seen.name, node, seen.addr, &seen.ports, seen.learned_via)
+        let via = match seen.learned_via {
+            // Only a person types services in; a report saying so is still a report.
+            LearnedVia::Manual => LearnedVia::Host,
+            via => via,
+        };
+        self.put_instance(
+            &seen.name,
+            node,
+            seen.addr,
+            &seen.ports,
+            via,
+            Owner::Router(node.clone()),
+        )
     }
 
     fn put_instance(
@@ -88,6 +125,7 @@ impl Home {
         addr: IpAddr,
         ports: &[u16],
         via: LearnedVia,
+        by: Owner,
     ) -> Result<Service> {
         if ports.is_empty() || ports.len() > 16 || ports.contains(&0) {
             return Err(bad("a service needs 1 to 16 ports, each 1-65535"));
@@ -95,7 +133,7 @@ impl Home {
         if !self.snapshot().nodes.iter().any(|n| &n.name == node) {
             return Err(HomeError::new(
                 Kind::NotFound,
-                format!("no router named {node:?} in this home (trellis nodes lists them)"),
+                format!("no router named {node} in this home (trellis nodes lists them)"),
             ));
         }
         let mut catalog = Catalog {
@@ -111,29 +149,74 @@ impl Home {
         ports.dedup();
         let service = match catalog.services.iter_mut().find(|s| s.name == name) {
             Some(existing) => {
-                let mut changed = false;
-                if !existing
+                let new_instance = !existing
                     .instances
                     .iter()
-                    .any(|i| i.node == instance.node && i.addr == instance.addr)
-                {
-                    if existing.instances.len() >= MAX_INSTANCES {
-                        return Err(bad(format!(
-                            "service {name:?} already has {MAX_INSTANCES} instances"
-                        )));
-                    }
-                    existing.instances.push(instance);
-                    changed = true;
-                }
-                for p in ports {
-                    if !existing.ports.contains(&p) {
-                        existing.ports.push(p);
-                        changed = true;
-                    }
-                }
-                if !changed {
+                    .any(|i| i.node == instance.node && i.addr == instance.addr);
+                let new_ports: Vec<ServicePort> = ports
+                    .into_iter()
+                    .filter(|p| !existing.ports.contains(p))
+                    .collect();
+                // The same thing again changes nothing, whoever says it (a router may see
+                // the admin's device too).
+                if !new_instance && new_ports.is_empty() {
                     return Ok(existing.clone());
                 }
+                let mut owner = owner(existing);
+                // A removed router owns nothing: the next router that reports its service
+                // takes it over, and the removed one's instances (unreachable) go.
+                if let (Owner::Router(r), Owner::Router(_)) = (&owner, &by) {
+                    if r != node && !self.snapshot().nodes.iter().any(|n| &n.name == r) {
+                        let gone = r.clone();
+                        existing.instances.retain(|i| i.node != gone);
+                        tracing::info!(service = %name, from = %gone, to = %node, "a removed router's service passes to the router that reports it now");
+                        owner = by.clone();
+                        if existing.instances.is_empty() {
+                            existing.learned_via = via;
+                        }
+                    }
+                }
+                match &by {
+                    Owner::Router(_) if owner != by => {
+                        let whose = match &owner {
+                            Owner::Admin => "the admin's (added by hand)".to_owned(),
+                            Owner::Router(r) => format!("router {r}'s, which reported it first"),
+                        };
+                        return Err(HomeError::new(
+                            Kind::Forbidden,
+                            format!("service {name:?} is {whose}: router {node} cannot add to it"),
+                        ));
+                    }
+                    Owner::Router(_)
+                        if new_instance && existing.instances.len() >= MAX_REPORTED_INSTANCES =>
+                    {
+                        return Err(HomeError::new(
+                            Kind::Forbidden,
+                            format!("router {node} already reports {MAX_REPORTED_INSTANCES} instances of service {name:?}, its share; the admin can add more"),
+                        ));
+                    }
+                    Owner::Router(_) => {}
+                    Owner::Admin => {
+                        if let Owner::Router(r) = &owner {
+                            tracing::info!(service = %name, router = %r, "the admin takes over a service a router reported");
+                            existing.learned_via = LearnedVia::Manual;
+                            // Stored before routers had a share: a router's instance gives
+                            // way to the admin's.
+                            if new_instance && existing.instances.len() >= MAX_INSTANCES {
+                                existing.instances.remove(0);
+                            }
+                        }
+                        if new_instance && existing.instances.len() >= MAX_INSTANCES {
+                            return Err(bad(format!(
+                                "service {name:?} already has {MAX_INSTANCES} instances (trellis remove-service, then add the ones you want)"
+                            )));
+                        }
+                    }
+                }
+                if new_instance {
+                    existing.instances.push(instance);
+                }
+                existing.ports.extend(new_ports);
                 existing.clone()
             }
             None => catalog

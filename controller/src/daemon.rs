@@ -43,7 +43,7 @@ pub struct Options {
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub node_timeout_s: u64,
     /// Log filter, e.g. `info` or `trellis_controller=debug`.
-    #[arg(long, env = "TRELLIS_LOG", default_value = "info")]
+    #[arg(long, env = "TRELLIS_LOG", default_value = "info", value_parser = trellis_io::logging::check_filter)]
     pub log: String,
 }
 
@@ -72,14 +72,7 @@ pub fn main() -> ExitCode {
 }
 
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // procd collects stderr into logd; no ANSI colours there.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .try_init();
+    trellis_io::logging::init(filter);
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {

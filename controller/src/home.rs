@@ -31,6 +31,10 @@ pub enum Kind {
     NotFound,
     Conflict,
     TooMany,
+    /// A request body over the limit.
+    TooLarge,
+    /// A known path asked with a method it does not take.
+    MethodNotAllowed,
     StorageFull,
     Internal,
 }
@@ -66,9 +70,12 @@ impl From<StoreError> for HomeError {
 impl From<PairingError> for HomeError {
     fn from(e: PairingError) -> Self {
         let kind = match &e {
-            PairingError::WrongCode { .. } | PairingError::Burned => Kind::Forbidden,
-            PairingError::UnknownCode(_) | PairingError::UnknownSession => Kind::NotFound,
-            PairingError::TooManyCodes | PairingError::Busy => Kind::TooMany,
+            PairingError::WrongCode { .. } => Kind::Forbidden,
+            PairingError::UnknownSession => Kind::NotFound,
+            PairingError::UsedMeanwhile => Kind::Conflict,
+            PairingError::TooManyCodes | PairingError::Busy | PairingError::TooFast(_) => {
+                Kind::TooMany
+            }
             PairingError::BadMessage(_) => Kind::BadRequest,
         };
         HomeError::new(kind, e.to_string())
@@ -109,6 +116,8 @@ struct Live {
     telemetry: Telemetry,
     /// The node's clock minus ours when its last report arrived.
     clock_skew_s: Option<i64>,
+    /// The newest of its certificates the node has presented: older ones are replaced.
+    newest_serial: Option<String>,
 }
 
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
@@ -116,19 +125,28 @@ const MAX_REPORTED_ADDRESSES: usize = 16;
 const MAX_REPORTED_LINKS: usize = 32;
 const MAX_REPORTED_DEVICES: usize = 64;
 
-/// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
+/// Longest free text an agent may send (an ack's error, a link's advice, a version string):
+/// what a person reads in one line, far below the 64 KiB body limit.
+pub const MAX_AGENT_TEXT: usize = 300;
+
+/// `s` cut to at most `max` bytes on a character boundary, for agent text kept or logged.
+/// Logged agent text always goes in a field with `?` (escaped), never in the message.
+pub fn capped(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Cut `s` to at most `max` bytes on a character boundary (`String::truncate` panics inside
 /// a multi-byte character, and these strings come from agents).
 fn truncate_chars(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = capped(s, max).len();
+    s.truncate(end);
 }
 
+/// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
 pub fn normalise_mac(mac: &str) -> Option<String> {
     let parts: Vec<&str> = mac.trim().split([':', '-']).collect();
     if parts.len() != 6
@@ -160,6 +178,10 @@ pub struct Home {
     started: Instant,
     /// Per-service traffic of the last hour, from the agents' counters (RAM only).
     traffic: Mutex<crate::traffic::TrafficBook>,
+    /// Services a router reported and the catalog refused: logged once per interval.
+    catalog_refusals: trellis_io::ratelog::RateLog,
+    /// Pairing refusals and decoy runs (a LAN client causes them at will): once per interval.
+    pairing_refusals: trellis_io::ratelog::RateLog,
 }
 
 /// Most recent events kept in RAM.
@@ -263,6 +285,8 @@ impl Home {
             speedtests: Default::default(),
             started: Instant::now(),
             traffic: Mutex::default(),
+            catalog_refusals: Default::default(),
+            pairing_refusals: Default::default(),
         });
         home.publish()?;
         Ok(home)
@@ -341,27 +365,61 @@ impl Home {
         })
     }
 
-    pub fn pair_start(&self, req: &PairStart) -> Result<PairChallenge> {
+    /// Step 2 of a pairing, for an agent at `peer` (`None`: not known, one shared budget).
+    /// What the agent learns is the same whether its slot has an open code or not; the log
+    /// says which, and lines a LAN client can cause at will are written once per interval.
+    pub fn pair_start(
+        &self,
+        req: &PairStart,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<PairChallenge> {
+        let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let now = Instant::now();
+        let admitted = self
+            .pairing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(peer, now);
+        if let Err(e) = admitted {
+            if let Some(times) = self.pairing_refusals.hit(now) {
+                tracing::warn!(node = %req.node_name, %peer, times, error = %e, "pairing refused");
+            }
+            return Err(e.into());
+        }
         if self.is_enrolled(&req.node_name)? {
             return Err(HomeError::new(
                 Kind::Conflict,
                 format!(
-                    "a router named {:?} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {})",
-                    req.node_name.as_str(),
+                    "a router named {} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {})",
+                    req.node_name,
                     req.node_name
                 ),
             ));
         }
-        let challenge = self
-            .pairing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .start(req, self.home_id(), self.ca.cert_pem(), Instant::now());
-        match &challenge {
-            Ok(_) => tracing::info!(node = %req.node_name, "pairing started"),
-            Err(e) => tracing::warn!(node = %req.node_name, "pairing refused: {e}"),
+        let started = self.pairing.lock().unwrap_or_else(|p| p.into_inner()).run(
+            req,
+            self.home_id(),
+            self.ca.cert_pem(),
+            now,
+        );
+        match started {
+            Ok((challenge, crate::pairing::Started::Code { tries })) => {
+                tracing::info!(node = %req.node_name, slot = %req.slot, tries, "pairing started");
+                Ok(challenge)
+            }
+            Ok((challenge, crate::pairing::Started::Decoy)) => {
+                if let Some(times) = self.pairing_refusals.hit(now) {
+                    tracing::warn!(node = %req.node_name, %peer, times, "pairing tried with codes that are not open (expired, used, burned or never issued)");
+                }
+                Ok(challenge)
+            }
+            Err(e) => {
+                if let Some(times) = self.pairing_refusals.hit(now) {
+                    tracing::warn!(node = %req.node_name, %peer, times, error = %e, "pairing refused");
+                }
+                Err(e.into())
+            }
         }
-        Ok(challenge?)
     }
 
     pub fn pair_finish(&self, req: &PairFinish) -> Result<PairWelcome> {
@@ -372,9 +430,26 @@ impl Home {
             .finish(req, Instant::now());
         let admitted = match admitted {
             Ok(a) => a,
+            // A run against an open code: bounded by its tries, worth a line and an event.
+            Err(PairingError::WrongCode { tries: Some(tries) }) => {
+                tracing::warn!(
+                    tries,
+                    "pairing failed: wrong code (try {tries} of {})",
+                    crate::pairing::MAX_TRIES
+                );
+                self.record(
+                    "pairing",
+                    format!(
+                        "a pairing attempt failed: wrong code (try {tries} of {})",
+                        crate::pairing::MAX_TRIES
+                    ),
+                );
+                return Err(PairingError::WrongCode { tries: Some(tries) }.into());
+            }
             Err(e) => {
-                tracing::warn!("pairing failed: {e}");
-                self.record("pairing", format!("a pairing attempt failed: {e}"));
+                if let Some(times) = self.pairing_refusals.hit(Instant::now()) {
+                    tracing::warn!(times, error = %e, "pairing failed");
+                }
                 return Err(e.into());
             }
         };
@@ -413,14 +488,24 @@ impl Home {
             .unwrap_or_else(|p| p.into_inner())
             .abort(session)
             .ok_or(PairingError::UnknownSession)?;
-        tracing::warn!(%node, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
-        self.record(
-            "pairing",
-            format!(
-                "router {node} was given a wrong pairing code (try {tries} of {})",
-                crate::pairing::MAX_TRIES
-            ),
-        );
+        match tries {
+            Some(tries) => {
+                tracing::warn!(%node, tries, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
+                self.record(
+                    "pairing",
+                    format!(
+                        "router {node} was given a wrong pairing code (try {tries} of {})",
+                        crate::pairing::MAX_TRIES
+                    ),
+                );
+            }
+            // A code that is not open: anyone on the LAN can cause this at will.
+            None => {
+                if let Some(times) = self.pairing_refusals.hit(Instant::now()) {
+                    tracing::warn!(%node, times, "pairing failed: the agent's code is not open (expired, used, burned or never issued)");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -452,8 +537,30 @@ impl Home {
         if !snapshot.nodes.iter().any(|n| n.name == name) {
             return Err(refuse("is not enrolled in this home"));
         }
+        // Pinned serials: the CA signing it is not enough, this controller must have issued
+        // it to this router, and the router must not have moved on to a renewed one since.
+        let issued = self.store.valid_serials(&name, unix_now())?;
+        let Some(age) = issued.iter().position(|s| s == serial) else {
+            return Err(refuse(
+                "presents a certificate this controller did not issue to it (or one that expired); pair the router again",
+            ));
+        };
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.entry(name.clone()).or_default().last_seen = Some(Instant::now());
+        let entry = live.entry(name.clone()).or_default();
+        let newest_used = entry
+            .newest_serial
+            .as_ref()
+            .and_then(|used| issued.iter().position(|s| s == used));
+        match newest_used {
+            Some(used) if age > used => {
+                return Err(refuse(
+                    "presents a certificate that a renewed one has replaced; restart trellis-agent so it uses the newest",
+                ))
+            }
+            Some(used) if age == used => {}
+            _ => entry.newest_serial = Some(serial.to_owned()),
+        }
+        entry.last_seen = Some(Instant::now());
         Ok(name)
     }
 
@@ -471,18 +578,41 @@ impl Home {
         })
     }
 
-    pub fn ack(&self, node: &NodeName, version: u64, error: Option<&str>) {
+    /// An agent says which config version it applied, or why it could not. A version the
+    /// controller never published is refused: kept, it would show a router that is behind as
+    /// up to date (the highest ack wins).
+    pub fn ack(&self, node: &NodeName, version: u64, error: Option<&str>) -> Result<()> {
+        let published = self.snapshot().version;
+        if version > published {
+            return Err(HomeError::new(
+                Kind::BadRequest,
+                format!(
+                    "config version {version} was never published (the newest is {published}); acknowledge a version received from GET /v1/agent/config"
+                ),
+            ));
+        }
         if let Some(err) = error {
-            tracing::warn!(%node, version, "agent could not apply config: {err}");
-            return;
+            // Agent text: capped, and a field (escaped), so it cannot forge log lines.
+            let err = capped(err, MAX_AGENT_TEXT);
+            tracing::warn!(%node, version, error = ?err, "agent could not apply config");
+            return Ok(());
         }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let entry = live.entry(node.clone()).or_default();
         entry.acked_version = entry.acked_version.max(version);
+        Ok(())
     }
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
+        // Every free-text field is capped: these strings are kept, shown and logged.
+        for a in &mut telemetry.addresses {
+            truncate_chars(a, 64);
+        }
+        truncate_chars(&mut telemetry.agent_version, 40);
+        if let Some(a) = &mut telemetry.speedtest_addr {
+            truncate_chars(a, 64);
+        }
         telemetry.devices.truncate(MAX_REPORTED_DEVICES);
         for d in &mut telemetry.devices {
             if let Some(h) = &mut d.hostname {
@@ -500,8 +630,19 @@ impl Home {
             .services
             .truncate(crate::catalog::MAX_REPORTED_SERVICES);
         if let Some(mesh) = &mut telemetry.mesh {
+            truncate_chars(&mut mesh.mac, 32);
             mesh.links.truncate(MAX_REPORTED_LINKS);
             mesh.macs.truncate(trellis_proto::api::MAX_NODE_MACS);
+            for m in &mut mesh.macs {
+                truncate_chars(m, 32);
+            }
+            for link in &mut mesh.links {
+                truncate_chars(&mut link.peer, 32);
+                link.advice.truncate(8);
+                for a in &mut link.advice {
+                    truncate_chars(a, MAX_AGENT_TEXT);
+                }
+            }
         }
         // Service names are DNS labels; anything else is not from a proxy of ours.
         telemetry
@@ -514,7 +655,10 @@ impl Home {
             .report(node, &std::mem::take(&mut telemetry.traffic), unix_now());
         for seen in std::mem::take(&mut telemetry.services) {
             if let Err(e) = self.learn_service(node, &seen) {
-                tracing::warn!(%node, service = %seen.name, "service not added to the catalog: {e}");
+                // A router repeats its report every 30 s: one line per interval, not per report.
+                if let Some(times) = self.catalog_refusals.hit(Instant::now()) {
+                    tracing::warn!(%node, service = ?capped(&seen.name, 63), error = %e, times, "service not added to the catalog");
+                }
             }
         }
         // Peers need to know where a node can be reached: a move is a config change (stored,
@@ -800,7 +944,8 @@ impl Home {
             (None, Some(e)) => format!("speed test {} → {} failed: {e}", test.from, test.to),
             (None, None) => format!("speed test {} → {} failed", test.from, test.to),
         };
-        tracing::info!(id = test.id, "{message}");
+        // The message holds the agent's error text: a field, escaped, never the log line.
+        tracing::info!(id = test.id, outcome = ?message, "speed test finished");
         self.record("speedtest", message);
         Ok(())
     }

@@ -19,7 +19,7 @@ pub struct Cli {
     #[arg(long, global = true, default_value_os_t = trellis_proto::paths::agent_state_dir())]
     pub state_dir: PathBuf,
     /// Log filter, e.g. `info` or `trellis_agent=debug`.
-    #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info", value_parser = trellis_io::logging::check_filter)]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
@@ -331,6 +331,18 @@ mod tests {
             Command::Run(a) => Ok(a),
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_log_filter_that_is_not_one_is_refused_saying_what_to_write() {
+        let e = Cli::try_parse_from(["trellis-agent", "--log", "garbage", "run"]).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("\"garbage\" is not a log filter") && e.contains("e.g. info"),
+            "{e}"
+        );
+        let cli = Cli::try_parse_from(["trellis-agent", "--log", "trellis_agent=debug", "run"]);
+        assert_eq!(cli.unwrap().log, "trellis_agent=debug");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::state::{NodeRecord, StateDir};
 pub enum JoinError {
     #[error("this router already belongs to home {0}; to move it to another home run join again with --force")]
     AlreadyJoined(String),
-    #[error("the controller at {0} did not prove it knows this pairing code. Check the code (single use, valid 10 minutes) and ask for a new one if needed. If the code is right, the device at {0} is not your Trellis controller: nothing was saved")]
+    #[error("the controller at {0} did not prove it knows this pairing code. Check the code (single use, valid 10 minutes, void after 5 wrong tries) and ask for a new one if needed. If the code is right, the device at {0} is not your Trellis controller: nothing was saved")]
     ControllerNotProven(String),
     #[error("the controller refused the pairing: {0}")]
     Refused(String),

@@ -81,10 +81,16 @@ fn tls_config(home: &Home) -> anyhow::Result<(Arc<ServerConfig>, Arc<ServerCert>
         .allow_unauthenticated()
         .build()?;
     let resolver = Arc::new(ServerCert(RwLock::new(issue_server_cert(home)?)));
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver.clone() as Arc<dyn ResolvesServerCert>);
+    // No session resumption: a resumed session carries the client certificate of its first
+    // handshake, so a router would keep showing a certificate it has replaced (serials are
+    // pinned, see `Home::authorize`). Agents make a call every 30 s or so: full handshakes
+    // cost nothing that matters.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok((Arc::new(config), resolver))
 }
 
@@ -103,6 +109,30 @@ pub fn router(home: Arc<Home>) -> Router {
         .with_state(home.clone())
         // The web page shares this port and certificate; its routes never overlap /v1/.
         .merge(super::web::router(home))
+        // Every answer of this port is JSON, the misses too (after the merge: they cover
+        // both routers).
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+}
+
+async fn no_route(uri: axum::http::Uri) -> HomeError {
+    HomeError::new(
+        Kind::NotFound,
+        format!(
+            "no such endpoint: {} (the API is described at /api/openapi.json)",
+            uri.path()
+        ),
+    )
+}
+
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> HomeError {
+    HomeError::new(
+        Kind::MethodNotAllowed,
+        format!(
+            "{method} is not how {} is used (the API is described at /api/openapi.json)",
+            uri.path()
+        ),
+    )
 }
 
 /// Accept agent connections until the listener fails.
@@ -202,10 +232,12 @@ impl FromRequestParts<Arc<Home>> for AgentNode {
 
 async fn pair_start(
     State(home): State<Arc<Home>>,
+    peer: Option<axum::Extension<super::web::ClientAddr>>,
     body: Result<Json<PairStart>, JsonRejection>,
 ) -> Result<Json<PairChallenge>, HomeError> {
     let Json(req) = body.map_err(bad_json)?;
-    home.pair_start(&req).map(Json)
+    home.pair_start(&req, peer.map(|axum::Extension(a)| a.0.ip()))
+        .map(Json)
 }
 
 async fn pair_finish(
@@ -268,7 +300,7 @@ async fn ack(
     body: Result<Json<ConfigAck>, JsonRejection>,
 ) -> Result<StatusCode, HomeError> {
     let Json(ack) = body.map_err(bad_json)?;
-    home.ack(&node, ack.version, ack.error.as_deref());
+    home.ack(&node, ack.version, ack.error.as_deref())?;
     Ok(StatusCode::NO_CONTENT)
 }
 

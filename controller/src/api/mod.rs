@@ -34,6 +34,8 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::NotFound => StatusCode::NOT_FOUND,
         Kind::Conflict => StatusCode::CONFLICT,
         Kind::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Kind::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -53,6 +55,15 @@ impl IntoResponse for HomeError {
 
 /// Malformed JSON gets the same error shape as every other failure, naming what was wrong.
 pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> HomeError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return HomeError::new(
+            Kind::TooLarge,
+            format!(
+                "the request body is larger than {} KiB: send less",
+                MAX_BODY / 1024
+            ),
+        );
+    }
     HomeError::new(
         Kind::BadRequest,
         format!("malformed request body: {}", rejection.body_text()),

@@ -1,10 +1,18 @@
 //! Pairing codes and the controller's side of the pairing exchange.
 //!
 //! A code is single use, valid ten minutes, and burned after five tries: each SPAKE2 run is
-//! one online guess, so a try is counted when a run *starts*. Codes and sessions live in RAM
-//! only (a restart forgets them, which fails closed) and both tables are bounded.
+//! one online guess, so a try is counted when a well-formed run *starts* (a message that is
+//! not a SPAKE2 element is refused as malformed and costs the code nothing). Codes and
+//! sessions live in RAM only (a restart forgets them, which fails closed) and every table is
+//! bounded.
+//!
+//! The answer to a start reveals nothing about which codes exist: a slot with no open code
+//! (never issued, expired, used or burned) gets a decoy run under a random password, which
+//! fails at the confirmation exactly like a wrong secret for an open code. Starts are limited
+//! per source address ([`StartLimit`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -22,25 +30,61 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(120);
 /// Caps on RAM: a handful of satellites are paired at once, not hundreds.
 pub const MAX_CODES: usize = 8;
 pub const MAX_SESSIONS: usize = 16;
+/// Pairing starts one source (an IPv4 address, an IPv6 /64) may make per [`START_WINDOW`]:
+/// a satellite makes one, a person retyping a code a few.
+pub const STARTS_PER_SOURCE: usize = 10;
+pub const START_WINDOW: Duration = Duration::from_secs(60);
+/// Sources whose recent starts are remembered; when that many are pairing at once, a new
+/// source waits (fails closed: the table never grows).
+pub const MAX_SOURCES: usize = 64;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PairingError {
-    #[error("no valid pairing code starts with {0:?}: it expired (codes last 10 minutes), was used, or was never issued; ask for a new code on the router page or with `trellis pair`")]
-    UnknownCode(String),
-    #[error(
-        "this pairing code has been tried {MAX_TRIES} times and is now burned; ask for a new code"
-    )]
-    Burned,
-    #[error("wrong pairing code (try {tries} of {MAX_TRIES}); check the code on the router page")]
-    WrongCode { tries: u32 },
+    #[error("the pairing code was used meanwhile by another router; ask for a new code on the router page or with `trellis pair`")]
+    UsedMeanwhile,
+    /// The same answer whether the slot has an open code or not; `tries` (for the admin's
+    /// log only) is `None` for a slot without one.
+    #[error("wrong pairing code, or it expired (10 minutes), was used, or was tried {MAX_TRIES} times; check the code on the router page or ask for a new one")]
+    WrongCode { tries: Option<u32> },
     #[error("the pairing session expired or is unknown; start `trellis-agent join` again")]
     UnknownSession,
     #[error("too many pairing codes are open ({MAX_CODES}); wait for some to expire")]
     TooManyCodes,
-    #[error("too many pairings are in progress; try again in a minute")]
+    #[error("too many devices are pairing at once; try again in a minute")]
     Busy,
+    #[error("too many pairing attempts from this address; wait {0} s and try again")]
+    TooFast(u64),
     #[error("the agent's pairing message is malformed: {0}")]
     BadMessage(String),
+}
+
+/// Recent pairing starts per source address, bounded in sources and in starts per source.
+#[derive(Default)]
+pub struct StartLimit {
+    by_source: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl StartLimit {
+    /// Count a start from `peer`, or say why it must wait.
+    pub fn admit(&mut self, peer: IpAddr, now: Instant) -> Result<(), PairingError> {
+        let source = trellis_io::listener::source_of(peer);
+        let recent = |t: &Instant| now.saturating_duration_since(*t) < START_WINDOW;
+        self.by_source.retain(|_, starts| {
+            starts.retain(recent);
+            !starts.is_empty()
+        });
+        if !self.by_source.contains_key(&source) && self.by_source.len() >= MAX_SOURCES {
+            return Err(PairingError::Busy);
+        }
+        let starts = self.by_source.entry(source).or_default();
+        if starts.len() >= STARTS_PER_SOURCE {
+            let oldest = starts.front().copied().unwrap_or(now);
+            let wait = START_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
+            return Err(PairingError::TooFast(wait.as_secs().max(1)));
+        }
+        starts.push_back(now);
+        Ok(())
+    }
 }
 
 struct Code {
@@ -53,7 +97,9 @@ struct Code {
 }
 
 struct Session {
-    slot: String,
+    /// The open code this run is for; `None` for a decoy (the slot had none).
+    slot: Option<String>,
+    started: Instant,
     node_name: NodeName,
     keys: SessionKeys,
     expires: Instant,
@@ -82,7 +128,17 @@ pub struct Pairing {
     sessions: HashMap<String, Session>,
     /// Codes used recently and by whom, so the web page can follow a pairing to its end
     /// (bounded: the last [`MAX_CODES`]).
-    used: std::collections::VecDeque<(String, NodeName, Instant)>,
+    used: VecDeque<(String, NodeName, Instant)>,
+    starts: StartLimit,
+}
+
+/// What a start turned out to be, for the controller's log (never for the agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Started {
+    /// A run against an open code: its try number.
+    Code { tries: u32 },
+    /// A decoy run: the slot had no open code.
+    Decoy,
 }
 
 /// Where the pairing with one code stands (for the web page's progress display).
@@ -102,6 +158,14 @@ pub enum Progress {
     Gone,
 }
 
+/// `n` random characters of the code alphabet.
+fn random_chars(n: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+        .collect()
+}
+
 impl Pairing {
     fn expire(&mut self, now: Instant) {
         self.codes.retain(|_, c| c.expires > now);
@@ -118,19 +182,13 @@ impl Pairing {
         if self.codes.len() >= MAX_CODES {
             return Err(PairingError::TooManyCodes);
         }
-        let mut rng = rand::thread_rng();
-        let mut pick = |n: usize| -> String {
-            (0..n)
-                .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
-                .collect()
-        };
         let slot = loop {
-            let slot = pick(CODE_SLOT_LEN);
+            let slot = random_chars(CODE_SLOT_LEN);
             if !self.codes.contains_key(&slot) {
                 break slot;
             }
         };
-        let secret = pick(CODE_SECRET_LEN);
+        let secret = random_chars(CODE_SECRET_LEN);
         self.codes.insert(
             slot.clone(),
             Code {
@@ -143,53 +201,104 @@ impl Pairing {
         Ok(PairingCode { slot, secret })
     }
 
-    /// Step 2: answer an agent's start. Counts one try against the code.
+    /// Step 2: answer an agent's start from `peer`. Counts one try against an open code once
+    /// the agent's message is well formed; a slot without one gets a decoy run.
     pub fn start(
+        &mut self,
+        req: &PairStart,
+        peer: IpAddr,
+        home_id: &HomeId,
+        ca_pem: &str,
+        now: Instant,
+    ) -> Result<(PairChallenge, Started), PairingError> {
+        self.admit(peer, now)?;
+        self.run(req, home_id, ca_pem, now)
+    }
+
+    /// Count a start from `peer` against its rate ([`StartLimit`]): before anything else is
+    /// looked at, so no answer comes cheaper than the limit allows.
+    pub fn admit(&mut self, peer: IpAddr, now: Instant) -> Result<(), PairingError> {
+        self.starts.admit(peer, now)
+    }
+
+    /// [`Pairing::start`] for a start already admitted.
+    pub fn run(
         &mut self,
         req: &PairStart,
         home_id: &HomeId,
         ca_pem: &str,
         now: Instant,
-    ) -> Result<PairChallenge, PairingError> {
+    ) -> Result<(PairChallenge, Started), PairingError> {
         self.expire(now);
-        let code = self
+        if req.slot.len() != CODE_SLOT_LEN || !req.slot.bytes().all(|b| CODE_ALPHABET.contains(&b))
+        {
+            return Err(PairingError::BadMessage(format!(
+                "the slot is the first {CODE_SLOT_LEN} characters of the code"
+            )));
+        }
+        // A burned code is forgotten: from here on its slot is like any other without one.
+        if self
             .codes
-            .get_mut(&req.slot)
-            .ok_or_else(|| PairingError::UnknownCode(req.slot.clone()))?;
-        if code.tries >= MAX_TRIES {
+            .get(&req.slot)
+            .is_some_and(|c| c.tries >= MAX_TRIES)
+        {
             self.codes.remove(&req.slot);
-            return Err(PairingError::Burned);
         }
-        if self.sessions.len() >= MAX_SESSIONS {
-            return Err(PairingError::Busy);
-        }
-        code.tries += 1;
+        let decoy_secret;
+        let secret = match self.codes.get(&req.slot) {
+            Some(code) => code.secret.as_str(),
+            None => {
+                decoy_secret = random_chars(CODE_SECRET_LEN);
+                decoy_secret.as_str()
+            }
+        };
         let (spake_b, keys) = pake::controller_respond(
-            &code.secret,
+            secret,
             &req.spake_a,
             req.node_name.as_str(),
             home_id.as_str(),
             ca_pem,
         )
         .map_err(|e| PairingError::BadMessage(e.to_string()))?;
+        let started = match self.codes.get_mut(&req.slot) {
+            Some(code) => {
+                code.tries += 1;
+                Started::Code { tries: code.tries }
+            }
+            None => Started::Decoy,
+        };
+        // Full: the oldest run gives way. A real run lasts well under a second, so a flood
+        // (limited per source) cannot hold every place the way unfinished decoys would.
+        if self.sessions.len() >= MAX_SESSIONS {
+            if let Some(oldest) = self
+                .sessions
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(id, _)| id.clone())
+            {
+                self.sessions.remove(&oldest);
+            }
+        }
         let session = trellis_proto::pairing::hex::encode(&rand::random::<[u8; 16]>());
         let confirm = keys.controller_confirm();
         self.sessions.insert(
             session.clone(),
             Session {
-                slot: req.slot.clone(),
+                slot: (started != Started::Decoy).then(|| req.slot.clone()),
+                started: now,
                 node_name: req.node_name.clone(),
                 keys,
                 expires: now + SESSION_LIFETIME,
             },
         );
-        Ok(PairChallenge {
+        let challenge = PairChallenge {
             session,
             home_id: home_id.clone(),
             spake_b,
             ca_pem: ca_pem.to_owned(),
             confirm,
-        })
+        };
+        Ok((challenge, started))
     }
 
     /// Step 3: check the agent's confirmation. On success the code is used up.
@@ -199,27 +308,29 @@ impl Pairing {
             .sessions
             .remove(&req.session)
             .ok_or(PairingError::UnknownSession)?;
-        if session
-            .keys
-            .verify_agent_confirm(&req.csr_pem, &req.confirm)
-            .is_err()
-        {
-            let tries = self
-                .codes
-                .get(&session.slot)
-                .map(|c| c.tries)
-                .unwrap_or(MAX_TRIES);
-            return Err(PairingError::WrongCode { tries });
-        }
+        // A decoy never admits, whatever the agent sends.
+        let slot = match session.slot {
+            Some(slot)
+                if session
+                    .keys
+                    .verify_agent_confirm(&req.csr_pem, &req.confirm)
+                    .is_ok() =>
+            {
+                slot
+            }
+            slot => {
+                let tries = slot.and_then(|s| self.codes.get(&s).map(|c| c.tries));
+                return Err(PairingError::WrongCode { tries });
+            }
+        };
         // Single use: whoever proved the code first consumed it.
-        let Some(code) = self.codes.remove(&session.slot) else {
-            return Err(PairingError::UnknownCode(session.slot));
+        let Some(code) = self.codes.remove(&slot) else {
+            return Err(PairingError::UsedMeanwhile);
         };
         if self.used.len() >= MAX_CODES {
             self.used.pop_front();
         }
-        self.used
-            .push_back((session.slot.clone(), session.node_name.clone(), now));
+        self.used.push_back((slot, session.node_name.clone(), now));
         Ok(Admitted {
             node_name: session.node_name,
             this_router: code.this_router,
@@ -229,14 +340,12 @@ impl Pairing {
     }
 
     /// The agent reports that the controller's confirmation did not check out (wrong code on
-    /// its side). Returns the tries used, for the log.
-    pub fn abort(&mut self, session: &str) -> Option<(NodeName, u32)> {
+    /// its side). Returns the node and, for an open code, the tries used (for the log).
+    pub fn abort(&mut self, session: &str) -> Option<(NodeName, Option<u32>)> {
         let s = self.sessions.remove(session)?;
-        let tries = self
-            .codes
-            .get(&s.slot)
-            .map(|c| c.tries)
-            .unwrap_or(MAX_TRIES);
+        let tries = s
+            .slot
+            .and_then(|slot| self.codes.get(&slot).map(|c| c.tries));
         Some((s.node_name, tries))
     }
 
@@ -253,7 +362,7 @@ impl Pairing {
         let node = self
             .sessions
             .values()
-            .find(|s| s.slot == slot)
+            .find(|s| s.slot.as_deref() == Some(slot))
             .map(|s| s.node_name.clone());
         if node.is_none() && code.tries == 0 {
             return Progress::Waiting { expires_in };

@@ -217,7 +217,7 @@ impl Store {
             match existing {
                 Some(None) => {
                     return Err(StoreError::Conflict(format!(
-                        "a router named {name:?} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {name})"
+                        "a router named {name} is already in this home: pick another name (trellis-agent join --name …) or remove it first (trellis remove-node {name})"
                     )))
                 }
                 // Re-pairing a removed router under its old name: the old certificates stay
@@ -276,12 +276,12 @@ impl Store {
                 .optional()?;
             let Some((identity, revoked)) = row else {
                 return Err(StoreError::NotFound(format!(
-                    "no router named {name:?} in this home (trellis nodes lists them)"
+                    "no router named {name} in this home (trellis nodes lists them)"
                 )));
             };
             if revoked.is_some() {
                 return Err(StoreError::Conflict(format!(
-                    "router {name:?} was already removed"
+                    "router {name} was already removed"
                 )));
             }
             tx.execute(
@@ -358,6 +358,18 @@ impl Store {
         })
     }
 
+    /// Serials of the certificates issued to `node` that are neither revoked nor expired,
+    /// newest first (renewals are few: at most 16 are looked at).
+    pub fn valid_serials(&self, node: &NodeName, now: u64) -> Result<Vec<String>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT serial FROM certificates WHERE node = ?1 AND revoked = 0 AND not_after > ?2 ORDER BY issued_at DESC, rowid DESC LIMIT 16",
+            )?;
+            let rows = stmt.query_map(params![node.as_str(), now], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
     /// Serials of revoked certificates that have not expired yet.
     pub fn revoked_serials(&self, now: u64) -> Result<Vec<String>> {
         self.with(|conn| {
@@ -403,7 +415,7 @@ impl Store {
             )?;
             if changed == 0 {
                 return Err(StoreError::NotFound(format!(
-                    "no router named {name:?} in this home (it may have been removed)"
+                    "no router named {name} in this home (it may have been removed)"
                 )));
             }
             Ok(())

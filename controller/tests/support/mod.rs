@@ -145,3 +145,102 @@ pub fn pair_and_run(dir: &Path, c: &Controller, name: &str) -> Proc {
         .unwrap();
     Proc(child)
 }
+
+/// Requests with curl, a real client: HTTPS to the agent port trusting the home CA, from a
+/// chosen 127/8 source address, or HTTP over the admin socket.
+pub struct Curl<'a> {
+    pub dir: &'a Path,
+    pub port: u16,
+    pub socket: PathBuf,
+    pub ca_pem: String,
+}
+
+impl<'a> Curl<'a> {
+    pub fn new(dir: &'a Path, c: &Controller) -> Self {
+        let out = trellis(dir, &c.socket, &["ca-backup", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ca_pem = v["ca_cert_pem"].as_str().unwrap().to_owned();
+        Self {
+            dir,
+            port: c.port,
+            socket: c.socket.clone(),
+            ca_pem,
+        }
+    }
+
+    /// One HTTPS request from `from`, with a client certificate if given. The HTTP status
+    /// (0: no answer) and the body.
+    pub fn send(
+        &self,
+        from: &str,
+        cert: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        self.send_with(from, cert, &[], method, path, body)
+    }
+
+    /// [`Curl::send`] with extra headers (`"name: value"`) and the cookie jar `dir/cookies`.
+    pub fn send_with(
+        &self,
+        from: &str,
+        cert: Option<&str>,
+        headers: &[&str],
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let ca = self.dir.join("curl-ca.pem");
+        std::fs::write(&ca, &self.ca_pem).unwrap();
+        let mut cmd = Command::new("curl");
+        cmd.arg("--cacert")
+            .arg(&ca)
+            .args(["--interface", from])
+            .args([
+                "--resolve",
+                &format!("controller.trellis.home.arpa:{}:127.0.0.1", self.port),
+            ]);
+        if let Some(pem) = cert {
+            let f = self.dir.join(format!("client-{from}.pem"));
+            std::fs::write(&f, pem).unwrap();
+            cmd.arg("--cert").arg(&f);
+        }
+        let jar = self.dir.join("cookies");
+        cmd.arg("-b").arg(&jar).arg("-c").arg(&jar);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        let url = format!("https://controller.trellis.home.arpa:{}{path}", self.port);
+        run(cmd, method, &url, body)
+    }
+
+    /// One request over the admin socket.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.arg("--unix-socket").arg(&self.socket);
+        run(cmd, method, &format!("http://localhost{path}"), body)
+    }
+}
+
+fn run(mut cmd: Command, method: &str, url: &str, body: Option<&str>) -> (u16, String) {
+    cmd.args([
+        "-s",
+        "-w",
+        "\n%{http_code}",
+        "--max-time",
+        "20",
+        "-X",
+        method,
+    ]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    cmd.arg(url);
+    let out = cmd
+        .output()
+        .expect("curl is installed by cargo xtask setup");
+    let all = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = all.rsplit_once('\n').unwrap_or(("", &all));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}

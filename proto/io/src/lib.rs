@@ -13,9 +13,11 @@
 //! - [`metrics`]: the Prometheus text of those counters, and the small `/metrics` endpoint
 //!   both daemons serve with it.
 //! - [`ratelog`]: "at most one log line per interval" for anything a client can trigger.
+//! - [`logging`]: the `--log` filter both daemons take (checked at start) and the logger.
 
 pub mod budget;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod ratelog;
 
