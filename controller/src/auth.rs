@@ -17,13 +17,14 @@
 //!   per source (an IPv4 address, an IPv6 /64, as the listeners count). There is no shared
 //!   ceiling that other addresses could use up: wrong tries from 200 addresses do not make
 //!   the admin's right password from a 201st a 429.
-//! - What bounds the work of many addresses together is the [`Hasher`], by queueing: at most
-//!   one argon2id run at a time for anyone, into one reused 12 MiB buffer (so RAM does not
-//!   grow with parallel logins, whatever the allocator keeps), one try in flight per source,
+//! - What bounds the work of many addresses together is the [`Hasher`], by queueing: one
+//!   argon2id run at a time, into one reused 12 MiB buffer (so RAM does not grow with
+//!   parallel logins, whatever the allocator keeps), one try in flight per source,
 //!   [`MAX_QUEUED`] waiting; past that the answer is 503 "busy, try again in a few seconds".
 //! - A reserve for the admin: a source that logged in (or set the password) within
-//!   [`TRUSTED_FOR`], and the router's own address, hash in a second lane of their own (one
-//!   more run, one more buffer), so a flood that fills the queue still does not keep them out.
+//!   [`TRUSTED_FOR`], and the router's own address, queue in a lane of their own, so a flood
+//!   that fills the shared queue still does not keep them out: they wait for the one run in
+//!   progress, not behind the queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -454,12 +455,9 @@ impl HashBusy {
 }
 
 struct LaneSlot {
-    /// One run at a time; waiters queue in order (tokio's semaphore is fair).
+    /// One run at a time from the lane; waiters queue in order (tokio's semaphore is fair).
     run: Arc<Semaphore>,
     waiting: Mutex<usize>,
-    /// Allocated by the first run, then reused: 12 MiB that stay, instead of 12 MiB more per
-    /// parallel login that glibc's per-thread arenas may never give back.
-    memory: Arc<Mutex<Vec<Block>>>,
 }
 
 impl Default for LaneSlot {
@@ -467,17 +465,21 @@ impl Default for LaneSlot {
         Self {
             run: Arc::new(Semaphore::new(1)),
             waiting: Mutex::new(0),
-            memory: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }
 
-/// Runs every argon2id hash of the web page: one at a time per [`Lane`], bounded waiting,
-/// one try in flight per source (the rule is in the module comment).
+/// Runs every argon2id hash of the web page: one at a time, into one buffer; each [`Lane`]
+/// queues on its own (bounded), so the admin's waits for at most the run in progress; one
+/// try in flight per source (the rule is in the module comment).
 #[derive(Default)]
 pub struct Hasher {
     admin: LaneSlot,
     anyone: LaneSlot,
+    /// Allocated by the first run, then reused by every run (one at a time: whoever holds
+    /// it runs): 12 MiB that stay, instead of 12 MiB more per parallel login that glibc's
+    /// per-thread arenas may never give back.
+    memory: Arc<Mutex<Vec<Block>>>,
     /// Sources with a check running or waiting: at most `2 * (MAX_QUEUED + 1)` entries.
     in_flight: Arc<Mutex<HashSet<IpAddr>>>,
 }
@@ -571,7 +573,7 @@ impl Hasher {
             // The semaphore is never closed.
             permit.unwrap_or_else(|_| unreachable!("the hasher's semaphore is never closed"))
         };
-        let memory = slot.memory.clone();
+        let memory = self.memory.clone();
         // The permit and the source's place go with the run: a client that hangs up does
         // not free them while its hash is still using the lane's memory.
         let done = tokio::task::spawn_blocking(move || {

@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::lan::{login_request, send_from, setup_request, tcp_from, tls_from, ANSWER};
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +23,6 @@ use trellis_proto::pairing::PairingCode;
 use trellis_proto::NodeName;
 
 const PASSWORD: &str = "a good long password";
-/// How long any one answer may take before the test calls it a failure (not a speed goal).
-const ANSWER: Duration = Duration::from_secs(60);
 
 struct TestHome {
     home: Arc<Home>,
@@ -58,51 +58,6 @@ async fn start_home() -> TestHome {
         _server: server,
         dir,
     }
-}
-
-/// A TCP connection to `to` from 127.0.0.`a`.`b`.
-async fn tcp_from(a: u8, b: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let sock = TcpSocket::new_v4()?;
-    sock.bind(SocketAddr::from((Ipv4Addr::new(127, 0, a, b), 0)))?;
-    sock.connect(to).await
-}
-
-/// A TLS connection as a browser or a satellite before pairing makes it (no client
-/// certificate).
-async fn tls_from(a: u8, b: u8, to: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
-    let tcp = tcp_from(a, b, to).await?;
-    let name =
-        rustls_pki_types::ServerName::try_from(trellis_proto::tls::CONTROLLER_SERVER_NAME).unwrap();
-    tokio_rustls::TlsConnector::from(tls::pairing_config().unwrap())
-        .connect(name, tcp)
-        .await
-}
-
-fn login_request(password: &str) -> String {
-    let body = serde_json::json!({ "password": password }).to_string();
-    format!(
-        "POST /api/ui/login HTTP/1.1\r\nhost: controller\r\ncontent-type: application/json\r\n\
-         x-trellis-csrf: page\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Send one whole request from 127.0.`a`.`b` and read the answer: its status and text, or
-/// `None` if the connection was refused or cut before an answer.
-async fn send_from(a: u8, b: u8, to: SocketAddr, request: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut tls = tls_from(a, b, to).await.ok()?;
-        tls.write_all(request.as_bytes()).await.ok()?;
-        let mut answer = Vec::new();
-        // A reset after the answer still leaves the answer read.
-        let _ = tls.read_to_end(&mut answer).await;
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text.get(9..12)?.parse().ok()?;
-        Some((status, text))
-    };
-    tokio::time::timeout(ANSWER, exchange)
-        .await
-        .expect("an answer, or a refusal, within the bound")
 }
 
 async fn pair_attic(th: &TestHome) -> Controller {
@@ -265,7 +220,7 @@ async fn wrong_passwords_from_200_addresses_do_not_lock_out_the_admin() {
         let tries: Vec<_> = (1..=200u8)
             .map(|b| {
                 tokio::spawn(async move {
-                    send_from(3, b, to, &setup_request("wrong-token-wrong-tok")).await
+                    send_from(3, b, to, &setup_request("wrong-token-wrong-tok", PASSWORD)).await
                 })
             })
             .collect();
@@ -273,22 +228,13 @@ async fn wrong_passwords_from_200_addresses_do_not_lock_out_the_admin() {
             t.await.unwrap();
         }
         let token = th2.home.setup_token().unwrap();
-        send_from(4, 1, to, &setup_request(&token)).await
+        send_from(4, 1, to, &setup_request(&token, PASSWORD)).await
     };
     let (status, text) = fresh.expect("the setup is answered");
     assert_eq!(
         status, 200,
         "the right setup token from a fresh address: {text}"
     );
-}
-
-fn setup_request(token: &str) -> String {
-    let body = serde_json::json!({ "token": token, "password": PASSWORD }).to_string();
-    format!(
-        "POST /api/ui/setup HTTP/1.1\r\nhost: controller\r\ncontent-type: application/json\r\n\
-         x-trellis-csrf: page\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 async fn start_home_without_password() -> TestHome {
