@@ -245,14 +245,19 @@ impl Port {
                         Ok(body) => body,
                         Err(refused) => return Ok(refused.into_response()),
                     };
-                    let _busy = seat.busy();
+                    let busy = seat.busy();
                     let mut req = hyper::Request::from_parts(parts, axum::body::Body::from(body));
                     req.extensions_mut().insert(peer);
                     req.extensions_mut().insert(super::web::ClientAddr(remote));
                     if let Some(server) = server {
                         req.extensions_mut().insert(super::web::ServerAddr(server));
                     }
-                    app.oneshot(req).await
+                    let answer = app.oneshot(req).await?;
+                    // Busy until the answer's body is read out, not only until the handler
+                    // returns: a newcomer must not cut an answer short.
+                    Ok::<_, std::convert::Infallible>(
+                        answer.map(|inner| axum::body::Body::new(BusyBody { inner, _busy: busy })),
+                    )
                 }
             });
         let conn = hyper::server::conn::http1::Builder::new()
@@ -295,6 +300,32 @@ async fn read_body(body: hyper::body::Incoming) -> Result<hyper::body::Bytes, Bo
                 BODY_TIMEOUT.as_secs()
             ),
         )),
+    }
+}
+
+/// A response body that keeps its connection's seat busy until it has been read out.
+struct BusyBody {
+    inner: axum::body::Body,
+    _busy: trellis_io::budget::Busy,
+}
+
+impl hyper::body::Body for BusyBody {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
