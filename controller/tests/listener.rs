@@ -330,3 +330,18 @@ fn refusals_are_counted_and_their_log_lines_stay_few() {
         "{refused} refusals wrote {lines} log lines (at most one a minute):\n{log}"
     );
 }
+
+/// A body past the limit is answered 413 (it was a 400), saying the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_and_says_the_limit() {
+    let th = start_home().await;
+    let n = trellis_controller::api::MAX_BODY + 1;
+    let request = format!(
+        "POST /v1/pair/start HTTP/1.1\r\nhost: c\r\ncontent-type: application/json\r\n\
+         content-length: {n}\r\nconnection: close\r\n\r\n{}",
+        " ".repeat(n)
+    );
+    let (status, text) = send_from(0, 6, th.addr, &request).await.expect("an answer");
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("larger than 64 KiB"), "{text}");
+}
