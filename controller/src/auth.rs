@@ -1,5 +1,5 @@
 //! Who may use the web page: the admin password, the first-run setup token, browser
-//! sessions and the login throttle.
+//! sessions, the login throttle and the queue of password hashes.
 //!
 //! - The password is stored as argon2id (memory-hard, so a stolen store resists GPU
 //!   guessing) with a random salt, never the password; the record names its algorithm and
@@ -11,17 +11,32 @@
 //! - Sessions live in RAM only (a restart logs everyone out, which fails closed), are few
 //!   and expire. The browser holds a random token in an HttpOnly cookie; the map keys on its
 //!   SHA-256 so a memory dump of the map does not hold live cookies.
-//! - Wrong passwords and wrong setup tokens are throttled for the whole controller (each try
-//!   also costs an argon2id run, so the throttle bounds CPU and memory as well as guessing).
+//!
+//! The rule for tries ([`Throttle`], [`Hasher`]), so a flood cannot be turned against the admin:
+//! - A guesser's budget is its own: [`MAX_FAILURES`] wrong passwords or setup tokens a minute
+//!   per source (an IPv4 address, an IPv6 /64, as the listeners count). There is no shared
+//!   ceiling that other addresses could use up: wrong tries from 200 addresses do not make
+//!   the admin's right password from a 201st a 429.
+//! - What bounds the work of many addresses together is the [`Hasher`], by queueing: one
+//!   argon2id run at a time, into one reused 12 MiB buffer (so RAM does not grow with
+//!   parallel logins, whatever the allocator keeps), one try in flight per source,
+//!   [`MAX_QUEUED`] waiting; past that the answer is 503 "busy, try again in a few seconds".
+//! - A reserve for the admin: a source that logged in (or set the password) within
+//!   [`TRUSTED_FOR`], and the router's own address, queue in a lane of their own, so a flood
+//!   that fills the shared queue still does not keep them out: they wait for the one run in
+//!   progress, not behind the queue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use rand::Rng;
 use ring::digest;
+use tokio::sync::Semaphore;
+use trellis_io::listener::source_of;
 
 use crate::home::{HomeError, Kind};
 use crate::store::PasswordRecord;
@@ -43,11 +58,17 @@ pub const MAX_SESSIONS: usize = 8;
 pub const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 pub const SESSION_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 
-/// Failed logins (or setup tokens) allowed per window from one client address.
+/// Failed logins (or setup tokens) allowed per window from one source.
 pub const MAX_FAILURES: usize = 5;
-/// Failed tries a minute for the whole controller, whatever their addresses.
-pub const MAX_FAILURES_ALL: usize = 20;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Sources the throttle remembers at once (beyond, the one quiet longest is forgotten).
+pub const MAX_SOURCES: usize = 1024;
+/// A source that logged in keeps the admin's hashing lane this long.
+pub const TRUSTED_FOR: Duration = SESSION_MAX_AGE;
+/// Sources remembered as trusted (a home has one or two admins, on a few devices).
+pub const MAX_TRUSTED: usize = 16;
+/// Password checks waiting for a lane, beyond the one running in it.
+pub const MAX_QUEUED: usize = 16;
 
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
 
@@ -90,19 +111,30 @@ fn argon2id(passes: u32) -> Option<Argon2<'static>> {
     Some(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-fn derive(password: &str, salt: &[u8], passes: u32) -> Option<Vec<u8>> {
+/// The argon2id memory of one run ([`MEMORY_KIB`] blocks of 1 KiB), to be reused.
+fn new_memory() -> Vec<Block> {
+    vec![Block::default(); MEMORY_KIB as usize]
+}
+
+fn derive(password: &str, salt: &[u8], passes: u32, memory: &mut [Block]) -> Option<Vec<u8>> {
     let mut hash = vec![0u8; HASH_LEN];
     argon2id(passes)?
-        .hash_password_into(password.as_bytes(), salt, &mut hash)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut hash, memory)
         .ok()?;
     Some(hash)
 }
 
-/// Hash a new password with a fresh salt.
+/// Hash a new password with a fresh salt (in fresh memory: the web page goes through
+/// [`Hasher`]).
 pub fn hash_password(password: &str, now: u64) -> PasswordRecord {
+    hash_password_in(password, now, &mut new_memory())
+}
+
+fn hash_password_in(password: &str, now: u64, memory: &mut [Block]) -> PasswordRecord {
     let salt: [u8; SALT_LEN] = rand::random();
-    // The parameters are constants known to be valid, and the salt is 16 bytes.
-    let hash = derive(password, &salt, ITERATIONS)
+    // The parameters are constants known to be valid, the salt is 16 bytes and the memory
+    // has MEMORY_KIB blocks.
+    let hash = derive(password, &salt, ITERATIONS, memory)
         .unwrap_or_else(|| unreachable!("valid argon2id parameters"));
     PasswordRecord {
         algorithm: ALGORITHM.into(),
@@ -113,8 +145,13 @@ pub fn hash_password(password: &str, now: u64) -> PasswordRecord {
     }
 }
 
-/// Check a password against its record, comparing in constant time.
+/// Check a password against its record, comparing in constant time (in fresh memory: the
+/// web page goes through [`Hasher`]).
 pub fn verify_password(rec: &PasswordRecord, password: &str) -> bool {
+    verify_password_in(rec, password, &mut new_memory())
+}
+
+fn verify_password_in(rec: &PasswordRecord, password: &str, memory: &mut [Block]) -> bool {
     if rec.algorithm != ALGORITHM
         || password.len() > MAX_PASSWORD
         || rec.iterations == 0
@@ -122,7 +159,7 @@ pub fn verify_password(rec: &PasswordRecord, password: &str) -> bool {
     {
         return false;
     }
-    let Some(hash) = derive(password, &rec.salt, rec.iterations) else {
+    let Some(hash) = derive(password, &rec.salt, rec.iterations, memory) else {
         return false;
     };
     hash.len() == rec.hash.len()
@@ -274,15 +311,13 @@ fn alive(s: &Session, now: Instant) -> bool {
 
 // --- throttle ------------------------------------------------------------------------------
 
-/// Counts recent tries that did not succeed, per client address ([`MAX_FAILURES`] a minute
-/// each) and for the whole controller ([`MAX_FAILURES_ALL`] a minute).
+/// Counts recent tries that did not succeed, per source ([`MAX_FAILURES`] a minute each), and
+/// remembers the sources the admin logged in from (the rule is in the module comment).
 ///
-/// Per address, so someone on the LAN guessing cannot lock the admin out from another
-/// device; overall, so the argon2id work a flood of addresses can cause stays bounded (and
-/// with it the table of addresses: only addresses with a failure in the last minute are
-/// kept, at most [`MAX_FAILURES_ALL`] of them). A try is counted when it *starts* and
-/// forgiven when it succeeds, so a burst of parallel guesses cannot all slip past the check
-/// while their argon2id runs are still going.
+/// A try is counted when it *starts* and forgiven when it succeeds (or was never checked), so
+/// a burst of parallel guesses cannot all slip past the check while their argon2id runs are
+/// still going. The book is bounded: only sources with a try in the last minute are kept, at
+/// most [`MAX_SOURCES`] of them.
 #[derive(Default)]
 pub struct Throttle {
     book: Mutex<ThrottleBook>,
@@ -290,8 +325,9 @@ pub struct Throttle {
 
 #[derive(Default)]
 struct ThrottleBook {
-    by_source: std::collections::HashMap<std::net::IpAddr, VecDeque<Instant>>,
-    all: VecDeque<Instant>,
+    by_source: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Sources with a recent good login, and when.
+    trusted: HashMap<IpAddr, Instant>,
 }
 
 /// Drop tries older than the window from the front; `Err(seconds)` if `max` remain.
@@ -310,33 +346,252 @@ fn window(tries: &mut VecDeque<Instant>, max: usize, now: Instant) -> Result<(),
     Ok(())
 }
 
+/// The key of a client address (`None`: not known, one shared bucket).
+fn key(source: Option<IpAddr>) -> IpAddr {
+    source.map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), source_of)
+}
+
 impl Throttle {
-    /// Count a try from `source` (`None`: not known, one shared bucket), or `Err(seconds to
-    /// wait)` while too many recent tries failed from there or overall.
-    pub fn begin(&self, source: Option<std::net::IpAddr>, now: Instant) -> Result<(), u64> {
-        let source = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    /// Count a try from `source`, or `Err(seconds to wait)` while [`MAX_FAILURES`] recent
+    /// tries from there failed. Other sources' failures never count here.
+    pub fn begin(&self, source: Option<IpAddr>, now: Instant) -> Result<(), u64> {
+        let source = key(source);
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        let ThrottleBook { by_source, all } = &mut *book;
+        let by_source = &mut book.by_source;
         by_source.retain(|_, tries| {
             let _ = window(tries, usize::MAX, now);
             !tries.is_empty()
         });
-        window(all, MAX_FAILURES_ALL, now)?;
+        if !by_source.contains_key(&source) && by_source.len() >= MAX_SOURCES {
+            // Forget the source whose latest try is oldest: memory stays bounded, and a
+            // guesser that rotates through this many sources is still held by the Hasher.
+            let quietest = by_source
+                .iter()
+                .min_by_key(|(_, t)| t.back().copied())
+                .map(|(k, _)| *k);
+            if let Some(k) = quietest {
+                by_source.remove(&k);
+            }
+        }
         let mine = by_source.entry(source).or_default();
         window(mine, MAX_FAILURES, now)?;
         mine.push_back(now);
-        all.push_back(now);
         Ok(())
     }
 
-    /// The try from `source` succeeded: it does not count against anyone.
-    pub fn succeeded(&self, source: Option<std::net::IpAddr>) {
-        let source = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    /// The try from `source` was not checked (the hasher was busy): it does not count.
+    pub fn forgive(&self, source: Option<IpAddr>) {
+        let source = key(source);
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(at) = book.by_source.get_mut(&source).and_then(VecDeque::pop_back) {
-            if let Some(i) = book.all.iter().rposition(|t| *t == at) {
-                book.all.remove(i);
+        if let Some(tries) = book.by_source.get_mut(&source) {
+            tries.pop_back();
+        }
+    }
+
+    /// The try from `source` succeeded: it does not count, and the source hashes in the
+    /// admin's lane for [`TRUSTED_FOR`].
+    pub fn succeeded(&self, source: Option<IpAddr>, now: Instant) {
+        self.forgive(source);
+        let source = key(source);
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let trusted = &mut book.trusted;
+        trusted.retain(|_, at| now.saturating_duration_since(*at) < TRUSTED_FOR);
+        if !trusted.contains_key(&source) && trusted.len() >= MAX_TRUSTED {
+            let oldest = trusted.iter().min_by_key(|(_, at)| **at).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                trusted.remove(&k);
             }
+        }
+        trusted.insert(source, now);
+    }
+
+    /// Which hashing lane a try from `source` uses: the admin's own for a source with a
+    /// recent good login, or for the router itself (`own`: the client's address is the
+    /// controller's); the shared one for everyone else.
+    pub fn lane(&self, source: Option<IpAddr>, own: bool, now: Instant) -> Lane {
+        if own {
+            return Lane::Admin;
+        }
+        let source = key(source);
+        let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        match book.trusted.get(&source) {
+            Some(at) if now.saturating_duration_since(*at) < TRUSTED_FOR => Lane::Admin,
+            _ => Lane::Anyone,
+        }
+    }
+}
+
+// --- hasher --------------------------------------------------------------------------------
+
+/// Where a password check waits for its argon2id run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Sources with a recent good login and the router itself.
+    Admin,
+    /// Everyone else.
+    Anyone,
+}
+
+/// Why a check was not run; each says what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashBusy {
+    /// [`MAX_QUEUED`] checks are already waiting in the lane.
+    QueueFull,
+    /// A check from the same source is still running or waiting.
+    SourceBusy,
+}
+
+impl HashBusy {
+    pub fn message(self) -> String {
+        match self {
+            HashBusy::QueueFull => format!(
+                "the router is busy checking {MAX_QUEUED} other logins: try again in a few seconds"
+            ),
+            HashBusy::SourceBusy => {
+                "a login from this address is still being checked: wait for its answer".into()
+            }
+        }
+    }
+}
+
+struct LaneSlot {
+    /// One run at a time from the lane; waiters queue in order (tokio's semaphore is fair).
+    run: Arc<Semaphore>,
+    waiting: Mutex<usize>,
+}
+
+impl Default for LaneSlot {
+    fn default() -> Self {
+        Self {
+            run: Arc::new(Semaphore::new(1)),
+            waiting: Mutex::new(0),
+        }
+    }
+}
+
+/// Runs every argon2id hash of the web page: one at a time, into one buffer; each [`Lane`]
+/// queues on its own (bounded), so the admin's waits for at most the run in progress; one
+/// try in flight per source (the rule is in the module comment).
+#[derive(Default)]
+pub struct Hasher {
+    admin: LaneSlot,
+    anyone: LaneSlot,
+    /// Allocated by the first run, then reused by every run (one at a time: whoever holds
+    /// it runs): 12 MiB that stay, instead of 12 MiB more per parallel login that glibc's
+    /// per-thread arenas may never give back.
+    memory: Arc<Mutex<Vec<Block>>>,
+    /// Sources with a check running or waiting: at most `2 * (MAX_QUEUED + 1)` entries.
+    in_flight: Arc<Mutex<HashSet<IpAddr>>>,
+}
+
+/// Frees its source's place in [`Hasher::in_flight`] when the run ends (or is cancelled).
+struct InFlight {
+    set: Arc<Mutex<HashSet<IpAddr>>>,
+    source: IpAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.source);
+    }
+}
+
+/// Counts one waiter in a lane while alive.
+struct Waiting<'a>(&'a Mutex<usize>);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+    }
+}
+
+impl Hasher {
+    /// Check `password` against `rec`: `Ok(true)` if it is right.
+    pub async fn verify(
+        &self,
+        source: Option<IpAddr>,
+        lane: Lane,
+        rec: PasswordRecord,
+        password: String,
+    ) -> Result<bool, HashBusy> {
+        self.run(source, lane, move |mem| {
+            verify_password_in(&rec, &password, mem)
+        })
+        .await
+    }
+
+    /// Hash a new password.
+    pub async fn hash(
+        &self,
+        source: Option<IpAddr>,
+        lane: Lane,
+        password: String,
+        now: u64,
+    ) -> Result<PasswordRecord, HashBusy> {
+        self.run(source, lane, move |mem| {
+            hash_password_in(&password, now, mem)
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        source: Option<IpAddr>,
+        lane: Lane,
+        job: impl FnOnce(&mut [Block]) -> T + Send + 'static,
+    ) -> Result<T, HashBusy> {
+        let source = key(source);
+        let in_flight = {
+            let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if !set.insert(source) {
+                return Err(HashBusy::SourceBusy);
+            }
+            InFlight {
+                set: self.in_flight.clone(),
+                source,
+            }
+        };
+        let slot = match lane {
+            Lane::Admin => &self.admin,
+            Lane::Anyone => &self.anyone,
+        };
+        let permit = {
+            let waiting = {
+                let mut n = slot.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if *n >= MAX_QUEUED {
+                    return Err(HashBusy::QueueFull);
+                }
+                *n += 1;
+                Waiting(&slot.waiting)
+            };
+            let permit = slot.run.clone().acquire_owned().await;
+            drop(waiting);
+            // The semaphore is never closed.
+            permit.unwrap_or_else(|_| unreachable!("the hasher's semaphore is never closed"))
+        };
+        let memory = self.memory.clone();
+        // The permit and the source's place go with the run: a client that hangs up does
+        // not free them while its hash is still using the lane's memory.
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let _in_flight = in_flight;
+            let mut mem = memory.lock().unwrap_or_else(|p| p.into_inner());
+            if mem.is_empty() {
+                *mem = new_memory();
+            }
+            job(&mut mem)
+        })
+        .await;
+        match done {
+            Ok(v) => Ok(v),
+            // The job panicked (it does not: valid constants); resume it here.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(_) => Err(HashBusy::QueueFull),
         }
     }
 }
@@ -432,7 +687,7 @@ mod tests {
         // Successes never add up.
         for _ in 0..3 * MAX_FAILURES {
             th.begin(guesser, t0).unwrap();
-            th.succeeded(guesser);
+            th.succeeded(guesser, t0);
         }
         for _ in 0..MAX_FAILURES {
             assert!(th.begin(guesser, t0).is_ok());
@@ -441,31 +696,86 @@ mod tests {
         assert!(wait >= 59, "{wait}");
         // The admin, on another device, still gets in.
         assert!(th.begin(admin, t0).is_ok());
-        th.succeeded(admin);
+        th.succeeded(admin, t0);
         assert!(th.begin(guesser, t0 + FAILURE_WINDOW).is_ok());
     }
 
     #[test]
-    fn many_addresses_together_hit_the_overall_ceiling_and_the_book_stays_small() {
+    fn wrong_tries_from_many_addresses_leave_a_fresh_one_alone_and_the_book_stays_small() {
         let th = Throttle::default();
         let t0 = Instant::now();
-        let addr = |i: u8| Some(std::net::IpAddr::from([10, 0, 0, i]));
-        let mut refused = 0;
-        for i in 0..200u8 {
-            if th.begin(addr(i), t0).is_err() {
-                refused += 1;
+        let addr = |i: u16| Some(IpAddr::from([10, 0, (i >> 8) as u8, i as u8]));
+        for i in 0..(MAX_SOURCES as u16 + 200) {
+            for _ in 0..MAX_FAILURES {
+                th.begin(addr(i), t0).unwrap();
             }
+            assert!(
+                th.begin(addr(i), t0).is_err(),
+                "each source has its own budget"
+            );
         }
-        assert_eq!(refused, 200 - MAX_FAILURES_ALL);
-        let book = th.book.lock().unwrap();
-        assert_eq!(
-            book.by_source.len(),
-            MAX_FAILURES_ALL,
-            "refused addresses are not kept"
+        assert!(
+            th.begin(Some("192.168.1.20".parse().unwrap()), t0).is_ok(),
+            "no shared ceiling: a fresh address is not refused"
         );
-        drop(book);
-        // A minute later everything has expired and the book is pruned on the next try.
-        th.begin(addr(1), t0 + FAILURE_WINDOW).unwrap();
-        assert_eq!(th.book.lock().unwrap().by_source.len(), 1);
+        assert!(th.book.lock().unwrap().by_source.len() <= MAX_SOURCES);
+        // One IPv6 /64 is one source.
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for i in 0..MAX_FAILURES {
+            th.begin(v6(&format!("fd00:1:2:3::{i:x}")), t0).unwrap();
+        }
+        assert!(th.begin(v6("fd00:1:2:3::ffff"), t0).is_err());
+    }
+
+    #[test]
+    fn a_good_login_gives_its_source_the_admin_lane() {
+        let th = Throttle::default();
+        let t0 = Instant::now();
+        let admin = Some("192.168.1.20".parse().unwrap());
+        assert_eq!(th.lane(admin, false, t0), Lane::Anyone);
+        assert_eq!(th.lane(admin, true, t0), Lane::Admin, "the router itself");
+        th.begin(admin, t0).unwrap();
+        th.succeeded(admin, t0);
+        assert_eq!(th.lane(admin, false, t0), Lane::Admin);
+        assert_eq!(th.lane(admin, false, t0 + TRUSTED_FOR), Lane::Anyone);
+    }
+
+    #[tokio::test]
+    async fn the_hasher_queues_boundedly_one_per_source_and_keeps_the_admin_lane_free() {
+        let h = Arc::new(Hasher::default());
+        let rec = hash_password("correct horse", 1);
+        // Hold the shared lane as a long run would.
+        let held = h.anyone.run.clone().acquire_owned().await.unwrap();
+        let addr = |i: u8| Some(IpAddr::from([10, 0, 0, i]));
+        let mut queued = Vec::new();
+        for i in 0..MAX_QUEUED as u8 {
+            let (h, rec) = (h.clone(), rec.clone());
+            queued.push(tokio::spawn(async move {
+                h.verify(addr(i), Lane::Anyone, rec, "wrong".into()).await
+            }));
+        }
+        // Let the queued checks reach the semaphore.
+        while *h.anyone.waiting.lock().unwrap() < MAX_QUEUED {
+            tokio::task::yield_now().await;
+        }
+        let full = h
+            .verify(addr(200), Lane::Anyone, rec.clone(), "x".into())
+            .await;
+        assert_eq!(full, Err(HashBusy::QueueFull));
+        assert!(full.unwrap_err().message().contains("try again"));
+        let again = h
+            .verify(addr(0), Lane::Anyone, rec.clone(), "x".into())
+            .await;
+        assert_eq!(again, Err(HashBusy::SourceBusy));
+        // The admin lane is not behind the queue.
+        let admin = h
+            .verify(addr(201), Lane::Admin, rec.clone(), "correct horse".into())
+            .await;
+        assert_eq!(admin, Ok(true));
+        drop(held);
+        for q in queued {
+            assert_eq!(q.await.unwrap(), Ok(false));
+        }
+        assert!(h.in_flight.lock().unwrap().is_empty());
     }
 }

@@ -107,9 +107,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         admin_socket = %opts.admin_socket.display(),
         "trellis-controller ready"
     );
+    let gate = api::agent::gate();
+    let listeners = api::admin::Listeners(vec![gate.clone()]);
     let result = tokio::select! {
-        r = api::agent::serve(home.clone(), agents) => r.context("agent API stopped"),
-        r = api::admin::serve(home.clone(), admin) => r.context("admin API stopped"),
+        r = api::agent::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
+        r = api::admin::serve(home.clone(), admin, listeners) => r.context("admin API stopped"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())

@@ -26,6 +26,7 @@ use crate::home::{Home, HomeError, Kind};
 pub fn router(home: Arc<Home>) -> Router {
     Router::new()
         .route("/v1/admin/status", get(status))
+        .route("/v1/admin/metrics", get(metrics))
         .route("/v1/admin/nodes", get(nodes))
         .route("/v1/admin/nodes/{name}", delete(remove_node))
         .route("/v1/admin/pairing-codes", post(new_code))
@@ -72,9 +73,36 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(home: Arc<Home>, listener: UnixListener) -> anyhow::Result<()> {
-    axum::serve(listener, router(home)).await?;
+/// The listeners whose counters `GET /v1/admin/metrics` shows.
+#[derive(Clone, Default)]
+pub struct Listeners(pub Vec<Arc<trellis_io::Gate>>);
+
+/// Serve the admin socket. Its accept loop is axum's (a unix socket, root only: the
+/// `trellis-io` gate counts TCP sources, which this socket has not); axum's loop pauses on
+/// accept errors and goes on, as `trellis-io`'s does.
+pub async fn serve(
+    home: Arc<Home>,
+    listener: UnixListener,
+    listeners: Listeners,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(home).layer(axum::Extension(listeners))).await?;
     Ok(())
+}
+
+async fn metrics(
+    listeners: Option<axum::Extension<Listeners>>,
+) -> impl axum::response::IntoResponse {
+    let mut page = String::new();
+    if let Some(axum::Extension(Listeners(gates))) = listeners {
+        trellis_io::metrics::render(&gates, &mut page);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        page,
+    )
 }
 
 async fn status(State(home): State<Arc<Home>>) -> Result<Json<Status>, HomeError> {

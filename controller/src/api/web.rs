@@ -28,7 +28,7 @@ use trellis_proto::pairing::ApiError;
 use trellis_proto::NodeName;
 
 use super::bad_json;
-use crate::auth::{self, Sessions, Throttle};
+use crate::auth::{self, HashBusy, Hasher, Sessions, Throttle};
 use crate::ca::unix_now;
 use crate::home::{Home, HomeError};
 use crate::pairing::Progress;
@@ -79,11 +79,12 @@ const ASSETS: &[Asset] = &[
     asset!("pages/traffic.js", JS),
 ];
 
-/// The page's state: the home, the sessions, the throttle.
+/// The page's state: the home, the sessions, the throttle, the password hasher.
 pub struct Web {
     home: Arc<Home>,
     sessions: Sessions,
     throttle: Throttle,
+    hasher: Hasher,
 }
 
 pub fn router(home: Arc<Home>) -> Router {
@@ -91,6 +92,7 @@ pub fn router(home: Arc<Home>) -> Router {
         home,
         sessions: Sessions::default(),
         throttle: Throttle::default(),
+        hasher: Hasher::default(),
     });
     Router::new()
         .route("/", get(index))
@@ -358,6 +360,25 @@ fn logged_in(web: &Web) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 
+/// The controller's own address the request came in on (put beside [`ClientAddr`]): a client
+/// at that address is the router itself, which keeps the admin's hashing lane.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerAddr(pub std::net::SocketAddr);
+
+fn from_router_itself(client: Option<IpAddr>, server: Option<Extension<ServerAddr>>) -> bool {
+    matches!((client, server), (Some(c), Some(Extension(ServerAddr(s)))) if c == s.ip())
+}
+
+/// The hasher could not take the try: it was not checked, so it does not count.
+fn hash_busy(web: &Web, from: Option<IpAddr>, busy: HashBusy) -> WebError {
+    web.throttle.forgive(from);
+    let status = match busy {
+        HashBusy::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
+        HashBusy::SourceBusy => StatusCode::TOO_MANY_REQUESTS,
+    };
+    WebError::new(status, busy.message())
+}
+
 fn throttled(web: &Web, from: Option<IpAddr>, what: &str) -> WebResult<()> {
     web.throttle.begin(from, Instant::now()).map_err(|wait| {
         WebError::new(
@@ -376,6 +397,7 @@ struct SetupBody {
 async fn setup(
     State(web): State<Arc<Web>>,
     client: Option<Extension<ClientAddr>>,
+    server: Option<Extension<ServerAddr>>,
     headers: HeaderMap,
     body: Result<Json<SetupBody>, JsonRejection>,
 ) -> WebResult<Response> {
@@ -401,11 +423,15 @@ async fn setup(
             ),
         ));
     }
-    web.throttle.succeeded(from);
-    let password = body.password;
-    let rec = tokio::task::spawn_blocking(move || auth::hash_password(&password, unix_now()))
+    web.throttle.succeeded(from, Instant::now());
+    let lane = web
+        .throttle
+        .lane(from, from_router_itself(from, server), Instant::now());
+    let rec = web
+        .hasher
+        .hash(from, lane, body.password, unix_now())
         .await
-        .map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|busy| hash_busy(&web, from, busy))?;
     web.home.set_first_admin_password(&rec)?;
     Ok(logged_in(&web))
 }
@@ -418,6 +444,7 @@ struct LoginBody {
 async fn login(
     State(web): State<Arc<Web>>,
     client: Option<Extension<ClientAddr>>,
+    server: Option<Extension<ServerAddr>>,
     headers: HeaderMap,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> WebResult<Response> {
@@ -431,10 +458,14 @@ async fn login(
     };
     let from = client.map(|Extension(ClientAddr(a))| a.ip());
     throttled(&web, from, "password")?;
-    let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&rec, &password))
+    let lane = web
+        .throttle
+        .lane(from, from_router_itself(from, server), Instant::now());
+    let ok = web
+        .hasher
+        .verify(from, lane, rec, body.password)
         .await
-        .map_err(|e| WebError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|busy| hash_busy(&web, from, busy))?;
     if !ok {
         tracing::warn!("web page: wrong admin password");
         return Err(WebError::new(
@@ -442,7 +473,7 @@ async fn login(
             "wrong password: try again (forgotten? run `trellis reset-password` on the router and set a new one)",
         ));
     }
-    web.throttle.succeeded(from);
+    web.throttle.succeeded(from, Instant::now());
     tracing::info!("web page: admin logged in");
     Ok(logged_in(&web))
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lan;
+
 /// A child process killed (and reaped) on drop.
 pub struct Proc(pub Child);
 

@@ -491,6 +491,7 @@ fn warnings_name_the_router_and_say_what_to_do() {
         home: f.home.clone(),
         sessions: Sessions::default(),
         throttle: Throttle::default(),
+        hasher: crate::auth::Hasher::default(),
     };
     let r = |name: &str, state: &'static str, cert: i64| RouterView {
         name: name.into(),
