@@ -110,7 +110,7 @@ impl RouterC {
 
     fn remove(&mut self) {
         for ns in [&self.ns, &self.printer] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            support::del_namespace(ns);
         }
     }
 }
@@ -186,7 +186,7 @@ impl Phone {
 
 impl Drop for Phone {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        support::del_namespace(&self.0);
     }
 }
 
