@@ -109,9 +109,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     );
     let gate = api::agent::gate();
     let listeners = api::admin::Listeners(vec![gate.clone()]);
+    let agent_api = api::admin::AgentApiAddr(agents.local_addr()?);
     let result = tokio::select! {
         r = api::agent::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
-        r = api::admin::serve(home.clone(), admin, listeners) => r.context("admin API stopped"),
+        r = api::admin::serve(home.clone(), admin, listeners, agent_api) => r.context("admin API stopped"),
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             Ok(())

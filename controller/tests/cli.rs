@@ -61,6 +61,12 @@ fn pair_a_satellite_from_the_command_line() {
     let out = trellis(dir.path(), &c.socket, &["status", "--json"]);
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["nodes"], 1);
+    // Without --advertise, status names the address the API listens on (LuCI showed "").
+    assert_eq!(
+        status["agent_api"],
+        format!("127.0.0.1:{}", c.port),
+        "{status}"
+    );
 
     // The primary router's own agent joins with a code for this router (the firmware's
     // init script does this) and becomes the portal; a satellite's code does not.

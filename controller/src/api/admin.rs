@@ -77,6 +77,10 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 #[derive(Clone, Default)]
 pub struct Listeners(pub Vec<Arc<trellis_io::Gate>>);
 
+/// Where the agent API really listens (the bound address, port 0 resolved), for status.
+#[derive(Clone, Copy, Debug)]
+pub struct AgentApiAddr(pub std::net::SocketAddr);
+
 /// Serve the admin socket. Its accept loop is axum's (a unix socket, root only: the
 /// `trellis-io` gate counts TCP sources, which this socket has not); axum's loop pauses on
 /// accept errors and goes on, as `trellis-io`'s does.
@@ -84,8 +88,12 @@ pub async fn serve(
     home: Arc<Home>,
     listener: UnixListener,
     listeners: Listeners,
+    agent_api: AgentApiAddr,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(home).layer(axum::Extension(listeners))).await?;
+    let app = router(home)
+        .layer(axum::Extension(listeners))
+        .layer(axum::Extension(agent_api));
+    axum::serve(listener, app).await?;
     Ok(())
 }
 
@@ -105,8 +113,19 @@ async fn metrics(
     )
 }
 
-async fn status(State(home): State<Arc<Home>>) -> Result<Json<Status>, HomeError> {
-    home.status().map(Json)
+/// The home's status; `agent_api` is the address handed to satellites (`--advertise`), else
+/// the address the API listens on, so a status reader (LuCI, `trellis status`) never gets "".
+async fn status(
+    State(home): State<Arc<Home>>,
+    listening: Option<axum::Extension<AgentApiAddr>>,
+) -> Result<Json<Status>, HomeError> {
+    let mut status = home.status()?;
+    if status.agent_api.is_empty() {
+        if let Some(axum::Extension(AgentApiAddr(addr))) = listening {
+            status.agent_api = addr.to_string();
+        }
+    }
+    Ok(Json(status))
 }
 
 async fn nodes(State(home): State<Arc<Home>>) -> Result<Json<Vec<NodeInfo>>, HomeError> {
