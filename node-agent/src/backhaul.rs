@@ -15,41 +15,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::packet_route::AddressFamily;
-use trellis_proto::api::{LinkMedium, MeshLink, MAX_NODE_MACS};
+use trellis_proto::api::{LinkMedium, LinkVerdict, MeshLink, MAX_NODE_MACS};
 
 use crate::control::{Agent, Trust};
+use crate::neighbours::{Interface, KernelView};
 use crate::wifi::Mac;
 
 /// How often cables are looked for again (a cable plugged in shows within this).
 const EVERY: Duration = Duration::from_secs(15);
-/// Most entries read from one dump (a home has tens).
-const MAX_ENTRIES: usize = 4096;
-
-/// An interface of this router.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
-    pub name: String,
-    pub mac: Option<Mac>,
-    /// A radio (access point or mesh): what is behind it is not a cable.
-    pub wifi: bool,
-    pub bridge: bool,
-    pub loopback: bool,
-}
-
-/// A resolved neighbour: an address, its MAC, the interface it was resolved on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbour {
-    pub ip: IpAddr,
-    pub mac: Mac,
-    pub ifindex: u32,
-}
-
 /// Another router seen through a wired interface.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cable {
@@ -59,21 +32,18 @@ pub struct Cable {
     pub port: String,
 }
 
-/// What the kernel knows, and which of it is a cable to one of `routers`. `fdb`: for each
-/// bridge's learned MAC, the port it was learned on.
-pub fn cables(
-    interfaces: &HashMap<u32, Interface>,
-    neighbours: &[Neighbour],
-    fdb: &HashMap<(u32, Mac), u32>,
-    routers: &[IpAddr],
-) -> Vec<Cable> {
+/// Which of what the kernel knows is a cable to one of `routers`.
+pub fn cables(view: &KernelView, routers: &[IpAddr]) -> Vec<Cable> {
     let mut out = BTreeSet::new();
-    for n in neighbours.iter().filter(|n| routers.contains(&n.ip)) {
-        let Some(on) = interfaces.get(&n.ifindex) else {
+    for n in view.neighbours.iter().filter(|n| routers.contains(&n.ip)) {
+        let Some(on) = view.interfaces.get(&n.ifindex) else {
             continue;
         };
         let port = if on.bridge {
-            match fdb.get(&(n.ifindex, n.mac)).and_then(|p| interfaces.get(p)) {
+            match view
+                .learned_port(n.ifindex, n.mac)
+                .and_then(|p| view.interfaces.get(&p))
+            {
                 Some(port) => port,
                 // Not learned yet: which port is unknown, so whether it is a cable too.
                 None => continue,
@@ -113,132 +83,17 @@ pub fn link(c: &Cable) -> MeshLink {
         signal_dbm: None,
         expected_throughput_kbps: None,
         airtime_metric: None,
-        verdict: trellis_proto::api::LinkVerdict::Good,
+        verdict: LinkVerdict::Good,
         advice: Vec::new(),
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("netlink socket: {0}")]
-    Socket(std::io::Error),
-    #[error("{what}: {source}")]
-    Netlink {
-        what: &'static str,
-        source: rtnetlink::Error,
-    },
-}
-
-/// The kernel's interfaces, neighbours and bridge forwarding database, and the cables in them.
-pub async fn read(routers: &[IpAddr]) -> Result<(Vec<Cable>, Vec<String>), Error> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
-    let conn = tokio::spawn(conn);
-    let result = dump(&handle).await;
-    conn.abort();
-    let (interfaces, neighbours, fdb) = result?;
-    Ok((
-        cables(&interfaces, &neighbours, &fdb, routers),
-        own_macs(&interfaces),
-    ))
-}
-
-type Dump = (
-    HashMap<u32, Interface>,
-    Vec<Neighbour>,
-    HashMap<(u32, Mac), u32>,
-);
-
-async fn dump(handle: &rtnetlink::Handle) -> Result<Dump, Error> {
-    let netlink = |what| move |source| Error::Netlink { what, source };
-    let mut interfaces = HashMap::new();
-    // Which bridge each port belongs to, to key the FDB by bridge.
-    let mut master_of: HashMap<u32, u32> = HashMap::new();
-    let mut links = handle.link().get().execute();
-    while let Some(l) = links.try_next().await.map_err(netlink("listing links"))? {
-        if interfaces.len() >= MAX_ENTRIES {
-            break;
-        }
-        let (mut name, mut mac) = (None, None);
-        for a in &l.attributes {
-            match a {
-                LinkAttribute::IfName(n) => name = Some(n.clone()),
-                LinkAttribute::Address(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
-                LinkAttribute::Controller(m) => {
-                    master_of.insert(l.header.index, *m);
-                }
-                _ => {}
-            }
-        }
-        let Some(name) = name else { continue };
-        let sys = std::path::Path::new("/sys/class/net").join(&name);
-        interfaces.insert(
-            l.header.index,
-            Interface {
-                wifi: sys.join("phy80211").exists(),
-                bridge: sys.join("bridge").exists(),
-                loopback: l.header.flags.contains(LinkFlags::Loopback),
-                name,
-                mac,
-            },
-        );
-    }
-    let mut neighbours = Vec::new();
-    let mut arp = handle.neighbours().get().execute();
-    while let Some(n) = arp
-        .try_next()
-        .await
-        .map_err(netlink("reading the neighbour table"))?
-    {
-        if neighbours.len() >= MAX_ENTRIES {
-            break;
-        }
-        // A failed or unresolved entry is a router that did not answer: no cable to it.
-        if matches!(
-            n.header.state,
-            NeighbourState::Failed | NeighbourState::Incomplete | NeighbourState::None
-        ) {
-            continue;
-        }
-        let ip = n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => Some(IpAddr::V6(*ip)),
-            _ => None,
-        });
-        if let (Some(ip), Some(mac)) = (ip, lladdr(&n)) {
-            neighbours.push(Neighbour {
-                ip,
-                mac,
-                ifindex: n.header.ifindex,
-            });
-        }
-    }
-    let mut fdb = HashMap::new();
-    let mut learned = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute();
-    while let Some(n) = learned
-        .try_next()
-        .await
-        .map_err(netlink("reading the bridges' forwarding databases"))?
-    {
-        if fdb.len() >= MAX_ENTRIES {
-            break;
-        }
-        let port = n.header.ifindex;
-        if let (Some(bridge), Some(mac)) = (master_of.get(&port), lladdr(&n)) {
-            fdb.insert((*bridge, mac), port);
-        }
-    }
-    Ok((interfaces, neighbours, fdb))
-}
-
-fn lladdr(n: &NeighbourMessage) -> Option<Mac> {
-    n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
-        _ => None,
-    })
+/// The cables and this router's own MACs, from one read of the kernel's tables.
+pub async fn read(
+    routers: &[IpAddr],
+) -> Result<(Vec<Cable>, Vec<String>), crate::neighbours::Error> {
+    let view = crate::neighbours::read().await?;
+    Ok((cables(&view, routers), own_macs(&view.interfaces)))
 }
 
 /// The addresses of the home's other routers: their announced tunnel addresses.
@@ -307,6 +162,7 @@ pub fn start(agent: Agent, trust: Trust) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::neighbours::{Learned, Neighbour};
 
     fn mac(last: u8) -> Mac {
         Mac([2, 0, 0, 0, 0, last])
@@ -316,9 +172,27 @@ mod tests {
         Interface {
             name: name.into(),
             mac: Some(mac(100 + name.len() as u8)),
+            // lan1 and the mesh port are ports of br-lan (index 2).
+            master: (name == "lan1" || name == "phy0-mesh0").then_some(2),
             wifi,
             bridge,
             loopback: name == "lo",
+        }
+    }
+
+    fn view(neighbours: Vec<Neighbour>, fdb: Vec<Learned>) -> KernelView {
+        KernelView {
+            interfaces: home(),
+            neighbours,
+            fdb,
+        }
+    }
+
+    fn learned(last: u8, port: u32) -> Learned {
+        Learned {
+            mac: mac(last),
+            port,
+            local: false,
         }
     }
 
@@ -347,11 +221,11 @@ mod tests {
     #[test]
     fn a_router_on_a_bridge_port_is_a_cable_on_that_port() {
         // Learned on lan1 (a cable) and on the mesh port (wifi): only the first is a cable.
-        let fdb = HashMap::from([((2, mac(7)), 3), ((2, mac(8)), 4)]);
         let got = cables(
-            &home(),
-            &[neighbour(7, 2), neighbour(8, 2)],
-            &fdb,
+            &view(
+                vec![neighbour(7, 2), neighbour(8, 2)],
+                vec![learned(7, 3), learned(8, 4)],
+            ),
             &[ip(7), ip(8)],
         );
         assert_eq!(
@@ -365,19 +239,19 @@ mod tests {
 
     #[test]
     fn a_router_on_a_plain_wired_interface_is_a_cable() {
-        let got = cables(&home(), &[neighbour(9, 5)], &HashMap::new(), &[ip(9)]);
+        let got = cables(&view(vec![neighbour(9, 5)], vec![]), &[ip(9)]);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].port, "wan");
     }
 
     #[test]
     fn devices_radios_and_unlearned_ports_are_not_cables() {
-        let neighbours = [
+        let neighbours = vec![
             neighbour(20, 5), // a device, not a router
             neighbour(8, 4),  // a router over the mesh interface itself
             neighbour(7, 2),  // a router on the bridge, port not learned yet
         ];
-        let got = cables(&home(), &neighbours, &HashMap::new(), &[ip(7), ip(8)]);
+        let got = cables(&view(neighbours, vec![]), &[ip(7), ip(8)]);
         assert!(got.is_empty(), "{got:?}");
     }
 

@@ -30,6 +30,7 @@ pub mod identity;
 pub mod intercept;
 pub mod join;
 pub mod metrics;
+pub mod neighbours;
 pub mod proxy;
 pub mod service_mesh;
 pub mod speedtest;

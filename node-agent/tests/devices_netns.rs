@@ -4,7 +4,8 @@
 //! bridges: a wired backhaul). A laptop is plugged into the satellite's LAN port, a TV into
 //! the primary's. Each router's agent code reads its own bridge and reports only the device
 //! on its own LAN port: the port towards the other router is recognised as backhaul because
-//! the other router is learned behind it. Needs root (network namespaces).
+//! the other router is learned behind it, and the same cable is reported as a backhaul link
+//! (`backhaul.rs`). Needs root (network namespaces).
 
 use std::net::IpAddr;
 use std::process::Command;
@@ -165,4 +166,37 @@ fn each_router_reports_the_devices_on_its_own_lan_ports_only() {
     let sat_ip: IpAddr = "10.78.0.2".parse().unwrap();
     let at_primary = read_until(&primary, &[sat_ip], has(&tv_mac, "lan3"));
     assert_eq!(shown(&at_primary), vec![(tv_mac, "lan3".to_string())]);
+
+    // The same cable is a backhaul link on the map: each router finds the other behind its
+    // bridge port bh* (not behind br-lan, not on a LAN port), named by the far bridge's MAC,
+    // which the far router counts among its own.
+    let cables_at = |ns: &str, router: IpAddr| {
+        in_ns(ns, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(trellis_agent::backhaul::read(&[router]))
+                .unwrap()
+        })
+    };
+    let (at_sat, sat_macs) = cables_at(&sat, primary_ip);
+    let (at_primary, primary_macs) = cables_at(&primary, sat_ip);
+    let primary_bridge = mac_of(&primary, "br-lan");
+    let sat_bridge = mac_of(&sat, "br-lan");
+    let seen = |c: &[trellis_agent::backhaul::Cable]| {
+        c.iter()
+            .map(|c| (c.peer.to_string(), c.port.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seen(&at_sat),
+        vec![(primary_bridge.clone(), "bh0".to_string())]
+    );
+    assert_eq!(
+        seen(&at_primary),
+        vec![(sat_bridge.clone(), "bh1".to_string())]
+    );
+    assert!(primary_macs.contains(&primary_bridge), "{primary_macs:?}");
+    assert!(sat_macs.contains(&sat_bridge), "{sat_macs:?}");
 }

@@ -11,17 +11,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
-};
-use rtnetlink::packet_route::AddressFamily;
-
+use crate::neighbours::KernelView;
 use crate::wifi::Mac;
-
-/// Most entries read from one dump: a home bridge holds tens, a busy office a few thousand.
-const MAX_ENTRIES: usize = 4096;
 
 /// One learned MAC: which port of the bridge it sends from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,123 +71,57 @@ pub fn local_devices(
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("netlink socket: {0}")]
-    Socket(std::io::Error),
-    #[error("{what}: {source}")]
-    Netlink {
-        what: &'static str,
-        source: rtnetlink::Error,
-    },
+    #[error(transparent)]
+    Kernel(#[from] crate::neighbours::Error),
     #[error("no bridge named {0}")]
     NoBridge(String),
 }
 
-/// Read the bridge's ports, its forwarding database and the ARP table, and return the
+/// Read the bridge's ports, its forwarding database and the neighbour table, and return the
 /// devices on its wired ports. `routers`: the addresses of the home's other routers.
 pub async fn wired_devices(bridge: &str, routers: &[IpAddr]) -> Result<Vec<WiredDevice>, Error> {
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(Error::Socket)?;
-    let conn = tokio::spawn(conn);
-    let result = read(&handle, bridge, routers).await;
-    conn.abort();
-    result
+    let view = crate::neighbours::read().await?;
+    on_bridge(&view, bridge, routers)
 }
 
-async fn read(
-    handle: &rtnetlink::Handle,
+/// The devices on `bridge`'s wired ports, from what the kernel knows.
+pub fn on_bridge(
+    view: &KernelView,
     bridge: &str,
     routers: &[IpAddr],
 ) -> Result<Vec<WiredDevice>, Error> {
-    let netlink = |what| move |source| Error::Netlink { what, source };
-    let mut links = handle.link().get().execute();
-    let mut bridge_index = None;
-    let mut members: Vec<(u32, String, Option<u32>)> = Vec::new();
-    while let Some(l) = links.try_next().await.map_err(netlink("listing links"))? {
-        let mut name = None;
-        let mut master = None;
-        for a in &l.attributes {
-            match a {
-                LinkAttribute::IfName(n) => name = Some(n.clone()),
-                LinkAttribute::Controller(m) => master = Some(*m),
-                _ => {}
-            }
-        }
-        let Some(name) = name else { continue };
-        if name == bridge {
-            bridge_index = Some(l.header.index);
-        }
-        if members.len() < MAX_ENTRIES {
-            members.push((l.header.index, name, master));
-        }
-    }
-    let bridge_index = bridge_index.ok_or_else(|| Error::NoBridge(bridge.to_owned()))?;
-    let ports: HashMap<u32, Port> = members
-        .into_iter()
-        .filter(|(_, _, master)| *master == Some(bridge_index))
-        .map(|(index, name, _)| {
-            let wifi = std::path::Path::new("/sys/class/net")
-                .join(&name)
-                .join("phy80211")
-                .exists();
-            (index, Port { name, wifi })
+    let bridge_index = view
+        .interfaces
+        .iter()
+        .find(|(_, i)| i.name == bridge)
+        .map(|(index, _)| *index)
+        .ok_or_else(|| Error::NoBridge(bridge.to_owned()))?;
+    let ports: HashMap<u32, Port> = view
+        .interfaces
+        .iter()
+        .filter(|(_, i)| i.master == Some(bridge_index))
+        .map(|(index, i)| {
+            (
+                *index,
+                Port {
+                    name: i.name.clone(),
+                    wifi: i.wifi,
+                },
+            )
         })
         .collect();
-
-    let mut entries = Vec::new();
-    let mut fdb = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute();
-    while let Some(n) = fdb
-        .try_next()
-        .await
-        .map_err(netlink("reading the bridge's FDB"))?
-    {
-        if entries.len() >= MAX_ENTRIES {
-            break;
-        }
-        if !ports.contains_key(&n.header.ifindex) {
-            continue;
-        }
-        if let Some(mac) = lladdr(&n) {
-            entries.push(FdbEntry {
-                mac,
-                port: n.header.ifindex,
-                local: n.header.state == NeighbourState::Permanent,
-            });
-        }
-    }
-
-    let wanted: HashSet<IpAddr> = routers.iter().copied().collect();
-    let mut router_macs = HashSet::new();
-    let mut arp = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute();
-    while let Some(n) = arp
-        .try_next()
-        .await
-        .map_err(netlink("reading the ARP table"))?
-    {
-        let ip = n.attributes.iter().find_map(|a| match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(IpAddr::V4(*ip)),
-            _ => None,
-        });
-        if ip.is_some_and(|ip| wanted.contains(&ip)) {
-            if let Some(mac) = lladdr(&n) {
-                router_macs.insert(mac);
-            }
-        }
-    }
+    let entries: Vec<FdbEntry> = view
+        .fdb
+        .iter()
+        .filter(|l| ports.contains_key(&l.port))
+        .map(|l| FdbEntry {
+            mac: l.mac,
+            port: l.port,
+            local: l.local,
+        })
+        .collect();
+    let router_macs: HashSet<Mac> = view.macs_of(routers).into_iter().collect();
     Ok(local_devices(&entries, &ports, &router_macs))
-}
-
-fn lladdr(n: &NeighbourMessage) -> Option<Mac> {
-    n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
