@@ -9,7 +9,9 @@
 //!   hop), measured at the source node;
 //! - `trellis_policy_denials_total{rule, destination_service, enforced_at}` and
 //!   `trellis_policy_dry_run_denials_total{rule}`;
-//! - `trellis_proxy_overflow_total{direction}`: connections refused at the cap;
+//! - `trellis_proxy_overflow_total{direction}`: connections refused at the cap (in all, or
+//!   for one source address), from the proxy listeners' [`trellis_io::Gate`]s, whose own
+//!   `trellis_listener_*` series are on the page too;
 //! - `trellis_cert_expiry_seconds{identity}`: seconds until this node's certificate expires.
 //!
 //! Label sets are capped at [`MAX_SERIES`]; beyond that new combinations are folded into
@@ -21,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -62,7 +64,10 @@ struct Inner {
     denials: BTreeMap<(String, String, &'static str), u64>,
     dry_run: BTreeMap<String, u64>,
     latency: Histogram,
+    /// Tunnel streams refused at the inbound stream cap, by direction.
     overflow: BTreeMap<&'static str, u64>,
+    /// The proxy's listeners (outbound, inbound): their refusals are overflow too.
+    listeners: Vec<Arc<trellis_io::Gate>>,
     cert_not_after: BTreeMap<String, u64>,
 }
 
@@ -195,8 +200,19 @@ impl Metrics {
         }
     }
 
+    /// A stream refused at a cap inside a connection (the inbound tunnel's stream cap).
     pub fn overflow(&self, direction: &'static str) {
         *self.lock().overflow.entry(direction).or_default() += 1;
+    }
+
+    /// Count this listener's refusals as the proxy's overflow, by its name (the direction).
+    pub fn add_listener(&self, gate: Arc<trellis_io::Gate>) {
+        self.lock().listeners.push(gate);
+    }
+
+    /// The proxy's listeners, for the `trellis_listener_*` series.
+    pub fn listeners(&self) -> Vec<Arc<trellis_io::Gate>> {
+        self.lock().listeners.clone()
     }
 
     pub fn connect_latency(&self, d: Duration) {
@@ -337,7 +353,13 @@ impl Metrics {
             );
         }
         let _ = writeln!(out, "# HELP trellis_proxy_overflow_total Connections refused because the proxy was at its connection cap.\n# TYPE trellis_proxy_overflow_total counter");
-        for (dir, n) in &g.overflow {
+        let mut overflow = g.overflow.clone();
+        for gate in &g.listeners {
+            *overflow.entry(gate.name()).or_default() += gate
+                .refused(trellis_io::Refusal::TotalCap)
+                + gate.refused(trellis_io::Refusal::PerSourceCap);
+        }
+        for (dir, n) in &overflow {
             let _ = writeln!(
                 out,
                 "trellis_proxy_overflow_total{{direction=\"{dir}\"}} {n}"
@@ -411,7 +433,17 @@ mod tests {
         m.denied("no-guests", "nas", "source");
         m.denied("no-guests", "nas", "source");
         m.dry_run_denied("maybe");
-        m.overflow("inbound");
+        let inbound = trellis_io::Gate::new(
+            "inbound",
+            trellis_io::Limits {
+                total: 1,
+                per_source: 1,
+            },
+        );
+        m.add_listener(inbound.clone());
+        let _held = inbound.admit("10.0.0.1".parse().unwrap()).unwrap();
+        let refused = inbound.admit("10.0.0.2".parse().unwrap()).unwrap_err();
+        inbound.refuse(refused, "10.0.0.2:1".parse().unwrap());
         let far = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

@@ -331,34 +331,36 @@ impl Proxy {
     }
 }
 
+/// The project's one accept loop ([`trellis_io::serve`]) for a proxy direction: at most
+/// `cap` connections, and a quarter of them from one source address, so one device on the
+/// LAN (or one host hammering the tunnel port) cannot take every place. Refusals are reset
+/// at once, counted (`trellis_proxy_overflow_total`) and logged at most once a minute.
 async fn accept_loop(ctx: Arc<Ctx>, listener: TcpListener, cap: usize, direction: &'static str) {
-    let permits = Arc::new(Semaphore::new(cap));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!(direction, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            ctx.metrics.overflow(direction);
-            tracing::warn!(direction, %peer, cap, "connection cap reached; refusing");
-            reset(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+    let gate = trellis_io::Gate::new(
+        direction,
+        trellis_io::Limits {
+            total: cap,
+            per_source: per_source_cap(cap),
+        },
+    );
+    ctx.metrics.add_listener(gate.clone());
+    trellis_io::serve(listener, gate, move |stream, peer, ticket| {
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        async move {
+            let _ = stream.set_nodelay(true);
             match direction {
                 "outbound" => outbound::handle(ctx, stream, peer).await,
                 _ => inbound::handle(ctx, stream, peer).await,
             }
-            drop(permit);
-        });
-    }
+            drop(ticket);
+        }
+    })
+    .await;
+}
+
+/// The places one source address may hold of a direction's `cap`.
+pub fn per_source_cap(cap: usize) -> usize {
+    (cap / 4).max(1)
 }
 
 /// Close with RST so the client fails at once instead of waiting for data that never comes.
@@ -406,6 +408,72 @@ mod tests {
                 .expect("refused at once, not left waiting");
             assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
         }
+        assert!(
+            metrics
+                .render()
+                .contains("trellis_proxy_overflow_total{direction=\"inbound\"} 1"),
+            "{}",
+            metrics.render()
+        );
+        h.shutdown();
+    }
+
+    #[tokio::test]
+    async fn one_source_cannot_take_every_place_of_a_proxy_listener() {
+        let ca = testca::TestCa::new("h").unwrap();
+        let state = MeshState {
+            version: 1,
+            trust_version: 1,
+            local_node: NodeName::new("a").unwrap(),
+            identity: ca.issue_node("a").unwrap(),
+            bundle: ca.bundle_arc(),
+            nodes: vec![],
+            catalog: Catalog::default(),
+            policy: Policy::default(),
+            devices: vec![],
+            hops: HashMap::new(),
+        };
+        let (_tx, rx) = watch::channel(Arc::new(state));
+        let metrics = Arc::new(Metrics::new());
+        let cfg = ProxyConfig {
+            outbound_addr: "127.0.0.1:0".parse().unwrap(),
+            inbound_addr: "127.0.0.1:0".parse().unwrap(),
+            max_inbound: 8,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(per_source_cap(8), 2);
+        let h = Proxy::start(cfg, rx, metrics.clone()).await.unwrap();
+        let from = |ip: &str| {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+            s.connect(h.inbound)
+        };
+        // One host holding its two places (they sit in the TLS handshake). Both directions
+        // use the same accept loop; the inbound one holds a silent client long enough.
+        let _a = from("127.0.0.1").await.unwrap();
+        let _b = from("127.0.0.1").await.unwrap();
+        let gate = metrics
+            .listeners()
+            .into_iter()
+            .find(|g| g.name() == "inbound")
+            .unwrap();
+        // The listener takes both before it can refuse a third (accepts are in order).
+        while gate.held() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // Its third is refused; another host still gets in.
+        if let Ok(mut third) = from("127.0.0.1").await {
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+                .await
+                .expect("refused at once, not left waiting");
+            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+        }
+        let _other = from("127.0.0.2").await.unwrap();
+        while gate.held() < 3 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.refused(trellis_io::Refusal::PerSourceCap), 1);
         assert!(
             metrics
                 .render()

@@ -259,7 +259,9 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         tasks.push(tokio::spawn(async move {
             trellis_io::metrics::serve_metrics(listener, gate, move || {
                 let mut page = metrics.render();
-                trellis_io::metrics::render(std::slice::from_ref(&counted), &mut page);
+                let mut listeners = metrics.listeners();
+                listeners.push(counted.clone());
+                trellis_io::metrics::render(&listeners, &mut page);
                 page
             })
             .await;

@@ -91,20 +91,28 @@ fn tls_material(
 }
 
 /// Serve the sink on `listener` until the task is dropped.
+/// The project's one accept loop ([`trellis_io::serve`]): a few connections in all, one per
+/// source (only routers of the home get past the handshake), accept errors paused, never
+/// spun on; one test runs at a time.
 pub async fn serve_sink(listener: TcpListener, agent: Agent, trust: Trust) {
+    let gate = trellis_io::Gate::new(
+        "speedtest",
+        trellis_io::Limits {
+            total: 4,
+            per_source: 1,
+        },
+    );
     let one_at_a_time = Arc::new(Semaphore::new(1));
-    loop {
-        let Ok((tcp, remote)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = one_at_a_time.clone().try_acquire_owned() else {
-            tracing::debug!(%remote, "speed test refused: another one is running");
-            continue;
-        };
+    trellis_io::serve(listener, gate, move |tcp, remote, ticket| {
+        let permit = one_at_a_time.clone().try_acquire_owned();
         let agent = agent.clone();
         let trust = trust.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
+            let _ticket = ticket;
+            let Ok(_permit) = permit else {
+                tracing::debug!(%remote, "speed test refused: another one is running");
+                return;
+            };
             match sink_one(tcp, &agent, &trust).await {
                 Ok((peer, m)) => tracing::info!(
                     %remote,
@@ -116,8 +124,9 @@ pub async fn serve_sink(listener: TcpListener, agent: Agent, trust: Trust) {
                 ),
                 Err(e) => tracing::info!(%remote, "speed test not completed: {e}"),
             }
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn sink_one(
