@@ -113,26 +113,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let result = tokio::select! {
         r = api::agent::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
         r = api::admin::serve(home.clone(), admin, listeners, agent_api) => r.context("admin API stopped"),
-        _ = shutdown_signal() => {
+        _ = trellis_io::signal::shutdown() => {
             tracing::info!("shutting down");
             Ok(())
         }
     };
     let _ = std::fs::remove_file(&opts.admin_socket);
     result
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

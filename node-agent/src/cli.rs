@@ -232,10 +232,10 @@ pub fn main() -> ExitCode {
                     };
                     let (mesh, stop_requested) = tokio::select! {
                         m = start_mesh => (m, false),
-                        _ = shutdown_signal() => (None, true),
+                        _ = trellis_io::signal::shutdown() => (None, true),
                     };
                     if !stop_requested {
-                        shutdown_signal().await;
+                        trellis_io::signal::shutdown().await;
                     }
                     tracing::info!("shutting down");
                     // Dropping the data plane removes nftables interception.
@@ -302,22 +302,6 @@ fn start_advice(state_dir: &std::path::Path) -> String {
         "/etc/init.d/trellis-agent restart".into()
     } else {
         format!("trellis-agent --state-dir {} run", state_dir.display())
-    }
-}
-
-/// SIGTERM (procd stopping the service) or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`metrics`]: the Prometheus text of those counters, and the small `/metrics` endpoint
 //!   both daemons serve with it.
 //! - [`ratelog`]: "at most one log line per interval" for anything a client can trigger.
+//! - [`signal`]: the stop signal both daemons obey (SIGTERM from procd, or Ctrl-C).
 //! - [`logging`]: the `--log` filter both daemons take (checked at start) and the logger.
 
 pub mod budget;
@@ -20,6 +21,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod ratelog;
+pub mod signal;
 
 pub use budget::{Budget, Seat};
 pub use listener::{serve, Gate, Limits, Refusal, Ticket};
