@@ -331,6 +331,11 @@ fn write_index(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Flash budget of a primary router's install (agent + controller + luci-app, compressed
+/// packages), and of a satellite's (agent only), in bytes (MB = 10^6, as opkg's sizes).
+pub const PRIMARY_GOAL_BYTES: u64 = 3_500_000;
+pub const SATELLITE_GOAL_BYTES: u64 = 2_500_000;
+
 fn print_sizes(written: &[Written]) {
     println!();
     println!("{:<20} {:<26} {:>10}  file", "package", "arch", "bytes");
@@ -344,34 +349,66 @@ fn print_sizes(written: &[Written]) {
             rel.display()
         );
     }
+    println!();
+    for line in size_goals(written) {
+        println!("{line}");
+    }
+}
+
+/// One `GOAL` line per arch and role: figures for every arch, met or missed, so a size over
+/// budget shows in the run's summary instead of passing silently. `.apk` lines carry `_apk`.
+pub fn size_goals(written: &[Written]) -> Vec<String> {
+    let mut lines = Vec::new();
     for format in ["ipk", "apk"] {
         let of_format: Vec<&Written> = written.iter().filter(|w| w.format == format).collect();
-        let Some(luci) = of_format.iter().find(|w| w.arch == "all") else {
-            continue;
-        };
+        let luci = of_format
+            .iter()
+            .find(|w| w.name == "luci-app-trellis")
+            .map(|w| w.bytes);
         let mut arches: Vec<&str> = of_format
             .iter()
             .filter(|w| w.arch != "all")
             .map(|w| w.arch.as_str())
             .collect();
         arches.dedup();
-        println!();
-        println!(
-            "what a primary router installs (.{format}: agent + controller + luci-app), goal <= 4 MB:"
-        );
+        let suffix = if format == "ipk" { "" } else { "_apk" };
         for arch in arches {
-            let total: u64 = luci.bytes
-                + of_format
+            let size = |name: &str| {
+                of_format
                     .iter()
-                    .filter(|w| w.arch == arch)
+                    .find(|w| w.arch == arch && w.name == name)
                     .map(|w| w.bytes)
-                    .sum::<u64>();
-            println!(
-                "  {arch:<28} {total:>9} bytes ({:.2} MB){}",
-                total as f64 / 1e6,
-                if total > 4_000_000 { "  OVER 4 MB" } else { "" }
-            );
+            };
+            let agent = size("trellis-agent");
+            let primary = match (agent, size("trellis-controller"), luci) {
+                (Some(a), Some(c), Some(l)) => Some(a + c + l),
+                _ => None,
+            };
+            lines.push(goal_line(
+                &format!("primary_install{suffix}_{arch}"),
+                primary,
+                PRIMARY_GOAL_BYTES,
+            ));
+            lines.push(goal_line(
+                &format!("satellite_install{suffix}_{arch}"),
+                agent,
+                SATELLITE_GOAL_BYTES,
+            ));
         }
+    }
+    lines
+}
+
+/// `GOAL name 3.41MB <=3.5MB MET`: two decimals, since budgets are a few tenths apart.
+fn goal_line(name: &str, bytes: Option<u64>, goal: u64) -> String {
+    let target = format!("<={}MB", goal as f64 / 1e6);
+    match bytes {
+        Some(b) => format!(
+            "GOAL {name} {:.2}MB {target} {}",
+            b as f64 / 1e6,
+            if b <= goal { "MET" } else { "MISSED" }
+        ),
+        None => format!("GOAL {name} n/a {target} MISSED"),
     }
 }
 
@@ -410,4 +447,54 @@ pub fn ci_checks(quick: bool) -> Result<()> {
         bail!("{} package checks failed", failed.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn w(name: &str, arch: &str, format: &'static str, bytes: u64) -> Written {
+        Written {
+            name: name.into(),
+            arch: arch.into(),
+            format,
+            path: PathBuf::from(format!("{name}.{format}")),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn every_arch_gets_a_primary_and_a_satellite_goal_line_met_or_missed() {
+        let written = [
+            w("trellis-agent", "mips_24kc", "ipk", 1_878_721),
+            w("trellis-controller", "mips_24kc", "ipk", 2_382_075),
+            w("trellis-agent", "x86_64", "ipk", 1_200_000),
+            w("trellis-controller", "x86_64", "ipk", 2_000_000),
+            w("luci-app-trellis", "all", "ipk", 10_000),
+        ];
+        assert_eq!(
+            size_goals(&written),
+            [
+                "GOAL primary_install_mips_24kc 4.27MB <=3.5MB MISSED",
+                "GOAL satellite_install_mips_24kc 1.88MB <=2.5MB MET",
+                "GOAL primary_install_x86_64 3.21MB <=3.5MB MET",
+                "GOAL satellite_install_x86_64 1.20MB <=2.5MB MET",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_package_is_a_missed_goal_not_a_smaller_sum() {
+        let written = [
+            w("trellis-agent", "x86_64", "apk", 1_000_000),
+            w("luci-app-trellis", "all", "apk", 10_000),
+        ];
+        assert_eq!(
+            size_goals(&written),
+            [
+                "GOAL primary_install_apk_x86_64 n/a <=3.5MB MISSED",
+                "GOAL satellite_install_apk_x86_64 1.00MB <=2.5MB MET",
+            ]
+        );
+    }
 }
