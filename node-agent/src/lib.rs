@@ -42,13 +42,28 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `TRELLIS_LOG` is `LEVEL` or `TARGET=LEVEL,…` (e.g. `info,trellis_agent=debug`). A
+/// `Targets` filter rather than `EnvFilter`: the same syntax minus span/field matching, and
+/// no regex engine in router flash.
 pub fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let targets = filter
+        .parse::<tracing_subscriber::filter::Targets>()
+        .unwrap_or_else(|e| {
+            eprintln!(
+                "trellis-agent: log filter {filter:?} is not LEVEL or TARGET=LEVEL,… ({e}); logging at info"
+            );
+            tracing_subscriber::filter::Targets::new()
+                .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+        });
     // procd collects stderr into logd; no ANSI colours there.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
         .try_init();
 }
