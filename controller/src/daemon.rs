@@ -71,6 +71,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `TRELLIS_LOG` / `--log`: see [`trellis_io::logging`].
 pub fn init_logging(filter: &str) {
     trellis_io::logging::init(filter);
 }

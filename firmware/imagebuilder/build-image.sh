@@ -28,7 +28,7 @@ usage() {
 options:
   --ib PATH         Image Builder archive (.tar.zst/.tar.xz) or an unpacked Image Builder folder
   --profile NAME    device profile (\`make info\` in the Image Builder lists them)
-  --role ROLE       primary (controller + agent + LuCI app, the default) or satellite (agent + LuCI app)
+  --role ROLE       primary (trellis-controller, which holds the agent, + LuCI app; the default) or satellite (agent + LuCI app)
   --packages DIR    output of \`cargo xtask package\` (default: dist/packages)
   --out DIR         where the images go (default: dist/images/PROFILE)
   --extra "PKGS"    more packages for the image, e.g. "luci-ssl -ppp"
@@ -128,8 +128,13 @@ if [ -d "$here/files" ]; then
 	cp -a "$here/files/." "$overlay/"
 fi
 
-pkgs="trellis-agent luci-app-trellis"
-[ "$role" = primary ] && pkgs="$pkgs trellis-controller"
+# The primary's trellis-controller holds the agent too (one multi-call binary) and
+# conflicts with trellis-agent: a router gets one of the two.
+if [ "$role" = primary ]; then
+	pkgs="trellis-controller luci-app-trellis"
+else
+	pkgs="trellis-agent luci-app-trellis"
+fi
 # The default wpad has no 802.11s; mesh SAE needs a wpad built with CONFIG_MESH.
 pkgs="$pkgs wpad-mesh-mbedtls -wpad-basic-mbedtls -wpad-basic-wolfssl -wpad-basic-openssl"
 pkgs="$pkgs kmod-nft-tproxy kmod-nft-socket $extra"

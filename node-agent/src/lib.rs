@@ -44,6 +44,7 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// `TRELLIS_LOG` / `--log`: see [`trellis_io::logging`].
 pub fn init_logging(filter: &str) {
     trellis_io::logging::init(filter);
 }

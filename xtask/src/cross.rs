@@ -151,6 +151,9 @@ fn build(t: &Target) -> Result<Vec<Built>> {
     for b in BINARIES {
         cmd.args(["--bin", b]);
     }
+    // The controller's binary is the primary's multi-call one (controller, agent, CLI);
+    // `trellis-agent` stays the agent alone, for satellites. One build of the shared crates.
+    cmd.args(["--features", "trellis-controller/agent"]);
     let started = Instant::now();
     crate::run(&mut cmd)?;
     let seconds = started.elapsed().as_secs();

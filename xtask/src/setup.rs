@@ -7,7 +7,12 @@ use crate::{have, output, run};
 
 /// Debian packages the test suite uses, keyed by a program each provides.
 const APT: &[(&str, &str)] = &[
+    // One package runs every router CPU's static binaries (`cargo xtask test`'s
+    // router-binaries stage; x86_64 runs natively).
     ("qemu-aarch64-static", "qemu-user-static"),
+    ("qemu-arm-static", "qemu-user-static"),
+    ("qemu-mipsel-static", "qemu-user-static"),
+    ("qemu-mips-static", "qemu-user-static"),
     ("file", "file"),
     ("readelf", "binutils"),
     ("xz", "xz-utils"),
@@ -86,11 +91,12 @@ fn ensure_apt() -> Result<()> {
 
 /// Install the Debian packages of the APT table that provide these programs, when missing.
 pub fn ensure_programs(programs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = APT
+    let mut missing: Vec<&str> = APT
         .iter()
         .filter(|(prog, _)| programs.contains(prog) && !have(prog))
         .map(|(_, pkg)| *pkg)
         .collect();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }

@@ -2,7 +2,11 @@
 //! setup (stderr, which procd hands to logd).
 //!
 //! `tracing`'s own parser takes any bare word as a target, so `--log garbage` used to start a
-//! daemon that logged nothing. Here a directive is a level, or `target=level`.
+//! daemon that logged nothing. Here a directive is a level, or `target=level`. The filter is
+//! a `Targets` (not `EnvFilter`): the same syntax without span/field matching, and no regex
+//! engine in router flash.
+
+use tracing_subscriber::filter::{LevelFilter, Targets};
 
 const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
@@ -35,18 +39,27 @@ pub fn check_filter(filter: &str) -> Result<String, String> {
             return bad(directive);
         }
     }
-    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("{filter:?}: {e}"))?;
+    filter
+        .parse::<Targets>()
+        .map_err(|e| format!("{filter:?}: {e}"))?;
     Ok(filter.to_owned())
 }
 
-/// Log to stderr with `filter` (already checked by [`check_filter`]), without colours.
+/// Log to stderr with `filter` (already checked by [`check_filter`]; anything else logs at
+/// info), without colours: procd collects stderr into logd.
 pub fn init(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let targets = filter
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
         .try_init();
 }
 

@@ -27,6 +27,16 @@ pub fn depends(pkg: &Package) -> Vec<String> {
         .collect()
 }
 
+/// apk's `provides` with the package's own version: a versioned name has one provider at
+/// a time, so `trellis-controller` and `trellis-agent` cannot both be installed (what opkg's
+/// `Conflicts` says; apk has no such field).
+pub fn provides(pkg: &Package) -> Vec<String> {
+    pkg.provides
+        .iter()
+        .map(|p| format!("{p}={}", pkg.version))
+        .collect()
+}
+
 pub fn file_name(pkg: &Package) -> String {
     format!("{}-{}.apk", pkg.name, pkg.version)
 }
@@ -166,6 +176,10 @@ pub fn build(
         ("depends", &depends(pkg).join(" ")),
     ] {
         cmd.arg("--info").arg(format!("{k}:{v}"));
+    }
+    if !pkg.provides.is_empty() {
+        cmd.arg("--info")
+            .arg(format!("provides:{}", provides(pkg).join(" ")));
     }
     for (name, text) in scripts(pkg, root)? {
         let path = dir.join(name);

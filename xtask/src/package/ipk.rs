@@ -152,6 +152,12 @@ pub fn control_text(pkg: &Package, installed_size: u64) -> String {
     if !pkg.depends.is_empty() {
         s += &format!("Depends: {}\n", pkg.depends.join(", "));
     }
+    if !pkg.provides.is_empty() {
+        s += &format!("Provides: {}\n", pkg.provides.join(", "));
+    }
+    if !pkg.conflicts.is_empty() {
+        s += &format!("Conflicts: {}\n", pkg.conflicts.join(", "));
+    }
     s += &format!(
         "Source: {}\nSourceName: trellis\nLicense: {}\nSection: {}\nURL: {}\n\
          Architecture: {}\nInstalled-Size: {installed_size}\nDescription: {}\n",

@@ -227,10 +227,18 @@ pub fn required_paths(name: &str) -> &'static [&'static str] {
             "/etc/hotplug.d/dhcp/90-trellis",
             "/usr/share/trellis/trellis.sh",
         ],
+        // The primary's package: the agent's files too (it stands in for trellis-agent).
         "trellis-controller" => &[
             "/usr/bin/trellis-controller",
             "/usr/bin/trellis",
             "/etc/init.d/trellis-controller",
+            "/usr/bin/trellis-agent",
+            "/etc/init.d/trellis-agent",
+            "/etc/config/trellis",
+            "/etc/uci-defaults/90-trellis",
+            "/lib/upgrade/keep.d/trellis",
+            "/etc/hotplug.d/dhcp/90-trellis",
+            "/usr/share/trellis/trellis.sh",
         ],
         "luci-app-trellis" => &[
             "/www/luci-static/resources/view/trellis/overview.js",
@@ -260,15 +268,32 @@ pub fn verify(bytes: &[u8], file_name: &str) -> Result<Vec<String>> {
     if required_paths(&name).is_empty() {
         problems.push(format!("{name:?} is not a Trellis package"));
     }
-    if name == "trellis-agent" && !ipk.conffiles().contains(&"/etc/config/trellis".to_owned()) {
+    let owns_config = name == "trellis-agent" || name == "trellis-controller";
+    if owns_config && !ipk.conffiles().contains(&"/etc/config/trellis".to_owned()) {
         problems.push("/etc/config/trellis is not a conffile: upgrades would overwrite it".into());
     }
     if name == "trellis-controller" {
-        match ipk.data_file("/usr/bin/trellis").map(|e| &e.kind) {
-            Some(read::EntryKind::Symlink(t)) if t == "trellis-controller" => {}
-            other => problems.push(format!(
-                "/usr/bin/trellis must link to trellis-controller, found {other:?}"
-            )),
+        // One multi-call binary: both names must reach it, or the primary has no agent.
+        for link in ["/usr/bin/trellis", "/usr/bin/trellis-agent"] {
+            match ipk.data_file(link).map(|e| &e.kind) {
+                Some(read::EntryKind::Symlink(t)) if t == "trellis-controller" => {}
+                other => problems.push(format!(
+                    "{link} must link to trellis-controller, found {other:?}"
+                )),
+            }
+        }
+        for (field, want) in [
+            ("Provides", "trellis-agent"),
+            ("Conflicts", "trellis-agent"),
+        ] {
+            if !ipk
+                .field(field)
+                .is_some_and(|v| v.split(", ").any(|p| p == want))
+            {
+                problems.push(format!(
+                    "{field} lacks {want}: the primary would install the agent twice"
+                ));
+            }
         }
     }
     Ok(problems)
@@ -331,6 +356,12 @@ fn write_index(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Flash budget of a primary router's install (`spec::PRIMARY_PACKAGES`: the controller
+/// package, which holds the agent too, and the LuCI app; compressed packages) and of a
+/// satellite's (the agent), in bytes (MB = 10^6).
+pub const PRIMARY_GOAL_BYTES: u64 = 3_500_000;
+pub const SATELLITE_GOAL_BYTES: u64 = 2_500_000;
+
 fn print_sizes(written: &[Written]) {
     println!();
     println!("{:<20} {:<26} {:>10}  file", "package", "arch", "bytes");
@@ -344,34 +375,74 @@ fn print_sizes(written: &[Written]) {
             rel.display()
         );
     }
+    println!();
+    for line in size_goals(written) {
+        println!("{line}");
+    }
+}
+
+/// One `GOAL` line per arch and role: figures for every arch, met or missed, so a size over
+/// budget shows in the run's summary instead of passing silently. `.apk` lines carry `_apk`.
+pub fn size_goals(written: &[Written]) -> Vec<String> {
+    let mut lines = Vec::new();
     for format in ["ipk", "apk"] {
         let of_format: Vec<&Written> = written.iter().filter(|w| w.format == format).collect();
-        let Some(luci) = of_format.iter().find(|w| w.arch == "all") else {
-            continue;
-        };
+        let luci = of_format
+            .iter()
+            .find(|w| w.name == "luci-app-trellis")
+            .map(|w| w.bytes);
         let mut arches: Vec<&str> = of_format
             .iter()
             .filter(|w| w.arch != "all")
             .map(|w| w.arch.as_str())
             .collect();
         arches.dedup();
-        println!();
-        println!(
-            "what a primary router installs (.{format}: agent + controller + luci-app), goal <= 4 MB:"
-        );
+        let suffix = if format == "ipk" { "" } else { "_apk" };
         for arch in arches {
-            let total: u64 = luci.bytes
-                + of_format
+            let size = |name: &str| {
+                of_format
                     .iter()
-                    .filter(|w| w.arch == arch)
+                    .find(|w| w.arch == arch && w.name == name)
                     .map(|w| w.bytes)
-                    .sum::<u64>();
-            println!(
-                "  {arch:<28} {total:>9} bytes ({:.2} MB){}",
-                total as f64 / 1e6,
-                if total > 4_000_000 { "  OVER 4 MB" } else { "" }
-            );
+            };
+            // None when a package of the set is missing: a missed goal, not a smaller sum.
+            let total = |names: &[&str]| -> Option<u64> {
+                names
+                    .iter()
+                    .map(|n| {
+                        if *n == "luci-app-trellis" {
+                            luci
+                        } else {
+                            size(n)
+                        }
+                    })
+                    .sum()
+            };
+            lines.push(goal_line(
+                &format!("primary_install{suffix}_{arch}"),
+                total(spec::PRIMARY_PACKAGES),
+                PRIMARY_GOAL_BYTES,
+            ));
+            lines.push(goal_line(
+                &format!("satellite_install{suffix}_{arch}"),
+                total(spec::SATELLITE_PACKAGES),
+                SATELLITE_GOAL_BYTES,
+            ));
         }
+    }
+    lines
+}
+
+/// `GOAL name 3.41MB <=3.5MB MET`: two decimals, since budgets are a few tenths apart.
+fn goal_line(name: &str, bytes: Option<u64>, goal: u64) -> String {
+    let target = format!("<={}MB", goal as f64 / 1e6);
+    match bytes {
+        Some(b) => format!(
+            "GOAL {name} {:.2}MB {target} {}",
+            b as f64 / 1e6,
+            if b <= goal { "MET" } else { "MISSED" }
+        ),
+        None => format!("GOAL {name} n/a {target} MISSED"),
     }
 }
 
@@ -410,4 +481,100 @@ pub fn ci_checks(quick: bool) -> Result<()> {
         bail!("{} package checks failed", failed.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    fn w(name: &str, arch: &str, format: &'static str, bytes: u64) -> Written {
+        Written {
+            name: name.into(),
+            arch: arch.into(),
+            format,
+            path: PathBuf::from(format!("{name}.{format}")),
+            bytes,
+        }
+    }
+
+    #[test]
+    fn every_arch_gets_a_primary_and_a_satellite_goal_line_met_or_missed() {
+        let written = [
+            w("trellis-agent", "mips_24kc", "ipk", 1_878_721),
+            w("trellis-controller", "mips_24kc", "ipk", 3_600_000),
+            w("trellis-agent", "x86_64", "ipk", 1_200_000),
+            w("trellis-controller", "x86_64", "ipk", 2_000_000),
+            w("luci-app-trellis", "all", "ipk", 10_000),
+        ];
+        assert_eq!(
+            size_goals(&written),
+            [
+                "GOAL primary_install_mips_24kc 3.61MB <=3.5MB MISSED",
+                "GOAL satellite_install_mips_24kc 1.88MB <=2.5MB MET",
+                "GOAL primary_install_x86_64 2.01MB <=3.5MB MET",
+                "GOAL satellite_install_x86_64 1.20MB <=2.5MB MET",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_package_is_a_missed_goal_not_a_smaller_sum() {
+        let written = [
+            w("trellis-agent", "x86_64", "apk", 1_000_000),
+            w("luci-app-trellis", "all", "apk", 10_000),
+        ];
+        assert_eq!(
+            size_goals(&written),
+            [
+                "GOAL primary_install_apk_x86_64 n/a <=3.5MB MISSED",
+                "GOAL satellite_install_apk_x86_64 1.00MB <=2.5MB MET",
+            ]
+        );
+    }
+}
+
+#[cfg(test)]
+mod primary_package_tests {
+    use super::*;
+
+    fn controller_package(dir: &Path) -> spec::Package {
+        let bin = dir.join("trellis-controller");
+        let mut bytes = elf::fake_header(elf::expected("x86_64").unwrap());
+        bytes.resize(4096, 0);
+        std::fs::write(&bin, bytes).unwrap();
+        spec::controller("x86_64", &bin)
+    }
+
+    #[test]
+    fn a_primary_package_without_the_agent_inside_is_refused() {
+        let dir = std::env::temp_dir().join(format!("trellis-primary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pkg = controller_package(&dir);
+        let bytes = ipk::build(&pkg, &root(), 1).unwrap();
+        assert_eq!(
+            verify(&bytes, &pkg.ipk_file_name()).unwrap(),
+            Vec::<String>::new()
+        );
+
+        // The agent's name must reach the multi-call binary, and the package must stand in
+        // for trellis-agent, or a primary gets no agent or two.
+        let mut broken = controller_package(&dir);
+        broken.files.retain(|f| f.dest != "/usr/bin/trellis-agent");
+        broken.provides.clear();
+        let bytes = ipk::build(&broken, &root(), 1).unwrap();
+        let problems = verify(&bytes, &broken.ipk_file_name()).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("/usr/bin/trellis-agent must link to trellis-controller")),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("Provides lacks trellis-agent")),
+            "{problems:#?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

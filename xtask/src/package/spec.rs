@@ -58,6 +58,10 @@ pub struct Package {
     pub description: String,
     pub files: Vec<Entry>,
     pub conffiles: Vec<String>,
+    /// Names this package stands in for (opkg `Provides`, apk `provides`).
+    pub provides: Vec<String>,
+    /// Packages that cannot be installed beside this one (opkg `Conflicts`).
+    pub conflicts: Vec<String>,
     /// Package-specific parts that `default_postinst` / `default_prerm` source.
     pub postinst_pkg: Option<PathBuf>,
     pub prerm_pkg: Option<PathBuf>,
@@ -132,48 +136,75 @@ pub fn agent(arch: &str, binary: &Path) -> Package {
             ),
         ],
         conffiles: vec!["/etc/config/trellis".into()],
+        provides: vec![],
+        conflicts: vec![],
         postinst_pkg: None,
         prerm_pkg: Some("firmware/control/trellis-agent.prerm-pkg".into()),
     }
 }
 
-/// `trellis-controller`: the primary router. Ships `/usr/bin/trellis`, the CLI, as a link to
-/// the same multi-call binary.
+/// `trellis-controller`: the primary router, all of it. Its binary is multi-call (the
+/// controller, `trellis-agent` and `trellis` by the name it is called with), so the primary
+/// carries one copy of the runtime: the package holds every file of `trellis-agent` (the
+/// agent's binary as a link) and stands in for it (`Provides`, `Conflicts`: the same files),
+/// as OpenWrt's wpad and dnsmasq variants do.
 pub fn controller(arch: &str, binary: &Path) -> Package {
+    let agent = agent(arch, binary);
+    let mut files: Vec<Entry> = agent
+        .files
+        .into_iter()
+        .map(|f| match f.content {
+            Content::Built(_) => Entry {
+                dest: f.dest,
+                content: Content::Symlink("trellis-controller".into()),
+                mode: 0o777,
+            },
+            _ => f,
+        })
+        .collect();
+    files.extend([
+        Entry {
+            dest: "/usr/bin/trellis-controller".into(),
+            content: Content::Built(binary.to_path_buf()),
+            mode: 0o755,
+        },
+        Entry {
+            dest: "/usr/bin/trellis".into(),
+            content: Content::Symlink("trellis-controller".into()),
+            mode: 0o777,
+        },
+        repo(
+            "/etc/init.d/trellis-controller",
+            "firmware/files/trellis-controller.init",
+            0o755,
+        ),
+    ]);
     Package {
         name: "trellis-controller".into(),
         version: version(),
         arch: arch.into(),
-        // The primary router is a mesh node too; pulling the agent in makes
-        // `opkg install trellis-controller` enough on the primary.
-        depends: vec![format!("trellis-agent (={})", version())],
+        depends: agent.depends,
         section: "net".into(),
-        description: "Trellis controller for the primary router: the home's certificate \
-                      authority, pairing of satellites with a short code, service catalog, \
-                      policy, and the Trellis web page. Also provides the `trellis` command."
+        description: "Trellis for the primary router: the home's certificate authority, \
+                      pairing of satellites with a short code, service catalog, policy and \
+                      the Trellis web page, and the Trellis agent (this package replaces \
+                      trellis-agent on the primary: one binary for both). Also provides the \
+                      `trellis` command."
             .into(),
-        files: vec![
-            Entry {
-                dest: "/usr/bin/trellis-controller".into(),
-                content: Content::Built(binary.to_path_buf()),
-                mode: 0o755,
-            },
-            Entry {
-                dest: "/usr/bin/trellis".into(),
-                content: Content::Symlink("trellis-controller".into()),
-                mode: 0o777,
-            },
-            repo(
-                "/etc/init.d/trellis-controller",
-                "firmware/files/trellis-controller.init",
-                0o755,
-            ),
-        ],
-        conffiles: vec![],
-        postinst_pkg: None,
-        prerm_pkg: None,
+        files,
+        conffiles: agent.conffiles,
+        provides: vec![agent.name.clone()],
+        conflicts: vec![agent.name],
+        postinst_pkg: agent.postinst_pkg,
+        prerm_pkg: agent.prerm_pkg,
     }
 }
+
+/// What a primary router installs (`cargo xtask package` prints its size as a goal): the
+/// controller package stands in for the agent's.
+pub const PRIMARY_PACKAGES: &[&str] = &["trellis-controller", "luci-app-trellis"];
+/// What a satellite installs (the LuCI app is optional there).
+pub const SATELLITE_PACKAGES: &[&str] = &["trellis-agent"];
 
 pub const LUCI_DIR: &str = "web/luci-app-trellis";
 
@@ -212,6 +243,8 @@ pub fn luci(root: &Path) -> Result<Package> {
             .into(),
         files,
         conffiles: vec![],
+        provides: vec![],
+        conflicts: vec![],
         postinst_pkg: Some("firmware/control/luci-app-trellis.postinst-pkg".into()),
         prerm_pkg: None,
     })

@@ -85,10 +85,25 @@ fn packages_read_back_with_the_expected_contents() {
         ctl.data_file("/usr/bin/trellis").unwrap().kind,
         EntryKind::Symlink("trellis-controller".into())
     );
-    assert!(ctl
-        .field("Depends")
-        .unwrap()
-        .starts_with("trellis-agent (="));
+    // The primary's package is the agent's too: one multi-call binary behind both names,
+    // the agent's config and scripts, and it stands in for trellis-agent.
+    assert_eq!(
+        ctl.data_file("/usr/bin/trellis-agent").unwrap().kind,
+        EntryKind::Symlink("trellis-controller".into())
+    );
+    assert_eq!(
+        ctl.data_file("/usr/bin/trellis-controller").unwrap().mode,
+        0o755
+    );
+    assert_eq!(
+        ctl.data_file("/etc/init.d/trellis-agent").unwrap().mode,
+        0o755
+    );
+    assert_eq!(ctl.conffiles(), ["/etc/config/trellis"]);
+    assert!(ctl.control_file("prerm-pkg").is_some());
+    assert_eq!(ctl.field("Provides"), Some("trellis-agent"));
+    assert_eq!(ctl.field("Conflicts"), Some("trellis-agent"));
+    assert_eq!(ctl.field("Depends"), ipk.field("Depends"));
 
     let luci = read::read(&ipk::build(&pkgs[2], &ws(), 1).unwrap()).unwrap();
     assert_eq!(luci.field("Architecture"), Some("all"));
@@ -1203,8 +1218,12 @@ fn image_builder_recipe_builds_a_primary_and_a_satellite() {
         .lines()
         .find_map(|l| l.strip_prefix("PACKAGES="))
         .unwrap();
+    // The controller package holds the agent: asking for trellis-agent too would conflict.
+    assert!(
+        !packages.split_whitespace().any(|p| p == "trellis-agent"),
+        "{packages}"
+    );
     for want in [
-        "trellis-agent",
         "trellis-controller",
         "luci-app-trellis",
         "wpad-mesh-mbedtls",
@@ -1237,6 +1256,7 @@ fn image_builder_recipe_builds_a_primary_and_a_satellite() {
     assert!(ok, "{log}");
     let args = std::fs::read_to_string(out.join("args")).unwrap();
     assert!(!args.contains("trellis-controller"), "{args}");
+    assert!(args.contains("PACKAGES=trellis-agent "), "{args}");
     assert!(args.contains(" htop"), "{args}");
     let role =
         std::fs::read_to_string(out.join("overlay/etc/uci-defaults/89-trellis-role")).unwrap();
@@ -1375,18 +1395,21 @@ fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
     assert!(upgrade.starts_with("#!/bin/sh\nexport PKG_UPGRADE=1\n"));
     assert!(upgrade.contains("export pkgname=\"trellis-agent\"\n"));
 
-    // The controller depends on the same version of the agent, in apk's syntax.
+    // The controller stands in for the agent at this version, in apk's syntax (a versioned
+    // name has one provider at a time: the two cannot both be installed).
     let args = std::fs::read_to_string(dir.join("log-trellis-controller/args")).unwrap();
     assert!(
-        args.lines().any(|l| l == "depends:trellis-agent=0.1.0-r1"),
+        args.lines().any(|l| l == "provides:trellis-agent=0.1.0-r1"),
         "{args}"
     );
-    // A lost symlink would leave `trellis` missing on 25.12.
-    let link = dir.join("log-trellis-controller/files/usr/bin/trellis");
-    assert_eq!(
-        std::fs::read_link(link).unwrap().to_string_lossy(),
-        "trellis-controller"
-    );
+    // A lost symlink would leave `trellis` (or the primary's agent) missing on 25.12.
+    for name in ["trellis", "trellis-agent"] {
+        let link = dir.join("log-trellis-controller/files/usr/bin").join(name);
+        assert_eq!(
+            std::fs::read_link(link).unwrap().to_string_lossy(),
+            "trellis-controller"
+        );
+    }
 }
 
 #[test]
