@@ -166,6 +166,37 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
 }
 
+/// The cargo-fuzz release `cargo xtask fuzz` is written against (its flags and output).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// A nightly toolchain and cargo-fuzz for `cargo xtask fuzz`, each installed only when
+/// missing. Not part of `ensure_test_tools`: `test --quick` skips the fuzz stage and should
+/// not pay for this. A cold `cargo install cargo-fuzz` takes a few minutes (FUZZING.md).
+pub fn ensure_fuzz_tools() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if !have("cargo-fuzz") {
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+            ])
+            .env_remove("RUSTUP_TOOLCHAIN"))?;
+    }
+    Ok(())
+}
+
 /// pip puts console scripts (cargo-zigbuild) in Python's scripts directory, which a fresh
 /// shell may not have on PATH; add it for this process and everything it starts.
 pub fn add_python_scripts_to_path() {

@@ -79,6 +79,14 @@ const STAGES: &[Stage] = &[
         job: Job::Cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]),
         slow: false,
     },
+    // Seconds per target, but a cold nightly build of four fuzz crates (and cargo-fuzz itself
+    // on a fresh machine) comes first: see FUZZING.md for the figures.
+    Stage {
+        name: "fuzz",
+        what: "every cargo-fuzz target a few seconds from its seed corpus (nightly, cargo-fuzz)",
+        job: Job::Xtask,
+        slow: true,
+    },
     Stage {
         name: "demo",
         what: "the README's first command: a demo home in namespaces, checked, stopped by kill -9, Ctrl-C and SIGTERM, nothing left",
@@ -304,6 +312,7 @@ fn in_process(name: &str) -> Option<fn(bool) -> Result<()>> {
         "setup" => |_| setup::ensure_test_tools(),
         // The README's first command, checked the way a newcomer would run it.
         "demo" => |_| crate::demo::stops::stage(),
+        "fuzz" => |_| crate::fuzz::smoke(),
         "router-binaries" => |_| router_binaries(),
         // The wifi half on a real 802.11s stack: qemu + mac80211_hwsim, ~3 min.
         "lab" => |_| crate::lab::run(&[]),
