@@ -60,6 +60,13 @@ enum Build {
 }
 
 impl Build {
+    fn name(self) -> &'static str {
+        match self {
+            Build::Full => "full",
+            Build::Smoke => "smoke",
+        }
+    }
+
     fn cargo_fuzz_args(self) -> &'static [&'static str] {
         match self {
             Build::Full => &[],
@@ -70,10 +77,7 @@ impl Build {
     /// Each build kind has its own target dir, shared by all four crates so the dependencies
     /// they agree on are compiled once; smoke and full never invalidate each other.
     fn target_dir(self) -> PathBuf {
-        root().join("target/fuzz").join(match self {
-            Build::Full => "full",
-            Build::Smoke => "smoke",
-        })
+        root().join("target/fuzz").join(self.name())
     }
 }
 
@@ -167,13 +171,13 @@ pub fn run(args: &[String]) -> Result<()> {
             .arg("--target-dir")
             .arg(&target_dir);
         crate::run(&mut cmd)?;
-        println!("fuzz build {}: {}s", c.short, t.elapsed().as_secs());
+        println!("built {} in {}s", c.dir, t.elapsed().as_secs());
     }
     println!(
-        "fuzz build ({:?}): {}s for {} crates",
-        o.build,
+        "fuzz build: {}s ({} build, {})",
         t0.elapsed().as_secs(),
-        CRATES.len()
+        o.build.name(),
+        rel(&target_dir)
     );
     if o.build_only {
         return Ok(());
@@ -377,7 +381,7 @@ fn read_outcome(lines: &[String], exited_ok: bool, log: &Path) -> Outcome {
             l.split_once("panicked at ")
                 .map(|(_, r)| r.trim().to_owned())
                 .or_else(|| {
-                    l.split_once("==ERROR: libFuzzer: ")
+                    l.split_once("ERROR: libFuzzer: ")
                         .map(|(_, r)| r.trim().to_owned())
                 })
         })

@@ -395,6 +395,10 @@ impl Scan {
             if let Some(pf) = passed_failed(t) {
                 s.passed_failed = Some(pf);
             }
+            // The fuzz stage's one line per target (`fuzz agent/dns_query: 81234 runs …`).
+            if t.starts_with("fuzz ") && t.contains(": ") {
+                s.highlights.push(t.to_owned());
+            }
         }
         if s.tests.passed + s.tests.failed > 0 {
             s.passed_failed = Some((s.tests.passed, s.tests.failed));
@@ -608,6 +612,25 @@ error: 2 targets failed:
     fn clocks_read_like_a_stopwatch() {
         assert_eq!(clock(Duration::from_secs(425)), "7m05s");
         assert_eq!(clock(Duration::from_secs(42)), "42s");
+    }
+
+    #[test]
+    fn the_fuzz_stage_shows_one_line_per_target_and_its_count() {
+        let s = scan(
+            "+ cargo +nightly fuzz build\nbuilt node-agent/fuzz in 80s\nfuzz build: 312s (smoke build, target/fuzz/smoke)\n\
+             fuzz agent/dns_query: 81234 runs in 5s, no crash\n\
+             FAIL fuzz proto/identity_text: crashed (x.rs:3:5:); input t/crash-1\n\
+             fuzz: 1 passed, 1 failed\n",
+        );
+        assert_eq!(
+            s.highlights,
+            vec![
+                "fuzz build: 312s (smoke build, target/fuzz/smoke)",
+                "fuzz agent/dns_query: 81234 runs in 5s, no crash",
+                "FAIL fuzz proto/identity_text: crashed (x.rs:3:5:); input t/crash-1",
+            ]
+        );
+        assert_eq!(s.passed_failed, Some((1, 1)));
     }
 
     #[test]
