@@ -392,23 +392,24 @@ fn read_outcome(lines: &[String], exited_ok: bool, log: &Path) -> Outcome {
             .unwrap_or(0);
         return Outcome::Clean { runs };
     }
-    // The panic message (Rust) or libFuzzer's own verdict (timeout, out of memory, leak).
-    let why = lines
+    // Rust's panic (`panicked at file:line:col:`, its message on the next line) or
+    // libFuzzer's own verdict (timeout, out of memory).
+    let panic = lines
         .iter()
-        .find_map(|l| {
-            l.split_once("panicked at ")
-                .map(|(_, r)| r.trim().to_owned())
-                .or_else(|| {
-                    l.split_once("ERROR: libFuzzer: ")
-                        .map(|(_, r)| r.trim().to_owned())
-                })
-        })
+        .position(|l| l.contains("panicked at "))
+        .map(|i| {
+            let at = lines[i]
+                .split_once("panicked at ")
+                .map_or("", |(_, r)| r.trim());
+            let message = lines.get(i + 1).map_or("", |m| m.trim());
+            format!("{at} {message}").trim().to_owned()
+        });
+    let why = panic
         .or_else(|| {
-            // The message follows the `panicked at file:line:col:` line.
-            lines
-                .iter()
-                .position(|l| l.contains("panicked at"))
-                .and_then(|i| lines.get(i + 1).cloned())
+            lines.iter().find_map(|l| {
+                l.split_once("ERROR: libFuzzer: ")
+                    .map(|(_, r)| r.trim().to_owned())
+            })
         })
         .unwrap_or_else(|| "see its log".into());
     Outcome::Crashed {
@@ -483,7 +484,7 @@ mod tests {
             input,
             PathBuf::from("/r/target/fuzz/artifacts/agent/dns_query/crash-ab12")
         );
-        assert_eq!(why, "fuzz_targets/dns_query.rs:30:5:");
+        assert_eq!(why, "fuzz_targets/dns_query.rs:30:5: answer of 3 bytes");
     }
 
     #[test]
