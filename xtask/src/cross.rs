@@ -150,9 +150,9 @@ fn build(t: &Target, profile: Profile) -> Result<Vec<Built>> {
     let target_dir = root.join("target/cross");
     let mut cmd = Command::new("cargo");
     // Run through the rustup proxy so `+nightly` works, whatever toolchain runs xtask.
+    crate::without_cargo_run_env(&mut cmd);
     cmd.current_dir(&root)
         .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("CARGO")
         .env_remove("RUSTC")
         .env("CARGO_TARGET_DIR", &target_dir);
     if t.nightly {

@@ -6,11 +6,14 @@
 //! - `package [--target ARCH…]`: OpenWrt packages (.ipk) of both daemons and the LuCI app.
 //! - `bench [--mesh-only]`: the cargo benches and the service-mesh comparison (direct vs
 //!   Trellis vs stunnel in network namespaces), printing figures and goal lines.
+//! - `fuzz [--smoke] [--seconds N] [TARGET…]`: the cargo-fuzz targets, each run from its seed
+//!   corpus; one line per target, a crash's input and the command that reproduces it.
 //! - `lab`: the 802.11s VM lab (qemu + mac80211_hwsim): satellites pair with the controller,
 //!   agents form and heal a real mesh.
 mod bench;
 mod cross;
 mod demo;
+mod fuzz;
 mod lab;
 mod netns;
 mod package;
@@ -49,6 +52,10 @@ commands:
                         the 802.11s VM lab: qemu + mac80211_hwsim, satellites pair with the
                         controller on the primary, agents form an SAE mesh, a line topology
                         and a reroute (root; ~3 min after the build)
+  fuzz [--smoke] [--seconds N] [--build-only] [--list] [TARGET...]
+                        build every cargo-fuzz crate (nightly) into target/fuzz/ and run each
+                        target N seconds (default 60; --smoke: 5, no AddressSanitizer) from
+                        its seed corpus; a crash's input and how to reproduce it (FUZZING.md)
   setup                 only install what the tests need";
 
 fn main() -> ExitCode {
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
         Some("bench-load") => bench::load::main(&args[1..]),
         Some("bench-server") => bench::load::server(&args[1..]),
         Some("lab") => lab::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         // Hidden: one of `test`'s own stages, run as a child so its output is the stage's log.
         Some("test-stage") => test::stage(&args[1..]),
         Some("setup") => setup::ensure_test_tools(),
@@ -92,6 +100,29 @@ pub fn root() -> PathBuf {
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root());
+    without_cargo_run_env(&mut cmd);
+    cmd
+}
+
+/// Take away what `cargo run` set for xtask itself from a cargo it starts. ring's build
+/// script tracks `CARGO_MANIFEST_DIR`, so a leaked one rebuilt ring, rustls and every crate
+/// above them whenever builds alternated between `cargo xtask …` and a plain `cargo test -p
+/// …` (measured: 2 to 11 minutes each way).
+pub fn without_cargo_run_env(cmd: &mut Command) -> &mut Command {
+    const RUN_ENV: &[&str] = &[
+        "CARGO",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if RUN_ENV.contains(&k.as_ref()) || k.starts_with("CARGO_PKG_") {
+            cmd.env_remove(&key);
+        }
+    }
     cmd
 }
 

@@ -40,7 +40,7 @@ pub const STABLE_TARGETS: &[&str] = &["aarch64-unknown-linux-musl", "x86_64-unkn
 
 /// A whole `cargo xtask test` from a clean clone peaks near this much in `target/` plus the
 /// lab's scratch (measured on x86_64; see `.ci/run`).
-pub const TEST_RUN_NEEDS_GIB: u64 = 6;
+pub const TEST_RUN_NEEDS_GIB: u64 = 9;
 
 pub fn ensure_test_tools() -> Result<()> {
     ensure_disk_space(TEST_RUN_NEEDS_GIB)?;
@@ -170,6 +170,37 @@ pub fn ensure_nightly_rust_src() -> Result<()> {
         return Ok(());
     }
     run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// The cargo-fuzz release `cargo xtask fuzz` is written against (its flags and output).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// A nightly toolchain and cargo-fuzz for `cargo xtask fuzz`, each installed only when
+/// missing. Not part of `ensure_test_tools`: `test --quick` skips the fuzz stage and should
+/// not pay for this. A cold `cargo install cargo-fuzz` takes a few minutes (FUZZING.md).
+pub fn ensure_fuzz_tools() -> Result<()> {
+    let toolchains = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    if !have("cargo-fuzz") {
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "cargo-fuzz",
+                "--locked",
+                "--version",
+                CARGO_FUZZ_VERSION,
+            ])
+            .env_remove("RUSTUP_TOOLCHAIN"))?;
+    }
+    Ok(())
 }
 
 /// pip puts console scripts (cargo-zigbuild) in Python's scripts directory, which a fresh

@@ -79,6 +79,14 @@ const STAGES: &[Stage] = &[
         job: Job::Cargo(&["test", "--workspace", "--all-features", "--no-fail-fast"]),
         slow: false,
     },
+    // Seconds per target, but a cold nightly build of four fuzz crates (and cargo-fuzz itself
+    // on a fresh machine) comes first: see FUZZING.md for the figures.
+    Stage {
+        name: "fuzz",
+        what: "every cargo-fuzz target a few seconds from its seed corpus (nightly, cargo-fuzz)",
+        job: Job::Xtask,
+        slow: true,
+    },
     Stage {
         name: "demo",
         what: "the README's first command: a demo home in namespaces, checked, stopped by kill -9, Ctrl-C and SIGTERM, nothing left",
@@ -304,6 +312,7 @@ fn in_process(name: &str) -> Option<fn(bool) -> Result<()>> {
         "setup" => |_| setup::ensure_test_tools(),
         // The README's first command, checked the way a newcomer would run it.
         "demo" => |_| crate::demo::stops::stage(),
+        "fuzz" => |_| crate::fuzz::smoke(),
         "router-binaries" => |_| router_binaries(),
         // The wifi half on a real 802.11s stack: qemu + mac80211_hwsim, ~3 min.
         "lab" => |_| crate::lab::run(&[]),
@@ -385,6 +394,10 @@ impl Scan {
             }
             if let Some(pf) = passed_failed(t) {
                 s.passed_failed = Some(pf);
+            }
+            // The fuzz stage's one line per target (`fuzz agent/dns_query: 81234 runs …`).
+            if t.starts_with("fuzz ") && t.contains(": ") {
+                s.highlights.push(t.to_owned());
             }
         }
         if s.tests.passed + s.tests.failed > 0 {
@@ -626,6 +639,25 @@ error: 2 targets failed:
     fn clocks_read_like_a_stopwatch() {
         assert_eq!(clock(Duration::from_secs(425)), "7m05s");
         assert_eq!(clock(Duration::from_secs(42)), "42s");
+    }
+
+    #[test]
+    fn the_fuzz_stage_shows_one_line_per_target_and_its_count() {
+        let s = scan(
+            "+ cargo +nightly fuzz build\nbuilt node-agent/fuzz in 80s\nfuzz build: 312s (smoke build, target/fuzz/smoke)\n\
+             fuzz agent/dns_query: 81234 runs in 5s, no crash\n\
+             FAIL fuzz proto/identity_text: crashed (x.rs:3:5:); input t/crash-1\n\
+             fuzz: 1 passed, 1 failed\n",
+        );
+        assert_eq!(
+            s.highlights,
+            vec![
+                "fuzz build: 312s (smoke build, target/fuzz/smoke)",
+                "fuzz agent/dns_query: 81234 runs in 5s, no crash",
+                "FAIL fuzz proto/identity_text: crashed (x.rs:3:5:); input t/crash-1",
+            ]
+        );
+        assert_eq!(s.passed_failed, Some((1, 1)));
     }
 
     #[test]
