@@ -374,8 +374,10 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    #[tokio::test]
-    async fn connections_over_the_cap_are_refused_at_once_and_counted() {
+    type StateTx = watch::Sender<Arc<MeshState>>;
+
+    /// A proxy of a home with no other router, `max_inbound` places on its tunnel port.
+    async fn lone_proxy(max_inbound: usize) -> (ProxyHandle, Arc<Metrics>, StateTx) {
         let ca = testca::TestCa::new("h").unwrap();
         let state = MeshState {
             version: 1,
@@ -389,15 +391,21 @@ mod tests {
             devices: vec![],
             hops: HashMap::new(),
         };
-        let (_tx, rx) = watch::channel(Arc::new(state));
+        let (tx, rx) = watch::channel(Arc::new(state));
         let metrics = Arc::new(Metrics::new());
         let cfg = ProxyConfig {
             outbound_addr: "127.0.0.1:0".parse().unwrap(),
             inbound_addr: "127.0.0.1:0".parse().unwrap(),
-            max_inbound: 1,
+            max_inbound,
             ..ProxyConfig::default()
         };
         let h = Proxy::start(cfg, rx, metrics.clone()).await.unwrap();
+        (h, metrics, tx)
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_at_once_and_counted() {
+        let (h, metrics, _tx) = lone_proxy(1).await;
         // The first connection holds the only permit (it sits in the TLS handshake).
         let _first = tokio::net::TcpStream::connect(h.inbound).await.unwrap();
         // Refused: the reset can land before connect() returns, or on the first read.
@@ -420,29 +428,8 @@ mod tests {
 
     #[tokio::test]
     async fn one_source_cannot_take_every_place_of_a_proxy_listener() {
-        let ca = testca::TestCa::new("h").unwrap();
-        let state = MeshState {
-            version: 1,
-            trust_version: 1,
-            local_node: NodeName::new("a").unwrap(),
-            identity: ca.issue_node("a").unwrap(),
-            bundle: ca.bundle_arc(),
-            nodes: vec![],
-            catalog: Catalog::default(),
-            policy: Policy::default(),
-            devices: vec![],
-            hops: HashMap::new(),
-        };
-        let (_tx, rx) = watch::channel(Arc::new(state));
-        let metrics = Arc::new(Metrics::new());
-        let cfg = ProxyConfig {
-            outbound_addr: "127.0.0.1:0".parse().unwrap(),
-            inbound_addr: "127.0.0.1:0".parse().unwrap(),
-            max_inbound: 8,
-            ..ProxyConfig::default()
-        };
         assert_eq!(per_source_cap(8), 2);
-        let h = Proxy::start(cfg, rx, metrics.clone()).await.unwrap();
+        let (h, metrics, _tx) = lone_proxy(8).await;
         let from = |ip: &str| {
             let s = tokio::net::TcpSocket::new_v4().unwrap();
             s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
