@@ -32,31 +32,11 @@ struct TestHome {
 }
 
 async fn start_home() -> TestHome {
-    let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(Settings {
-        data_dir: dir.path().join("controller"),
-        leaf_ttl: Duration::from_secs(24 * 3600),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
-    })
-    .unwrap();
-    home.set_first_admin_password(&trellis_controller::auth::hash_password(PASSWORD, 0))
+    let h = start_home_without_password().await;
+    h.home
+        .set_first_admin_password(&trellis_controller::auth::hash_password(PASSWORD, 0))
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let gate = trellis_controller::api::agent::gate();
-    let server = tokio::spawn(trellis_controller::api::agent::serve_with(
-        home.clone(),
-        listener,
-        gate.clone(),
-    ));
-    TestHome {
-        home,
-        addr,
-        gate,
-        _server: server,
-        dir,
-    }
+    h
 }
 
 async fn pair_attic(th: &TestHome) -> Controller {

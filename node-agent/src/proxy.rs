@@ -376,6 +376,18 @@ mod tests {
 
     type StateTx = watch::Sender<Arc<MeshState>>;
 
+    /// A refused connection: the reset can land before connect() returns, or on the first
+    /// read; either way it comes at once, not after a wait.
+    async fn assert_refused_at_once(connected: std::io::Result<tokio::net::TcpStream>) {
+        if let Ok(mut stream) = connected {
+            let mut buf = [0u8; 16];
+            let got = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("refused at once, not left waiting");
+            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
+        }
+    }
+
     /// A proxy of a home with no other router, `max_inbound` places on its tunnel port.
     async fn lone_proxy(max_inbound: usize) -> (ProxyHandle, Arc<Metrics>, StateTx) {
         let ca = testca::TestCa::new("h").unwrap();
@@ -408,14 +420,7 @@ mod tests {
         let (h, metrics, _tx) = lone_proxy(1).await;
         // The first connection holds the only permit (it sits in the TLS handshake).
         let _first = tokio::net::TcpStream::connect(h.inbound).await.unwrap();
-        // Refused: the reset can land before connect() returns, or on the first read.
-        if let Ok(mut second) = tokio::net::TcpStream::connect(h.inbound).await {
-            let mut buf = [0u8; 16];
-            let got = tokio::time::timeout(Duration::from_secs(5), second.read(&mut buf))
-                .await
-                .expect("refused at once, not left waiting");
-            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
-        }
+        assert_refused_at_once(tokio::net::TcpStream::connect(h.inbound).await).await;
         assert!(
             metrics
                 .render()
@@ -449,13 +454,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // Its third is refused; another host still gets in.
-        if let Ok(mut third) = from("127.0.0.1").await {
-            let mut buf = [0u8; 16];
-            let got = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
-                .await
-                .expect("refused at once, not left waiting");
-            assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
-        }
+        assert_refused_at_once(from("127.0.0.1").await).await;
         let _other = from("127.0.0.2").await.unwrap();
         while gate.held() < 3 {
             tokio::task::yield_now().await;
