@@ -270,6 +270,7 @@ impl Home {
             catalog: Default::default(),
             policy: Default::default(),
             devices: vec![],
+            wifi: Default::default(),
         };
         let (config, _) = watch::channel(Arc::new(placeholder));
         let home = Arc::new(Self {
@@ -335,6 +336,7 @@ impl Home {
             catalog,
             policy: self.store.policy()?.unwrap_or_default(),
             devices: crate::catalog::devices_for(self.store.devices()?),
+            wifi: Default::default(),
         };
         self.config.send_replace(Arc::new(snapshot));
         Ok(())

@@ -120,6 +120,9 @@ mod tests {
                 interface: "phy1-ap0".into(),
                 signal_dbm: Some(signal),
                 inactive_ms: Some(inactive_ms),
+                network: None,
+                band: None,
+                dual_band: None,
             }),
             port: None,
         }

@@ -736,6 +736,9 @@ async fn a_lying_agent_cannot_crash_or_bloat_the_device_map() {
             interface: "x".repeat(100),
             signal_dbm: Some(-40),
             inactive_ms: Some(10),
+            network: None,
+            band: None,
+            dual_band: None,
         }),
         port: Some("p".repeat(100)),
     };

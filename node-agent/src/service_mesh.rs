@@ -349,6 +349,7 @@ mod tests {
             catalog: Default::default(),
             policy: Default::default(),
             devices: vec![],
+            wifi: Default::default(),
         }
     }
 

@@ -72,6 +72,17 @@ pub struct Telemetry {
     /// (cumulative counters; the controller turns them into per-minute figures).
     #[serde(default)]
     pub traffic: Vec<ServiceTraffic>,
+    /// The access points this router runs for the home's networks (at most
+    /// [`crate::home_wifi::MAX_ACCESS_POINTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_points: Vec<crate::home_wifi::AccessPointReport>,
+    /// Clients this router hears, associated here or not (at most
+    /// [`crate::home_wifi::MAX_HEARD_CLIENTS`]), for steering.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heard_clients: Vec<crate::home_wifi::HeardClient>,
+    /// How the clients answered the steering requests this router sent since its last report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steer_outcomes: Vec<crate::home_wifi::SteerOutcome>,
 }
 
 /// The controller's answer to a telemetry report: what the home's topology says about this
@@ -82,6 +93,12 @@ pub struct TelemetryAnswer {
     /// graph of the routers' latest reports; links marked blocked are left out).
     #[serde(default)]
     pub hops: std::collections::BTreeMap<NodeName, u32>,
+    /// The other access points of the home, for this router's 802.11k neighbour lists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<crate::home_wifi::ApNeighbour>,
+    /// Clients the controller asks this router to move (802.11v BSS transition requests).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steer: Vec<crate::home_wifi::SteerRequest>,
 }
 
 /// One service's cumulative counters at one node's proxy (connections it opened towards the
@@ -348,6 +365,16 @@ pub struct WifiAssociation {
     pub signal_dbm: Option<i32>,
     /// Milliseconds since the router last heard the client.
     pub inactive_ms: Option<u32>,
+    /// The home network that access point serves, when it is one Trellis runs: the network
+    /// the client authenticated on, which decides its policy group first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::home_wifi::NetworkKind>,
+    /// The band it is associated on, and whether it said (in its capabilities) that it can
+    /// do 5 GHz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub band: Option<crate::home_wifi::Band>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dual_band: Option<bool>,
 }
 
 /// A service an agent found behind its node.

@@ -9,6 +9,7 @@
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
+//! - [`home_wifi`]: the home's wifi networks, roaming keys, access-point and steering reports.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
 //! - [`paths`]: default places (OpenWrt's on a router, `./trellis-data` elsewhere).
 //! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
@@ -19,6 +20,7 @@ pub mod api;
 pub mod catalog;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod home_wifi;
 pub mod identity;
 pub mod pairing;
 #[cfg(feature = "tls")]

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
+use crate::home_wifi::HomeWifi;
 use crate::identity::{HomeId, NodeName, SpiffeId};
 use crate::policy::{Device, Policy};
 
@@ -86,6 +87,9 @@ pub struct ConfigSnapshot {
     /// Devices people named and grouped (agents add DHCP addresses they see).
     #[serde(default)]
     pub devices: Vec<Device>,
+    /// The home's wifi networks every router broadcasts (empty: none managed).
+    #[serde(default)]
+    pub wifi: HomeWifi,
 }
 
 impl ConfigSnapshot {

@@ -489,6 +489,7 @@ async fn telemetry(
     home.report(&node, t)?;
     Ok(Json(TelemetryAnswer {
         hops: home.hops_from(&node),
+        ..TelemetryAnswer::default()
     }))
 }
 

@@ -482,6 +482,7 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
+            ..Telemetry::default()
         };
         let answer = self
             .controller

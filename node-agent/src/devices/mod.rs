@@ -48,6 +48,9 @@ pub fn seen_devices(
                 interface: c.interface.clone(),
                 signal_dbm: c.signal_dbm.map(i32::from),
                 inactive_ms: c.inactive_ms,
+                network: None,
+                band: None,
+                dual_band: None,
             }),
             port: None,
         });

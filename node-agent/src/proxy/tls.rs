@@ -532,6 +532,7 @@ mod tests {
             catalog: Default::default(),
             policy: Default::default(),
             devices: vec![],
+            wifi: Default::default(),
         };
         let b = TrustBundle::from_snapshot(&snap).unwrap();
         assert_eq!(b.roots, vec![ca.root()]);
