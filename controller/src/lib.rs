@@ -16,6 +16,8 @@
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod ca;

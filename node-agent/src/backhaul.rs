@@ -177,6 +177,7 @@ mod tests {
             wifi,
             bridge,
             loopback: name == "lo",
+            up: true,
         }
     }
 
@@ -185,6 +186,7 @@ mod tests {
             interfaces: home(),
             neighbours,
             fdb,
+            addresses: vec![],
         }
     }
 

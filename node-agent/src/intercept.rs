@@ -11,15 +11,12 @@
 //! `nft` with firewall4; linking libnftnl would add a C dependency per target for no gain.
 //! [`Interception`] removes the table when dropped (agent exit).
 //!
-//! `unsafe` here: `getsockopt(SO_ORIGINAL_DST)` has no safe wrapper in std or tokio; the call
-//! writes at most `len` bytes into a zeroed `sockaddr_in(6)` we own.
-//!
 //! Entry point for the lead: `let _nft = Interception::install(&Rules::for_proxy(port))?;`
 //! keep the guard alive for the agent's lifetime.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
 use trellis_proto::catalog;
@@ -133,52 +130,18 @@ impl Drop for Interception {
     }
 }
 
-const SO_ORIGINAL_DST: libc::c_int = 80; // linux/netfilter_ipv4.h
-const IP6T_SO_ORIGINAL_DST: libc::c_int = 80; // linux/netfilter_ipv6/ip6_tables.h
-
-/// Where a `redirect`ed connection was going, from conntrack.
-pub fn original_dst<S: AsRawFd>(s: &S) -> std::io::Result<SocketAddr> {
-    let fd = s.as_raw_fd();
+/// Where a `redirect`ed connection was going, from conntrack (`SO_ORIGINAL_DST`, through
+/// socket2).
+pub fn original_dst<S: AsFd>(s: &S) -> std::io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(s);
     // Try IPv4 first: an `inet` table redirects both families, and v4 is what VIPs use.
-    // SAFETY: `addr` is a zeroed sockaddr_in owned by this frame and `len` is its size;
-    // the kernel writes at most `len` bytes.
-    unsafe {
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::getsockopt(
-            fd,
-            libc::SOL_IP,
-            SO_ORIGINAL_DST,
-            (&mut addr as *mut libc::sockaddr_in).cast(),
-            &mut len,
-        ) == 0
-        {
-            let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
-            return Ok(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(addr.sin_port),
-            )));
-        }
-        let mut addr6: libc::sockaddr_in6 = std::mem::zeroed();
-        let mut len6 = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
-        if libc::getsockopt(
-            fd,
-            libc::SOL_IPV6,
-            IP6T_SO_ORIGINAL_DST,
-            (&mut addr6 as *mut libc::sockaddr_in6).cast(),
-            &mut len6,
-        ) == 0
-        {
-            let ip = Ipv6Addr::from(addr6.sin6_addr.s6_addr);
-            return Ok(SocketAddr::V6(SocketAddrV6::new(
-                ip,
-                u16::from_be(addr6.sin6_port),
-                0,
-                0,
-            )));
-        }
-    }
-    Err(std::io::Error::last_os_error())
+    let addr = sock.original_dst_v4().or_else(|_| sock.original_dst_v6())?;
+    addr.as_socket().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the original destination is not an IP socket address",
+        )
+    })
 }
 
 /// The MAC of a LAN neighbour from the kernel's ARP table (`/proc/net/arp`), so policy can

@@ -20,6 +20,8 @@
 //! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
 //! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
 
+#![forbid(unsafe_code)]
+
 pub mod backhaul;
 pub mod cli;
 pub mod control;

@@ -1,15 +1,17 @@
 //! What the kernel knows of this router's links and neighbours, in one netlink read: its
-//! interfaces (name, MAC, bridge master, radio or not), the neighbours it resolved (an
-//! address's MAC on an interface) and its bridges' forwarding databases (which port each
-//! MAC was learned on).
+//! interfaces (name, MAC, up or down, bridge master, radio or not), their IPv4 addresses, the
+//! neighbours it resolved (an address's MAC on an interface) and its bridges' forwarding
+//! databases (which port each MAC was learned on).
 //!
-//! Two parts decide from it: the device map's wired LAN ports ([`crate::devices::fdb`]) and
-//! the cables to other routers ([`crate::backhaul`]). Every dump is capped.
+//! Three parts decide from it: the device map's wired LAN ports ([`crate::devices::fdb`]), the
+//! cables to other routers ([`crate::backhaul`]) and the address this router announces
+//! ([`crate::control::address`]). Every dump is capped.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo};
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -32,6 +34,8 @@ pub struct Interface {
     pub wifi: bool,
     pub bridge: bool,
     pub loopback: bool,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
 }
 
 /// A resolved neighbour: an address, its MAC, the interface it was resolved on. Failed and
@@ -57,6 +61,8 @@ pub struct KernelView {
     pub interfaces: HashMap<u32, Interface>,
     pub neighbours: Vec<Neighbour>,
     pub fdb: Vec<Learned>,
+    /// IPv4 addresses by interface index.
+    pub addresses: Vec<(u32, std::net::Ipv4Addr)>,
 }
 
 impl KernelView {
@@ -137,11 +143,35 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<KernelView, Error> {
                 wifi,
                 bridge,
                 loopback: l.header.flags.contains(LinkFlags::Loopback),
+                up: l.header.flags.contains(LinkFlags::Up),
                 name,
                 mac,
                 master,
             },
         );
+    }
+    let mut addresses = handle.address().get().execute();
+    while let Some(a) = addresses
+        .try_next()
+        .await
+        .map_err(netlink("listing addresses"))?
+    {
+        if view.addresses.len() >= MAX_ENTRIES {
+            break;
+        }
+        // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on a
+        // point-to-point link and the same as IFA_LOCAL elsewhere.
+        let local = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        let address = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(IpAddr::V4(ip)) => Some(*ip),
+            _ => None,
+        });
+        if let Some(ip) = local.or(address) {
+            view.addresses.push((a.header.index, ip));
+        }
     }
     let mut resolved = handle.neighbours().get().execute();
     while let Some(n) = resolved

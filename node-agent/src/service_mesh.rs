@@ -157,10 +157,13 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     let proxy = Proxy::start(opts.proxy.clone(), state_rx, metrics.clone()).await?;
     tracing::info!(outbound = %proxy.outbound, inbound = %proxy.inbound, "service mesh proxy listening");
     // Tell the other routers where our tunnel endpoint is.
-    let advertise = opts
+    let advertise = match opts
         .advertise
         .or_else(|| (!proxy.inbound.ip().is_unspecified()).then(|| proxy.inbound.ip()))
-        .or_else(|| agent.agent.local_address_towards_controller());
+    {
+        Some(ip) => Some(ip),
+        None => agent.agent.local_address_towards_controller().await,
+    };
     match advertise {
         Some(ip) => {
             agent

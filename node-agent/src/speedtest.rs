@@ -311,10 +311,12 @@ pub async fn start(
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "speed-test sink listening");
-    let advertised = advertise
-        .or_else(|| (!bound.ip().is_unspecified()).then(|| bound.ip()))
-        .or_else(|| agent.local_address_towards_controller())
-        .map(|ip| SocketAddr::new(ip, bound.port()));
+    let advertised = match advertise.or_else(|| (!bound.ip().is_unspecified()).then(|| bound.ip()))
+    {
+        Some(ip) => Some(ip),
+        None => agent.local_address_towards_controller().await,
+    }
+    .map(|ip| SocketAddr::new(ip, bound.port()));
     let (agent, trust) = (agent.clone(), trust.clone());
     Ok(vec![tokio::spawn(async move {
         // The sink needs the home's trust bundle: announce it once a config is known, so no

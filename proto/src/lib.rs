@@ -16,6 +16,8 @@
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
 //! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod catalog;
 #[cfg(feature = "client")]

@@ -28,39 +28,29 @@ pub fn choose(candidates: &[InterfaceAddress]) -> Option<IpAddr> {
         .map(|a| IpAddr::V4(a.addr))
 }
 
-/// The IPv4 addresses of this host's interfaces that are up (getifaddrs).
-pub fn interface_addresses() -> Vec<InterfaceAddress> {
-    let mut out = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list we only read and then free with
-    // freeifaddrs; every pointer is checked for null before use, and ifa_addr is read as a
-    // sockaddr_in only when its family says AF_INET.
-    unsafe {
-        if libc::getifaddrs(&mut list) != 0 {
-            return out;
+/// The IPv4 addresses of this host's interfaces that are up, from the kernel's view
+/// ([`crate::neighbours`], one netlink read); none when netlink cannot be read.
+pub async fn interface_addresses() -> Vec<InterfaceAddress> {
+    match crate::neighbours::read().await {
+        Ok(view) => up_addresses(&view),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not list this router's addresses");
+            Vec::new()
         }
-        let mut cur = list;
-        while !cur.is_null() {
-            let ifa = &*cur;
-            cur = ifa.ifa_next;
-            let up = ifa.ifa_flags & (libc::IFF_UP as u32) != 0;
-            if !up || ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
-                continue;
-            }
-            if i32::from((*ifa.ifa_addr).sa_family) != libc::AF_INET {
-                continue;
-            }
-            let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-            out.push(InterfaceAddress {
-                interface: std::ffi::CStr::from_ptr(ifa.ifa_name)
-                    .to_string_lossy()
-                    .into_owned(),
-                addr: Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
-            });
-        }
-        libc::freeifaddrs(list);
     }
-    out
+}
+
+fn up_addresses(view: &crate::neighbours::KernelView) -> Vec<InterfaceAddress> {
+    view.addresses
+        .iter()
+        .filter_map(|(index, addr)| {
+            let i = view.interfaces.get(index).filter(|i| i.up)?;
+            Some(InterfaceAddress {
+                interface: i.name.clone(),
+                addr: *addr,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -91,10 +81,34 @@ mod tests {
         assert_eq!(choose(&only_local), None);
     }
 
-    #[test]
-    fn this_host_lists_its_loopback() {
+    #[tokio::test]
+    async fn this_host_lists_its_loopback() {
         assert!(interface_addresses()
+            .await
             .iter()
-            .any(|i| i.addr == Ipv4Addr::LOCALHOST));
+            .any(|i| i.interface == "lo" && i.addr == Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
+    fn an_interface_that_is_down_announces_nothing() {
+        use crate::neighbours::{Interface, KernelView};
+        let iface = |name: &str, up| Interface {
+            name: name.into(),
+            mac: None,
+            master: None,
+            wifi: false,
+            bridge: name == "br-lan",
+            loopback: false,
+            up,
+        };
+        let mut view = KernelView::default();
+        view.interfaces.insert(2, iface("br-lan", false));
+        view.interfaces.insert(3, iface("wan", true));
+        view.addresses = vec![
+            (2, Ipv4Addr::new(192, 168, 1, 1)),
+            (3, Ipv4Addr::new(203, 0, 113, 9)),
+            (9, Ipv4Addr::new(10, 9, 9, 9)),
+        ];
+        assert_eq!(up_addresses(&view), vec![a("wan", [203, 0, 113, 9])]);
     }
 }

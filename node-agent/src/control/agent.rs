@@ -426,7 +426,7 @@ impl Agent {
     /// The address this node uses towards the controller: on a home mesh, the one other
     /// routers reach it by too (no packet is sent to find it). On the primary router that is
     /// loopback, useless to others: then the LAN bridge's (see [`super::address`]).
-    pub fn local_address_towards_controller(&self) -> Option<std::net::IpAddr> {
+    pub async fn local_address_towards_controller(&self) -> Option<std::net::IpAddr> {
         use std::net::ToSocketAddrs;
         let towards = || {
             let target = self.controller.addr.to_socket_addrs().ok()?.next()?;
@@ -441,7 +441,7 @@ impl Agent {
         };
         match towards() {
             Some(ip) if !ip.is_loopback() => Some(ip),
-            _ => super::address::choose(&super::address::interface_addresses()),
+            _ => super::address::choose(&super::address::interface_addresses().await),
         }
     }
 

@@ -16,6 +16,8 @@
 //! - [`signal`]: the stop signal both daemons obey (SIGTERM from procd, or Ctrl-C).
 //! - [`logging`]: the `--log` filter both daemons take (checked at start) and the logger.
 
+#![forbid(unsafe_code)]
+
 pub mod budget;
 pub mod listener;
 pub mod logging;
