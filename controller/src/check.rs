@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use serde::Serialize;
-use trellis_proto::api::{LinkMedium, NodeInfo, TopologyLink};
+use trellis_proto::api::{CertHealth, LinkMedium, NodeInfo, TopologyLink};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,30 +33,29 @@ fn finding(level: Level, what: impl Into<String>, fix: impl Into<String>) -> Fin
     }
 }
 
-/// Certificates within this long of expiry are worth a warning.
-const CERT_WARN_S: u64 = 2 * 3600;
 /// Clock skew agents tolerate: certificates are backdated 5 minutes.
 const SKEW_WARN_S: i64 = 60;
 const SKEW_FAIL_S: i64 = trellis_proto::tls::CERT_BACKDATE_S as i64;
 /// 2025-01-01: a router clock before this was never set (no NTP yet).
 const EARLIEST_SANE_CLOCK: u64 = 1_735_689_600;
 
-/// Node certificates: expired ones cannot renew; close ones may be stuck.
-pub fn certificates(nodes: &[NodeInfo], now: u64) -> Vec<Finding> {
+/// Node certificates, as the controller judged them ([`crate::health::certificate`]): expired
+/// ones cannot renew; late ones may be stuck.
+pub fn certificates(nodes: &[NodeInfo]) -> Vec<Finding> {
     let mut out = Vec::new();
     for n in nodes.iter().filter(|n| !n.revoked) {
-        match n.cert_not_after {
-            Some(t) if t <= now => out.push(finding(
+        match n.cert_health {
+            Some(CertHealth::Expired { expired_s_ago }) => out.push(finding(
                 Level::Fail,
-                format!("router {}: its certificate expired {} min ago", n.name, (now - t) / 60),
+                format!("router {}: its certificate expired {} min ago", n.name, expired_s_ago / 60),
                 format!("it was off or cut off longer than a certificate lives; re-pair it: trellis pair, then on {0}: trellis-agent join --force <this router> <code>", n.name),
             )),
-            Some(t) if t - now < CERT_WARN_S => out.push(finding(
+            Some(CertHealth::RenewalLate { expires_in_s }) => out.push(finding(
                 Level::Warn,
-                format!("router {}: its certificate expires in {} min and was not renewed", n.name, (t - now) / 60),
+                format!("router {}: its certificate expires in {} min and was not renewed", n.name, expires_in_s / 60),
                 format!("check that {} reaches this router (logread -e trellis on it)", n.name),
             )),
-            Some(_) => out.push(finding(Level::Ok, format!("router {}: certificate valid", n.name), "")),
+            Some(CertHealth::Valid { .. }) => out.push(finding(Level::Ok, format!("router {}: certificate valid", n.name), "")),
             None => {}
         }
     }
@@ -194,6 +193,8 @@ mod tests {
     use super::*;
     use trellis_proto::{HomeId, NodeName, SpiffeId};
 
+    const NOW: u64 = 2_000_000_000;
+
     fn node(name: &str, cert: Option<u64>, skew: Option<i64>) -> NodeInfo {
         let home = HomeId::new("h").unwrap();
         let name = NodeName::new(name).unwrap();
@@ -202,6 +203,9 @@ mod tests {
             name,
             enrolled_at: 0,
             cert_not_after: cert,
+            cert_health: cert.map(|t| {
+                crate::health::certificate(t, NOW, std::time::Duration::from_secs(86_400))
+            }),
             revoked: false,
             acked_version: 0,
             last_seen_s: None,
@@ -214,15 +218,13 @@ mod tests {
 
     #[test]
     fn expired_and_expiring_certificates_are_named_with_the_fix() {
-        let now = 2_000_000_000;
-        let f = certificates(
-            &[
-                node("attic", Some(now - 600), None),
-                node("garage", Some(now + 600), None),
-                node("den", Some(now + 86_400), None),
-            ],
-            now,
-        );
+        let now = NOW;
+        let f = certificates(&[
+            node("attic", Some(now - 600), None),
+            // 5 h of a 24 h certificate: late by the one rule (under a quarter left).
+            node("garage", Some(now + 5 * 3600), None),
+            node("den", Some(now + 86_400), None),
+        ]);
         assert_eq!(f[0].level, Level::Fail);
         assert!(
             f[0].what.contains("attic") && f[0].fix.contains("re-pair"),

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use serde::Serialize;
-use trellis_proto::api::{CaBackup, NewPairingCode, NodeInfo, RemovedNode, Status};
+use trellis_proto::api::{CaBackup, CertHealth, NewPairingCode, NodeInfo, RemovedNode, Status};
 use trellis_proto::client::{self, ClientError};
 
 use trellis_proto::api::{NewService, NewSpeedTest, SpeedTest, SpeedTestState, WhyAnswer};
@@ -310,10 +310,13 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                         (false, Some(h)) => h.to_string(),
                         (false, None) => "-".to_owned(),
                     };
-                    let cert = match n.cert_not_after {
-                        Some(t) if t > now => format!("in {}", ago(t, now)),
-                        Some(_) => "EXPIRED".into(),
-                        None => "-".into(),
+                    let cert = match (n.cert_health, n.cert_not_after) {
+                        (Some(CertHealth::Expired { .. }), _) => "EXPIRED".into(),
+                        (Some(CertHealth::RenewalLate { .. }), Some(t)) => {
+                            format!("in {} LATE", ago(t, now))
+                        }
+                        (_, Some(t)) => format!("in {}", ago(t, now)),
+                        (_, None) => "-".into(),
                     };
                     let seen = n
                         .last_seen_s
@@ -789,7 +792,7 @@ fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
                 what: format!("controller answers on {}", cli.socket.display()),
                 fix: String::new(),
             });
-            findings.extend(diag::certificates(&nodes, now));
+            findings.extend(diag::certificates(&nodes));
             findings.extend(diag::clocks(&nodes, now));
             findings.extend(diag::mesh_links(&nodes, &links));
             wifi_mesh = diag::wifi_mesh_needed(&nodes, &links);

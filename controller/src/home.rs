@@ -800,6 +800,9 @@ impl Home {
                     name: row.name,
                     identity: row.identity,
                     enrolled_at: row.enrolled_at,
+                    cert_health: row
+                        .cert_not_after
+                        .map(|t| crate::health::certificate(t, unix_now(), self.settings.leaf_ttl)),
                     cert_not_after: row.cert_not_after,
                     revoked: row.revoked_at.is_some(),
                     acked_version: l.acked_version,

@@ -12,6 +12,8 @@
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`speedtest`]: speed tests between routers, queued here and run by the agents;
 //! - [`traffic`]: per-service connections and bytes of the last hour, from agent reports;
+//! - [`fleet`] and [`health`]: whether a router is online, and whether its certificate is
+//!   healthy: the one rule behind each warning;
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
@@ -26,6 +28,7 @@ pub mod check;
 pub mod cli;
 pub mod daemon;
 pub mod fleet;
+pub mod health;
 pub mod home;
 pub mod pairing;
 pub mod placement;

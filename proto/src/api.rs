@@ -425,6 +425,10 @@ pub struct NodeInfo {
     pub enrolled_at: u64,
     /// Unix seconds the current certificate expires, if one was issued.
     pub cert_not_after: Option<u64>,
+    /// What that expiry means (the controller's one rule: `controller/src/health.rs`), so
+    /// `trellis nodes`, `trellis check` and the page never judge it differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_health: Option<CertHealth>,
     pub revoked: bool,
     /// Config version this node last acknowledged (0 = none yet).
     pub acked_version: u64,
@@ -443,6 +447,24 @@ pub struct NodeInfo {
     /// `None` when no path is known (no portal yet, no link reported, or a wired router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hops: Option<u32>,
+}
+
+/// A router certificate's state. Agents renew at half of a certificate's lifetime, so one
+/// with under a quarter left has missed its renewals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum CertHealth {
+    Valid {
+        expires_in_s: u64,
+    },
+    /// Under a quarter of its lifetime left and not renewed: the router is probably cut off.
+    RenewalLate {
+        expires_in_s: u64,
+    },
+    /// The router cannot join the service mesh until it is paired again.
+    Expired {
+        expired_s_ago: u64,
+    },
 }
 
 /// `POST /v1/admin/pairing-codes` request body (optional: no body is a satellite's code).

@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
-use trellis_proto::api::LinkVerdict;
 use trellis_proto::api::NodeInfo;
+use trellis_proto::api::{CertHealth, LinkVerdict};
 use trellis_proto::pairing::ApiError;
 use trellis_proto::NodeName;
 
@@ -504,6 +504,8 @@ pub struct RouterView {
     pub enrolled_at: u64,
     pub cert_not_after: Option<u64>,
     pub cert_expires_in_s: Option<i64>,
+    /// The controller's verdict on it ([`crate::health::certificate`]).
+    pub cert_health: Option<trellis_proto::api::CertHealth>,
     pub acked_version: u64,
     pub addresses: Vec<String>,
     pub agent_version: String,
@@ -585,6 +587,7 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 enrolled_at: n.enrolled_at,
                 cert_not_after: n.cert_not_after,
                 cert_expires_in_s: n.cert_not_after.map(|t| t as i64 - now),
+                cert_health: n.cert_health,
                 acked_version: n.acked_version,
                 addresses: t.addresses,
                 agent_version: t.agent_version,
@@ -599,7 +602,6 @@ fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
 
 fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
     let mut out = Vec::new();
-    let ttl = web.home.settings().leaf_ttl.as_secs() as i64;
     for r in routers.iter().filter(|r| r.state != "removed") {
         let who = r.label.clone().unwrap_or_else(|| r.name.clone());
         if r.state == "offline" {
@@ -614,17 +616,16 @@ fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
                 ),
             });
         }
-        match r.cert_expires_in_s {
-            Some(left) if left <= 0 => out.push(Warning {
+        match r.cert_health {
+            Some(CertHealth::Expired { .. }) => out.push(Warning {
                 level: "error",
                 subject: who.clone(),
                 message: format!("{who}'s certificate has expired: the router cannot join the service mesh until it renews. Check that it is online and its clock is right."),
             }),
-            // Agents renew at half of the lifetime: under a quarter left means renewal failed.
-            Some(left) if left < ttl / 4 => out.push(Warning {
+            Some(CertHealth::RenewalLate { expires_in_s }) => out.push(Warning {
                 level: "warning",
                 subject: who.clone(),
-                message: format!("{who}'s certificate expires in {} min and was not renewed yet. Check that it is online.", left / 60),
+                message: format!("{who}'s certificate expires in {} min and was not renewed yet. Check that it is online.", expires_in_s / 60),
             }),
             _ => {}
         }

@@ -502,6 +502,12 @@ fn warnings_name_the_router_and_say_what_to_do() {
         enrolled_at: 0,
         cert_not_after: Some(1),
         cert_expires_in_s: Some(cert),
+        // The fixture home's certificates live 24 h: what `Home::nodes` would say.
+        cert_health: Some(crate::health::certificate(
+            (1_000_000 + cert).max(0) as u64,
+            1_000_000,
+            std::time::Duration::from_secs(86_400),
+        )),
         acked_version: 1,
         addresses: vec![],
         agent_version: String::new(),
@@ -558,6 +564,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         enrolled_at: 0,
         cert_not_after: None,
         cert_expires_in_s: None,
+        cert_health: None,
         acked_version: 1,
         addresses: vec![],
         agent_version: String::new(),
