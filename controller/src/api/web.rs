@@ -949,46 +949,84 @@ struct ServiceView {
     /// Where it runs: router, address, reachability.
     instances: Vec<serde_json::Value>,
     learned_via: String,
-    /// Device groups that reach it, each with why ("by default", "rule NAME").
+    /// Groups, devices and service identities that reach it, each with why ("by default",
+    /// "rule NAME"), as the policy engine answers.
     reached_by: Vec<String>,
 }
 
-/// Which groups reach `service`, by the group defaults and enforced rules. The policy engine
-/// decides per connection (and `why` explains one); this is the summary a person reads in a
-/// table, so port-specific rules count as reaching it.
-fn reached_by(policy: &trellis_proto::policy::Policy, service: &str) -> Vec<String> {
-    use trellis_proto::policy::{Action, GroupDefault, Rule, SourceMatch};
-    let for_group = |r: &Rule, g: &str| {
-        !r.dry_run
-            && (r.to.is_empty()
-                || r.to
-                    .iter()
-                    .any(|m| m.service.as_deref().is_none_or(|s| s == service)))
-            && r.sources.iter().any(|s| match s {
-                SourceMatch::Any => true,
-                SourceMatch::Group(name) => name == g,
-                _ => false,
-            })
+/// Who reaches `service`, each with why: every group (a device of it that no device rule
+/// names), every device whose answer differs from its group's, and every service identity a
+/// rule names. Each answer is the policy engine's own ([`Policy::evaluate`], what `trellis
+/// why` asks), so the page cannot contradict it. A group refused the service as a whole but
+/// granted some of its ports is listed with those ports.
+///
+/// [`Policy::evaluate`]: trellis_proto::policy::Policy::evaluate
+fn reached_by(
+    policy: &trellis_proto::policy::Policy,
+    devices: &[trellis_proto::policy::Device],
+    service: &str,
+    ports: &[u16],
+) -> Vec<String> {
+    use trellis_proto::policy::{Basis, Decision, Source, SourceMatch};
+    let why = |d: &Decision| match &d.basis {
+        Basis::Rule { name, .. } => format!("rule {name}"),
+        Basis::GroupDefault { .. } => "by default".to_owned(),
+        Basis::UndefinedGroup { .. } | Basis::WorkloadDefault => "no rule".to_owned(),
+    };
+    // Allowed as a whole, or on these ports (each with the deciding rule).
+    let reach = |source: &Source| -> Option<String> {
+        let whole = policy.evaluate(source, service, None);
+        if whole.allowed() {
+            return Some(why(&whole));
+        }
+        let open: Vec<(u16, String)> = ports
+            .iter()
+            .map(|p| policy.evaluate(source, service, Some(*p)))
+            .filter(|d| d.allowed())
+            .map(|d| (d.port.unwrap_or_default(), why(&d)))
+            .collect();
+        let (_, first_why) = open.first()?;
+        let list: Vec<String> = open.iter().map(|(p, _)| p.to_string()).collect();
+        Some(format!("{first_why}, port {}", list.join(", ")))
+    };
+    let member = |group: &str| Source::Device {
+        name: None,
+        mac: None,
+        ip: None,
+        group: group.to_owned(),
     };
     let mut out = Vec::new();
     for g in &policy.groups {
-        // A deny for the whole service wins over any allow.
-        let denied = policy.rules.iter().any(|r| {
-            r.action == Action::Deny
-                && for_group(r, &g.name)
-                && r.to.iter().all(|m| m.ports.is_empty())
-        });
-        if denied {
-            continue;
+        if let Some(w) = reach(&member(&g.name)) {
+            out.push(format!("{} ({w})", g.name));
         }
-        if let Some(r) = policy
-            .rules
-            .iter()
-            .find(|r| r.action == Action::Allow && for_group(r, &g.name))
-        {
-            out.push(format!("{} (rule {})", g.name, r.name));
-        } else if g.default == GroupDefault::AllServices {
-            out.push(format!("{} (by default)", g.name));
+    }
+    for d in devices {
+        let source = Source::device(devices, policy, Some(d.mac), None);
+        let (mine, groups) = (reach(&source), reach(&member(&d.group)));
+        match (mine, groups.is_some()) {
+            (Some(w), false) => out.push(format!("{} ({w})", d.name)),
+            (None, true) => {
+                let refused = policy.evaluate(&source, service, None);
+                out.push(format!("not {} ({})", d.name, why(&refused)));
+            }
+            _ => {}
+        }
+    }
+    let mut identities: Vec<&trellis_proto::SpiffeId> = policy
+        .rules
+        .iter()
+        .flat_map(|r| &r.sources)
+        .filter_map(|m| match m {
+            SourceMatch::Identity(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    identities.sort_by_key(|id| id.to_string());
+    identities.dedup();
+    for id in identities {
+        if let Some(w) = reach(&Source::Workload(id.clone())) {
+            out.push(format!("{id} ({w})"));
         }
     }
     out
@@ -996,6 +1034,7 @@ fn reached_by(policy: &trellis_proto::policy::Policy, service: &str) -> Vec<Stri
 
 async fn services(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<serde_json::Value>> {
     let policy = web.home.policy();
+    let snapshot = web.home.snapshot();
     let items: Vec<ServiceView> = web
         .home
         .services()?
@@ -1017,7 +1056,12 @@ async fn services(State(web): State<Arc<Web>>, _: Admin) -> WebResult<Json<serde
                 })
                 .collect(),
             learned_via: s.learned_via.to_string(),
-            reached_by: reached_by(&policy, &s.name),
+            reached_by: reached_by(
+                &policy,
+                &snapshot.devices,
+                &s.name,
+                &s.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+            ),
             name: s.name,
         })
         .collect();

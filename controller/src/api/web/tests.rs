@@ -617,3 +617,82 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         .message
         .contains("garage and shed is unstable: check for interference"));
 }
+
+/// The Services page's "reached by" is the policy engine's answer: device rules, identity
+/// rules and port denies count (the old summary looked at group rules only and contradicted
+/// `trellis why`).
+#[test]
+fn reached_by_agrees_with_the_policy_engine() {
+    use trellis_proto::policy::{Action, Device, Policy, Rule, ServiceMatch, SourceMatch};
+    let laptop: trellis_proto::policy::MacAddr = "02:00:00:00:00:01".parse().unwrap();
+    let kid: trellis_proto::policy::MacAddr = "02:00:00:00:00:02".parse().unwrap();
+    let devices = vec![
+        Device {
+            name: "thermostat".into(),
+            mac: laptop,
+            ips: vec![],
+            group: "iot".into(),
+        },
+        Device {
+            name: "tablet".into(),
+            mac: kid,
+            ips: vec![],
+            group: "trusted".into(),
+        },
+    ];
+    let backup: trellis_proto::SpiffeId = "spiffe://h/svc/backup".parse().unwrap();
+    let rule = |name: &str, action, sources, to: Vec<ServiceMatch>| Rule {
+        name: name.into(),
+        action,
+        sources,
+        to,
+        dry_run: false,
+    };
+    let nas = |ports: Vec<u16>| ServiceMatch {
+        service: Some("nas".into()),
+        ports,
+    };
+    let mut policy = Policy::default();
+    policy.rules = vec![
+        rule(
+            "thermostat-nas",
+            Action::Allow,
+            vec![SourceMatch::Device(laptop)],
+            vec![nas(vec![])],
+        ),
+        rule(
+            "no-tablet",
+            Action::Deny,
+            vec![SourceMatch::Device(kid)],
+            vec![nas(vec![])],
+        ),
+        rule(
+            "backup-job",
+            Action::Allow,
+            vec![SourceMatch::Identity(backup.clone())],
+            vec![nas(vec![])],
+        ),
+        rule(
+            "guest-web",
+            Action::Allow,
+            vec![SourceMatch::Group("guest".into())],
+            vec![nas(vec![443])],
+        ),
+    ];
+    let got = reached_by(&policy, &devices, "nas", &[443, 445]);
+    assert_eq!(
+        got,
+        vec![
+            "trusted (by default)".to_owned(),
+            "guest (rule guest-web, port 443)".to_owned(),
+            "thermostat (rule thermostat-nas)".to_owned(),
+            "not tablet (rule no-tablet)".to_owned(),
+            "spiffe://h/svc/backup (rule backup-job)".to_owned(),
+        ]
+    );
+    // Each line is what `why` says for that source.
+    let thermostat = trellis_proto::policy::Source::device(&devices, &policy, Some(laptop), None);
+    assert!(policy.evaluate(&thermostat, "nas", None).allowed());
+    let tablet = trellis_proto::policy::Source::device(&devices, &policy, Some(kid), None);
+    assert!(!policy.evaluate(&tablet, "nas", None).allowed());
+}
