@@ -652,33 +652,35 @@ fn reached_by_agrees_with_the_policy_engine() {
         service: Some("nas".into()),
         ports,
     };
-    let mut policy = Policy::default();
-    policy.rules = vec![
-        rule(
-            "thermostat-nas",
-            Action::Allow,
-            vec![SourceMatch::Device(laptop)],
-            vec![nas(vec![])],
-        ),
-        rule(
-            "no-tablet",
-            Action::Deny,
-            vec![SourceMatch::Device(kid)],
-            vec![nas(vec![])],
-        ),
-        rule(
-            "backup-job",
-            Action::Allow,
-            vec![SourceMatch::Identity(backup.clone())],
-            vec![nas(vec![])],
-        ),
-        rule(
-            "guest-web",
-            Action::Allow,
-            vec![SourceMatch::Group("guest".into())],
-            vec![nas(vec![443])],
-        ),
-    ];
+    let policy = Policy {
+        rules: vec![
+            rule(
+                "thermostat-nas",
+                Action::Allow,
+                vec![SourceMatch::Device(laptop)],
+                vec![nas(vec![])],
+            ),
+            rule(
+                "no-tablet",
+                Action::Deny,
+                vec![SourceMatch::Device(kid)],
+                vec![nas(vec![])],
+            ),
+            rule(
+                "backup-job",
+                Action::Allow,
+                vec![SourceMatch::Identity(backup.clone())],
+                vec![nas(vec![])],
+            ),
+            rule(
+                "guest-web",
+                Action::Allow,
+                vec![SourceMatch::Group("guest".into())],
+                vec![nas(vec![443])],
+            ),
+        ],
+        ..Policy::default()
+    };
     let got = reached_by(&policy, &devices, "nas", &[443, 445]);
     assert_eq!(
         got,
