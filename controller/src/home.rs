@@ -16,7 +16,7 @@ use trellis_proto::api::{
 };
 use trellis_proto::pairing::{HomeSecrets, PairChallenge, PairFinish, PairStart, PairWelcome};
 use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocation};
-use trellis_proto::{HomeId, NodeName, SpiffeId};
+use trellis_proto::{CertSerial, HomeId, NodeName, SpiffeId};
 
 use crate::ca::{self, unix_now, HomeCa};
 use crate::pairing::Progress;
@@ -117,7 +117,7 @@ struct Live {
     /// The node's clock minus ours when its last report arrived.
     clock_skew_s: Option<i64>,
     /// The newest of its certificates the node has presented: older ones are replaced.
-    newest_serial: Option<String>,
+    newest_serial: Option<CertSerial>,
 }
 
 /// Most entries an agent's telemetry lists may carry (RAM stays bounded).
@@ -522,23 +522,16 @@ impl Home {
     // --- agents ----------------------------------------------------------------------------
 
     /// The node behind a verified client certificate, if it is still a member of the home.
-    pub fn authorize(&self, identity: &SpiffeId, serial: &str) -> Result<NodeName> {
+    pub fn authorize(&self, identity: &SpiffeId, serial: &CertSerial) -> Result<NodeName> {
         let refuse = |why: &str| HomeError::new(Kind::Forbidden, format!("{identity} {why}"));
-        if &identity.home != self.home_id() {
-            return Err(refuse("belongs to another home"));
-        }
+        // The home's one peer rule first (the agents' data plane asks the same), then what
+        // only the controller knows: which serials it issued.
+        self.snapshot()
+            .admit(identity, serial)
+            .map_err(|e| HomeError::new(Kind::Forbidden, e.to_string()))?;
         let name = identity
             .node_name()
             .ok_or_else(|| refuse("is not a router identity"))?;
-        let snapshot = self.snapshot();
-        if snapshot.revoked_serials.iter().any(|s| s == serial) || snapshot.is_revoked(identity) {
-            return Err(refuse(
-                "was removed from this home; pair it again to bring it back",
-            ));
-        }
-        if !snapshot.nodes.iter().any(|n| n.name == name) {
-            return Err(refuse("is not enrolled in this home"));
-        }
         // Pinned serials: the CA signing it is not enough, this controller must have issued
         // it to this router, and the router must not have moved on to a renewed one since.
         let issued = self.store.valid_serials(&name, unix_now())?;
@@ -560,7 +553,7 @@ impl Home {
                 ))
             }
             Some(used) if age == used => {}
-            _ => entry.newest_serial = Some(serial.to_owned()),
+            _ => entry.newest_serial = Some(serial.clone()),
         }
         entry.last_seen = Some(Instant::now());
         Ok(name)

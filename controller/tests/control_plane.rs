@@ -124,7 +124,7 @@ async fn satellites_pair_follow_config_renew_and_are_revoked() {
         .trust
         .check(&garage_id, &garage_serial)
         .unwrap_err();
-    assert!(why.contains("revoked"), "{why}");
+    assert!(why.contains("was removed from this home"), "{why}");
     // And the garage can no longer renew or read config.
     let err = garage_agent
         .agent

@@ -107,7 +107,7 @@ fn mesh_state(
 /// What a tunnel's TLS depends on: this node's certificate, the CA, the routers and the
 /// revocations. When it changes, pooled tunnels go; when only leases, hops, the catalog or
 /// policy change, they stay.
-fn trust_fingerprint(snapshot: &ConfigSnapshot, serial: &str) -> Vec<u8> {
+fn trust_fingerprint(snapshot: &ConfigSnapshot, serial: &trellis_proto::CertSerial) -> Vec<u8> {
     serde_json::to_vec(&(
         serial,
         &snapshot.ca_pem,
@@ -363,8 +363,8 @@ mod tests {
         policy_changed.version = 8;
         policy_changed.policy.unknown_device_group = "iot".into();
         assert_eq!(
-            trust_fingerprint(&before, "01"),
-            trust_fingerprint(&policy_changed, "01")
+            trust_fingerprint(&before, &trellis_proto::CertSerial::from_hex("01")),
+            trust_fingerprint(&policy_changed, &trellis_proto::CertSerial::from_hex("01"))
         );
         let mut revoked = snapshot();
         revoked.revoked.push(Revocation {
@@ -372,12 +372,12 @@ mod tests {
             revoked_at: 1,
         });
         assert_ne!(
-            trust_fingerprint(&before, "01"),
-            trust_fingerprint(&revoked, "01")
+            trust_fingerprint(&before, &trellis_proto::CertSerial::from_hex("01")),
+            trust_fingerprint(&revoked, &trellis_proto::CertSerial::from_hex("01"))
         );
         assert_ne!(
-            trust_fingerprint(&before, "01"),
-            trust_fingerprint(&before, "02"),
+            trust_fingerprint(&before, &trellis_proto::CertSerial::from_hex("01")),
+            trust_fingerprint(&before, &trellis_proto::CertSerial::from_hex("02")),
             "a renewed certificate"
         );
     }

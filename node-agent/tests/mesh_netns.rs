@@ -186,7 +186,7 @@ fn deny_rules_and_revocations_are_enforced_and_named() {
     let id_a = f.id_a.clone();
     f.b.update(|s| {
         let mut b = (*s.bundle).clone();
-        b.revoked_ids.insert(id_a.clone());
+        b.peers.revoked.insert(id_a.clone());
         s.bundle = Arc::new(b);
     });
     let got = laptop_get(&f.home.laptop, f.vip);

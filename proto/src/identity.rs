@@ -185,9 +185,69 @@ impl From<SpiffeId> for String {
     }
 }
 
+/// A certificate's serial number in its one written form: lowercase hex, no separators, no
+/// leading zeros (so DER's sign byte, `00` before a serial whose top bit is set, and a
+/// colon-separated or upper-case copy all name the same serial). Everything that stores,
+/// revokes, pins or compares serials holds this type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub struct CertSerial(String);
+
+impl CertSerial {
+    /// From hex text in any of the usual spellings; characters that are not hex digits
+    /// (colons, spaces) are separators.
+    pub fn from_hex(text: &str) -> Self {
+        let digits: String = text
+            .chars()
+            .filter(|c| c.is_ascii_hexdigit())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        let trimmed = digits.trim_start_matches('0');
+        Self(if trimmed.is_empty() { "0" } else { trimmed }.to_owned())
+    }
+
+    /// From the integer's big-endian bytes (DER content or a CA's serial).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        Self::from_hex(&crate::pairing::hex::encode(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CertSerial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for CertSerial {
+    fn from(value: String) -> Self {
+        Self::from_hex(&value)
+    }
+}
+
+impl From<CertSerial> for String {
+    fn from(value: CertSerial) -> String {
+        value.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_serial_has_one_spelling() {
+        let a = CertSerial::from_bytes(&[0x00, 0x8a, 0x01]);
+        assert_eq!(a.as_str(), "8a01");
+        assert_eq!(CertSerial::from_hex("8A:01"), a);
+        assert_eq!(CertSerial::from_hex("008a01"), a);
+        assert_eq!(CertSerial::from_hex("000"), CertSerial::from_hex("0"));
+        let json: CertSerial = serde_json::from_str(r#""00:8A:01""#).unwrap();
+        assert_eq!(json, a);
+    }
 
     #[test]
     fn node_and_service_ids_round_trip() {

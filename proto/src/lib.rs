@@ -33,4 +33,4 @@ pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
 
-pub use identity::{HomeId, NodeName, SpiffeId};
+pub use identity::{CertSerial, HomeId, NodeName, SpiffeId};

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::Catalog;
 use crate::home_wifi::HomeWifi;
-use crate::identity::{HomeId, NodeName, SpiffeId};
+use crate::identity::{CertSerial, HomeId, NodeName, SpiffeId, Workload};
 use crate::policy::{Device, Policy};
 
 /// Mesh credentials handed to an enrolled node: the 802.11s mesh ID and SAE password.
@@ -76,7 +76,7 @@ pub struct ConfigSnapshot {
     /// again under its old name gets a valid identity back, but its old certificates stay
     /// refused.
     #[serde(default)]
-    pub revoked_serials: Vec<String>,
+    pub revoked_serials: Vec<CertSerial>,
     pub mesh: MeshCredentials,
     /// The home's services, their mesh names and virtual IPs.
     #[serde(default)]
@@ -98,17 +98,124 @@ impl ConfigSnapshot {
         self.revoked.iter().any(|r| &r.identity == id)
     }
 
-    /// Whether a peer presenting this identity and certificate serial must be refused.
-    pub fn refuses(&self, id: &SpiffeId, serial: &str) -> bool {
-        id.home != self.home_id
-            || self.is_revoked(id)
-            || self.revoked_serials.iter().any(|s| s == serial)
+    /// Whether a peer presenting this identity and certificate serial is still one of this
+    /// home: see [`PeerTrust::admit`], the one rule.
+    pub fn admit(&self, id: &SpiffeId, serial: &CertSerial) -> Result<(), PeerRefusal> {
+        PeerTrust::from_snapshot(self).admit(id, serial)
+    }
+}
+
+/// Why a peer is refused, said so a person can act on it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefusal {
+    #[error("{id} belongs to another home (this home is {home})")]
+    ForeignHome { id: SpiffeId, home: HomeId },
+    #[error("{id} was removed from this home (config v{version}); pair it again to bring it back")]
+    Revoked { id: SpiffeId, version: u64 },
+    #[error("{id} presents a revoked certificate (serial {serial}, config v{version})")]
+    RevokedSerial {
+        id: SpiffeId,
+        serial: CertSerial,
+        version: u64,
+    },
+    #[error("{id} is not a router of this home in config v{version}")]
+    NotEnrolled { id: SpiffeId, version: u64 },
+}
+
+/// Who this home accepts as a peer, from one snapshot: built once per snapshot by the data
+/// plane (the agents' TLS verifiers, the tunnel and the speed-test sink), per request by the
+/// controller. The controller adds its own pinning of issued serials on top.
+#[derive(Debug, Clone, Default)]
+pub struct PeerTrust {
+    pub home: Option<HomeId>,
+    pub version: u64,
+    pub nodes: std::collections::HashSet<SpiffeId>,
+    pub revoked: std::collections::HashSet<SpiffeId>,
+    pub revoked_serials: std::collections::HashSet<CertSerial>,
+}
+
+impl PeerTrust {
+    pub fn from_snapshot(s: &ConfigSnapshot) -> Self {
+        Self {
+            home: Some(s.home_id.clone()),
+            version: s.version,
+            nodes: s.nodes.iter().map(|n| n.identity.clone()).collect(),
+            revoked: s.revoked.iter().map(|r| r.identity.clone()).collect(),
+            revoked_serials: s.revoked_serials.iter().cloned().collect(),
+        }
+    }
+
+    /// The one rule for "is this peer still of this home": its identity is of this home,
+    /// neither it nor this certificate is revoked, and a router identity is an enrolled
+    /// router (a service identity — a host agent speaking for itself — needs no enrollment).
+    pub fn admit(&self, id: &SpiffeId, serial: &CertSerial) -> Result<(), PeerRefusal> {
+        let version = self.version;
+        match &self.home {
+            Some(home) if &id.home == home => {}
+            home => {
+                return Err(PeerRefusal::ForeignHome {
+                    id: id.clone(),
+                    home: home.clone().unwrap_or_else(|| id.home.clone()),
+                })
+            }
+        }
+        if self.revoked.contains(id) {
+            return Err(PeerRefusal::Revoked {
+                id: id.clone(),
+                version,
+            });
+        }
+        if self.revoked_serials.contains(serial) {
+            return Err(PeerRefusal::RevokedSerial {
+                id: id.clone(),
+                serial: serial.clone(),
+                version,
+            });
+        }
+        if id.kind == Workload::Node && !self.nodes.contains(id) {
+            return Err(PeerRefusal::NotEnrolled {
+                id: id.clone(),
+                version,
+            });
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_rule_admits_a_peer_of_this_home() {
+        let home = HomeId::new("h").unwrap();
+        let node = |n: &str| SpiffeId::node(&home, &NodeName::new(n).unwrap());
+        let trust = PeerTrust {
+            home: Some(home.clone()),
+            version: 7,
+            nodes: [node("attic"), node("gone")].into_iter().collect(),
+            revoked: [node("gone")].into_iter().collect(),
+            revoked_serials: [CertSerial::from_hex("0bad")].into_iter().collect(),
+        };
+        let ok = CertSerial::from_hex("01");
+        assert_eq!(trust.admit(&node("attic"), &ok), Ok(()));
+        // A service identity (a host agent) needs no enrollment.
+        let svc = SpiffeId::service(&home, "nas").unwrap();
+        assert_eq!(trust.admit(&svc, &ok), Ok(()));
+        let refused = |id: &SpiffeId, serial: &str| {
+            trust
+                .admit(id, &CertSerial::from_hex(serial))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(&node("gone"), "01").contains("was removed from this home (config v7)"));
+        // The serial in another spelling is the same serial.
+        assert!(refused(&node("attic"), "0B:AD").contains("revoked certificate"));
+        assert!(refused(&node("shed"), "01").contains("not a router of this home"));
+        let other = HomeId::new("other").unwrap();
+        let foreign = SpiffeId::node(&other, &NodeName::new("attic").unwrap());
+        assert!(refused(&foreign, "01").contains("belongs to another home"));
+    }
 
     #[test]
     fn mesh_password_never_appears_in_debug_output() {

@@ -46,7 +46,7 @@ pub struct CertFacts {
     /// Unix seconds.
     pub not_after: u64,
     /// Serial number, lowercase hex.
-    pub serial: String,
+    pub serial: crate::identity::CertSerial,
 }
 
 /// Parse a certificate's SPIFFE ID, lifetime and serial.
@@ -70,7 +70,7 @@ pub fn cert_facts(der: &[u8]) -> Result<CertFacts, CertError> {
         identity,
         not_before: validity.not_before.timestamp().max(0) as u64,
         not_after: validity.not_after.timestamp().max(0) as u64,
-        serial: crate::pairing::hex::encode(cert.raw_serial()),
+        serial: crate::identity::CertSerial::from_bytes(cert.raw_serial()),
     })
 }
 

@@ -40,7 +40,7 @@ pub enum CaError {
 pub struct Issued {
     pub cert_pem: String,
     /// Lowercase hex.
-    pub serial: String,
+    pub serial: trellis_proto::CertSerial,
     /// Unix seconds.
     pub not_after: u64,
 }
@@ -201,7 +201,7 @@ impl HomeCa {
         params.not_before = offset(now - BACKDATE);
         params.not_after = offset(not_after);
         let serial = random_serial();
-        let serial_hex = trellis_proto::pairing::hex::encode(&serial.to_bytes());
+        let serial_hex = trellis_proto::CertSerial::from_bytes(&serial.to_bytes());
         params.serial_number = Some(serial);
         let cert = params.signed_by(public_key, &self.issuer)?;
         Ok(Issued {

@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use trellis_proto::catalog::Service;
 use trellis_proto::policy::Policy;
 use trellis_proto::snapshot::MeshCredentials;
-use trellis_proto::{HomeId, NodeName, SpiffeId};
+use trellis_proto::{CertSerial, HomeId, NodeName, SpiffeId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -198,7 +198,7 @@ impl Store {
     pub fn enroll_node(
         &self,
         identity: &SpiffeId,
-        serial: &str,
+        serial: &CertSerial,
         not_after: u64,
         now: u64,
     ) -> Result<u64> {
@@ -235,7 +235,7 @@ impl Store {
                     )?;
                 }
             }
-            insert_cert(&tx, name.as_str(), serial, not_after, now)?;
+            insert_cert(&tx, name.as_str(), serial.as_str(), not_after, now)?;
             let version = bump(&tx)?;
             tx.commit()?;
             Ok(version)
@@ -246,13 +246,13 @@ impl Store {
     pub fn record_certificate(
         &self,
         node: &NodeName,
-        serial: &str,
+        serial: &CertSerial,
         not_after: u64,
         now: u64,
     ) -> Result<()> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            insert_cert(&tx, node.as_str(), serial, not_after, now)?;
+            insert_cert(&tx, node.as_str(), serial.as_str(), not_after, now)?;
             // Forget certificates that expired long ago: the table stays bounded.
             tx.execute(
                 "DELETE FROM certificates WHERE not_after < ?1",
@@ -360,23 +360,25 @@ impl Store {
 
     /// Serials of the certificates issued to `node` that are neither revoked nor expired,
     /// newest first (renewals are few: at most 16 are looked at).
-    pub fn valid_serials(&self, node: &NodeName, now: u64) -> Result<Vec<String>> {
+    pub fn valid_serials(&self, node: &NodeName, now: u64) -> Result<Vec<CertSerial>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT serial FROM certificates WHERE node = ?1 AND revoked = 0 AND not_after > ?2 ORDER BY issued_at DESC, rowid DESC LIMIT 16",
             )?;
-            let rows = stmt.query_map(params![node.as_str(), now], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map(params![node.as_str(), now], |r| {
+                r.get::<_, String>(0).map(CertSerial::from)
+            })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }
 
     /// Serials of revoked certificates that have not expired yet.
-    pub fn revoked_serials(&self, now: u64) -> Result<Vec<String>> {
+    pub fn revoked_serials(&self, now: u64) -> Result<Vec<CertSerial>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT serial FROM certificates WHERE revoked = 1 AND not_after > ?1 ORDER BY serial",
             )?;
-            let rows = stmt.query_map([now], |r| r.get::<_, String>(0))?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0).map(CertSerial::from))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

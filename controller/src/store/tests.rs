@@ -42,11 +42,11 @@ fn enrolling_and_revoking_bump_the_config_version() {
     let store = Store::open(&dir.path().join("s.db")).unwrap();
     let v0 = store.config_version().unwrap();
     let v1 = store
-        .enroll_node(&node("attic"), "aa01", 2_000, 1_000)
+        .enroll_node(&node("attic"), &CertSerial::from_hex("aa01"), 2_000, 1_000)
         .unwrap();
     assert_eq!(v1, v0 + 1);
     let err = store
-        .enroll_node(&node("attic"), "aa02", 2_000, 1_000)
+        .enroll_node(&node("attic"), &CertSerial::from_hex("aa02"), 2_000, 1_000)
         .unwrap_err();
     assert!(err.to_string().contains("already in this home"), "{err}");
     let (id, v2) = store
@@ -56,7 +56,7 @@ fn enrolling_and_revoking_bump_the_config_version() {
     assert_eq!(v2, v1 + 1);
     assert_eq!(
         store.revoked_serials(1_600).unwrap(),
-        vec!["aa01".to_string()]
+        vec![CertSerial::from_hex("aa01")]
     );
     // Expired revoked certificates drop out of the list.
     assert!(store.revoked_serials(2_001).unwrap().is_empty());
@@ -64,14 +64,14 @@ fn enrolling_and_revoking_bump_the_config_version() {
     assert_eq!(rows[0].revoked_at, Some(1_500));
     // Re-pairing under the same name makes the identity valid again; old serial stays revoked.
     store
-        .enroll_node(&node("attic"), "aa03", 3_000, 1_700)
+        .enroll_node(&node("attic"), &CertSerial::from_hex("aa03"), 3_000, 1_700)
         .unwrap();
     let rows = store.nodes().unwrap();
     assert_eq!(rows[0].revoked_at, None);
     assert_eq!(rows[0].cert_not_after, Some(3_000));
     assert_eq!(
         store.revoked_serials(1_800).unwrap(),
-        vec!["aa01".to_string()]
+        vec![CertSerial::from_hex("aa01")]
     );
     let err = store
         .revoke_node(&NodeName::new("nobody").unwrap(), 1)

@@ -228,8 +228,9 @@ impl Agent {
         }
         self.state.save_snapshot(&snapshot)?;
         self.state.save_mesh(&snapshot.mesh)?;
-        if snapshot.refuses(&self.node.identity, &self.identity.get().facts.serial) {
-            tracing::error!("this router was removed from the home (config v{}); pair it again to bring it back", snapshot.version);
+        if let Err(refused) = snapshot.admit(&self.node.identity, &self.identity.get().facts.serial)
+        {
+            tracing::error!("this router is no longer a router of the home: {refused}");
         }
         tracing::info!(
             version = snapshot.version,

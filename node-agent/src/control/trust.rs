@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use trellis_proto::snapshot::ConfigSnapshot;
-use trellis_proto::SpiffeId;
+use trellis_proto::{CertSerial, SpiffeId};
 
 /// The trust view the data plane consults: enrolled nodes of this home, minus revocations.
 /// Cheap to clone; always reflects the newest applied snapshot.
@@ -28,23 +28,13 @@ impl Trust {
 
     /// Whether a peer presenting `identity` with certificate `serial` is accepted, and if
     /// not, why (for the access log).
-    pub fn check(&self, identity: &SpiffeId, serial: &str) -> Result<(), String> {
+    pub fn check(&self, identity: &SpiffeId, serial: &CertSerial) -> Result<(), String> {
         let Some(snapshot) = self.snapshot() else {
             return Err("no configuration from the controller yet".into());
         };
-        if snapshot.refuses(identity, serial) {
-            return Err(format!(
-                "{identity} is revoked in config v{}",
-                snapshot.version
-            ));
-        }
-        if !snapshot.nodes.iter().any(|n| &n.identity == identity) {
-            return Err(format!(
-                "{identity} is not a router of this home in config v{}",
-                snapshot.version
-            ));
-        }
-        Ok(())
+        snapshot
+            .admit(identity, serial)
+            .map_err(|refused| refused.to_string())
     }
 
     /// Wait for the next applied snapshot (waits for ever once the agent has stopped).

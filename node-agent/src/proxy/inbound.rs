@@ -33,14 +33,10 @@ fn server_config(ctx: &Ctx, state: &MeshState) -> Result<Arc<rustls::ServerConfi
     Ok(c)
 }
 
-/// Whether a peer may open streams under this snapshot: not revoked, of this home, and a
-/// node of the snapshot (or a service identity: a host agent speaking for itself).
+/// Whether a peer may open streams under this snapshot: the home's one peer rule
+/// ([`trellis_proto::snapshot::PeerTrust::admit`], in the trust bundle).
 fn peer_allowed(conn: &rustls::ServerConnection, state: &MeshState) -> Result<SpiffeId, String> {
-    let id = tls::peer_identity(conn, &state.bundle).map_err(|e| e.to_string())?;
-    if id.kind == Workload::Node && !state.nodes.iter().any(|n| n.identity == id) {
-        return Err(format!("{id} is not a node of this home's snapshot"));
-    }
-    Ok(id)
+    tls::peer_identity(conn, &state.bundle).map_err(|e| e.to_string())
 }
 
 /// Serve one tunnel connection: TLS, then HTTP/2 streams until the peer goes away.

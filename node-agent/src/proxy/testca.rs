@@ -18,6 +18,8 @@ pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert: CertificateDer<'static>,
     next_serial: portable_atomic::AtomicU64,
+    /// Every node identity issued so far: the routers of the test home.
+    nodes: std::sync::Mutex<std::collections::HashSet<SpiffeId>>,
 }
 
 impl TestCa {
@@ -36,6 +38,7 @@ impl TestCa {
             issuer: Issuer::new(params, key),
             cert,
             next_serial: 2.into(),
+            nodes: Default::default(),
         })
     }
 
@@ -43,13 +46,16 @@ impl TestCa {
         self.cert.clone()
     }
 
-    /// A trust bundle with this CA and nothing revoked.
+    /// A trust bundle with this CA, every router it issued so far enrolled, nothing revoked.
     pub fn bundle(&self) -> TrustBundle {
         TrustBundle {
-            home: self.home.clone(),
             roots: vec![self.root()],
-            revoked_ids: Default::default(),
-            revoked_serials: Default::default(),
+            peers: trellis_proto::snapshot::PeerTrust {
+                home: Some(self.home.clone()),
+                version: 1,
+                nodes: self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                ..Default::default()
+            },
         }
     }
 
@@ -59,6 +65,12 @@ impl TestCa {
 
     /// Issue a certificate for `id` (any SPIFFE ID, even of another home: tests use that).
     pub fn issue(&self, id: &SpiffeId) -> anyhow::Result<NodeIdentity> {
+        if id.kind == trellis_proto::identity::Workload::Node {
+            self.nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
+        }
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = vec![SanType::URI(id.to_string().try_into()?)];

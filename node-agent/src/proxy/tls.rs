@@ -10,7 +10,6 @@
 //! Certificates must allow both `serverAuth` and `clientAuth` (or carry no EKU), because every
 //! node both dials and accepts.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -19,8 +18,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use trellis_proto::snapshot::{PeerRefusal, PeerTrust};
 use trellis_proto::tls::Tls13Signatures;
-use trellis_proto::{HomeId, SpiffeId};
+use trellis_proto::{CertSerial, SpiffeId};
 
 /// What went wrong establishing or checking a mesh TLS identity.
 #[derive(Debug, thiserror::Error)]
@@ -29,16 +29,10 @@ pub enum TlsError {
     NoSpiffeId,
     #[error("peer certificate could not be parsed: {0}")]
     BadCertificate(String),
-    #[error("peer {0} has been revoked")]
-    Revoked(SpiffeId),
+    #[error("peer refused: {0}")]
+    Refused(#[from] PeerRefusal),
     #[error("peer is {got}, expected {expected}")]
     WrongPeer { got: SpiffeId, expected: SpiffeId },
-    #[error("peer {got} belongs to home {got_home}, not this home {home}")]
-    ForeignHome {
-        got: SpiffeId,
-        got_home: HomeId,
-        home: HomeId,
-    },
     #[error("the trust bundle has no usable CA certificate: {0}")]
     BadBundle(String),
     #[error("this node's certificate or key is not usable: {0}")]
@@ -89,55 +83,30 @@ impl Clone for NodeIdentity {
     }
 }
 
-/// What this node trusts: the home CA(s), and who is revoked.
+/// What this node trusts: the home CA(s), and who of the home is a peer.
 #[derive(Debug, Clone)]
 pub struct TrustBundle {
-    pub home: HomeId,
     pub roots: Vec<CertificateDer<'static>>,
-    pub revoked_ids: HashSet<SpiffeId>,
-    /// Lowercase hex serial numbers without separators.
-    pub revoked_serials: HashSet<String>,
+    /// The home's one peer rule, from the snapshot ([`PeerTrust::admit`]).
+    pub peers: PeerTrust,
 }
 
 impl TrustBundle {
-    /// From the snapshot's `ca_pem` and revocation list.
+    /// From the snapshot's `ca_pem`, routers and revocations.
     pub fn from_snapshot(s: &trellis_proto::snapshot::ConfigSnapshot) -> Result<Self, TlsError> {
         Ok(Self {
-            home: s.home_id.clone(),
             roots: certs_from_pem(&s.ca_pem)?,
-            revoked_ids: s.revoked.iter().map(|r| r.identity.clone()).collect(),
-            revoked_serials: s
-                .revoked_serials
-                .iter()
-                .map(|x| normalize_serial(x))
-                .collect(),
+            peers: PeerTrust::from_snapshot(s),
         })
     }
 
-    /// The SPIFFE ID of a chain-verified certificate, refusing foreign homes and revoked
-    /// identities or serials.
+    /// The SPIFFE ID of a chain-verified certificate, if the home admits that peer (of this
+    /// home, not revoked by identity or serial, an enrolled router or a service identity).
     pub fn check(&self, cert: &CertificateDer<'_>) -> Result<SpiffeId, TlsError> {
         let (id, serial) = spiffe_id_and_serial(cert)?;
-        if id.home != self.home {
-            return Err(TlsError::ForeignHome {
-                got_home: id.home.clone(),
-                got: id,
-                home: self.home.clone(),
-            });
-        }
-        if self.revoked_ids.contains(&id) || self.revoked_serials.contains(&serial) {
-            return Err(TlsError::Revoked(id));
-        }
+        self.peers.admit(&id, &serial)?;
         Ok(id)
     }
-}
-
-fn normalize_serial(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect::<String>()
-        .trim_start_matches('0')
-        .to_ascii_lowercase()
 }
 
 /// Parse every `CERTIFICATE` block of a PEM text (the one PEM reader: `trellis_proto::tls`).
@@ -146,9 +115,9 @@ pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsErro
         .map_err(|e| TlsError::BadBundle(e.to_string()))
 }
 
-/// The SPIFFE ID (the one URI SAN) and the serial (normalised hex) of a certificate; a
-/// certificate naming two identities is ambiguous and refused.
-pub fn spiffe_id_and_serial(cert: &CertificateDer<'_>) -> Result<(SpiffeId, String), TlsError> {
+/// The SPIFFE ID (the one URI SAN) and the serial of a certificate; a certificate naming
+/// two identities is ambiguous and refused.
+pub fn spiffe_id_and_serial(cert: &CertificateDer<'_>) -> Result<(SpiffeId, CertSerial), TlsError> {
     use trellis_proto::tls::CertError;
     let facts = trellis_proto::tls::cert_facts(cert).map_err(|e| match e {
         CertError::NoSpiffeId | CertError::SeveralUris | CertError::BadId(_) => {
@@ -156,7 +125,7 @@ pub fn spiffe_id_and_serial(cert: &CertificateDer<'_>) -> Result<(SpiffeId, Stri
         }
         other => TlsError::BadCertificate(other.to_string()),
     })?;
-    Ok((facts.identity, normalize_serial(&facts.serial)))
+    Ok((facts.identity, facts.serial))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -447,18 +416,26 @@ mod tests {
         let b = ca.issue_node("b").unwrap();
         // The server has revoked a: the client gets an alert instead of data.
         let mut revoked = ca.bundle();
-        revoked.revoked_ids.insert(a.id.clone());
+        revoked.peers.revoked.insert(a.id.clone());
         assert!(handshake(&a, ca.bundle(), &b, revoked, b.id.clone())
             .await
             .is_err());
         // The client has revoked b (by serial this time).
         let serial = spiffe_id_and_serial(&b.chain[0]).unwrap().1;
         let mut by_serial = ca.bundle();
-        by_serial.revoked_serials.insert(serial);
+        by_serial.peers.revoked_serials.insert(serial);
         let err = handshake(&a, by_serial, &b, ca.bundle(), b.id.clone())
             .await
             .unwrap_err();
-        assert!(err.contains("has been revoked"), "{err}");
+        assert!(err.contains("presents a revoked certificate"), "{err}");
+        // A router the snapshot does not list (never enrolled, or removed before its
+        // revocation reached us) is refused in the handshake too.
+        let mut unlisted = ca.bundle();
+        unlisted.peers.nodes.remove(&b.id);
+        let err = handshake(&a, unlisted, &b, ca.bundle(), b.id.clone())
+            .await
+            .unwrap_err();
+        assert!(err.contains("is not a router of this home"), "{err}");
         // Another CA issuing the same name is not this home's CA.
         let rogue = TestCa::new("home1").unwrap().issue_node("b").unwrap();
         let err = handshake(&a, ca.bundle(), &rogue, ca.bundle(), b.id.clone())
@@ -470,7 +447,10 @@ mod tests {
         let err = handshake(&a, ca.bundle(), &other, ca.bundle(), b.id.clone())
             .await
             .unwrap_err();
-        assert!(err.contains("belongs to home home2"), "{err}");
+        assert!(
+            err.contains("home2/node/b belongs to another home"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -482,7 +462,6 @@ mod tests {
         );
         assert_eq!(certs_from_pem(&text).unwrap().len(), 1);
         assert!(certs_from_pem("nothing here").is_err());
-        assert_eq!(normalize_serial("00:0A:ff"), "aff");
     }
 
     #[test]
@@ -524,7 +503,7 @@ mod tests {
                 identity: gone.id.clone(),
                 revoked_at: 1,
             }],
-            revoked_serials: vec!["000A".into()],
+            revoked_serials: vec![CertSerial::from_hex("000A")],
             mesh: MeshCredentials {
                 mesh_id: "m".into(),
                 sae_password: "p".into(),
@@ -536,11 +515,15 @@ mod tests {
         };
         let b = TrustBundle::from_snapshot(&snap).unwrap();
         assert_eq!(b.roots, vec![ca.root()]);
-        assert!(b.revoked_ids.contains(&gone.id));
-        assert!(b.revoked_serials.contains("a"), "{:?}", b.revoked_serials);
+        assert!(b.peers.revoked.contains(&gone.id));
+        assert!(
+            b.peers.revoked_serials.contains(&CertSerial::from_hex("a")),
+            "{:?}",
+            b.peers.revoked_serials
+        );
         let err = b.check(&gone.chain[0]).unwrap_err().to_string();
         assert!(
-            err.contains("spiffe://home1/node/gone has been revoked"),
+            err.contains("spiffe://home1/node/gone was removed from this home"),
             "{err}"
         );
     }
