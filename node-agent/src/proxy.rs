@@ -91,6 +91,7 @@ pub mod outbound;
 pub mod pool;
 pub mod readahead;
 pub(crate) mod refusal;
+#[cfg(any(test, feature = "testca"))]
 pub mod testca;
 pub mod tls;
 pub mod wire;
