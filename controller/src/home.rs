@@ -108,6 +108,22 @@ pub struct Settings {
 /// Agents call at least every 55 s (the config long poll) and report every 30 s.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a router certificate lives unless the admin says (`--cert-ttl-hours`).
+pub const DEFAULT_LEAF_TTL: Duration = Duration::from_secs(24 * 3600);
+
+impl Settings {
+    /// A home kept in `data_dir` with every other setting at its default (what the daemon
+    /// does with no flags; tests and tools start from it).
+    pub fn in_dir(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            leaf_ttl: DEFAULT_LEAF_TTL,
+            advertise: String::new(),
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+        }
+    }
+}
+
 /// What the controller knows about a live node, in RAM only.
 #[derive(Debug, Clone, Default)]
 struct Live {

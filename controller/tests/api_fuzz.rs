@@ -108,10 +108,8 @@ async fn send(app: &axum::Router, method: Method, path: &str, body: Vec<u8>) -> 
 async fn malformed_json_always_gets_a_4xx_that_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let home: Arc<Home> = Home::open(Settings {
-        data_dir: dir.path().join("c"),
         leaf_ttl: Duration::from_secs(3600),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
+        ..Settings::in_dir(dir.path().join("c"))
     })
     .unwrap();
     let admin = trellis_controller::api::admin::router(home.clone());

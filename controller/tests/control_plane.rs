@@ -21,13 +21,7 @@ struct TestHome {
 
 async fn start_home() -> TestHome {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(Settings {
-        data_dir: dir.path().join("controller"),
-        leaf_ttl: Duration::from_secs(24 * 3600),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
-    })
-    .unwrap();
+    let home = Home::open(Settings::in_dir(dir.path().join("controller"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = tokio::spawn(trellis_controller::api::agent::serve(
@@ -503,10 +497,8 @@ async fn short_lived_certificates_are_renewed_on_time_and_kept_when_the_controll
     let dir = tempfile::tempdir().unwrap();
     // 6-second certificates: the agent must renew about every 3 s.
     let home = Home::open(Settings {
-        data_dir: dir.path().join("controller"),
         leaf_ttl: Duration::from_secs(6),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
+        ..Settings::in_dir(dir.path().join("controller"))
     })
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

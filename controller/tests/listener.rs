@@ -218,13 +218,7 @@ async fn wrong_passwords_from_200_addresses_do_not_lock_out_the_admin() {
 
 async fn start_home_without_password() -> TestHome {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(Settings {
-        data_dir: dir.path().join("controller"),
-        leaf_ttl: Duration::from_secs(24 * 3600),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
-    })
-    .unwrap();
+    let home = Home::open(Settings::in_dir(dir.path().join("controller"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let gate = trellis_controller::api::agent::gate();

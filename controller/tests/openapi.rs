@@ -99,10 +99,8 @@ fn the_document_lists_every_route_and_only_those() {
 async fn the_document_is_served_without_a_session() {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::open(Settings {
-        data_dir: dir.path().join("c"),
         leaf_ttl: Duration::from_secs(3600),
-        advertise: String::new(),
-        node_timeout: trellis_controller::home::DEFAULT_NODE_TIMEOUT,
+        ..Settings::in_dir(dir.path().join("c"))
     })
     .unwrap();
     let app = trellis_controller::api::agent::router(home);

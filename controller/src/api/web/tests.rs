@@ -1,7 +1,5 @@
 //! The web API in process: authentication, CSRF, throttle, and the JSON the page reads.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -18,13 +16,7 @@ struct Fixture {
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::open(Settings {
-        data_dir: dir.path().join("data"),
-        leaf_ttl: Duration::from_secs(24 * 3600),
-        advertise: String::new(),
-        node_timeout: crate::home::DEFAULT_NODE_TIMEOUT,
-    })
-    .unwrap();
+    let home = Home::open(Settings::in_dir(dir.path().join("data"))).unwrap();
     let app = super::super::agent::router(home.clone());
     Fixture {
         _dir: dir,
