@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use hyper::Method;
 use serde::Serialize;
+use trellis_io::client::{self, ClientError};
 use trellis_proto::api::{CaBackup, CertHealth, NewPairingCode, NodeInfo, RemovedNode, Status};
-use trellis_proto::client::{self, ClientError};
 
 use trellis_proto::api::{NewService, NewSpeedTest, SpeedTest, SpeedTestState, WhyAnswer};
 use trellis_proto::catalog::Service;
@@ -25,7 +25,7 @@ use trellis_proto::api::DeviceListing;
 #[command(name = "trellis", version, about)]
 pub struct Cli {
     /// The controller's admin socket.
-    #[arg(long, global = true, default_value_os_t = trellis_proto::paths::admin_socket())]
+    #[arg(long, global = true, default_value_os_t = trellis_io::paths::admin_socket())]
     pub socket: PathBuf,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]

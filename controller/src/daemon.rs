@@ -23,7 +23,7 @@ use crate::home::{Home, Settings};
 pub struct Options {
     /// Where the store (CA, nodes, config versions) lives; kept across sysupgrade. Default:
     /// /etc/trellis/controller on OpenWrt, ./trellis-data/controller elsewhere.
-    #[arg(long, default_value_os_t = trellis_proto::paths::controller_data_dir())]
+    #[arg(long, default_value_os_t = trellis_io::paths::controller_data_dir())]
     pub data_dir: PathBuf,
     /// Address of the agent API (HTTPS, TLS 1.3, client certificates).
     #[arg(long, visible_alias = "listen", default_value = "0.0.0.0:7443")]
@@ -33,7 +33,7 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub advertise: String,
     /// The admin socket the `trellis` command talks to (root only).
-    #[arg(long, default_value_os_t = trellis_proto::paths::admin_socket())]
+    #[arg(long, default_value_os_t = trellis_io::paths::admin_socket())]
     pub admin_socket: PathBuf,
     /// Lifetime of node certificates in hours (1 to 168); agents renew at half of it.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 use rand::Rng;
-use trellis_proto::client;
+use trellis_io::client;
 
 const ROUNDS: usize = 50;
 

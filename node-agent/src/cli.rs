@@ -16,7 +16,7 @@ use crate::state::StateDir;
 pub struct Cli {
     /// Where the node's identity, pinned CA and last config live; kept across sysupgrade.
     /// Default: /etc/trellis/agent on OpenWrt, ./trellis-data/agent elsewhere.
-    #[arg(long, global = true, default_value_os_t = trellis_proto::paths::agent_state_dir())]
+    #[arg(long, global = true, default_value_os_t = trellis_io::paths::agent_state_dir())]
     pub state_dir: PathBuf,
     /// Log filter, e.g. `info` or `trellis_agent=debug`.
     #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info", value_parser = trellis_io::logging::check_filter)]

@@ -11,8 +11,6 @@
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
 //! - [`home_wifi`]: the home's wifi networks, roaming keys, access-point and steering reports.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
-//! - [`paths`]: default places (OpenWrt's on a router, `./trellis-data` elsewhere).
-//! - [`client`] (feature `client`): the small HTTP/1.1 client both binaries use for the APIs.
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
 //! - [`tls`] (feature `tls`): PEM handling, the SPIFFE ID inside a certificate, TLS 1.3 settings.
 
@@ -20,14 +18,11 @@
 
 pub mod api;
 pub mod catalog;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod home_wifi;
 pub mod identity;
 pub mod pairing;
 #[cfg(feature = "tls")]
 pub mod pake;
-pub mod paths;
 pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use hyper::Method;
 use rustls::ClientConfig;
 use serde::Serialize;
-use trellis_proto::client::{self, Answer, ClientError};
+use trellis_io::client::{self, Answer, ClientError};
 
 /// Default port of the controller's agent API.
 pub const DEFAULT_PORT: u16 = 7443;

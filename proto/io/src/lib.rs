@@ -1,8 +1,12 @@
-//! `trellis-io`: how every Trellis daemon takes connections from the LAN.
+//! `trellis-io`: the I/O both Trellis binaries do the same way.
 //!
-//! `trellis-proto` promises no I/O; this small crate beside it holds the one thing both
-//! binaries do with sockets the same way, so there is one failure policy and one set of limits:
+//! `trellis-proto` promises no I/O; this small crate beside it holds what both binaries do
+//! with sockets and files alike, so there is one failure policy and one set of limits:
 //!
+//! - [`client`]: the one HTTP/1.1 client of the APIs, over any stream (TLS to the controller,
+//!   the admin unix socket), with bounded answers.
+//! - [`paths`]: where things live by default (OpenWrt's places on a router, `./trellis-data`
+//!   on a development machine).
 //! - [`listener`]: the accept loop ([`listener::serve`]) and its [`listener::Gate`] — a cap on
 //!   connections in total and per source address (an IPv6 /64 counts as one source), refusals
 //!   reset at once, counted, and logged at most once a minute; accept errors (EMFILE and
@@ -19,9 +23,11 @@
 #![forbid(unsafe_code)]
 
 pub mod budget;
+pub mod client;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod paths;
 pub mod ratelog;
 pub mod signal;
 

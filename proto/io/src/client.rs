@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::pairing::ApiError;
+use trellis_proto::pairing::ApiError;
 
 /// Largest response accepted (a config snapshot of a large home is tens of KiB).
 pub const MAX_RESPONSE: usize = 1024 * 1024;
