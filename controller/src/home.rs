@@ -105,6 +105,34 @@ pub struct Settings {
     pub node_timeout: Duration,
 }
 
+/// The tunnel endpoints a router announced that other routers could connect to, in one
+/// written form, at most [`MAX_REPORTED_ADDRESSES`]: an entry that is no IP socket address,
+/// or is unspecified or multicast, is dropped (and named in a debug line).
+fn tunnel_addresses(reported: &[String]) -> Vec<String> {
+    use std::net::{IpAddr, SocketAddr};
+    let mut out = Vec::new();
+    for text in reported.iter().take(MAX_REPORTED_ADDRESSES) {
+        let parsed = text
+            .parse::<SocketAddr>()
+            .map(|a| a.to_string())
+            .or_else(|_| text.parse::<IpAddr>().map(|ip| ip.to_string()));
+        let usable = |a: &str| {
+            let ip = a
+                .parse::<SocketAddr>()
+                .map(|s| s.ip())
+                .or_else(|_| a.parse::<IpAddr>());
+            ip.is_ok_and(|ip| !ip.is_unspecified() && !ip.is_multicast())
+        };
+        match parsed {
+            Ok(a) if usable(&a) && !out.contains(&a) => out.push(a),
+            _ => {
+                tracing::debug!(address = %text.chars().take(64).collect::<String>(), "dropped an announced tunnel address that no router could use")
+            }
+        }
+    }
+    out
+}
+
 /// Agents call at least every 55 s (the config long poll) and report every 30 s.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -615,11 +643,9 @@ impl Home {
     }
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
-        telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
-        // Every free-text field is capped: these strings are kept, shown and logged.
-        for a in &mut telemetry.addresses {
-            truncate_chars(a, 64);
-        }
+        // Tunnel endpoints reach flash and every router's snapshot: only real socket
+        // addresses (`ip:port`, or a bare IP for the default port) are kept, written in one form.
+        telemetry.addresses = tunnel_addresses(&telemetry.addresses);
         truncate_chars(&mut telemetry.agent_version, 40);
         if let Some(a) = &mut telemetry.speedtest_addr {
             truncate_chars(a, 64);
@@ -1199,5 +1225,26 @@ impl Home {
             ca_cert_pem: self.ca.cert_pem().to_owned(),
             ca_key_pem: self.ca.key_pem().to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_usable_socket_addresses_reach_the_store() {
+        let got = super::tunnel_addresses(&[
+            "192.168.1.2:15008".into(),
+            "not an address".into(),
+            "0.0.0.0:15008".into(),
+            "[fe80::1]:15008".into(),
+            "192.168.1.2:15008".into(),
+            "224.0.0.1:1".into(),
+            "10.0.0.9".into(),
+            "192.168.1.2:99999".into(),
+        ]);
+        assert_eq!(
+            got,
+            vec!["192.168.1.2:15008", "[fe80::1]:15008", "10.0.0.9"]
+        );
     }
 }
