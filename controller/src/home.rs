@@ -112,19 +112,15 @@ fn tunnel_addresses(reported: &[String]) -> Vec<String> {
     use std::net::{IpAddr, SocketAddr};
     let mut out = Vec::new();
     for text in reported.iter().take(MAX_REPORTED_ADDRESSES) {
-        let parsed = text
-            .parse::<SocketAddr>()
-            .map(|a| a.to_string())
-            .or_else(|_| text.parse::<IpAddr>().map(|ip| ip.to_string()));
-        let usable = |a: &str| {
-            let ip = a
-                .parse::<SocketAddr>()
-                .map(|s| s.ip())
-                .or_else(|_| a.parse::<IpAddr>());
-            ip.is_ok_and(|ip| !ip.is_unspecified() && !ip.is_multicast())
+        // Parsed once: the address's IP decides, its canonical text is what is kept.
+        let parsed = match text.parse::<SocketAddr>() {
+            Ok(a) => Some((a.ip(), a.to_string())),
+            Err(_) => text.parse::<IpAddr>().ok().map(|ip| (ip, ip.to_string())),
         };
         match parsed {
-            Ok(a) if usable(&a) && !out.contains(&a) => out.push(a),
+            Some((ip, a)) if !ip.is_unspecified() && !ip.is_multicast() && !out.contains(&a) => {
+                out.push(a)
+            }
             _ => {
                 tracing::debug!(address = %text.chars().take(64).collect::<String>(), "dropped an announced tunnel address that no router could use")
             }
