@@ -32,5 +32,6 @@ pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod trace;
 
 pub use identity::{HomeId, NodeName, SpiffeId};
