@@ -1,0 +1,191 @@
+//! Connection traces of the node proxy: who owns what.
+//!
+//! - [`Tracer`] (here): the one sink the proxy records spans into. It starts traces
+//!   ([`Tracer::root`], outbound) and continues them ([`Tracer::child`], inbound, from the
+//!   tunnel's `traceparent`), decides sampling, and hands each finished span to the ring and,
+//!   when a collector is named, to the export queue. Recording never waits: a short lock on
+//!   the ring and the queue, no I/O.
+//! - [`ring`]: the last spans kept on the router without any collector (bounded in count and
+//!   bytes), served as JSON at `GET /traces` on the agent's metrics listener.
+//! - [`otlp`]: a hand-written protobuf encoder for the few OTLP trace messages.
+//! - [`export`]: the OTLP/HTTP exporter task (batched, bounded queue, drop counter, status).
+//!
+//! Sampling: a trace's root (the source router) samples by trace id at a rate
+//! ([`Tracer::set_sample_rate`], TraceIdRatioBased-style) and says so in the `traceparent`
+//! flags; the destination follows the flag. Denied and failed connections are exported
+//! whatever the rate. The ring keeps every span.
+//!
+//! The span vocabulary itself is `trellis_proto::trace` (shared with the controller).
+
+pub mod export;
+pub mod otlp;
+pub mod ring;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use portable_atomic::{AtomicU32, AtomicU64, Ordering};
+pub use trellis_proto::trace::{Span, SpanId, SpanKind, SpanOutcome, TraceId, TraceParent};
+
+/// Sample rate in parts per million (1 000 000 = every trace).
+const PPM: u32 = 1_000_000;
+
+/// The proxy's span sink; one per agent, shared by every connection.
+#[derive(Debug)]
+pub struct Tracer {
+    ring: Mutex<ring::Ring>,
+    sample_ppm: AtomicU32,
+    recorded: AtomicU64,
+    pub(crate) export: export::Queue,
+}
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// When a span started, in both clocks: wall time for the record, monotonic for durations.
+#[derive(Debug, Clone, Copy)]
+pub struct Started {
+    pub unix_nanos: u64,
+    pub at: Instant,
+}
+
+impl Started {
+    pub fn now() -> Self {
+        Self {
+            unix_nanos: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            at: Instant::now(),
+        }
+    }
+
+    /// Wall time of the end, from the monotonic elapsed time (immune to clock steps).
+    pub fn end_unix_nanos(&self) -> u64 {
+        self.unix_nanos
+            .saturating_add(self.at.elapsed().as_nanos() as u64)
+    }
+}
+
+/// Microseconds, for `connect_latency_us`.
+pub fn micros(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(u64::MAX)) as u64
+}
+
+fn random_span_id() -> SpanId {
+    loop {
+        let id = SpanId(rand::random());
+        if id.is_valid() {
+            return id;
+        }
+    }
+}
+
+fn random_trace_id() -> TraceId {
+    loop {
+        let id = TraceId(rand::random());
+        if id.is_valid() {
+            return id;
+        }
+    }
+}
+
+impl Tracer {
+    pub fn new() -> Self {
+        Self {
+            ring: Mutex::new(ring::Ring::new(ring::MAX_SPANS, ring::MAX_BYTES)),
+            sample_ppm: AtomicU32::new(PPM),
+            recorded: AtomicU64::new(0),
+            export: export::Queue::new(export::MAX_QUEUE),
+        }
+    }
+
+    /// The share of traces (0.0–1.0) exported when all went well; denied and failed ones
+    /// always are.
+    pub fn set_sample_rate(&self, rate: f64) {
+        let ppm = (rate.clamp(0.0, 1.0) * f64::from(PPM)).round() as u32;
+        self.sample_ppm.store(ppm, Ordering::Relaxed);
+    }
+
+    pub fn sample_rate(&self) -> f64 {
+        f64::from(self.sample_ppm.load(Ordering::Relaxed)) / f64::from(PPM)
+    }
+
+    fn sampled(&self, id: &TraceId) -> bool {
+        let ppm = self.sample_ppm.load(Ordering::Relaxed);
+        if ppm >= PPM {
+            return true;
+        }
+        // The trace id's low 8 bytes are random (W3C level 2): compare them with the rate.
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&id.0[8..]);
+        let threshold = (u128::from(ppm) * u128::from(u64::MAX) / u128::from(PPM)) as u64;
+        u64::from_be_bytes(low) < threshold
+    }
+
+    /// A new trace for a connection entering the mesh here (the outbound span's context).
+    pub fn root(&self) -> TraceParent {
+        let trace_id = random_trace_id();
+        TraceParent {
+            trace_id,
+            span_id: random_span_id(),
+            sampled: self.sampled(&trace_id),
+        }
+    }
+
+    /// The inbound span's context: a child of the tunnel's `traceparent` when it parses,
+    /// otherwise a new trace (a malformed header never fails the connection). Returns the
+    /// context and the parent span id.
+    pub fn child(&self, traceparent: Option<&[u8]>) -> (TraceParent, Option<SpanId>) {
+        match traceparent.and_then(TraceParent::parse) {
+            Some(p) => (
+                TraceParent {
+                    trace_id: p.trace_id,
+                    span_id: random_span_id(),
+                    sampled: p.sampled,
+                },
+                Some(p.span_id),
+            ),
+            None => (self.root(), None),
+        }
+    }
+
+    /// Keep a finished span: always in the ring; in the export queue when a collector is
+    /// named and the trace is sampled or the connection was denied or failed. Never waits.
+    pub fn record(&self, span: Span, sampled: bool) {
+        self.recorded.fetch_add(1, Ordering::Relaxed);
+        let export = self.export.enabled() && (sampled || span.outcome != SpanOutcome::Ok);
+        let span = Arc::new(span);
+        if export {
+            self.export.push(span.clone());
+        }
+        self.ring.lock().unwrap_or_else(|e| e.into_inner()).push(span);
+    }
+
+    /// The newest spans first, at most `limit`, matching `filter`.
+    pub fn recent(&self, filter: &ring::Filter, limit: usize) -> Vec<Span> {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .recent(filter, limit)
+    }
+
+    /// Spans recorded after sequence number `after` (oldest first, at most `limit`) and the
+    /// sequence number to ask from next time: what the telemetry report carries.
+    pub fn since(&self, after: u64, limit: usize) -> (Vec<Span>, u64) {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .since(after, limit)
+    }
+
+    /// Prometheus text for the tracing counters (appended to the agent's `/metrics`).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "# HELP trellis_trace_spans_recorded_total Spans the proxy recorded (every connection, both ends).\n# TYPE trellis_trace_spans_recorded_total counter\ntrellis_trace_spans_recorded_total {}", self.recorded.load(Ordering::Relaxed));
+        self.export.render(out);
+    }
+}
