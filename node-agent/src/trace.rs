@@ -70,6 +70,15 @@ impl Started {
     }
 }
 
+/// A span in progress: its ids, its end of the tunnel, when it began.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    pub tp: TraceParent,
+    pub parent: Option<SpanId>,
+    pub kind: SpanKind,
+    pub started: Started,
+}
+
 /// Microseconds, for `connect_latency_us`.
 pub fn micros(d: Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX)) as u64
@@ -153,6 +162,52 @@ impl Tracer {
         }
     }
 
+    /// Finish the span of a connection from its access record (what both ends already log)
+    /// plus what only a trace carries: the deciding source, the last hop and its latency.
+    pub fn finish(
+        &self,
+        cx: &Context,
+        rec: &crate::metrics::AccessRecord,
+        source: &trellis_proto::policy::Source,
+        last_hop: Option<std::net::SocketAddr>,
+        connect: Option<Duration>,
+    ) {
+        use crate::metrics::Outcome;
+        use trellis_proto::policy::Source;
+        let (device, group) = match source {
+            Source::Device { name, group, .. } => (name.clone(), Some(group.clone())),
+            Source::Workload(_) => (None, None),
+        };
+        let (outcome, error) = match &rec.outcome {
+            Outcome::Ok => (SpanOutcome::Ok, None),
+            Outcome::Denied => (SpanOutcome::Denied, None),
+            Outcome::Error(e) => (SpanOutcome::Failed, Some(e.clone())),
+        };
+        let span = Span {
+            trace_id: cx.tp.trace_id,
+            span_id: cx.tp.span_id,
+            parent_span_id: cx.parent,
+            kind: cx.kind,
+            start_unix_nanos: cx.started.unix_nanos,
+            end_unix_nanos: cx.started.end_unix_nanos(),
+            service: rec.service.clone(),
+            port: rec.port,
+            client_ip: rec.src_addr.map(|a| a.ip()),
+            source_device: device,
+            source_group: group,
+            source_identity: rec.src_identity.clone(),
+            rule: rec.rule.clone(),
+            peer_node: rec.peer_node.clone(),
+            last_hop,
+            connect_latency_us: connect.map(micros),
+            bytes_sent: rec.bytes_sent,
+            bytes_received: rec.bytes_received,
+            outcome,
+            error,
+        };
+        self.record(span, cx.tp.sampled);
+    }
+
     /// Keep a finished span: always in the ring; in the export queue when a collector is
     /// named and the trace is sampled or the connection was denied or failed. Never waits.
     pub fn record(&self, span: Span, sampled: bool) {
@@ -187,5 +242,50 @@ impl Tracer {
         use std::fmt::Write as _;
         let _ = writeln!(out, "# HELP trellis_trace_spans_recorded_total Spans the proxy recorded (every connection, both ends).\n# TYPE trellis_trace_spans_recorded_total counter\ntrellis_trace_spans_recorded_total {}", self.recorded.load(Ordering::Relaxed));
         self.export.render(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_traceparent_makes_a_child_and_a_malformed_one_a_new_trace() {
+        let t = Tracer::new();
+        let root = t.root();
+        let header = root.encode();
+        let (child, parent) = t.child(Some(&header));
+        assert_eq!(child.trace_id, root.trace_id);
+        assert_eq!(parent, Some(root.span_id));
+        assert_ne!(child.span_id, root.span_id);
+        for bad in [&b"garbage"[..], b"", &header[..54]] {
+            let (fresh, parent) = t.child(Some(bad));
+            assert_eq!(parent, None);
+            assert_ne!(fresh.trace_id, root.trace_id);
+            assert!(fresh.trace_id.is_valid() && fresh.span_id.is_valid());
+        }
+    }
+
+    #[test]
+    fn sampling_follows_the_rate_and_keeps_denials() {
+        let t = Tracer::new();
+        t.set_sample_rate(0.0);
+        assert!((0..100).all(|_| !t.root().sampled));
+        t.set_sample_rate(1.0);
+        assert!((0..100).all(|_| t.root().sampled));
+        t.set_sample_rate(0.5);
+        let n = (0..4000).filter(|_| t.root().sampled).count();
+        assert!((1600..2400).contains(&n), "{n} of 4000 at 0.5");
+
+        // With export on and rate 0: an ok span is kept in the ring only, a denied one is
+        // queued for the collector too.
+        t.set_sample_rate(0.0);
+        t.export.enabled.store(true, Ordering::Relaxed);
+        let mut s = ring::tests::span("nas", "guest-phone");
+        t.record(s.clone(), false);
+        s.outcome = SpanOutcome::Denied;
+        t.record(s, false);
+        assert_eq!(t.recent(&ring::Filter::default(), 10).len(), 2);
+        assert_eq!(t.export.take(10).len(), 1);
     }
 }

@@ -83,7 +83,7 @@ pub struct Status {
 pub struct Queue {
     spans: Mutex<VecDeque<Arc<Span>>>,
     cap: usize,
-    enabled: AtomicBool,
+    pub(crate) enabled: AtomicBool,
     notify: tokio::sync::Notify,
     exported: AtomicU64,
     dropped_full: AtomicU64,
@@ -124,7 +124,7 @@ impl Queue {
         }
     }
 
-    fn take(&self, n: usize) -> Vec<Arc<Span>> {
+    pub(crate) fn take(&self, n: usize) -> Vec<Arc<Span>> {
         let mut q = self.spans.lock().unwrap_or_else(|e| e.into_inner());
         let n = n.min(q.len());
         q.drain(..n).collect()
