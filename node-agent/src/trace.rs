@@ -36,7 +36,7 @@ pub struct Tracer {
     ring: Mutex<ring::Ring>,
     sample_ppm: AtomicU32,
     recorded: AtomicU64,
-    pub(crate) export: export::Queue,
+    pub export: export::Queue,
 }
 
 impl Default for Tracer {
@@ -217,7 +217,10 @@ impl Tracer {
         if export {
             self.export.push(span.clone());
         }
-        self.ring.lock().unwrap_or_else(|e| e.into_inner()).push(span);
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(span);
     }
 
     /// The newest spans first, at most `limit`, matching `filter`.

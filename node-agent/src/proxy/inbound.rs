@@ -232,13 +232,9 @@ async fn stream(
             outcome,
             rule,
         };
-        ctx.metrics.traces.finish(
-            &trace_cx,
-            &rec,
-            &source,
-            hop.map(|h| h.0),
-            hop.map(|h| h.1),
-        );
+        ctx.metrics
+            .traces
+            .finish(&trace_cx, &rec, &source, hop.map(|h| h.0), hop.map(|h| h.1));
         ctx.metrics.access(rec);
     };
     if !decision.allowed() {

@@ -139,7 +139,10 @@ impl Queue {
     }
 
     pub fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
@@ -167,7 +170,11 @@ impl Queue {
 
 /// Start exporting to `collector`: spans are queued from now on, and the returned task
 /// sends them. Abort the task to stop.
-pub fn start(tracer: Arc<Tracer>, node: String, collector: Collector) -> tokio::task::JoinHandle<()> {
+pub fn start(
+    tracer: Arc<Tracer>,
+    node: String,
+    collector: Collector,
+) -> tokio::task::JoinHandle<()> {
     tracer
         .export
         .set_status(|s| s.collector = Some(collector.url()));
@@ -218,10 +225,9 @@ async fn post(c: &Collector, body: Vec<u8>) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach the collector at {}: {e}", c.authority))?;
     let _ = tcp.set_nodelay(true);
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("collector at {}: {e}", c.authority))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("collector at {}: {e}", c.authority))?;
     let conn = tokio::spawn(conn);
     let req = hyper::Request::post(c.path.as_str())
         .header(hyper::header::HOST, c.authority.as_str())
@@ -242,7 +248,10 @@ async fn post(c: &Collector, body: Vec<u8>) -> Result<(), String> {
             c.authority,
             resp.status()
         )),
-        Err(e) => Err(format!("collector at {} gave no valid answer: {e}", c.authority)),
+        Err(e) => Err(format!(
+            "collector at {} gave no valid answer: {e}",
+            c.authority
+        )),
     };
     conn.abort();
     out
@@ -257,7 +266,12 @@ mod tests {
         let c = Collector::parse("http://192.168.1.10:4318").unwrap();
         assert_eq!(c.authority, "192.168.1.10:4318");
         assert_eq!(c.path, "/v1/traces");
-        assert_eq!(Collector::parse("http://jaeger.lan/custom/traces").unwrap().url(), "http://jaeger.lan:4318/custom/traces");
+        assert_eq!(
+            Collector::parse("http://jaeger.lan/custom/traces")
+                .unwrap()
+                .url(),
+            "http://jaeger.lan:4318/custom/traces"
+        );
         for (bad, says) in [
             ("not a url", "is not a URL"),
             ("192.168.1.10:4318", "no http:// scheme"),
@@ -267,7 +281,10 @@ mod tests {
         ] {
             let e = Collector::parse(bad).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
-            assert!(e.contains("http://192.168.1.10:4318"), "says what to write: {e}");
+            assert!(
+                e.contains("http://192.168.1.10:4318"),
+                "says what to write: {e}"
+            );
         }
     }
 
@@ -282,6 +299,9 @@ mod tests {
         assert_eq!(q.dropped(), 3);
         let mut page = String::new();
         q.render(&mut page);
-        assert!(page.contains("trellis_trace_spans_dropped_total{reason=\"queue_full\"} 3"), "{page}");
+        assert!(
+            page.contains("trellis_trace_spans_dropped_total{reason=\"queue_full\"} 3"),
+            "{page}"
+        );
     }
 }

@@ -100,7 +100,11 @@ fn span(out: &mut Vec<u8>, s: &Span) {
         a(out, "client.address", Value::Str(&ip.to_string()));
     }
     if let Some(hop) = s.last_hop {
-        a(out, "network.peer.address", Value::Str(&hop.ip().to_string()));
+        a(
+            out,
+            "network.peer.address",
+            Value::Str(&hop.ip().to_string()),
+        );
         a(out, "network.peer.port", Value::Int(i64::from(hop.port())));
     }
     a(out, "trellis.service", Value::Str(&s.service));
@@ -110,7 +114,11 @@ fn span(out: &mut Vec<u8>, s: &Span) {
     if let Some(g) = &s.source_group {
         a(out, "trellis.source.group", Value::Str(g));
     }
-    a(out, "trellis.source.identity", Value::Str(&s.source_identity));
+    a(
+        out,
+        "trellis.source.identity",
+        Value::Str(&s.source_identity),
+    );
     a(out, "trellis.policy.rule", Value::Str(&s.rule));
     if !s.peer_node.is_empty() {
         a(out, "trellis.peer.node", Value::Str(&s.peer_node));
@@ -119,10 +127,18 @@ fn span(out: &mut Vec<u8>, s: &Span) {
         a(out, "trellis.connect_latency_us", Value::Int(us as i64));
     }
     a(out, "trellis.bytes_sent", Value::Int(s.bytes_sent as i64));
-    a(out, "trellis.bytes_received", Value::Int(s.bytes_received as i64));
+    a(
+        out,
+        "trellis.bytes_received",
+        Value::Int(s.bytes_received as i64),
+    );
     a(out, "trellis.outcome", Value::Str(s.outcome.as_str()));
     // Span.flags (16): bit 8 = "has remote-parent knowledge", bit 9 = "parent is remote".
-    let remote = if s.parent_span_id.is_some() { 0x300 } else { 0x100 };
+    let remote = if s.parent_span_id.is_some() {
+        0x300
+    } else {
+        0x100
+    };
     fixed32(out, 16, 1 | remote);
     message(out, 15, |st| {
         match (s.outcome, &s.error) {
@@ -147,7 +163,12 @@ pub fn encode_request(node: &str, spans: &[Arc<Span>]) -> Vec<u8> {
             attr(res, 1, "service.name", Value::Str("trellis-agent"));
             attr(res, 1, "service.instance.id", Value::Str(node));
             attr(res, 1, "host.name", Value::Str(node));
-            attr(res, 1, "service.version", Value::Str(env!("CARGO_PKG_VERSION")));
+            attr(
+                res,
+                1,
+                "service.version",
+                Value::Str(env!("CARGO_PKG_VERSION")),
+            );
         });
         message(rs, 2, |ss| {
             message(ss, 1, |scope| {

@@ -195,7 +195,11 @@ pub(crate) mod tests {
         let got = r.recent(&f, 10);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].source_device.as_deref(), Some("laptop"));
-        assert_eq!(r.recent(&Filter::from_query(Some("device=10.0.0.2")), 10).len(), 3);
+        assert_eq!(
+            r.recent(&Filter::from_query(Some("device=10.0.0.2")), 10)
+                .len(),
+            3
+        );
         let (first, cursor) = r.since(0, 2);
         assert_eq!(first.len(), 2);
         let (rest, cursor2) = r.since(cursor, 10);
