@@ -79,6 +79,23 @@ pub struct Context {
     pub started: Started,
 }
 
+/// Spans `GET /traces` answers with at most (newest first).
+pub const PAGE_SPANS: usize = 200;
+
+/// `GET /traces[?device=D&service=S]` on the metrics listener: this router's recent spans
+/// and the exporter's status, as JSON (`trellis_proto::trace::SpanList`).
+pub fn traces_page(tracer: &Tracer, node: &str, query: Option<&str>) -> String {
+    let status = tracer.export.status();
+    let list = trellis_proto::trace::SpanList {
+        node: node.to_owned(),
+        spans: tracer.recent(&ring::Filter::from_query(query), PAGE_SPANS),
+        collector: status.collector,
+        export_error: status.last_error,
+        export_dropped: tracer.export.dropped(),
+    };
+    serde_json::to_string(&list).unwrap_or_default()
+}
+
 /// Microseconds, for `connect_latency_us`.
 pub fn micros(d: Duration) -> u64 {
     d.as_micros().min(u128::from(u64::MAX)) as u64

@@ -263,6 +263,15 @@ pub struct SpanList {
     #[serde(default)]
     pub node: String,
     pub spans: Vec<Span>,
+    /// The OTLP collector this router exports to, if one is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<String>,
+    /// Why the collector did not take the last batch, if it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_error: Option<String>,
+    /// Spans meant for the collector and dropped since the agent started.
+    #[serde(default)]
+    pub export_dropped: u64,
 }
 
 #[cfg(test)]
