@@ -36,6 +36,8 @@ pub struct Tracer {
     ring: Mutex<ring::Ring>,
     sample_ppm: AtomicU32,
     recorded: AtomicU64,
+    /// The ring's sequence number the last telemetry report went up to.
+    reported: AtomicU64,
     pub export: export::Queue,
 }
 
@@ -78,6 +80,10 @@ pub struct Context {
     pub kind: SpanKind,
     pub started: Started,
 }
+
+/// Spans one telemetry report carries at most (~0.5 KiB of JSON each, inside the
+/// controller's 64 KiB body limit with everything else a report holds).
+pub const REPORT_SPANS: usize = 32;
 
 /// Spans `GET /traces` answers with at most (newest first).
 pub const PAGE_SPANS: usize = 200;
@@ -125,6 +131,7 @@ impl Tracer {
             ring: Mutex::new(ring::Ring::new(ring::MAX_SPANS, ring::MAX_BYTES)),
             sample_ppm: AtomicU32::new(PPM),
             recorded: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
             export: export::Queue::new(export::MAX_QUEUE),
         }
     }
@@ -255,6 +262,16 @@ impl Tracer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .since(after, limit)
+    }
+
+    /// The spans for the next telemetry report: the newest [`REPORT_SPANS`] recorded since
+    /// the last report (best effort: a report that does not arrive loses its spans; the
+    /// ring still has them).
+    pub fn for_report(&self) -> Vec<Span> {
+        let after = self.reported.load(Ordering::Relaxed);
+        let (spans, newest) = self.since(after, REPORT_SPANS);
+        self.reported.store(newest, Ordering::Relaxed);
+        spans
     }
 
     /// Prometheus text for the tracing counters (appended to the agent's `/metrics`).

@@ -251,6 +251,17 @@ impl Span {
         }
     }
 
+    /// The one filter of `trellis traces --device D --service S`, the page and the agent's
+    /// `/traces`: a device by name, client address or source identity; a service by name.
+    pub fn matches(&self, device: Option<&str>, service: Option<&str>) -> bool {
+        let device_ok = device.is_none_or(|d| {
+            self.source_device.as_deref() == Some(d)
+                || self.source_identity == d
+                || self.client_ip.is_some_and(|ip| ip.to_string() == d)
+        });
+        device_ok && service.is_none_or(|s| self.service == s)
+    }
+
     pub fn duration_us(&self) -> u64 {
         self.end_unix_nanos.saturating_sub(self.start_unix_nanos) / 1000
     }

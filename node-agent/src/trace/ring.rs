@@ -21,12 +21,7 @@ pub struct Filter {
 
 impl Filter {
     pub fn matches(&self, s: &Span) -> bool {
-        let device_ok = self.device.as_deref().is_none_or(|d| {
-            s.source_device.as_deref() == Some(d)
-                || s.source_identity == d
-                || s.client_ip.is_some_and(|ip| ip.to_string() == d)
-        });
-        device_ok && self.service.as_deref().is_none_or(|svc| s.service == svc)
+        s.matches(self.device.as_deref(), self.service.as_deref())
     }
 
     /// Read `device=` and `service=` from a URL query (percent-decoding is not needed for
@@ -112,19 +107,24 @@ impl Ring {
             .collect()
     }
 
+    /// The newest `limit` spans recorded after sequence number `after` (oldest first) and
+    /// the newest sequence number, to ask from next time: older unsent ones are skipped.
     pub fn since(&self, after: u64, limit: usize) -> (Vec<Span>, u64) {
-        let mut last = after;
-        let out = self
+        let newest = self
+            .spans
+            .back()
+            .map_or(after, |(seq, _, _)| *seq)
+            .max(after);
+        let mut out: Vec<Span> = self
             .spans
             .iter()
-            .filter(|(seq, _, _)| *seq > after)
+            .rev()
+            .take_while(|(seq, _, _)| *seq > after)
             .take(limit)
-            .map(|(seq, s, _)| {
-                last = *seq;
-                Span::clone(s)
-            })
+            .map(|(_, s, _)| Span::clone(s))
             .collect();
-        (out, last)
+        out.reverse();
+        (out, newest)
     }
 }
 
@@ -200,11 +200,14 @@ pub(crate) mod tests {
                 .len(),
             3
         );
+        // The newest two, oldest first; the skipped one is not sent later.
         let (first, cursor) = r.since(0, 2);
-        assert_eq!(first.len(), 2);
-        let (rest, cursor2) = r.since(cursor, 10);
+        let names: Vec<_> = first.iter().map(|s| s.service.as_str()).collect();
+        assert_eq!(names, ["printer", "nas"]);
+        assert_eq!(r.since(cursor, 10).0.len(), 0);
+        r.push(Arc::new(span("tv", "phone")));
+        let (rest, _) = r.since(cursor, 10);
         assert_eq!(rest.len(), 1);
-        assert_eq!(rest[0].source_device.as_deref(), Some("phone"));
-        assert_eq!(r.since(cursor2, 10).0.len(), 0);
+        assert_eq!(rest[0].service, "tv");
     }
 }
