@@ -325,4 +325,29 @@ mod tests {
         assert_eq!(t.recent(&ring::Filter::default(), 10).len(), 2);
         assert_eq!(t.export.take(10).len(), 1);
     }
+
+    /// The memory tracing can hold at its caps, from the span sizes the proxy makes: the
+    /// ring at its byte cap and a full export queue. A printed figure (goal ≤ 1 MB of RSS
+    /// with tracing on); the bound itself is what the asserts check.
+    #[test]
+    fn memory_at_the_caps_is_bounded() {
+        let t = Tracer::new();
+        t.export.enabled.store(true, Ordering::Relaxed);
+        let s = ring::tests::span("family-web", "laptop");
+        let per_span = ring::approx_size(&s);
+        for _ in 0..(export::MAX_QUEUE + ring::MAX_SPANS) {
+            t.record(s.clone(), true);
+        }
+        let ring_bytes = t.ring.lock().unwrap().bytes();
+        assert!(ring_bytes <= ring::MAX_BYTES);
+        assert_eq!(t.export.take(usize::MAX).len(), export::MAX_QUEUE);
+        // Queued spans are shared with the ring (Arc) where both hold them.
+        let queue_bytes = export::MAX_QUEUE * (per_span + 16);
+        let total = ring_bytes + queue_bytes;
+        println!(
+            "GOAL trace_memory_at_caps {:.2} MB 1.00 MB {} (span {per_span} B, ring {ring_bytes} B, queue {queue_bytes} B)",
+            total as f64 / 1e6,
+            if total <= 1_000_000 { "MET" } else { "MISSED" }
+        );
+    }
 }
