@@ -93,6 +93,19 @@ pub enum Command {
     Topology,
     /// Connections and bytes per service over the last hour, from the routers' proxies.
     Traffic,
+    /// Recent connections through the mesh, one trace each: source proxy, tunnel,
+    /// destination proxy, last hop (newest first).
+    Traces {
+        /// Only this device (name, address or identity).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this service.
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many traces.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
     /// Measure TCP throughput from one router to another (one mesh hop when they are
     /// neighbours): `trellis speedtest attic garage`. Waits for the result; exit 1 if it fails.
     Speedtest {
@@ -636,6 +649,21 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 }
                 out
             })
+        }
+        Command::Traces {
+            device,
+            service,
+            limit,
+        } => {
+            let mut path = format!("/v1/admin/traces?limit={limit}");
+            if let Some(d) = device {
+                path += &format!("&device={}", query_value(d));
+            }
+            if let Some(s) = service {
+                path += &format!("&service={}", query_value(s));
+            }
+            let traces: Vec<crate::traces::TraceView> = call(cli, Method::GET, &path, none).await?;
+            show(cli, &traces, |ts| crate::traces::render_text(ts))
         }
         Command::Traffic => {
             let charts: Vec<crate::traffic::ServiceChart> =

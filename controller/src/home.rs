@@ -218,6 +218,8 @@ pub struct Home {
     started: Instant,
     /// Per-service traffic of the last hour, from the agents' counters (RAM only).
     traffic: Mutex<crate::traffic::TrafficBook>,
+    /// The routers' recent connection spans (RAM only, bounded): `crate::traces`.
+    traces: Mutex<crate::traces::TraceBook>,
     /// Services a router reported and the catalog refused: logged once per interval.
     catalog_refusals: trellis_io::ratelog::RateLog,
     /// Pairing refusals and decoy runs (a LAN client causes them at will): once per interval.
@@ -326,6 +328,7 @@ impl Home {
             speedtests: Default::default(),
             started: Instant::now(),
             traffic: Mutex::default(),
+            traces: Mutex::default(),
             catalog_refusals: Default::default(),
             pairing_refusals: Default::default(),
         });
@@ -686,6 +689,10 @@ impl Home {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .report(node, &std::mem::take(&mut telemetry.traffic), unix_now());
+        self.traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .report(node, std::mem::take(&mut telemetry.traces));
         for seen in std::mem::take(&mut telemetry.services) {
             if let Err(e) = self.learn_service(node, &seen) {
                 // A router repeats its report every 30 s: one line per interval, not per report.
@@ -1001,6 +1008,19 @@ impl Home {
                 ),
             )
         })
+    }
+
+    /// The newest connection traces of the home, joined across routers (`trellis traces`).
+    pub fn traces(
+        &self,
+        device: Option<&str>,
+        service: Option<&str>,
+        limit: usize,
+    ) -> Vec<crate::traces::TraceView> {
+        self.traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .traces(device, service, limit)
     }
 
     /// Per-service connections and bytes of the last hour, busiest first.

@@ -34,4 +34,5 @@ pub mod pairing;
 pub mod placement;
 pub mod speedtest;
 pub mod store;
+pub mod traces;
 pub mod traffic;

@@ -90,6 +90,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub telemetry_interval: u64,
+    /// Export connection traces over OTLP/HTTP (protobuf) to this collector, e.g.
+    /// http://192.168.1.10:4318 (OpenTelemetry Collector, Jaeger); without it the router
+    /// keeps its last spans itself (GET /traces on the metrics listener).
+    #[arg(long, value_name = "URL", value_parser = crate::trace::export::Collector::parse)]
+    pub otlp_endpoint: Option<crate::trace::export::Collector>,
+    /// The share of traces (0–1) exported when the connection went well; denied and failed
+    /// ones always are.
+    #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate)]
+    pub trace_sample: f64,
+}
+
+fn parse_rate(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{v:?} is not a share between 0 and 1 (e.g. 0.1 for one trace in ten)"
+        )),
+    }
 }
 
 fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -120,6 +138,8 @@ impl RunArgs {
             leases: Some(self.leases.clone()),
             mdns: !self.no_mdns,
             advertise: self.advertise,
+            otlp: self.otlp_endpoint.clone(),
+            trace_sample: self.trace_sample,
         }))
     }
 }
@@ -315,6 +335,31 @@ mod tests {
             Command::Run(a) => Ok(a),
             other => panic!("not run: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_collector_that_is_not_a_url_or_a_rate_out_of_range_is_refused_at_start() {
+        let e = run_args(&["--otlp-endpoint", "jaeger"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no http:// scheme") && e.contains("http://192.168.1.10:4318"),
+            "{e}"
+        );
+        let e = run_args(&["--trace-sample", "5"]).unwrap_err().to_string();
+        assert!(e.contains("not a share between 0 and 1"), "{e}");
+        let ok = run_args(&[
+            "--otlp-endpoint",
+            "http://10.0.0.5:4318",
+            "--trace-sample",
+            "0.1",
+        ])
+        .unwrap();
+        let mesh = ok.service_mesh().unwrap().unwrap();
+        assert_eq!(mesh.otlp.unwrap().url(), "http://10.0.0.5:4318/v1/traces");
+        assert_eq!(mesh.trace_sample, 0.1);
+        let none = run_args(&[]).unwrap().service_mesh().unwrap().unwrap();
+        assert!(none.otlp.is_none(), "no collector unless one is named");
     }
 
     #[test]

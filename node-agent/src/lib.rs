@@ -37,6 +37,7 @@ pub mod proxy;
 pub mod service_mesh;
 pub mod speedtest;
 pub mod state;
+pub mod trace;
 pub mod wifi;
 
 pub fn unix_now() -> u64 {

@@ -134,6 +134,8 @@ impl fmt::Display for AccessRecord {
 pub struct Metrics {
     inner: Mutex<Inner>,
     access: broadcast::Sender<AccessRecord>,
+    /// The proxy's connection traces (ring, sampler, OTLP export): `crate::trace`.
+    pub traces: Arc<crate::trace::Tracer>,
 }
 
 impl Default for Metrics {
@@ -149,6 +151,7 @@ impl Metrics {
         Self {
             inner: Mutex::new(Inner::default()),
             access,
+            traces: Arc::new(crate::trace::Tracer::new()),
         }
     }
 
@@ -374,6 +377,8 @@ impl Metrics {
                 *not_after as i64 - now
             );
         }
+        drop(g);
+        self.traces.render(&mut out);
         out
     }
 }

@@ -54,6 +54,10 @@ pub struct Options {
     /// The address other routers reach this one by (default: the inbound listener's, or
     /// the one used towards the controller).
     pub advertise: Option<std::net::IpAddr>,
+    /// The OTLP/HTTP collector spans are exported to (none: the ring only).
+    pub otlp: Option<crate::trace::export::Collector>,
+    /// The share of traces exported when all went well (denied and failed: always).
+    pub trace_sample: f64,
 }
 
 /// The running data plane; stops (and removes interception) when dropped.
@@ -155,6 +159,13 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     let (state_tx, state_rx) = watch::channel(Arc::new(first));
     let (catalog_tx, catalog_rx) = watch::channel(Arc::new(snapshot.catalog.clone()));
     let proxy = Proxy::start(opts.proxy.clone(), state_rx, metrics.clone()).await?;
+    let agent_name = agent
+        .agent
+        .node
+        .identity
+        .node_name()
+        .map_or_else(|| agent.agent.node.identity.to_string(), |n| n.to_string());
+    metrics.traces.set_sample_rate(opts.trace_sample);
     tracing::info!(outbound = %proxy.outbound, inbound = %proxy.inbound, "service mesh proxy listening");
     // Tell the other routers where our tunnel endpoint is.
     let advertise = match opts
@@ -187,6 +198,14 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         None
     };
     let mut tasks = Vec::new();
+    if let Some(collector) = opts.otlp.clone() {
+        tracing::info!(collector = %collector.url(), sample = opts.trace_sample, "exporting traces (OTLP/HTTP)");
+        tasks.push(crate::trace::export::start(
+            metrics.traces.clone(),
+            agent_name.clone(),
+            collector,
+        ));
+    }
 
     // Rebuild the proxy's state on every snapshot, renewal or lease change.
     tasks.push(tokio::spawn({
@@ -260,12 +279,21 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
         let metrics = metrics.clone();
         let counted = gate.clone();
         tasks.push(tokio::spawn(async move {
-            trellis_io::metrics::serve_metrics(listener, gate, move || {
-                let mut page = metrics.render();
-                let mut listeners = metrics.listeners();
-                listeners.push(counted.clone());
-                trellis_io::metrics::render(&listeners, &mut page);
-                page
+            let node = agent_name.clone();
+            trellis_io::metrics::serve_pages(listener, gate, move |path, query| match path {
+                "/metrics" => {
+                    let mut page = metrics.render();
+                    let mut listeners = metrics.listeners();
+                    listeners.push(counted.clone());
+                    trellis_io::metrics::render(&listeners, &mut page);
+                    Some((trellis_io::metrics::PROMETHEUS_TEXT, page))
+                }
+                // This router's recent spans (the ring), newest first, as JSON.
+                "/traces" => Some((
+                    "application/json",
+                    crate::trace::traces_page(&metrics.traces, &node, query),
+                )),
+                _ => None,
             })
             .await;
         }));

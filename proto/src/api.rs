@@ -72,6 +72,10 @@ pub struct Telemetry {
     /// (cumulative counters; the controller turns them into per-minute figures).
     #[serde(default)]
     pub traffic: Vec<ServiceTraffic>,
+    /// The proxy's spans since the last report (at most 32, the newest), for
+    /// `trellis traces` and the page's trace view.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<crate::trace::Span>,
     /// The access points this router runs for the home's networks (at most
     /// [`crate::home_wifi::MAX_ACCESS_POINTS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -27,5 +27,6 @@ pub mod policy;
 pub mod snapshot;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod trace;
 
 pub use identity::{CertSerial, HomeId, NodeName, SpiffeId};

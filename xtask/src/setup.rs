@@ -46,6 +46,7 @@ pub fn ensure_test_tools() -> Result<()> {
     ensure_disk_space(TEST_RUN_NEEDS_GIB)?;
     ensure_apt()?;
     ensure_zigbuild()?;
+    ensure_otlp_receiver()?;
     ensure_rust_targets(STABLE_TARGETS)
 }
 
@@ -139,6 +140,31 @@ pub fn ensure_zigbuild() -> Result<()> {
         bail!("cargo-zigbuild was installed by pip but is not on PATH; add pip's bin directory to PATH");
     }
     Ok(())
+}
+
+/// The trace test's OTLP receiver (node-agent/tests/support/otlp_receiver.py) decodes with
+/// the official OpenTelemetry protobuf classes: PyPI `opentelemetry-proto` and `protobuf`.
+pub fn ensure_otlp_receiver() -> Result<()> {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        return Ok(());
+    }
+    run(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "opentelemetry-proto",
+        "protobuf",
+    ]))
 }
 
 pub fn ensure_rust_targets(targets: &[&str]) -> Result<()> {

@@ -47,6 +47,7 @@ pub fn router(home: Arc<Home>) -> Router {
         )
         .route("/v1/admin/speedtests/{id}", get(speedtest))
         .route("/v1/admin/traffic", get(traffic))
+        .route("/v1/admin/traces", get(traces))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -300,6 +301,29 @@ async fn speedtest(
         )
     })?;
     home.speedtest(id).map(Json)
+}
+
+/// `GET /v1/admin/traces?device=D&service=S&limit=N`: the newest traces first.
+#[derive(Debug, Default, Deserialize)]
+pub struct TracesQuery {
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+async fn traces(
+    State(home): State<Arc<Home>>,
+    query: Result<Query<TracesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<crate::traces::TraceView>>, HomeError> {
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    Ok(Json(home.traces(
+        q.device.as_deref(),
+        q.service.as_deref(),
+        q.limit.unwrap_or(50),
+    )))
 }
 
 async fn traffic(State(home): State<Arc<Home>>) -> Json<Vec<crate::traffic::ServiceChart>> {

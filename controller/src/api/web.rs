@@ -77,6 +77,7 @@ const ASSETS: &[Asset] = &[
     asset!("pages/policy.js", JS),
     asset!("pages/certificates.js", JS),
     asset!("pages/traffic.js", JS),
+    asset!("pages/traces.js", JS),
 ];
 
 /// The page's state: the home, the sessions, the throttle, the password hasher.
@@ -123,6 +124,7 @@ pub fn router(home: Arc<Home>) -> Router {
         )
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
+        .route("/api/ui/traces", get(traces::traces))
         .route("/api/ui/speedtests", get(speedtests).post(start_speedtest))
         .route("/api/ui/speedtests/{id}", get(speedtest))
         .route("/api/ui/events", get(events))
@@ -1175,6 +1177,8 @@ async fn speedtest(
     })?;
     Ok(Json(web.home.speedtest(id)?))
 }
+
+mod traces;
 
 #[cfg(test)]
 mod tests;

@@ -483,6 +483,13 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
+            traces: self
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|m| m.traces.for_report())
+                .unwrap_or_default(),
             ..Telemetry::default()
         };
         let answer = self

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
@@ -15,11 +15,12 @@ use super::copy::{self, Transferred};
 use super::h2stream::{
     H2Stream, CONNECTION_WINDOW, MAX_FRAME, SEND_BUFFER, STREAMS_PER_CONNECTION, STREAM_WINDOW,
 };
-use super::outbound::{HDR_CLIENT_IP, HDR_CLIENT_MAC};
+use super::outbound::{HDR_CLIENT_IP, HDR_CLIENT_MAC, HDR_TRACEPARENT};
 use super::readahead::ReadAhead;
 use super::wire::TunnelResponse;
 use super::{tls, Ctx, MeshState};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
+use crate::trace;
 
 fn server_config(ctx: &Ctx, state: &MeshState) -> Result<Arc<rustls::ServerConfig>, tls::TlsError> {
     let mut g = ctx.server_tls.lock().unwrap_or_else(|e| e.into_inner());
@@ -160,6 +161,18 @@ async fn stream(
     mut respond: ::h2::server::SendResponse<Bytes>,
 ) {
     let start = Instant::now();
+    let started = trace::Started::now();
+    // A missing or malformed traceparent starts a new trace; it never fails the stream.
+    let (tp, parent) = ctx
+        .metrics
+        .traces
+        .child(req.headers().get(HDR_TRACEPARENT).map(|v| v.as_bytes()));
+    let trace_cx = trace::Context {
+        tp,
+        parent,
+        kind: trace::SpanKind::Server,
+        started,
+    };
     let failed = |reason: String| TunnelResponse::Failed { reason };
     let (service, port) = match req.uri().authority() {
         Some(a) if req.method() == http::Method::CONNECT => {
@@ -200,8 +213,8 @@ async fn stream(
         destination_identity: svc.identity.to_string(),
         destination_service: svc.name.clone(),
     };
-    let log = |sent, received, outcome, rule: String| {
-        ctx.metrics.access(AccessRecord {
+    let log = |sent, received, outcome, rule: String, hop: Option<(SocketAddr, Duration)>| {
+        let rec = AccessRecord {
             direction: "inbound",
             src_addr: client_ip.map(|ip| SocketAddr::new(ip, 0)),
             src_identity: source.identity(),
@@ -214,7 +227,11 @@ async fn stream(
             duration: start.elapsed(),
             outcome,
             rule,
-        })
+        };
+        ctx.metrics
+            .traces
+            .finish(&trace_cx, &rec, &source, hop.map(|h| h.0), hop.map(|h| h.1));
+        ctx.metrics.access(rec);
     };
     if !decision.allowed() {
         ctx.metrics
@@ -228,7 +245,7 @@ async fn stream(
                 explanation: decision.explain(),
             },
         );
-        log(0, 0, Outcome::Denied, decision.rule());
+        log(0, 0, Outcome::Denied, decision.rule(), None);
         return;
     }
     let Some(sport) = svc.port(port) else {
@@ -242,6 +259,7 @@ async fn stream(
     // Only instances on this node's own segment: we never relay plaintext further.
     let mut last = String::from("no instance behind this node");
     let mut upstream = None;
+    let t0 = Instant::now();
     for inst in svc
         .instances
         .iter()
@@ -250,20 +268,20 @@ async fn stream(
         let target = SocketAddr::new(inst.addr, sport.target());
         match tokio::time::timeout(ctx.cfg.connect_timeout, TcpStream::connect(target)).await {
             Ok(Ok(s)) => {
-                upstream = Some(s);
+                upstream = Some((s, (target, t0.elapsed())));
                 break;
             }
             Ok(Err(e)) => last = format!("{target}: {e}"),
             Err(_) => last = format!("{target}: connect timed out"),
         }
     }
-    let Some(upstream) = upstream else {
+    let Some((upstream, hop)) = upstream else {
         refuse(
             &mut respond,
             http::StatusCode::SERVICE_UNAVAILABLE,
             &failed(last.clone()),
         );
-        log(0, 0, Outcome::Error(last), decision.rule());
+        log(0, 0, Outcome::Error(last), decision.rule(), None);
         return;
     };
     let _ = upstream.set_nodelay(true);
@@ -289,5 +307,5 @@ async fn stream(
         Ok(_) => Outcome::Ok,
         Err(e) => Outcome::Error(e.to_string()),
     };
-    log(sent, received, outcome, decision.rule());
+    log(sent, received, outcome, decision.rule(), Some(hop));
 }

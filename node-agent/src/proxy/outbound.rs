@@ -1,8 +1,8 @@
 //! Outbound: an intercepted client connection to a virtual IP, taken to the service.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use trellis_proto::catalog::Service;
@@ -14,6 +14,7 @@ use super::h2stream::H2Stream;
 use super::wire::{self, TunnelRequest, TunnelResponse};
 use super::{pool, refusal, reset, Ctx, MeshState, OriginalDst};
 use crate::metrics::{AccessRecord, ConnLabels, Outcome};
+use crate::trace;
 
 struct Conn<'a> {
     ctx: &'a Ctx,
@@ -22,6 +23,11 @@ struct Conn<'a> {
     svc: &'a Service,
     port: u16,
     decision: &'a Decision,
+    trace: trace::Context,
+    /// The device's address when this node connected the last hop itself.
+    last_hop: OnceLock<SocketAddr>,
+    /// Time to reach the service (tunnel and last hop).
+    connect: OnceLock<Duration>,
 }
 
 impl Conn<'_> {
@@ -35,7 +41,7 @@ impl Conn<'_> {
     }
 
     fn log(&self, peer: &str, sent: u64, received: u64, outcome: Outcome, rule: String) {
-        self.ctx.metrics.access(AccessRecord {
+        let rec = AccessRecord {
             direction: "outbound",
             src_addr: Some(self.client_addr),
             src_identity: self.decision.source.identity(),
@@ -48,13 +54,22 @@ impl Conn<'_> {
             duration: self.start.elapsed(),
             outcome,
             rule,
-        });
+        };
+        self.ctx.metrics.traces.finish(
+            &self.trace,
+            &rec,
+            &self.decision.source,
+            self.last_hop.get().copied(),
+            self.connect.get().copied(),
+        );
+        self.ctx.metrics.access(rec);
     }
 }
 
 /// Serve one intercepted connection to the end.
 pub(crate) async fn handle(ctx: Arc<Ctx>, client: TcpStream, client_addr: SocketAddr) {
     let start = Instant::now();
+    let started = trace::Started::now();
     let orig = match original_dst(&client, ctx.cfg.original_dst) {
         Ok(a) => a,
         Err(e) => {
@@ -90,6 +105,14 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, client: TcpStream, client_addr: Socket
         svc,
         port: orig.port(),
         decision: &decision,
+        trace: trace::Context {
+            tp: ctx.metrics.traces.root(),
+            parent: None,
+            kind: trace::SpanKind::Client,
+            started,
+        },
+        last_hop: OnceLock::new(),
+        connect: OnceLock::new(),
     };
     if !decision.allowed() {
         ctx.metrics.denied(&decision.rule(), &svc.name, "source");
@@ -129,7 +152,10 @@ async fn serve(
             let t0 = Instant::now();
             match tokio::time::timeout(ctx.cfg.connect_timeout, TcpStream::connect(target)).await {
                 Ok(Ok(up)) => {
-                    ctx.metrics.connect_latency(t0.elapsed());
+                    let took = t0.elapsed();
+                    ctx.metrics.connect_latency(took);
+                    let _ = conn.connect.set(took);
+                    let _ = conn.last_hop.set(target);
                     let _ = up.set_nodelay(true);
                     return pump(conn, client, Upstream::Local(up), "local").await;
                 }
@@ -144,7 +170,7 @@ async fn serve(
         }
         let t0 = Instant::now();
         let peer = inst.node.to_string();
-        match open_stream(ctx, state, &inst.node, req).await {
+        match open_stream(ctx, state, &inst.node, req, &conn.trace.tp).await {
             Err((e, node_at_fault)) => {
                 if node_at_fault {
                     ctx.pool.record_failure(&inst.node);
@@ -154,7 +180,9 @@ async fn serve(
             }
             Ok(Opened::Connected(stream, guard)) => {
                 ctx.pool.record_success(&inst.node);
-                ctx.metrics.connect_latency(t0.elapsed());
+                let took = t0.elapsed();
+                ctx.metrics.connect_latency(took);
+                let _ = conn.connect.set(took);
                 let out = pump(conn, client, Upstream::Tunnel(stream), &peer).await;
                 drop(guard);
                 return out;
@@ -197,6 +225,8 @@ enum Opened {
 /// Header names of the facts the source node passes along (values are ASCII).
 pub(crate) const HDR_CLIENT_IP: &str = "trellis-client-ip";
 pub(crate) const HDR_CLIENT_MAC: &str = "trellis-client-mac";
+/// W3C Trace Context: the outbound span, parent of the destination's inbound span.
+pub(crate) const HDR_TRACEPARENT: &str = "traceparent";
 
 /// Open one CONNECT stream to `node` for `req`. A pooled connection may have died while
 /// idle; one retry on a fresh connection is not the node's fault. Errors say whether the node
@@ -206,6 +236,7 @@ async fn open_stream(
     state: &Arc<MeshState>,
     node: &NodeName,
     req: &TunnelRequest,
+    tp: &trace::TraceParent,
 ) -> Result<Opened, (String, bool)> {
     let mut last = String::new();
     for _attempt in 0..2 {
@@ -223,6 +254,9 @@ async fn open_stream(
         }
         if let Some(mac) = req.client_mac {
             request = request.header(HDR_CLIENT_MAC, mac.to_string());
+        }
+        if let Ok(v) = http::HeaderValue::from_bytes(&tp.encode()) {
+            request = request.header(HDR_TRACEPARENT, v);
         }
         let request = request
             .body(())

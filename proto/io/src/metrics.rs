@@ -61,23 +61,42 @@ pub async fn serve_metrics<P>(listener: TcpListener, gate: Arc<Gate>, page: P) -
 where
     P: Fn() -> String + Send + Sync + 'static,
 {
-    let page = Arc::new(page);
+    serve_pages(listener, gate, move |path, _query| {
+        (path == "/metrics").then(|| (PROMETHEUS_TEXT, page()))
+    })
+    .await
+}
+
+/// The content type of Prometheus text exposition format 0.0.4.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4";
+
+/// Like [`serve_metrics`], for a listener with more than one page: `pages(path, query)`
+/// answers `(content type, body)`, or `None` for 404 (the agent's `/metrics` and `/traces`).
+pub async fn serve_pages<P>(listener: TcpListener, gate: Arc<Gate>, pages: P) -> Infallible
+where
+    P: Fn(&str, Option<&str>) -> Option<(&'static str, String)> + Send + Sync + 'static,
+{
+    let pages = Arc::new(pages);
     serve(listener, gate, move |tcp, _peer, ticket| {
-        let page = page.clone();
+        let pages = pages.clone();
         async move {
             let _ticket = ticket;
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let page = page.clone();
+                    let pages = pages.clone();
                     async move {
-                        let (status, body) = if req.uri().path() == "/metrics" {
-                            (hyper::StatusCode::OK, page())
-                        } else {
-                            (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_owned())
+                        let (status, ctype, body) = match pages(req.uri().path(), req.uri().query())
+                        {
+                            Some((ctype, body)) => (hyper::StatusCode::OK, ctype, body),
+                            None => (
+                                hyper::StatusCode::NOT_FOUND,
+                                PROMETHEUS_TEXT,
+                                "try /metrics\n".to_owned(),
+                            ),
                         };
                         hyper::Response::builder()
                             .status(status)
-                            .header("content-type", "text/plain; version=0.0.4")
+                            .header("content-type", ctype)
                             .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
                     }
                 });

@@ -489,6 +489,8 @@ fn agent_init_passes_ports_and_interception_from_the_config() {
             ("agent", "dns_port", "5399"),
             ("agent", "intercept", "0"),
             ("agent", "metrics_listen", "off"),
+            ("agent", "otlp_endpoint", "http://192.168.1.10:4318"),
+            ("agent", "trace_sample", "0.25"),
         ],
     );
     assert!(ok, "{err}");
@@ -501,6 +503,11 @@ fn agent_init_passes_ports_and_interception_from_the_config() {
     let pos = |c: &str| calls.iter().position(|x| x == c);
     let append = pos("procd_append_param|command|--no-intercept").expect("--no-intercept");
     assert!(append > pos(cmd).unwrap() && append < pos("procd_close_instance").unwrap());
+    assert!(
+        pos("procd_append_param|command|--otlp-endpoint|http://192.168.1.10:4318|--trace-sample|0.25")
+            .is_some(),
+        "{calls:?}"
+    );
 }
 
 #[test]

@@ -416,6 +416,22 @@ async fn devices_groups_labels_and_empty_states() {
         serde_json::json!([]),
         "no router reported yet"
     );
+    let a = call(
+        &f.app,
+        "GET",
+        "/api/ui/traces?device=laptop&service=",
+        c,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(
+        a.json["items"],
+        serde_json::json!([]),
+        "no spans reported yet"
+    );
+    assert!(a.json["note"].as_str().unwrap().contains("last hop"));
     for page in ["services", "policy"] {
         let a = call(&f.app, "GET", &format!("/api/ui/{page}"), c, None, None).await;
         assert_eq!(a.status, StatusCode::OK);
