@@ -449,6 +449,14 @@ impl Agent {
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let _turn = self.report_turn.lock().await;
+        // One read of the data plane's metrics, the lock released at once: a guard taken
+        // inside the literal below would live to the end of the statement, and a second
+        // one would deadlock the report.
+        let metrics = self
+            .metrics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let t = Telemetry {
             addresses: self
                 .addresses
@@ -476,17 +484,11 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            traffic: self
-                .metrics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            traffic: metrics
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
-            traces: self
-                .metrics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            traces: metrics
                 .as_ref()
                 .map(|m| m.traces.for_report())
                 .unwrap_or_default(),
