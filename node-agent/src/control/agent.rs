@@ -482,6 +482,13 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
+            edges: self
+                .metrics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|m| m.edge_traffic())
+                .unwrap_or_default(),
             ..Telemetry::default()
         };
         let answer = self
