@@ -42,9 +42,28 @@ pub struct Options {
     /// unreachable (agents call at least every 55 s; 1 to 3600).
     #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub node_timeout_s: u64,
+    /// Prometheus /metrics (routers, config propagation, refusals; no secrets, no control):
+    /// loopback by default, like the agents'; a LAN address lets a Prometheus elsewhere scrape
+    /// it; "off" disables it.
+    #[arg(long, default_value = "127.0.0.1:9465", value_parser = metrics_addr)]
+    pub metrics_listen: MetricsListen,
     /// Log filter, e.g. `info` or `trellis_controller=debug`.
     #[arg(long, env = "TRELLIS_LOG", default_value = "info", value_parser = trellis_io::logging::check_filter)]
     pub log: String,
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+fn metrics_addr(value: &str) -> Result<MetricsListen, String> {
+    if value == "off" {
+        return Ok(MetricsListen(None));
+    }
+    value
+        .parse()
+        .map(|a| MetricsListen(Some(a)))
+        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9465 (or \"off\")"))
 }
 
 pub fn main() -> ExitCode {
@@ -109,11 +128,40 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         "trellis-controller ready"
     );
     let gate = api::agent::gate();
-    let listeners = api::admin::Listeners(vec![gate.clone()]);
+    let mut gates = vec![gate.clone()];
+    let metrics = match opts.metrics_listen.0 {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "cannot listen on {addr} for /metrics (--metrics-listen; \"off\" disables it)"
+                )
+            })?;
+            tracing::info!(%addr, "serving /metrics");
+            let metrics_gate =
+                trellis_io::Gate::new("metrics", trellis_io::metrics::METRICS_LIMITS);
+            gates.push(metrics_gate.clone());
+            Some((listener, metrics_gate))
+        }
+        None => None,
+    };
+    let listeners = api::admin::Listeners(gates.clone());
+    let metrics = async {
+        match metrics {
+            Some((listener, metrics_gate)) => {
+                let home = home.clone();
+                trellis_io::metrics::serve_metrics(listener, metrics_gate, move || {
+                    crate::metrics::page(&home, &gates)
+                })
+                .await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let agent_api = api::admin::AgentApiAddr(agents.local_addr()?);
     let result = tokio::select! {
         r = api::agent::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
         r = api::admin::serve(home.clone(), admin, listeners, agent_api) => r.context("admin API stopped"),
+        _ = metrics => Ok(()),
         _ = trellis_io::signal::shutdown() => {
             tracing::info!("shutting down");
             Ok(())

@@ -19,6 +19,7 @@ use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials, PeerNode, Revocat
 use trellis_proto::{CertSerial, HomeId, NodeName, SpiffeId};
 
 use crate::ca::{self, unix_now, HomeCa};
+use crate::metrics::PairingRefusal as Refused;
 use crate::pairing::Progress;
 use crate::pairing::{Pairing, PairingError};
 use crate::store::{DeviceRow, HomeRecord, PasswordRecord, Store, StoreError};
@@ -224,6 +225,8 @@ pub struct Home {
     catalog_refusals: trellis_io::ratelog::RateLog,
     /// Pairing refusals and decoy runs (a LAN client causes them at will): once per interval.
     pairing_refusals: trellis_io::ratelog::RateLog,
+    /// The controller's Prometheus counters (pairings, logins, config propagation).
+    pub counters: crate::metrics::Counters,
 }
 
 /// Most recent events kept in RAM.
@@ -331,6 +334,7 @@ impl Home {
             traces: Mutex::default(),
             catalog_refusals: Default::default(),
             pairing_refusals: Default::default(),
+            counters: Default::default(),
         });
         home.publish()?;
         Ok(home)
@@ -382,6 +386,7 @@ impl Home {
             wifi: Default::default(),
         };
         self.config.send_replace(Arc::new(snapshot));
+        self.counters.published(version);
         Ok(())
     }
 
@@ -420,18 +425,21 @@ impl Home {
     ) -> Result<PairChallenge> {
         let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let now = Instant::now();
+        self.counters.pairing_started();
         let admitted = self
             .pairing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(peer, now);
         if let Err(e) = admitted {
+            self.counters.pairing_refused(Refused::RateLimited);
             if let Some(times) = self.pairing_refusals.hit(now) {
                 tracing::warn!(node = %req.node_name, %peer, times, error = %e, "pairing refused");
             }
             return Err(e.into());
         }
         if self.is_enrolled(&req.node_name)? {
+            self.counters.pairing_refused(Refused::NameTaken);
             return Err(HomeError::new(
                 Kind::Conflict,
                 format!(
@@ -459,6 +467,7 @@ impl Home {
                 Ok(challenge)
             }
             Err(e) => {
+                self.counters.pairing_refused(Refused::Invalid);
                 if let Some(times) = self.pairing_refusals.hit(now) {
                     tracing::warn!(node = %req.node_name, %peer, times, error = %e, "pairing refused");
                 }
@@ -477,6 +486,7 @@ impl Home {
             Ok(a) => a,
             // A run against an open code: bounded by its tries, worth a line and an event.
             Err(PairingError::WrongCode { tries: Some(tries) }) => {
+                self.counters.pairing_refused(Refused::WrongCode);
                 tracing::warn!(
                     tries,
                     "pairing failed: wrong code (try {tries} of {})",
@@ -492,6 +502,10 @@ impl Home {
                 return Err(PairingError::WrongCode { tries: Some(tries) }.into());
             }
             Err(e) => {
+                self.counters.pairing_refused(match e {
+                    PairingError::WrongCode { tries: None } => Refused::CodeNotOpen,
+                    _ => Refused::Invalid,
+                });
                 if let Some(times) = self.pairing_refusals.hit(Instant::now()) {
                     tracing::warn!(times, error = %e, "pairing failed");
                 }
@@ -508,6 +522,7 @@ impl Home {
             self.store.set_portal_node(&admitted.node_name)?;
         }
         self.publish()?;
+        self.counters.pairing_enrolled();
         tracing::info!(%identity, "router enrolled");
         self.record(
             "enrolled",
@@ -535,6 +550,7 @@ impl Home {
             .ok_or(PairingError::UnknownSession)?;
         match tries {
             Some(tries) => {
+                self.counters.pairing_refused(Refused::WrongCode);
                 tracing::warn!(%node, tries, "pairing failed: the agent was given a wrong code (try {tries} of {})", crate::pairing::MAX_TRIES);
                 self.record(
                     "pairing",
@@ -546,6 +562,7 @@ impl Home {
             }
             // A code that is not open: anyone on the LAN can cause this at will.
             None => {
+                self.counters.pairing_refused(Refused::CodeNotOpen);
                 if let Some(times) = self.pairing_refusals.hit(Instant::now()) {
                     tracing::warn!(%node, times, "pairing failed: the agent's code is not open (expired, used, burned or never issued)");
                 }
@@ -637,6 +654,9 @@ impl Home {
         }
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let entry = live.entry(node.clone()).or_default();
+        if version > entry.acked_version {
+            self.counters.first_ack(version);
+        }
         entry.acked_version = entry.acked_version.max(version);
         Ok(())
     }

@@ -14,6 +14,7 @@
 //! - [`traffic`]: per-service connections and bytes of the last hour, from agent reports;
 //! - [`fleet`] and [`health`]: whether a router is online, and whether its certificate is
 //!   healthy: the one rule behind each warning;
+//! - [`metrics`]: the controller's Prometheus page (routers, config propagation, refusals);
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
@@ -30,6 +31,7 @@ pub mod daemon;
 pub mod fleet;
 pub mod health;
 pub mod home;
+pub mod metrics;
 pub mod pairing;
 pub mod placement;
 pub mod speedtest;

@@ -20,6 +20,7 @@ fn start_controller(data: &Path, socket: &Path) -> Child {
         .arg("--admin-socket")
         .arg(socket)
         .args(["--agent-api", "127.0.0.1:0", "--log", "warn"])
+        .args(["--metrics-listen", "off"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

@@ -148,6 +148,7 @@ fn a_log_filter_that_is_not_one_is_refused_at_start() {
         .arg("--admin-socket")
         .arg(dir.path().join("admin.sock"))
         .args(["--agent-api", "127.0.0.1:0", "--log", "garbage"])
+        .args(["--metrics-listen", "off"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

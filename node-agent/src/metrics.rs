@@ -14,6 +14,11 @@
 //!   `trellis_listener_*` series are on the page too;
 //! - `trellis_cert_expiry_seconds{identity}`: seconds until this node's certificate expires.
 //!
+//! For the controller's dependency map, the outbound side also keeps per (source identity,
+//! destination service) edge counters ([`Metrics::edge_traffic`], reported with telemetry):
+//! connections, bytes, denials and connect-latency buckets, capped at
+//! [`trellis_proto::api::MAX_REPORTED_EDGES`] edges (the rest under source `other`).
+//!
 //! Label sets are capped at [`MAX_SERIES`]; beyond that new combinations are folded into
 //! `source_identity="other"`, so a scan of many devices cannot grow memory without bound.
 //!
@@ -69,7 +74,22 @@ struct Inner {
     /// The proxy's listeners (outbound, inbound): their refusals are overflow too.
     listeners: Vec<Arc<trellis_io::Gate>>,
     cert_not_after: BTreeMap<String, u64>,
+    /// (source identity, destination service) → the edge's counters, outbound only.
+    edges: BTreeMap<(String, String), EdgeCounters>,
 }
+
+#[derive(Debug, Default, Clone)]
+struct EdgeCounters {
+    connections: u64,
+    sent: u64,
+    received: u64,
+    denials: u64,
+    /// Per bucket of [`trellis_proto::api::EDGE_LATENCY_BOUNDS_MS`], then +Inf.
+    latency: [u64; EDGE_BUCKETS],
+    timed: bool,
+}
+
+const EDGE_BUCKETS: usize = trellis_proto::api::EDGE_LATENCY_BOUNDS_MS.len() + 1;
 
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,8 +187,24 @@ impl Metrics {
         inner.conns.entry(labels).or_default()
     }
 
+    /// The edge of an outbound connection from `source` to `service` (capped).
+    fn edge_entry<'a>(inner: &'a mut Inner, source: &str, service: &str) -> &'a mut EdgeCounters {
+        let mut key = (source.to_owned(), service.to_owned());
+        if !inner.edges.contains_key(&key)
+            && inner.edges.len() >= trellis_proto::api::MAX_REPORTED_EDGES
+        {
+            key.0 = "other".into();
+        }
+        inner.edges.entry(key).or_default()
+    }
+
     pub fn opened(&self, labels: ConnLabels) {
-        Self::conn_entry(&mut self.lock(), labels).opened += 1;
+        let mut g = self.lock();
+        if labels.direction == "outbound" {
+            Self::edge_entry(&mut g, &labels.source_identity, &labels.destination_service)
+                .connections += 1;
+        }
+        Self::conn_entry(&mut g, labels).opened += 1;
     }
 
     /// A connection ended (its bytes were counted with [`Metrics::add_bytes`] as they went).
@@ -183,6 +219,11 @@ impl Metrics {
             return;
         }
         let mut g = self.lock();
+        if labels.direction == "outbound" {
+            let e = Self::edge_entry(&mut g, &labels.source_identity, &labels.destination_service);
+            e.sent += sent;
+            e.received += received;
+        }
         let c = Self::conn_entry(&mut g, labels.clone());
         c.sent += sent;
         c.received += received;
@@ -231,6 +272,47 @@ impl Metrics {
         h.sum += s;
     }
 
+    /// The time an outbound connection of `labels` took to reach its service, for its edge
+    /// of the dependency map as well as the node-wide histogram.
+    pub fn connect_latency_of(&self, labels: &ConnLabels, d: Duration) {
+        self.connect_latency(d);
+        if labels.direction != "outbound" {
+            return;
+        }
+        let ms = d.as_secs_f64() * 1000.0;
+        let i = trellis_proto::api::EDGE_LATENCY_BOUNDS_MS
+            .iter()
+            .position(|b| ms <= f64::from(*b))
+            .unwrap_or(EDGE_BUCKETS - 1);
+        let mut g = self.lock();
+        let e = Self::edge_entry(&mut g, &labels.source_identity, &labels.destination_service);
+        e.latency[i] += 1;
+        e.timed = true;
+    }
+
+    /// Per (source, service) edge, what this node's clients opened, moved and were refused
+    /// (cumulative since the agent started; bounded by
+    /// [`trellis_proto::api::MAX_REPORTED_EDGES`] plus the `other` edges).
+    pub fn edge_traffic(&self) -> Vec<trellis_proto::api::EdgeTraffic> {
+        self.lock()
+            .edges
+            .iter()
+            .map(|((source, service), e)| trellis_proto::api::EdgeTraffic {
+                source: source.clone(),
+                service: service.clone(),
+                connections: e.connections,
+                bytes_sent: e.sent,
+                bytes_received: e.received,
+                denials: e.denials,
+                connect_latency: if e.timed {
+                    e.latency.to_vec()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    }
+
     /// Record when a certificate of this node expires (unix seconds).
     pub fn set_cert_expiry(&self, identity: &str, not_after: u64) {
         self.lock()
@@ -241,6 +323,11 @@ impl Metrics {
     /// Log one access record (tracing target `trellis::access`) and hand it to subscribers.
     pub fn access(&self, rec: AccessRecord) {
         tracing::info!(target: "trellis::access", "{rec}");
+        // Each refused connection ends in one outbound access record at its source node,
+        // whether this node's policy or the destination's refused it.
+        if rec.direction == "outbound" && rec.outcome == Outcome::Denied {
+            Self::edge_entry(&mut self.lock(), &rec.src_identity, &rec.service).denials += 1;
+        }
         let _ = self.access.send(rec);
     }
 
@@ -490,6 +577,65 @@ mod tests {
             .unwrap();
         let secs: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((3590..=3600).contains(&secs), "{line}");
+    }
+
+    #[test]
+    fn edges_count_per_source_and_service_and_are_capped() {
+        let m = Metrics::new();
+        let laptop = labels("device:02:00:00:00:00:01");
+        m.opened(laptop.clone());
+        m.add_bytes(&laptop, 10, 200);
+        m.connect_latency_of(&laptop, Duration::from_millis(3));
+        m.closed(laptop);
+        let mut inbound = labels("device:02:00:00:00:00:09");
+        inbound.direction = "inbound";
+        m.opened(inbound);
+        m.access(AccessRecord {
+            direction: "outbound",
+            src_addr: None,
+            src_identity: "device:02:00:00:00:00:0f".into(),
+            service: "nas".into(),
+            port: 80,
+            dst_identity: "spiffe://h/svc/nas".into(),
+            peer_node: String::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            duration: Duration::ZERO,
+            outcome: Outcome::Denied,
+            rule: "default:guest".into(),
+        });
+        let edges = m.edge_traffic();
+        assert_eq!(
+            edges.len(),
+            2,
+            "{edges:?}: the inbound side is not an edge here"
+        );
+        let e = &edges[0];
+        assert_eq!(
+            (
+                e.source.as_str(),
+                e.connections,
+                e.bytes_sent,
+                e.bytes_received,
+                e.denials
+            ),
+            ("device:02:00:00:00:00:01", 1, 10, 200, 0)
+        );
+        // 3 ms falls in the 5 ms bucket (third bound).
+        assert_eq!(e.connect_latency.len(), EDGE_BUCKETS);
+        assert_eq!(e.connect_latency[2], 1, "{:?}", e.connect_latency);
+        let guest = &edges[1];
+        assert_eq!((guest.denials, guest.connections), (1, 0));
+        assert!(guest.connect_latency.is_empty(), "never timed");
+
+        for i in 0..(trellis_proto::api::MAX_REPORTED_EDGES + 20) {
+            m.opened(labels(&format!("device:{i}")));
+        }
+        let g = m.lock();
+        assert!(g.edges.len() <= trellis_proto::api::MAX_REPORTED_EDGES + 1);
+        assert!(g
+            .edges
+            .contains_key(&("other".to_string(), "nas".to_string())));
     }
 
     #[test]

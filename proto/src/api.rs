@@ -76,6 +76,11 @@ pub struct Telemetry {
     /// `trellis traces` and the page's trace view.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traces: Vec<crate::trace::Span>,
+    /// Per (source, destination service), what the node proxy carried and refused since the
+    /// agent started (cumulative; at most [`MAX_REPORTED_EDGES`]), for the dependency map.
+    /// Optional: an older agent sends none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<EdgeTraffic>,
     /// The access points this router runs for the home's networks (at most
     /// [`crate::home_wifi::MAX_ACCESS_POINTS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +120,39 @@ pub struct ServiceTraffic {
     pub bytes_sent: u64,
     /// Service → client.
     pub bytes_received: u64,
+}
+
+/// Most (source, service) edges one agent reports; the proxy folds the rest into source
+/// `other`.
+pub const MAX_REPORTED_EDGES: usize = 256;
+
+/// Upper bounds (milliseconds) of an edge's connect-latency buckets; a last bucket past them
+/// is +Inf.
+pub const EDGE_LATENCY_BOUNDS_MS: [u32; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
+/// One (source, destination service) edge's cumulative counters at the source node's proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeTraffic {
+    /// Who connected, as the proxy's policy decision names it: `device:<mac>`,
+    /// `device:<ip>`, a workload's SPIFFE ID, or `other` past the cap.
+    pub source: String,
+    pub service: String,
+    /// Connections the policy allowed.
+    #[serde(default)]
+    pub connections: u64,
+    /// Client → service.
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Service → client.
+    #[serde(default)]
+    pub bytes_received: u64,
+    /// Connections refused by policy (at this node or at the destination).
+    #[serde(default)]
+    pub denials: u64,
+    /// Connections per connect-latency bucket ([`EDGE_LATENCY_BOUNDS_MS`], then +Inf): not
+    /// cumulative across buckets. Empty when the proxy did not time this edge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_latency: Vec<u64>,
 }
 
 /// `POST /v1/admin/speedtests`: measure TCP throughput from one router to another, over the

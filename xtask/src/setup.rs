@@ -30,6 +30,10 @@ const APT: &[(&str, &str)] = &[
     // `cargo xtask bench`: the TLS-tunnel baseline and the bulk-throughput client/server.
     ("stunnel4", "stunnel4"),
     ("iperf3", "iperf3"),
+    // The namespace test's real scraper (node-agent/tests/prometheus_netns.rs) and the
+    // checker of the shipped scrape config and rules (docs/prometheus/).
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 
 /// What `cargo xtask bench` runs besides the project's own binaries.

@@ -98,13 +98,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// The same page `--metrics-listen` serves ([`crate::metrics`]).
 async fn metrics(
+    State(home): State<Arc<Home>>,
     listeners: Option<axum::Extension<Listeners>>,
 ) -> impl axum::response::IntoResponse {
-    let mut page = String::new();
-    if let Some(axum::Extension(Listeners(gates))) = listeners {
-        trellis_io::metrics::render(&gates, &mut page);
-    }
+    let gates = listeners
+        .map(|axum::Extension(Listeners(gates))| gates)
+        .unwrap_or_default();
+    let page = crate::metrics::page(&home, &gates);
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -31,6 +31,7 @@ use super::bad_json;
 use crate::auth::{self, HashBusy, Hasher, Sessions, Throttle};
 use crate::ca::unix_now;
 use crate::home::{Home, HomeError};
+use crate::metrics::LoginRefusal;
 use crate::pairing::Progress;
 
 pub const COOKIE: &str = "trellis_session";
@@ -374,6 +375,7 @@ fn from_router_itself(client: Option<IpAddr>, server: Option<Extension<ServerAdd
 /// The hasher could not take the try: it was not checked, so it does not count.
 fn hash_busy(web: &Web, from: Option<IpAddr>, busy: HashBusy) -> WebError {
     web.throttle.forgive(from);
+    web.home.counters.login_refused(LoginRefusal::Busy);
     let status = match busy {
         HashBusy::QueueFull => StatusCode::SERVICE_UNAVAILABLE,
         HashBusy::SourceBusy => StatusCode::TOO_MANY_REQUESTS,
@@ -383,6 +385,7 @@ fn hash_busy(web: &Web, from: Option<IpAddr>, busy: HashBusy) -> WebError {
 
 fn throttled(web: &Web, from: Option<IpAddr>, what: &str) -> WebResult<()> {
     web.throttle.begin(from, Instant::now()).map_err(|wait| {
+        web.home.counters.login_refused(LoginRefusal::Throttled);
         WebError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!("too many wrong {what}s in the last minute: wait {wait} s and try again"),
@@ -417,6 +420,9 @@ async fn setup(
     let real = web.home.setup_token()?;
     if !auth::token_matches(&real, &body.token) {
         tracing::warn!("web page: wrong setup token");
+        web.home
+            .counters
+            .login_refused(LoginRefusal::WrongSetupToken);
         return Err(WebError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -470,6 +476,7 @@ async fn login(
         .map_err(|busy| hash_busy(&web, from, busy))?;
     if !ok {
         tracing::warn!("web page: wrong admin password");
+        web.home.counters.login_refused(LoginRefusal::WrongPassword);
         return Err(WebError::new(
             StatusCode::UNAUTHORIZED,
             "wrong password: try again (forgotten? run `trellis reset-password` on the router and set a new one)",

@@ -51,6 +51,8 @@ pub fn start_controller(dir: &Path, log_level: &str) -> Controller {
             &format!("127.0.0.1:{port}"),
             "--log",
             log_level,
+            "--metrics-listen",
+            "off",
         ])
         .stderr(log)
         .spawn()

@@ -492,6 +492,10 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.traces.for_report())
                 .unwrap_or_default(),
+            edges: metrics
+                .as_ref()
+                .map(|m| m.edge_traffic())
+                .unwrap_or_default(),
             ..Telemetry::default()
         };
         let answer = self

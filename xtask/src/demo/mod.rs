@@ -544,7 +544,7 @@ fn loopback_demo(
             .arg(home.join("controller"))
             .arg("--admin-socket")
             .arg(admin.socket)
-            .args(["--agent-api", &api])
+            .args(["--agent-api", &api, "--metrics-listen", "off"])
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(home.join("controller.log"))?),
         Some(&pids),
