@@ -113,6 +113,12 @@ pub enum Command {
         #[arg(long, default_value = "/usr/sbin/wpa_supplicant")]
         wpa_supplicant: PathBuf,
     },
+    /// The home's wifi networks: `trellis wifi`, `wifi set home|iot|guest`, `wifi remove`,
+    /// `wifi import` (this router's existing SSID and key).
+    Wifi {
+        #[command(subcommand)]
+        action: Option<crate::cli_wifi::WifiCommand>,
+    },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
@@ -143,7 +149,7 @@ pub enum PolicyChange {
 }
 
 /// What the person typed is not valid: exit 1 with the reason, before any request.
-fn bad(message: impl Into<String>) -> ClientError {
+pub(crate) fn bad(message: impl Into<String>) -> ClientError {
     ClientError::Status {
         status: hyper::StatusCode::BAD_REQUEST,
         message: message.into(),
@@ -225,7 +231,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
+pub(crate) async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
     cli: &Cli,
     method: Method,
     path: &str,
@@ -237,7 +243,7 @@ async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
     client::request(io, method, path, body).await?.json()
 }
 
-fn show<T: Serialize>(cli: &Cli, value: &T, text: impl FnOnce(&T) -> String) -> String {
+pub(crate) fn show<T: Serialize>(cli: &Cli, value: &T, text: impl FnOnce(&T) -> String) -> String {
     if cli.json {
         serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
@@ -735,6 +741,7 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     .collect()
             })
         }
+        Command::Wifi { action } => crate::cli_wifi::run(cli, action.as_ref()).await?,
         Command::CaBackup => {
             let b: CaBackup = call(cli, Method::GET, "/v1/admin/ca/backup", none).await?;
             show(cli, &b, |b| {

@@ -336,7 +336,7 @@ impl Home {
             catalog,
             policy: self.store.policy()?.unwrap_or_default(),
             devices: crate::catalog::devices_for(self.store.devices()?),
-            wifi: Default::default(),
+            wifi: self.store.wifi()?,
         };
         self.config.send_replace(Arc::new(snapshot));
         Ok(())

@@ -15,6 +15,8 @@
 //! - [`fleet`] and [`health`]: whether a router is online, and whether its certificate is
 //!   healthy: the one rule behind each warning;
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
+//! - [`wifi`]: the home's wifi networks and roaming keys; [`uci_wireless`]: reading a
+//!   router's existing wifi (`uci show wireless`) for the first setup's import;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
@@ -26,6 +28,7 @@ pub mod ca;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod cli_wifi;
 pub mod daemon;
 pub mod fleet;
 pub mod health;
@@ -35,3 +38,5 @@ pub mod placement;
 pub mod speedtest;
 pub mod store;
 pub mod traffic;
+pub mod uci_wireless;
+pub mod wifi;

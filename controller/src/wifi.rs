@@ -1,0 +1,262 @@
+//! The home's wifi networks as the controller keeps them (issue 15): setting and removing a
+//! network, the roaming keys made once per home, and what the admin API and the page show.
+//!
+//! Validity is the proto's ([`Ssid`], [`Passphrase`], [`HomeWifi::validate`]); the store
+//! keeps the record ([`crate::store::Store::put_wifi`], flash written only on change); every
+//! change is published in the config snapshot (`snapshot.wifi`), which reaches the agents
+//! only over their mutual TLS. Passphrases are never shown back and never logged.
+
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use trellis_proto::home_wifi::{
+    Bands, HomeWifi, MobilityDomain, NetworkKind, Passphrase, Roaming, Security, Ssid, WifiNetwork,
+};
+
+use crate::home::{Home, HomeError, Kind, Result};
+
+/// `PUT /v1/admin/wifi/{kind}`: a network to set. The passphrase may be left out when the
+/// network already exists (a new name, same password).
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct NetworkChange {
+    pub ssid: String,
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    #[serde(default)]
+    pub security: Option<Security>,
+    #[serde(default)]
+    pub bands: Option<Bands>,
+}
+
+impl std::fmt::Debug for NetworkChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkChange")
+            .field("ssid", &self.ssid)
+            .field(
+                "passphrase",
+                &self.passphrase.as_ref().map(|_| "<redacted>"),
+            )
+            .field("security", &self.security)
+            .field("bands", &self.bands)
+            .finish()
+    }
+}
+
+/// A network as shown: the passphrase only as whether it is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkShown {
+    pub kind: NetworkKind,
+    pub ssid: String,
+    /// Always `"set"`: a passphrase is write-only.
+    pub passphrase: String,
+    pub security: Security,
+    pub bands: Bands,
+}
+
+/// `GET /v1/admin/wifi`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WifiShown {
+    pub networks: Vec<NetworkShown>,
+    /// The home's 802.11r mobility domain (4 hex digits), once a network is set.
+    #[serde(default)]
+    pub mobility_domain: Option<String>,
+    pub config_version: u64,
+}
+
+/// The answer to a change: the new config version, or the same one when nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WifiChanged {
+    pub config_version: u64,
+    pub changed: bool,
+}
+
+/// The home's roaming keys, made once: a random mobility domain and a 32-byte FT key.
+pub fn new_roaming() -> Result<Roaming> {
+    let rng = SystemRandom::new();
+    let mut md = [0u8; 2];
+    let mut key = [0u8; 32];
+    rng.fill(&mut md)
+        .and_then(|()| rng.fill(&mut key))
+        .map_err(|_| HomeError::new(Kind::Internal, "the system random source failed"))?;
+    Ok(Roaming {
+        mobility_domain: MobilityDomain(md),
+        ft_key_hex: key.iter().map(|b| format!("{b:02x}")).collect(),
+    })
+}
+
+fn bad(e: impl std::fmt::Display) -> HomeError {
+    HomeError::new(Kind::BadRequest, e.to_string())
+}
+
+/// `wifi` with `kind` set as `change` asks, validated; `wifi` is left as it was on error.
+pub fn apply_change(
+    wifi: &HomeWifi,
+    kind: NetworkKind,
+    change: &NetworkChange,
+) -> Result<HomeWifi> {
+    let ssid = Ssid::new(change.ssid.clone()).map_err(bad)?;
+    let old = wifi.network(kind);
+    let passphrase = match (&change.passphrase, old) {
+        (Some(p), _) => Passphrase::new(p.clone()).map_err(bad)?,
+        (None, Some(old)) => old.passphrase.clone(),
+        (None, None) => {
+            return Err(bad(format!(
+                "the {kind} network is new: give it a passphrase (8 to 63 characters)"
+            )))
+        }
+    };
+    let network = WifiNetwork {
+        kind,
+        ssid,
+        passphrase,
+        security: change
+            .security
+            .or(old.map(|o| o.security))
+            .unwrap_or_default(),
+        bands: change
+            .bands
+            .or(old.map(|o| o.bands))
+            .unwrap_or(WifiNetwork::default_bands(kind)),
+    };
+    let mut next = wifi.clone();
+    next.networks.retain(|n| n.kind != kind);
+    next.networks.push(network);
+    next.networks.sort_by_key(|n| n.kind);
+    if next.roaming.is_none() {
+        next.roaming = Some(new_roaming()?);
+    }
+    next.validate().map_err(bad)?;
+    Ok(next)
+}
+
+impl Home {
+    /// The home's wifi as stored.
+    pub fn wifi(&self) -> Result<HomeWifi> {
+        Ok(self.store.wifi()?)
+    }
+
+    pub fn wifi_shown(&self) -> Result<WifiShown> {
+        let wifi = self.wifi()?;
+        Ok(WifiShown {
+            networks: wifi
+                .networks
+                .iter()
+                .map(|n| NetworkShown {
+                    kind: n.kind,
+                    ssid: n.ssid.to_string(),
+                    passphrase: "set".into(),
+                    security: n.security,
+                    bands: n.bands,
+                })
+                .collect(),
+            mobility_domain: wifi.roaming.map(|r| r.mobility_domain.to_string()),
+            config_version: self.snapshot().version,
+        })
+    }
+
+    fn put_wifi(&self, next: &HomeWifi, what: &str) -> Result<WifiChanged> {
+        match self.store.put_wifi(next)? {
+            Some(version) => {
+                // The SSID only: never the passphrase or the FT key.
+                tracing::info!(version, change = what, "home wifi changed");
+                self.record("wifi", format!("Wifi: {what}"));
+                self.publish()?;
+                Ok(WifiChanged {
+                    config_version: version,
+                    changed: true,
+                })
+            }
+            None => Ok(WifiChanged {
+                config_version: self.snapshot().version,
+                changed: false,
+            }),
+        }
+    }
+
+    /// Set one network (new or changed). Bad input changes nothing.
+    pub fn set_wifi_network(
+        &self,
+        kind: NetworkKind,
+        change: &NetworkChange,
+    ) -> Result<WifiChanged> {
+        let next = apply_change(&self.wifi()?, kind, change)?;
+        let ssid = next
+            .network(kind)
+            .map(|n| n.ssid.to_string())
+            .unwrap_or_default();
+        self.put_wifi(&next, &format!("the {kind} network is {ssid:?}"))
+    }
+
+    /// Stop serving one network (the roaming keys stay: the home keeps its mobility domain).
+    pub fn remove_wifi_network(&self, kind: NetworkKind) -> Result<WifiChanged> {
+        let mut next = self.wifi()?;
+        if next.network(kind).is_none() {
+            return Err(HomeError::new(
+                Kind::NotFound,
+                format!("the home has no {kind} network (see `trellis wifi`)"),
+            ));
+        }
+        next.networks.retain(|n| n.kind != kind);
+        self.put_wifi(&next, &format!("the {kind} network was removed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(ssid: &str, pass: Option<&str>) -> NetworkChange {
+        NetworkChange {
+            ssid: ssid.into(),
+            passphrase: pass.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_first_network_makes_the_roaming_keys_once() {
+        let w = apply_change(
+            &HomeWifi::default(),
+            NetworkKind::Home,
+            &change("Home", Some("correct horse")),
+        )
+        .unwrap();
+        let r = w.roaming.clone().unwrap();
+        assert_eq!(r.ft_key_hex.len(), 64);
+        let w2 = apply_change(&w, NetworkKind::Iot, &change("Things", Some("12345678"))).unwrap();
+        assert_eq!(w2.roaming, Some(r), "the keys are made once per home");
+        assert_eq!(
+            w2.network(NetworkKind::Iot).unwrap().bands,
+            Bands::Only2g,
+            "iot is 2.4 GHz by default"
+        );
+        // A rename keeps the passphrase.
+        let w3 = apply_change(&w2, NetworkKind::Home, &change("Casa", None)).unwrap();
+        assert_eq!(
+            w3.network(NetworkKind::Home).unwrap().passphrase.expose(),
+            "correct horse"
+        );
+    }
+
+    #[test]
+    fn bad_networks_are_refused_with_what_to_fix() {
+        let w = HomeWifi::default();
+        let long = "x".repeat(33);
+        let err =
+            apply_change(&w, NetworkKind::Home, &change(&long, Some("12345678"))).unwrap_err();
+        assert!(err.message.contains("33 bytes"), "{}", err.message);
+        let err = apply_change(&w, NetworkKind::Home, &change("Home", Some("short"))).unwrap_err();
+        assert!(err.message.contains("8 to 63"), "{}", err.message);
+        let err = apply_change(&w, NetworkKind::Home, &change("Home", None)).unwrap_err();
+        assert!(err.message.contains("passphrase"), "{}", err.message);
+        let w = apply_change(&w, NetworkKind::Home, &change("Home", Some("12345678"))).unwrap();
+        let err =
+            apply_change(&w, NetworkKind::Guest, &change("Home", Some("12345678"))).unwrap_err();
+        assert!(err.message.contains("own name"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_change_prints_no_passphrase() {
+        let c = change("Home", Some("correct horse"));
+        assert!(!format!("{c:?}").contains("horse"));
+    }
+}
