@@ -12,6 +12,10 @@ use trellis_proto::home_wifi::{
     Bands, HomeWifi, MobilityDomain, NetworkKind, Passphrase, Roaming, Security, Ssid, WifiNetwork,
 };
 
+use std::collections::HashMap;
+
+use trellis_proto::policy::{Joined, MacAddr};
+
 use crate::home::{Home, HomeError, Kind, Result};
 
 /// `PUT /v1/admin/wifi/{kind}`: a network to set. The passphrase may be left out when the
@@ -129,6 +133,33 @@ pub fn apply_change(
 }
 
 impl Home {
+    /// The home network each associated client joined, by MAC, from the router that has it
+    /// associated (its latest report): the first word on the client's policy group
+    /// ([`trellis_proto::policy::Source::device_on`]).
+    pub fn joined_networks(&self) -> HashMap<MacAddr, Joined> {
+        let mut out = HashMap::new();
+        let Ok(by_router) = self.devices_by_router() else {
+            return out;
+        };
+        for (router, seen) in by_router {
+            for d in seen {
+                let (Some(w), Ok(mac)) = (&d.wifi, d.mac.parse::<MacAddr>()) else {
+                    continue;
+                };
+                if let Some(network) = w.network {
+                    out.insert(
+                        mac,
+                        Joined {
+                            network,
+                            router: Some(router.clone()),
+                        },
+                    );
+                }
+            }
+        }
+        out
+    }
+
     /// The home's wifi as stored.
     pub fn wifi(&self) -> Result<HomeWifi> {
         Ok(self.store.wifi()?)
@@ -252,6 +283,64 @@ mod tests {
         let err =
             apply_change(&w, NetworkKind::Guest, &change("Home", Some("12345678"))).unwrap_err();
         assert!(err.message.contains("own name"), "{}", err.message);
+    }
+
+    /// A home with router `attic` enrolled (straight in the store, as pairing leaves it).
+    pub(crate) fn home_with(dir: &std::path::Path, routers: &[&str]) -> std::sync::Arc<Home> {
+        let home = Home::open(crate::home::Settings {
+            data_dir: dir.join("c"),
+            leaf_ttl: std::time::Duration::from_secs(3600),
+            advertise: String::new(),
+            node_timeout: crate::home::DEFAULT_NODE_TIMEOUT,
+        })
+        .unwrap();
+        for (i, r) in routers.iter().enumerate() {
+            let name = trellis_proto::NodeName::new(*r).unwrap();
+            let id = trellis_proto::SpiffeId::node(home.home_id(), &name);
+            home.store
+                .enroll_node(&id, &format!("{i:02x}"), u64::MAX / 2, 0)
+                .unwrap();
+        }
+        home.publish().unwrap();
+        home
+    }
+
+    #[test]
+    fn why_names_the_network_a_device_joined_over_the_device_book() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = home_with(dir.path(), &["attic"]);
+        home.set_device("02:00:00:00:00:01", "laptop", "trusted")
+            .unwrap();
+        let attic = trellis_proto::NodeName::new("attic").unwrap();
+        let telemetry = trellis_proto::api::Telemetry {
+            devices: vec![trellis_proto::api::SeenDevice {
+                mac: "02:00:00:00:00:01".into(),
+                ip: None,
+                hostname: None,
+                wifi: Some(trellis_proto::api::WifiAssociation {
+                    interface: "phy0-ap1".into(),
+                    signal_dbm: Some(-50),
+                    inactive_ms: Some(10),
+                    network: Some(NetworkKind::Guest),
+                    band: None,
+                    dual_band: None,
+                }),
+                port: None,
+            }],
+            ..Default::default()
+        };
+        let before = home.why("laptop", "nas").unwrap();
+        assert!(before.allowed, "{}", before.explanation);
+        home.report(&attic, telemetry).unwrap();
+        let after = home.why("laptop", "nas").unwrap();
+        assert!(!after.allowed, "{}", after.explanation);
+        assert!(
+            after
+                .explanation
+                .contains("guest: joined the guest network on attic"),
+            "{}",
+            after.explanation
+        );
     }
 
     #[test]
