@@ -17,6 +17,7 @@
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`wifi`]: the home's wifi networks and roaming keys; [`uci_wireless`]: reading a
 //!   router's existing wifi (`uci show wireless`) for the first setup's import;
+//! - [`steering`]: which wifi clients to ask to move, a pure state machine;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
@@ -36,6 +37,7 @@ pub mod home;
 pub mod pairing;
 pub mod placement;
 pub mod speedtest;
+pub mod steering;
 pub mod store;
 pub mod traffic;
 pub mod uci_wireless;
