@@ -50,8 +50,12 @@ pub enum Command {
     },
     /// Remove a router: revokes its identity on every agent.
     RemoveNode { name: String },
-    /// Devices: the device book (names, groups) and the router each is behind now.
-    Devices,
+    /// Devices: the device book (names, groups) and the router each is behind now;
+    /// `trellis devices NAME`: one device, with its recent wifi roams and steers.
+    Devices { name: Option<String> },
+    /// Why a wifi device was (or was not) asked to move, with the figures:
+    /// `trellis why-roam phone`.
+    WhyRoam { name: String },
     /// Name a device and put it in a group (trusted, iot, guest, or one you made).
     SetDevice {
         mac: String,
@@ -185,7 +189,7 @@ fn service_match(s: &str) -> Result<ServiceMatch, ClientError> {
 }
 
 /// Percent-encode a query value (SPIFFE IDs carry ':' and '/').
-fn query_value(v: &str) -> String {
+pub(crate) fn query_value(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -271,7 +275,7 @@ fn speedtest_line(t: &SpeedTest) -> String {
     }
 }
 
-fn ago(now: u64, t: u64) -> String {
+pub(crate) fn ago(now: u64, t: u64) -> String {
     let s = now.saturating_sub(t);
     match s {
         0..=119 => format!("{s} s"),
@@ -371,7 +375,9 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 )
             })
         }
-        Command::Devices => {
+        Command::Devices { name: Some(name) } => crate::cli_wifi::device(cli, name).await?,
+        Command::WhyRoam { name } => crate::cli_wifi::why_roam(cli, name).await?,
+        Command::Devices { name: None } => {
             let devices: Vec<DeviceListing> =
                 call(cli, Method::GET, "/v1/admin/devices", none).await?;
             show(cli, &devices, |ds| {

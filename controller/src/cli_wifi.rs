@@ -1,5 +1,6 @@
 //! `trellis wifi`: the home's wifi networks from the router's shell (a client of
-//! `/v1/admin/wifi`). A passphrase is read from a file or standard input, never from the
+//! `/v1/admin/wifi`); `trellis why-roam NAME` and `trellis devices NAME` (a client of
+//! `/v1/admin/roaming/{device}`). A passphrase is read from a file or standard input, never from the
 //! command line (other users see a command line in `ps`, shells keep it in their history).
 
 use std::io::Read;
@@ -10,7 +11,10 @@ use hyper::Method;
 use trellis_proto::client::ClientError;
 use trellis_proto::home_wifi::{Bands, NetworkKind, Security};
 
+use trellis_proto::api::DeviceListing;
+
 use crate::cli::{bad, call, show, Cli};
+use crate::steering::{Counts, DeviceSteering, Record};
 use crate::uci_wireless;
 use crate::wifi::{NetworkChange, WifiChanged, WifiShown};
 
@@ -209,6 +213,130 @@ pub async fn run(cli: &Cli, command: Option<&WifiCommand>) -> Result<String, Cli
             })
         }
     })
+}
+
+async fn steering_of(cli: &Cli, name: &str) -> Result<DeviceSteering, ClientError> {
+    let none: Option<&()> = None;
+    call(
+        cli,
+        Method::GET,
+        &format!("/v1/admin/roaming/{}", crate::cli::query_value(name)),
+        none,
+    )
+    .await
+}
+
+fn counts_line(c: &Counts) -> String {
+    format!(
+        "steered {} times: {} accepted, {} declined, {} ignored, {} failed; {} roams seen\n",
+        c.steered, c.accepted, c.declined, c.ignored, c.failed, c.roamed
+    )
+}
+
+/// `trellis why-roam NAME`: the last decision with its figures.
+pub async fn why_roam(cli: &Cli, name: &str) -> Result<String, ClientError> {
+    let s = steering_of(cli, name).await?;
+    Ok(show(cli, &s, |s| {
+        let mut out = match &s.last_decision {
+            Some(d) => format!("{name} ({}): {}\n", s.mac, d.explain()),
+            None => format!("{name} ({}): no decision yet\n", s.mac),
+        };
+        if let Some(steer) = s
+            .last_steer
+            .as_ref()
+            .filter(|st| s.last_decision.as_ref() != Some(*st))
+        {
+            out.push_str(&format!(
+                "last steer, {} ago: {}\n",
+                crate::cli::ago(crate::ca::unix_now(), steer.at_unix),
+                steer.explain()
+            ));
+        }
+        out.push_str(&counts_line(&s.counts));
+        out
+    }))
+}
+
+/// `trellis devices NAME`: where the device is, and its steering history.
+pub async fn device(cli: &Cli, name: &str) -> Result<String, ClientError> {
+    let none: Option<&()> = None;
+    let all: Vec<DeviceListing> = call(cli, Method::GET, "/v1/admin/devices", none).await?;
+    let listing = all
+        .into_iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name) || d.mac.eq_ignore_ascii_case(name))
+        .ok_or_else(|| bad(format!("no device {name:?}: see `trellis devices`")))?;
+    let steering = match steering_of(cli, &listing.mac).await {
+        Ok(s) => Some(s),
+        Err(ClientError::Status { status, .. }) if status == hyper::StatusCode::NOT_FOUND => None,
+        Err(e) => return Err(e),
+    };
+    let both = serde_json::json!({ "device": listing, "steering": steering });
+    let now = crate::ca::unix_now();
+    Ok(show(cli, &both, |_| {
+        let mut out = format!(
+            "{} ({})  group {}  behind {}{}\n",
+            listing.name,
+            listing.mac,
+            listing.group.as_deref().unwrap_or("(default)"),
+            listing.router.as_deref().unwrap_or("not seen"),
+            listing
+                .signal_dbm
+                .map(|s| format!(", {s} dBm"))
+                .unwrap_or_default()
+        );
+        match &steering {
+            None => out.push_str("no wifi roams or steers recorded\n"),
+            Some(s) => {
+                out.push_str(&counts_line(&s.counts));
+                for r in s.history.iter().rev() {
+                    out.push_str(&format!("  {}\n", record_line(now, r)));
+                }
+            }
+        }
+        out
+    }))
+}
+
+fn record_line(now: u64, r: &Record) -> String {
+    let ago = |t: u64| crate::cli::ago(now, t);
+    match r {
+        Record::Steered {
+            at_unix,
+            id,
+            from,
+            to,
+            reason,
+        } => {
+            format!(
+                "{} ago  asked to move {from} → {to} (#{id}): {reason}",
+                ago(*at_unix)
+            )
+        }
+        Record::Answered {
+            at_unix,
+            id,
+            result,
+            status_code,
+        } => format!(
+            "{} ago  answered #{id}: {result:?}{}",
+            ago(*at_unix),
+            status_code
+                .map(|c| format!(" (status {c})"))
+                .unwrap_or_default()
+        ),
+        Record::Roamed {
+            at_unix,
+            from,
+            from_band,
+            to,
+            to_band,
+            asked,
+        } => format!(
+            "{} ago  roamed {from} ({from_band}) → {to} ({to_band}){}",
+            ago(*at_unix),
+            if *asked { ", as asked" } else { " by itself" }
+        ),
+    }
 }
 
 /// `uci -q show wireless` on this router, bounded.

@@ -141,6 +141,10 @@ pub fn capped(s: &str, max: usize) -> &str {
 
 /// Cut `s` to at most `max` bytes on a character boundary (`String::truncate` panics inside
 /// a multi-byte character, and these strings come from agents).
+pub(crate) fn truncate_to(s: &mut String, max: usize) {
+    truncate_chars(s, max)
+}
+
 fn truncate_chars(s: &mut String, max: usize) {
     let end = capped(s, max).len();
     s.truncate(end);
@@ -182,6 +186,8 @@ pub struct Home {
     catalog_refusals: trellis_io::ratelog::RateLog,
     /// Pairing refusals and decoy runs (a LAN client causes them at will): once per interval.
     pairing_refusals: trellis_io::ratelog::RateLog,
+    /// Wifi client steering (RAM only): see [`crate::steering`] and [`crate::wifi`].
+    pub(crate) steering: Mutex<crate::steering::Steering>,
 }
 
 /// Most recent events kept in RAM.
@@ -288,6 +294,7 @@ impl Home {
             traffic: Mutex::default(),
             catalog_refusals: Default::default(),
             pairing_refusals: Default::default(),
+            steering: Mutex::default(),
         });
         home.publish()?;
         Ok(home)
@@ -295,6 +302,11 @@ impl Home {
 
     pub fn home_id(&self) -> &HomeId {
         self.ca.home_id()
+    }
+
+    /// How long this controller has run (a monotonic clock).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn ca(&self) -> &HomeCa {
@@ -606,6 +618,13 @@ impl Home {
     }
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
+        let outcomes = crate::wifi::cap_wifi_reports(&mut telemetry);
+        self.report_inner(node, telemetry)?;
+        self.steer_round(node, &outcomes);
+        Ok(())
+    }
+
+    fn report_inner(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         telemetry.addresses.truncate(MAX_REPORTED_ADDRESSES);
         // Every free-text field is capped: these strings are kept, shown and logged.
         for a in &mut telemetry.addresses {

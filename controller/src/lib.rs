@@ -17,12 +17,14 @@
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
 //! - [`wifi`]: the home's wifi networks and roaming keys; [`uci_wireless`]: reading a
 //!   router's existing wifi (`uci show wireless`) for the first setup's import;
+//! - [`ap_neighbours`]: the 802.11k neighbour lists each router gets;
 //! - [`steering`]: which wifi clients to ask to move, a pure state machine;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
 #![forbid(unsafe_code)]
 
+pub mod ap_neighbours;
 pub mod api;
 pub mod auth;
 pub mod ca;

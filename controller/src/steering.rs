@@ -203,6 +203,9 @@ pub struct DeviceSteering {
     pub history: Vec<Record>,
     #[serde(default)]
     pub last_decision: Option<Decision>,
+    /// The last decision that asked it to move.
+    #[serde(default)]
+    pub last_steer: Option<Decision>,
     /// Unix seconds until which it is left alone after declining, if it is.
     #[serde(default)]
     pub left_alone_until_unix: Option<u64>,
@@ -226,6 +229,7 @@ struct DeviceState {
     counts: Counts,
     history: VecDeque<Record>,
     last_decision: Option<Decision>,
+    last_steer: Option<Decision>,
 }
 
 impl DeviceState {
@@ -275,6 +279,7 @@ impl Steering {
             counts: d.counts,
             history: d.history.iter().cloned().collect(),
             last_decision: d.last_decision.clone(),
+            last_steer: d.last_steer.clone(),
             left_alone_until_unix: d.left_alone_until.map(|(_, unix)| unix),
         })
     }
@@ -421,6 +426,7 @@ impl Steering {
                             reason: decision.reason.clone(),
                         });
                         decision.steered_to = Some(t);
+                        d.last_steer = Some(decision.clone());
                         made.push((r.node.clone(), req));
                     }
                 }

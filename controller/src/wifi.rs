@@ -14,7 +14,15 @@ use trellis_proto::home_wifi::{
 
 use std::collections::HashMap;
 
+use trellis_proto::api::Telemetry;
+use trellis_proto::home_wifi::{
+    AccessPointReport, ApNeighbour, SteerOutcome, SteerRequest, MAX_ACCESS_POINTS,
+    MAX_HEARD_CLIENTS, MAX_STEER_OUTCOMES,
+};
 use trellis_proto::policy::{Joined, MacAddr};
+use trellis_proto::NodeName;
+
+use crate::steering::{Associated, DeviceSteering, Now, RouterView};
 
 use crate::home::{Home, HomeError, Kind, Result};
 
@@ -132,7 +140,132 @@ pub fn apply_change(
     Ok(next)
 }
 
+/// Cap what an agent says of its access points and clients (RAM stays bounded, kept text is
+/// short); the steering outcomes are taken out for [`Home::steer_round`].
+pub fn cap_wifi_reports(t: &mut Telemetry) -> Vec<SteerOutcome> {
+    t.access_points.truncate(MAX_ACCESS_POINTS);
+    for ap in &mut t.access_points {
+        crate::home::truncate_to(&mut ap.interface, 15);
+        if ap
+            .neighbour_report
+            .as_deref()
+            .is_some_and(|r| !crate::ap_neighbours::valid_report(r))
+        {
+            ap.neighbour_report = None;
+        }
+    }
+    t.heard_clients.truncate(MAX_HEARD_CLIENTS);
+    let mut outcomes = std::mem::take(&mut t.steer_outcomes);
+    outcomes.truncate(MAX_STEER_OUTCOMES);
+    outcomes
+}
+
+/// A router's report as the steering rules read it.
+fn router_view(node: &NodeName, t: &Telemetry) -> RouterView {
+    RouterView {
+        node: node.clone(),
+        associated: t
+            .devices
+            .iter()
+            .filter_map(|d| {
+                let w = d.wifi.as_ref()?;
+                Some(Associated {
+                    mac: d.mac.parse().ok()?,
+                    interface: w.interface.clone(),
+                    network: w.network?,
+                    band: w.band?,
+                    signal_dbm: w.signal_dbm?,
+                    dual_band: w.dual_band,
+                })
+            })
+            .collect(),
+        heard: t.heard_clients.clone(),
+        access_points: t.access_points.clone(),
+    }
+}
+
 impl Home {
+    /// Monotonic milliseconds since start and unix seconds: the steering rules' clock.
+    fn steering_now(&self) -> Now {
+        Now {
+            ms: self.uptime().as_millis() as u64,
+            unix: crate::ca::unix_now(),
+        }
+    }
+
+    /// After `node`'s report: its steering outcomes, then one round over every router's
+    /// latest report. Requests wait for their router's telemetry answer.
+    pub(crate) fn steer_round(&self, node: &NodeName, outcomes: &[SteerOutcome]) {
+        let now = self.steering_now();
+        let views: Vec<RouterView> = self
+            .snapshot()
+            .nodes
+            .iter()
+            .filter_map(|n| self.telemetry(&n.name).map(|t| router_view(&n.name, &t)))
+            .collect();
+        let mut steering = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        for o in outcomes {
+            steering.outcome(now, node, o);
+        }
+        for (router, req) in steering.decide(now, &views) {
+            tracing::info!(%router, station = %req.station, target = %req.target_node, id = req.id, "asking a wifi client to move (BSS transition request)");
+        }
+    }
+
+    /// The steering requests for `node`'s telemetry answer.
+    pub fn steer_for(&self, node: &NodeName) -> Vec<SteerRequest> {
+        self.steering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_for(node)
+    }
+
+    /// The 802.11k neighbours for `node`'s access points (see [`crate::ap_neighbours`]).
+    pub fn neighbours_for(&self, node: &NodeName) -> Vec<ApNeighbour> {
+        let snapshot = self.snapshot();
+        let reports: Vec<(NodeName, Vec<AccessPointReport>)> = snapshot
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                self.telemetry(&n.name)
+                    .map(|t| (n.name.clone(), t.access_points))
+            })
+            .collect();
+        crate::ap_neighbours::neighbours_for(node, &snapshot.wifi, &reports)
+    }
+
+    /// A device's steering history: `device` is a MAC or a device-book name.
+    pub fn device_steering(&self, device: &str) -> Result<DeviceSteering> {
+        let mac = match device.parse::<MacAddr>() {
+            Ok(mac) => mac,
+            Err(_) => self
+                .snapshot()
+                .devices
+                .iter()
+                .find(|d| d.name.eq_ignore_ascii_case(device))
+                .map(|d| d.mac)
+                .ok_or_else(|| {
+                    HomeError::new(
+                        Kind::NotFound,
+                        format!(
+                            "no device {:?}: give its MAC or its name from `trellis devices`",
+                            crate::home::capped(device, 64)
+                        ),
+                    )
+                })?,
+        };
+        self.steering
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .device(&mac)
+            .ok_or_else(|| {
+                HomeError::new(
+                    Kind::NotFound,
+                    format!("no steering decision for {mac} yet: it is not on one of the home's networks, or its router has not reported it"),
+                )
+            })
+    }
+
     /// The home network each associated client joined, by MAC, from the router that has it
     /// associated (its latest report): the first word on the client's policy group
     /// ([`trellis_proto::policy::Source::device_on`]).

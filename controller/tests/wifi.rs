@@ -213,3 +213,152 @@ async fn a_network_set_once_reaches_a_router_over_mtls_and_no_log_line_holds_its
         );
     }
 }
+
+/// Pair router `name` through the real exchange; its certificate and key (PEM).
+async fn paired(d: &std::path::Path, c: &support::Controller, name: &str) -> String {
+    let out = support::trellis(d, &c.socket, &["pair", "--json"]);
+    let code: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let code = trellis_proto::pairing::PairingCode::parse(code["code"].as_str().unwrap()).unwrap();
+    let state = trellis_agent::state::StateDir::new(d.join(name));
+    trellis_agent::join::join(
+        &format!("127.0.0.1:{}", c.port),
+        &code,
+        &trellis_proto::NodeName::new(name).unwrap(),
+        &state,
+        false,
+    )
+    .await
+    .unwrap();
+    state.identity_pem().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_roam_says_why() {
+    use trellis_proto::api::{SeenDevice, Telemetry, TelemetryAnswer, WifiAssociation};
+    use trellis_proto::home_wifi::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = support::start_controller(d, "info");
+    let attic = paired(d, &c, "attic").await;
+    let cellar = paired(d, &c, "cellar").await;
+    let curl = support::Curl::new(d, &c);
+    let pw = d.join("pw");
+    std::fs::write(&pw, SECRET).unwrap();
+    let trellis = |args: &[&str]| support::trellis(d, &c.socket, args);
+    ok(&trellis(&[
+        "wifi",
+        "set",
+        "home",
+        "--ssid",
+        "Our Home",
+        "--passphrase-file",
+        pw.to_str().unwrap(),
+    ]));
+    ok(&trellis(&[
+        "set-device",
+        "02:00:00:00:00:0a",
+        "phone",
+        "trusted",
+    ]));
+    let phone: trellis_proto::policy::MacAddr = "02:00:00:00:00:0a".parse().unwrap();
+    let ap = |bssid: &str, report: &str| AccessPointReport {
+        network: NetworkKind::Home,
+        interface: "phy1-ap0".into(),
+        bssid: bssid.parse().unwrap(),
+        band: Band::G5,
+        channel: 36,
+        freq_mhz: 5180,
+        neighbour_report: Some(report.into()),
+    };
+    let report = |cert: &str, t: &Telemetry| -> TelemetryAnswer {
+        let body = serde_json::to_string(t).unwrap();
+        let (status, answer) = curl.send(
+            "127.0.0.1",
+            Some(cert),
+            "POST",
+            "/v1/agent/telemetry",
+            Some(&body),
+        );
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_str(&answer).unwrap()
+    };
+    // The cellar hears the phone well on 5 GHz.
+    let cellar_t = Telemetry {
+        access_points: vec![ap("02:aa:00:00:02:05", "02aa00000205ff")],
+        heard_clients: vec![HeardClient {
+            mac: phone,
+            band: Band::G5,
+            signal_dbm: -58,
+            age_ms: 300,
+        }],
+        ..Default::default()
+    };
+    report(&cellar, &cellar_t);
+    // The attic has it associated, weak.
+    let mut attic_t = Telemetry {
+        access_points: vec![ap("02:aa:00:00:01:05", "02aa00000105ff")],
+        devices: vec![SeenDevice {
+            mac: "02:00:00:00:00:0a".into(),
+            ip: None,
+            hostname: None,
+            wifi: Some(WifiAssociation {
+                interface: "phy1-ap0".into(),
+                signal_dbm: Some(-79),
+                inactive_ms: Some(20),
+                network: Some(NetworkKind::Home),
+                band: Some(Band::G5),
+                dual_band: Some(true),
+            }),
+            port: None,
+        }],
+        ..Default::default()
+    };
+    let answer = report(&attic, &attic_t);
+    assert_eq!(answer.steer.len(), 1, "{answer:?}");
+    let req = &answer.steer[0];
+    assert_eq!(req.station, phone);
+    assert_eq!(req.target_node.as_str(), "cellar");
+    assert_eq!(req.target_bssid, "02:aa:00:00:02:05".parse().unwrap());
+    assert_eq!(req.target_neighbour_report, "02aa00000205ff");
+    // 802.11k: the attic's AP lists the cellar's, and the other way round.
+    assert_eq!(answer.neighbours.len(), 1);
+    assert_eq!(answer.neighbours[0].node.as_str(), "cellar");
+    assert_eq!(answer.neighbours[0].ssid.as_str(), "Our Home");
+    let cellar_answer = report(&cellar, &cellar_t);
+    assert!(
+        cellar_answer.steer.is_empty(),
+        "asked of the router the phone is on"
+    );
+    assert_eq!(cellar_answer.neighbours[0].node.as_str(), "attic");
+
+    let why = ok(&trellis(&["why-roam", "phone"]));
+    assert!(
+        why.contains("steered to cellar") && why.contains("-79 dBm") && why.contains("-58 dBm"),
+        "{why}"
+    );
+    // The phone declines; the attic's next report carries the outcome, which the device's
+    // history and counts show.
+    attic_t.steer_outcomes = vec![SteerOutcome {
+        id: req.id,
+        station: phone,
+        result: SteerResult::Declined,
+        status_code: Some(7),
+    }];
+    report(&attic, &attic_t);
+    let history = ok(&trellis(&["devices", "phone"]));
+    assert!(history.contains("phone (02:00:00:00:00:0a)"), "{history}");
+    assert!(
+        history.contains("asked to move attic → cellar"),
+        "{history}"
+    );
+    assert!(
+        history.contains("answered #1: Declined (status 7)"),
+        "{history}"
+    );
+    assert!(history.contains("1 declined"), "{history}");
+    let json = ok(&trellis(&["--json", "why-roam", "02:00:00:00:00:0a"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["counts"]["declined"], 1, "{json}");
+    let err = refused(&trellis(&["why-roam", "toaster"]));
+    assert!(err.contains("no device \"toaster\""), "{err}");
+}

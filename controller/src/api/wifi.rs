@@ -1,4 +1,4 @@
-//! The home wifi's admin API (`/v1/admin/wifi...`): HTTP translation only; the rules are
+//! The home wifi's admin API (`/v1/admin/wifi...`, `/v1/admin/roaming/{device}`): HTTP translation only; the rules are
 //! [`crate::wifi`]'s.
 
 use std::sync::Arc;
@@ -11,13 +11,24 @@ use trellis_proto::home_wifi::NetworkKind;
 
 use super::bad_json;
 use crate::home::{Home, HomeError, Kind};
+use crate::steering::DeviceSteering;
 use crate::wifi::{NetworkChange, WifiChanged, WifiShown};
 
 pub fn admin_routes() -> Router<Arc<Home>> {
-    Router::new().route("/v1/admin/wifi", get(show)).route(
-        "/v1/admin/wifi/{kind}",
-        axum::routing::put(set).delete(remove),
-    )
+    Router::new()
+        .route("/v1/admin/wifi", get(show))
+        .route(
+            "/v1/admin/wifi/{kind}",
+            axum::routing::put(set).delete(remove),
+        )
+        .route("/v1/admin/roaming/{device}", get(roaming))
+}
+
+async fn roaming(
+    State(home): State<Arc<Home>>,
+    UrlPath(device): UrlPath<String>,
+) -> Result<Json<DeviceSteering>, HomeError> {
+    home.device_steering(&device).map(Json)
 }
 
 fn kind(text: &str) -> Result<NetworkKind, HomeError> {
