@@ -304,7 +304,11 @@ impl Home {
     /// `trellis why <source> <service>[:port]`.
     pub fn why(&self, source: &str, target: &str) -> Result<WhyAnswer> {
         let snapshot = self.snapshot();
-        let decision = policy::why(&snapshot.policy, &snapshot.devices, source, target)
+        let joined = self.joined_networks();
+        let decision =
+            policy::why_joined(&snapshot.policy, &snapshot.devices, source, target, |mac| {
+                joined.get(&mac).cloned()
+            })
             .map_err(|e| HomeError::new(Kind::NotFound, e.to_string()))?;
         Ok(WhyAnswer {
             allowed: decision.allowed(),

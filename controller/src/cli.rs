@@ -50,8 +50,12 @@ pub enum Command {
     },
     /// Remove a router: revokes its identity on every agent.
     RemoveNode { name: String },
-    /// Devices: the device book (names, groups) and the router each is behind now.
-    Devices,
+    /// Devices: the device book (names, groups) and the router each is behind now;
+    /// `trellis devices NAME`: one device, with its recent wifi roams and steers.
+    Devices { name: Option<String> },
+    /// Why a wifi device was (or was not) asked to move, with the figures:
+    /// `trellis why-roam phone`.
+    WhyRoam { name: String },
     /// Name a device and put it in a group (trusted, iot, guest, or one you made).
     SetDevice {
         mac: String,
@@ -126,6 +130,12 @@ pub enum Command {
         #[arg(long, default_value = "/usr/sbin/wpa_supplicant")]
         wpa_supplicant: PathBuf,
     },
+    /// The home's wifi networks: `trellis wifi`, `wifi set home|iot|guest`, `wifi remove`,
+    /// `wifi import` (this router's existing SSID and key).
+    Wifi {
+        #[command(subcommand)]
+        action: Option<crate::cli_wifi::WifiCommand>,
+    },
     /// Print the CA certificate and key for a backup (keep it secret).
     CaBackup,
     /// Print the one-time token that sets the web page's admin password on first run.
@@ -156,7 +166,7 @@ pub enum PolicyChange {
 }
 
 /// What the person typed is not valid: exit 1 with the reason, before any request.
-fn bad(message: impl Into<String>) -> ClientError {
+pub(crate) fn bad(message: impl Into<String>) -> ClientError {
     ClientError::Status {
         status: hyper::StatusCode::BAD_REQUEST,
         message: message.into(),
@@ -192,7 +202,7 @@ fn service_match(s: &str) -> Result<ServiceMatch, ClientError> {
 }
 
 /// Percent-encode a query value (SPIFFE IDs carry ':' and '/').
-fn query_value(v: &str) -> String {
+pub(crate) fn query_value(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -238,7 +248,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
+pub(crate) async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
     cli: &Cli,
     method: Method,
     path: &str,
@@ -250,7 +260,7 @@ async fn call<T: serde::de::DeserializeOwned, B: Serialize>(
     client::request(io, method, path, body).await?.json()
 }
 
-fn show<T: Serialize>(cli: &Cli, value: &T, text: impl FnOnce(&T) -> String) -> String {
+pub(crate) fn show<T: Serialize>(cli: &Cli, value: &T, text: impl FnOnce(&T) -> String) -> String {
     if cli.json {
         serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
@@ -278,7 +288,7 @@ fn speedtest_line(t: &SpeedTest) -> String {
     }
 }
 
-fn ago(now: u64, t: u64) -> String {
+pub(crate) fn ago(now: u64, t: u64) -> String {
     let s = now.saturating_sub(t);
     match s {
         0..=119 => format!("{s} s"),
@@ -378,7 +388,9 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                 )
             })
         }
-        Command::Devices => {
+        Command::Devices { name: Some(name) } => crate::cli_wifi::device(cli, name).await?,
+        Command::WhyRoam { name } => crate::cli_wifi::why_roam(cli, name).await?,
+        Command::Devices { name: None } => {
             let devices: Vec<DeviceListing> =
                 call(cli, Method::GET, "/v1/admin/devices", none).await?;
             show(cli, &devices, |ds| {
@@ -763,6 +775,7 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     .collect()
             })
         }
+        Command::Wifi { action } => crate::cli_wifi::run(cli, action.as_ref()).await?,
         Command::CaBackup => {
             let b: CaBackup = call(cli, Method::GET, "/v1/admin/ca/backup", none).await?;
             show(cli, &b, |b| {

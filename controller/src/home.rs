@@ -182,6 +182,10 @@ pub fn capped(s: &str, max: usize) -> &str {
 
 /// Cut `s` to at most `max` bytes on a character boundary (`String::truncate` panics inside
 /// a multi-byte character, and these strings come from agents).
+pub(crate) fn truncate_to(s: &mut String, max: usize) {
+    truncate_chars(s, max)
+}
+
 fn truncate_chars(s: &mut String, max: usize) {
     let end = capped(s, max).len();
     s.truncate(end);
@@ -227,6 +231,8 @@ pub struct Home {
     pairing_refusals: trellis_io::ratelog::RateLog,
     /// The controller's Prometheus counters (pairings, logins, config propagation).
     pub counters: crate::metrics::Counters,
+    /// Wifi client steering (RAM only): see [`crate::steering`] and [`crate::wifi`].
+    pub(crate) steering: Mutex<crate::steering::Steering>,
 }
 
 /// Most recent events kept in RAM.
@@ -335,6 +341,7 @@ impl Home {
             catalog_refusals: Default::default(),
             pairing_refusals: Default::default(),
             counters: Default::default(),
+            steering: Mutex::default(),
         });
         home.publish()?;
         Ok(home)
@@ -342,6 +349,11 @@ impl Home {
 
     pub fn home_id(&self) -> &HomeId {
         self.ca.home_id()
+    }
+
+    /// How long this controller has run (a monotonic clock).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     pub fn ca(&self) -> &HomeCa {
@@ -383,7 +395,7 @@ impl Home {
             catalog,
             policy: self.store.policy()?.unwrap_or_default(),
             devices: crate::catalog::devices_for(self.store.devices()?),
-            wifi: Default::default(),
+            wifi: self.store.wifi()?,
         };
         self.config.send_replace(Arc::new(snapshot));
         self.counters.published(version);
@@ -662,6 +674,13 @@ impl Home {
     }
 
     pub fn report(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
+        let outcomes = crate::wifi::cap_wifi_reports(&mut telemetry);
+        self.report_inner(node, telemetry)?;
+        self.steer_round(node, &outcomes);
+        Ok(())
+    }
+
+    fn report_inner(&self, node: &NodeName, mut telemetry: Telemetry) -> Result<()> {
         // Tunnel endpoints reach flash and every router's snapshot: only real socket
         // addresses (`ip:port`, or a bare IP for the default port) are kept, written in one form.
         telemetry.addresses = tunnel_addresses(&telemetry.addresses);

@@ -16,17 +16,23 @@
 //!   healthy: the one rule behind each warning;
 //! - [`metrics`]: the controller's Prometheus page (routers, config propagation, refusals);
 //! - [`check`]: `trellis check`, the diagnosis of common failures;
+//! - [`wifi`]: the home's wifi networks and roaming keys; [`uci_wireless`]: reading a
+//!   router's existing wifi (`uci show wireless`) for the first setup's import;
+//! - [`ap_neighbours`]: the 802.11k neighbour lists each router gets;
+//! - [`steering`]: which wifi clients to ask to move, a pure state machine;
 //! - [`cli`]: the `trellis` command (a client of the admin API);
 //! - [`daemon`]: wiring all of it into the `trellis-controller` process.
 
 #![forbid(unsafe_code)]
 
+pub mod ap_neighbours;
 pub mod api;
 pub mod auth;
 pub mod ca;
 pub mod catalog;
 pub mod check;
 pub mod cli;
+pub mod cli_wifi;
 pub mod daemon;
 pub mod fleet;
 pub mod health;
@@ -35,6 +41,9 @@ pub mod metrics;
 pub mod pairing;
 pub mod placement;
 pub mod speedtest;
+pub mod steering;
 pub mod store;
 pub mod traces;
 pub mod traffic;
+pub mod uci_wireless;
+pub mod wifi;

@@ -75,6 +75,7 @@ fn the_document_lists_every_route_and_only_those() {
         include_str!("../src/api/admin.rs"),
         include_str!("../src/api/agent.rs"),
         include_str!("../src/api/web.rs"),
+        include_str!("../src/api/wifi.rs"),
     ] {
         served.extend(routes_in(source));
     }
@@ -141,6 +142,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "1")
         .replace("{slot}", "K7")
         .replace("{path}", "app.js")
+        .replace("{kind}", "home")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

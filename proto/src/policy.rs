@@ -25,7 +25,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::SpiffeId;
+use crate::home_wifi::NetworkKind;
+use crate::identity::{NodeName, SpiffeId};
 
 /// Why a policy or a query is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -215,6 +216,16 @@ impl Default for Policy {
     }
 }
 
+/// The network a device authenticated on, as the router that has it associated reports it
+/// (`WifiAssociation.network`): the first word on its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub network: NetworkKind,
+    /// The router whose access point it is on.
+    #[serde(default)]
+    pub router: Option<NodeName>,
+}
+
 /// Who is asking, as resolved by the node that sees the connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,6 +239,13 @@ pub enum Source {
         #[serde(default)]
         ip: Option<IpAddr>,
         group: String,
+        /// The home network it joined, when it is on one: that decided `group`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined: Option<Joined>,
+        /// The device book's group for this MAC when the network joined overrode it (a guest
+        /// that copied the trusted laptop's MAC): rules naming the MAC do not apply then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        book_group: Option<String>,
     },
     Workload(SpiffeId),
 }
@@ -241,24 +259,81 @@ impl Source {
         mac: Option<MacAddr>,
         ip: Option<IpAddr>,
     ) -> Self {
+        Self::device_on(devices, policy, mac, ip, None)
+    }
+
+    /// The one rule for a device's group: first the home network it authenticated on
+    /// ([`NetworkKind::group`]), then the device book, then the policy's unknown-device
+    /// group. The agent's proxy and the controller's `why` both ask this.
+    pub fn device_on(
+        devices: &[Device],
+        policy: &Policy,
+        mac: Option<MacAddr>,
+        ip: Option<IpAddr>,
+        joined: Option<Joined>,
+    ) -> Self {
         let known = devices
             .iter()
             .find(|d| Some(d.mac) == mac)
             .or_else(|| ip.and_then(|ip| devices.iter().find(|d| d.ips.contains(&ip))));
-        match known {
-            Some(d) => Source::Device {
-                name: Some(d.name.clone()),
-                mac: Some(d.mac),
-                ip: ip.or_else(|| d.ips.first().copied()),
-                group: d.group.clone(),
-            },
-            None => Source::Device {
-                name: None,
-                mac,
-                ip,
-                group: policy.unknown_device_group.clone(),
-            },
+        let (name, mac, ip, book) = match known {
+            Some(d) => (
+                Some(d.name.clone()),
+                Some(d.mac),
+                ip.or_else(|| d.ips.first().copied()),
+                Some(d.group.clone()),
+            ),
+            None => (None, mac, ip, None),
+        };
+        let (group, book_group) = match (&joined, book) {
+            (Some(j), book) => {
+                let group = j.network.group().to_owned();
+                let overridden = book.filter(|b| *b != group);
+                (group, overridden)
+            }
+            (None, Some(book)) => (book, None),
+            (None, None) => (policy.unknown_device_group.clone(), None),
+        };
+        Source::Device {
+            name,
+            mac,
+            ip,
+            group,
+            joined,
+            book_group,
         }
+    }
+
+    /// Why the device is in its group, in words: "guest: joined the guest network on attic".
+    pub fn group_reason(&self) -> Option<String> {
+        let Source::Device {
+            name,
+            group,
+            joined,
+            book_group,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(match (joined, name) {
+            (Some(j), _) => {
+                let mut s = format!("{group}: joined the {} network", j.network);
+                if let Some(r) = &j.router {
+                    s.push_str(&format!(" on {r}"));
+                }
+                if let (Some(b), Some(n)) = (book_group, name) {
+                    s.push_str(&format!(
+                        " (the device book has this MAC as {n:?} in {b}; the network joined decides)"
+                    ));
+                }
+                s
+            }
+            (None, Some(n)) => format!("{group}: the device book has it as {n:?}"),
+            (None, None) => {
+                format!("{group}: not in the device book, so the group for unknown devices")
+            }
+        })
     }
 
     /// The identity a decision cites: a SPIFFE ID, or `device:<mac>` / `device:<ip>`.
@@ -289,6 +364,8 @@ impl fmt::Display for Source {
                 mac,
                 ip,
                 group,
+                joined,
+                ..
             } => {
                 match name {
                     Some(n) => write!(f, "device {n:?}")?,
@@ -301,7 +378,12 @@ impl fmt::Display for Source {
                 if let Some(i) = ip {
                     parts.push(i.to_string());
                 }
-                parts.push(format!("group {group}"));
+                match joined {
+                    Some(_) => {
+                        parts.push(format!("group {}", self.group_reason().unwrap_or_default()))
+                    }
+                    None => parts.push(format!("group {group}")),
+                }
                 write!(f, " ({})", parts.join(", "))
             }
         }
@@ -448,7 +530,14 @@ fn source_matches(m: &SourceMatch, src: &Source) -> bool {
     match (m, src) {
         (SourceMatch::Any, _) => true,
         (SourceMatch::Group(g), Source::Device { group, .. }) => g == group,
-        (SourceMatch::Device(mac), Source::Device { mac: Some(m2), .. }) => mac == m2,
+        (
+            SourceMatch::Device(mac),
+            Source::Device {
+                mac: Some(m2),
+                book_group,
+                ..
+            },
+        ) => mac == m2 && book_group.is_none(),
         (SourceMatch::Identity(id), Source::Workload(w)) => id == w,
         _ => false,
     }
@@ -640,7 +729,27 @@ pub fn why(
     source: &str,
     target: &str,
 ) -> Result<Decision, PolicyError> {
-    let src = policy.resolve_source(source, devices)?;
+    why_joined(policy, devices, source, target, |_| None)
+}
+
+/// [`why`] for a home that knows which network each associated device joined (`joined` of
+/// its MAC: from the router that has it associated).
+pub fn why_joined(
+    policy: &Policy,
+    devices: &[Device],
+    source: &str,
+    target: &str,
+    joined: impl Fn(MacAddr) -> Option<Joined>,
+) -> Result<Decision, PolicyError> {
+    let mut src = policy.resolve_source(source, devices)?;
+    if let Source::Device {
+        mac: Some(mac), ip, ..
+    } = &src
+    {
+        if let Some(j) = joined(*mac) {
+            src = Source::device_on(devices, policy, Some(*mac), *ip, Some(j));
+        }
+    }
     let (service, port) = parse_target(target)?;
     Ok(policy.evaluate(&src, &service, port))
 }
@@ -829,6 +938,63 @@ mod tests {
         let d = p.evaluate(&s, "nas", Some(445));
         assert!(d.allowed());
         assert_eq!(d.rule(), "laptop-everything");
+    }
+
+    #[test]
+    fn a_guest_device_with_the_trusted_laptops_mac_is_a_guest() {
+        let mut p = Policy::default();
+        let laptop = mac("02:00:00:00:00:01");
+        p.rules.push(rule(
+            "laptop-everything",
+            Action::Allow,
+            vec![SourceMatch::Device(laptop)],
+            None,
+            &[],
+        ));
+        let attic = NodeName::new("attic").unwrap();
+        let on = |network| Joined {
+            network,
+            router: Some(attic.clone()),
+        };
+        // Associated on the guest network: a guest, whatever the device book says of the
+        // MAC, and the rule naming the laptop's MAC does not apply.
+        let guest = |m: MacAddr| (m == laptop).then(|| on(NetworkKind::Guest));
+        let d = why_joined(&p, &devices(), "02:00:00:00:00:01", "nas:445", guest).unwrap();
+        assert!(!d.allowed(), "{}", d.explain());
+        assert_eq!(d.source.group(), Some("guest"));
+        assert_eq!(d.rule(), "default:guest");
+        let text = d.explain();
+        assert!(
+            text.contains("guest: joined the guest network on attic"),
+            "{text}"
+        );
+        assert!(text.contains("the network joined decides"), "{text}");
+        // Asked by name, the same.
+        let d = why_joined(&p, &devices(), "laptop", "nas", guest).unwrap();
+        assert!(!d.allowed());
+        // On the home network it is the trusted laptop, and says why.
+        let home = |_| Some(on(NetworkKind::Home));
+        let d = why_joined(&p, &devices(), "laptop", "nas", home).unwrap();
+        assert!(d.allowed());
+        assert_eq!(d.rule(), "laptop-everything");
+        assert!(d
+            .explain()
+            .contains("trusted: joined the home network on attic"));
+        // Not associated anywhere: the device book, then the default.
+        let d = why_joined(&p, &devices(), "laptop", "nas", |_| None).unwrap();
+        assert_eq!(d.source.group(), Some("trusted"));
+        let s = Source::device_on(&devices(), &p, Some(mac("02:00:00:00:00:99")), None, None);
+        assert_eq!(s.group(), Some(p.unknown_device_group.as_str()));
+        assert!(s.group_reason().unwrap().contains("not in the device book"));
+        // An unknown device on the iot network is iot.
+        let s = Source::device_on(
+            &devices(),
+            &p,
+            Some(mac("02:00:00:00:00:99")),
+            None,
+            Some(on(NetworkKind::Iot)),
+        );
+        assert_eq!(s.group(), Some("iot"));
     }
 
     #[test]

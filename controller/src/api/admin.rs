@@ -50,6 +50,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/traces", get(traces))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
+        .merge(super::wifi::admin_routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(home)
 }

@@ -489,7 +489,8 @@ async fn telemetry(
     home.report(&node, t)?;
     Ok(Json(TelemetryAnswer {
         hops: home.hops_from(&node),
-        ..TelemetryAnswer::default()
+        neighbours: home.neighbours_for(&node),
+        steer: home.steer_for(&node),
     }))
 }
 

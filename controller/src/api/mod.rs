@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod agent;
 pub mod web;
+pub mod wifi;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

@@ -1003,6 +1003,8 @@ fn reached_by(
         mac: None,
         ip: None,
         group: group.to_owned(),
+        joined: None,
+        book_group: None,
     };
     let mut out = Vec::new();
     for g in &policy.groups {

@@ -48,6 +48,9 @@ const STEPS: &[&str] = &[
         set_at INTEGER NOT NULL
      );
      ALTER TABLE nodes ADD COLUMN label TEXT;",
+    // 4: the home's wifi networks and roaming keys (issue 15): one JSON record of
+    // `trellis_proto::home_wifi::HomeWifi`, validated by its types when read and written.
+    "CREATE TABLE wifi (id INTEGER PRIMARY KEY CHECK (id = 1), record TEXT NOT NULL);",
 ];
 
 /// The schema version this build writes.

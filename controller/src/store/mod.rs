@@ -15,6 +15,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use trellis_proto::catalog::Service;
+use trellis_proto::home_wifi::HomeWifi;
 use trellis_proto::policy::Policy;
 use trellis_proto::snapshot::MeshCredentials;
 use trellis_proto::{CertSerial, HomeId, NodeName, SpiffeId};
@@ -499,6 +500,45 @@ impl Store {
 }
 
 impl Store {
+    /// The home's wifi networks (none until someone sets one).
+    pub fn wifi(&self) -> Result<HomeWifi> {
+        self.with(|conn| {
+            let json: Option<String> = conn
+                .query_row("SELECT record FROM wifi WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            json.map(|j| {
+                serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("wifi: {e}")))
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// Replace the home's wifi (validated by the caller). Flash is written and the config
+    /// version bumped only when it differs from what is stored: `None` when it was the same.
+    pub fn put_wifi(&self, wifi: &HomeWifi) -> Result<Option<u64>> {
+        let json = serde_json::to_string(wifi).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let old: Option<String> = tx
+                .query_row("SELECT record FROM wifi WHERE id = 1", [], |r| r.get(0))
+                .optional()?;
+            if old.as_deref() == Some(json.as_str())
+                || (old.is_none() && *wifi == HomeWifi::default())
+            {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO wifi (id, record) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                [&json],
+            )?;
+            let version = bump(&tx)?;
+            tx.commit()?;
+            Ok(Some(version))
+        })
+    }
+
     /// The policy people wrote, or `None` before anyone changed the defaults.
     pub fn policy(&self) -> Result<Option<Policy>> {
         self.with(|conn| {

@@ -137,3 +137,34 @@ fn a_store_from_a_newer_release_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn wifi_is_written_and_versioned_only_when_it_changes() {
+    use trellis_proto::home_wifi::*;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.wifi().unwrap(), HomeWifi::default());
+    let v0 = store.config_version().unwrap();
+    assert_eq!(store.put_wifi(&HomeWifi::default()).unwrap(), None);
+    let wifi = HomeWifi {
+        networks: vec![WifiNetwork {
+            kind: NetworkKind::Home,
+            ssid: Ssid::new("Home").unwrap(),
+            passphrase: Passphrase::new("correct horse").unwrap(),
+            security: Security::Wpa2Wpa3,
+            bands: Bands::Both,
+        }],
+        roaming: Some(Roaming {
+            mobility_domain: "a1b2".parse().unwrap(),
+            ft_key_hex: "00".repeat(32),
+        }),
+    };
+    assert_eq!(store.put_wifi(&wifi).unwrap(), Some(v0 + 1));
+    // The same again writes nothing and keeps the version.
+    assert_eq!(store.put_wifi(&wifi).unwrap(), None);
+    assert_eq!(store.config_version().unwrap(), v0 + 1);
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.wifi().unwrap(), wifi);
+}
