@@ -30,6 +30,9 @@ const APT: &[(&str, &str)] = &[
     // `cargo xtask bench`: the TLS-tunnel baseline and the bulk-throughput client/server.
     ("stunnel4", "stunnel4"),
     ("iperf3", "iperf3"),
+    // The agent's hostapd backend: its generated configs are read by the real hostapd
+    // (node-agent access_point::hostapd tests), and the VM lab runs it.
+    ("hostapd", "hostapd"),
 ];
 
 /// What `cargo xtask bench` runs besides the project's own binaries.
