@@ -10,6 +10,8 @@
 //! - [`hostapd`]: the backend without netifd (the VM lab, a plain Linux box): a generated
 //!   `hostapd.conf` per radio, hostapd run and supervised.
 //! - [`ctrl`]: hostapd's control socket (`/var/run/hostapd/IFACE`) and its reply parsers.
+//! - [`runner`]: what the running agent holds: apply on change, telemetry, the
+//!   controller's neighbour lists and steering requests.
 //!
 //! Both backends answer the same calls ([`Backend`]): apply, stations, access points, BSS
 //! transition requests, neighbour lists. The agent holds one and never asks which it is.
@@ -18,6 +20,7 @@ pub mod ctrl;
 pub mod hostapd;
 pub mod openwrt;
 pub mod plan;
+pub mod runner;
 
 use std::path::PathBuf;
 

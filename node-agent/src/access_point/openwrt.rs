@@ -17,7 +17,7 @@ use std::process::Stdio;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use trellis_proto::home_wifi::{
-    AccessPointReport, ApNeighbour, HomeWifi, NetworkKind, Roaming, Security, SteerRequest,
+    AccessPointReport, ApNeighbour, Band, HomeWifi, NetworkKind, Roaming, Security, SteerRequest,
     MAX_ACCESS_POINTS,
 };
 use trellis_proto::policy::MacAddr;
@@ -258,6 +258,58 @@ pub fn section_options(
     set("isolate", one(if isolate { "1" } else { "0" }));
     set("disabled", one("0"));
     Ok(o)
+}
+
+/// Interfaces a radio is taken to host at once when nothing better is known (the
+/// mac80211 drivers OpenWrt ships allow 4 to 16 APs per radio; `iw phy` is not read yet).
+pub const DEFAULT_MAX_INTERFACES: u8 = 4;
+
+/// The radios of `uci show wireless`: its `wifi-device` sections (`band` '2g'/'5g', or
+/// the older `hwmode` '11a'/'11g'; `channel` a number or 'auto'), each with the person's
+/// enabled `wifi-iface` sections on it counted.
+pub fn radios_from_uci(text: &str) -> Radios {
+    let sections = parse_show(text);
+    let get = |s: &UciSection, k: &str| match s.options.get(k) {
+        Some(UciValue::One(v)) => Some(v.clone()),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (name, s) in &sections {
+        if s.kind != "wifi-device" {
+            continue;
+        }
+        let band = match (get(s, "band").as_deref(), get(s, "hwmode").as_deref()) {
+            (Some("2g"), _) | (None, Some("11g" | "11b" | "11n")) => Band::G2,
+            (Some("5g"), _) | (None, Some("11a")) => Band::G5,
+            _ => continue, // 6 GHz, 60 GHz: not served yet
+        };
+        let channel: u8 = get(s, "channel").and_then(|c| c.parse().ok()).unwrap_or(0);
+        let freq_mhz = match (band, channel) {
+            (_, 0) => 0,
+            (Band::G2, 14) => 2484,
+            (Band::G2, c) => 2407 + 5 * c as u32,
+            (Band::G5, c) => 5000 + 5 * c as u32,
+        };
+        let other = sections
+            .iter()
+            .filter(|(n, i)| {
+                !n.starts_with(SECTION_PREFIX)
+                    && i.kind == "wifi-iface"
+                    && get(i, "device").as_deref() == Some(name.as_str())
+                    && get(i, "disabled").as_deref() != Some("1")
+            })
+            .count();
+        out.push(super::Radio {
+            name: name.clone(),
+            phy: name.clone(),
+            band,
+            channel,
+            freq_mhz,
+            max_interfaces: DEFAULT_MAX_INTERFACES,
+            other_interfaces: other.min(u8::MAX as usize) as u8,
+        });
+    }
+    Radios(out)
 }
 
 /// A value as `uci batch` reads it: single-quoted, a `'` written `'\''` (uci's

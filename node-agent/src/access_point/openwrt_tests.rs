@@ -314,3 +314,29 @@ async fn ubus_calls_name_the_interface_and_carry_hostapds_fields() {
         Err(ApError::UnknownInterface(_))
     ));
 }
+
+#[test]
+fn radios_are_read_from_the_wifi_device_sections() {
+    let r = radios_from_uci(&format!(
+        "{PERSONS}wireless.radio1=wifi-device\nwireless.radio1.band='5g'\n\
+         wireless.radio1.channel='auto'\n\
+         wireless.trellis_home_radio0=wifi-iface\nwireless.trellis_home_radio0.device='radio0'\n"
+    ));
+    assert_eq!(r.0.len(), 2);
+    assert_eq!(
+        (
+            r.0[0].name.as_str(),
+            r.0[0].band,
+            r.0[0].channel,
+            r.0[0].freq_mhz
+        ),
+        ("radio0", trellis_proto::home_wifi::Band::G2, 6, 2437)
+    );
+    // The person's default_radio0 counts; the agent's own section does not.
+    assert_eq!(r.0[0].other_interfaces, 1);
+    assert_eq!(
+        (r.0[1].band, r.0[1].channel),
+        (trellis_proto::home_wifi::Band::G5, 0)
+    );
+    assert_eq!(r.0[1].other_interfaces, 0);
+}
