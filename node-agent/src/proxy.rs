@@ -226,7 +226,10 @@ impl MeshState {
         if let Some(svc) = self.catalog.by_instance_addr(ip) {
             return Source::Workload(svc.identity.clone());
         }
-        Source::device(&self.devices, &self.policy, mac, Some(ip))
+        let mut source = Source::device(&self.devices, &self.policy, mac, Some(ip));
+        // The network it joined on this router's access points decides its group first.
+        crate::access_point::joined::apply(&mut source);
+        source
     }
 }
 

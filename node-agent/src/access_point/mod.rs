@@ -10,6 +10,7 @@
 //! - [`hostapd`]: the backend without netifd (the VM lab, a plain Linux box): a generated
 //!   `hostapd.conf` per radio, hostapd run and supervised.
 //! - [`ctrl`]: hostapd's control socket (`/var/run/hostapd/IFACE`) and its reply parsers.
+//! - [`joined`]: which network each station joined, for the proxy's policy decisions.
 //! - [`runner`]: what the running agent holds: apply on change, telemetry, the
 //!   controller's neighbour lists and steering requests.
 //!
@@ -18,6 +19,7 @@
 
 pub mod ctrl;
 pub mod hostapd;
+pub mod joined;
 pub mod openwrt;
 pub mod plan;
 pub mod runner;

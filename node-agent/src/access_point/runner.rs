@@ -84,13 +84,18 @@ impl AccessPoints {
     /// access points (the network a device joined decides its group first).
     pub fn annotate(&self, devices: &mut [SeenDevice]) {
         let interfaces = lock(&self.interfaces);
+        let mut joined = Vec::new();
         for d in devices {
             let Some(w) = d.wifi.as_mut() else { continue };
             if let Some((_, kind, band)) = interfaces.iter().find(|(i, _, _)| *i == w.interface) {
                 w.network = Some(*kind);
                 w.band = Some(*band);
+                if let Ok(mac) = d.mac.parse::<MacAddr>() {
+                    joined.push((mac, *kind));
+                }
             }
         }
+        super::joined::set(joined);
     }
 
     /// The network of the access point interface `ifname`, if it is one of the agent's.
@@ -343,6 +348,9 @@ mod tests {
                 port: None,
             },
         ];
+        let turn = crate::access_point::joined::TEST_TURN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         aps.annotate(&mut devices);
         let w0 = devices[0].wifi.as_ref().unwrap();
         assert_eq!(
@@ -351,6 +359,12 @@ mod tests {
         );
         // The person's own access point: not one of the home's networks.
         assert_eq!(devices[1].wifi.as_ref().unwrap().network, None);
+        // The proxy learns which network the station joined.
+        assert_eq!(
+            crate::access_point::joined::network_of("02:00:00:00:09:00".parse().unwrap()),
+            Some(NetworkKind::Guest)
+        );
+        drop(turn);
     }
 
     #[tokio::test]
