@@ -205,7 +205,7 @@ impl NeighbourReport {
     pub fn parse_hex(s: &str) -> Result<Self, ApError> {
         let bad = || ApError::NeighbourReport(s.chars().take(40).collect());
         let s = s.trim();
-        if s.len() % 2 != 0 || s.len() > 2 * MAX_NR_BYTES || !s.is_ascii() {
+        if !s.len().is_multiple_of(2) || s.len() > 2 * MAX_NR_BYTES || !s.is_ascii() {
             return Err(bad());
         }
         let mut bytes = Vec::with_capacity(s.len() / 2);

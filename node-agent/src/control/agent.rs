@@ -62,8 +62,12 @@ pub struct Agent {
     telemetry_every: Duration,
     /// The home's access points on this router, when the agent runs them
     /// ([`crate::access_point`]); `wifi_fixed`: set from a file, so snapshots leave them.
-    access_points: Arc<std::sync::Mutex<Option<(Arc<AccessPoints>, bool)>>>,
+    access_points: Arc<std::sync::Mutex<Option<RunningAccessPoints>>>,
 }
+
+/// The agent's access points and whether their settings came from a file (then snapshots
+/// leave them).
+type RunningAccessPoints = (Arc<AccessPoints>, bool);
 
 /// Mesh hops from this router to others.
 pub type Hops = std::collections::BTreeMap<trellis_proto::NodeName, u32>;
@@ -532,7 +536,6 @@ impl Agent {
             access_points,
             heard_clients,
             steer_outcomes,
-            ..Telemetry::default()
         };
         let answer = self
             .controller
