@@ -108,6 +108,9 @@ pub struct RunArgs {
     /// Where the hostapd backend writes its configs (0600: they hold the passphrases).
     #[arg(long, default_value = "/var/run/trellis/hostapd")]
     pub wifi_config_dir: PathBuf,
+    /// hostapd's control sockets (`ctrl_interface`) for the hostapd backend.
+    #[arg(long, default_value = "/var/run/hostapd")]
+    pub wifi_ctrl_dir: PathBuf,
 }
 
 fn optional_addr(value: &str, what: &str) -> Result<Option<std::net::SocketAddr>, String> {

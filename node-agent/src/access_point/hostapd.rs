@@ -100,7 +100,9 @@ impl Supervisor {
                 let status = tokio::process::Command::new(&s.hostapd)
                     .arg(&config)
                     .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
+                    // Without -d hostapd prints only what it set up and its errors (never
+                    // a key): into the agent's own log.
+                    .stdout(std::process::Stdio::inherit())
                     .kill_on_drop(true)
                     .spawn();
                 match status {

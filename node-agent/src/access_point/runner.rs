@@ -208,6 +208,8 @@ pub struct Options {
     /// The bridge the hostapd backend's access points join.
     pub bridge: Option<String>,
     pub config_dir: std::path::PathBuf,
+    /// hostapd's `ctrl_interface`.
+    pub ctrl_dir: std::path::PathBuf,
 }
 
 /// The access points `opts` ask for, or `None` when the agent runs none.
@@ -254,6 +256,7 @@ pub async fn build(opts: &Options) -> anyhow::Result<Option<AccessPoints>> {
             let radios = radios_from_file()?
                 .context("the hostapd backend needs this router's radios: --wifi-radios FILE")?;
             let mut s = super::hostapd::Settings::new(&opts.node, opts.config_dir.clone());
+            s.ctrl_dir = opts.ctrl_dir.clone();
             if let Some(br) = &opts.bridge {
                 for k in NetworkKind::ALL {
                     s.bridges.insert(k, br.clone());
@@ -279,6 +282,7 @@ pub async fn start(
         node: agent.node.identity.to_string(),
         bridge: args.wifi_bridge.clone(),
         config_dir: args.wifi_config_dir.clone(),
+        ctrl_dir: args.wifi_ctrl_dir.clone(),
     };
     let Some(aps) = build(&opts).await? else {
         return Ok(());
