@@ -206,6 +206,9 @@ ap_roam() {
     "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff" > /tmp/home-wifi.json
   printf '[{"name":"radio1","phy":"phy4","band":"2g","channel":11,"freq_mhz":2462,"max_interfaces":8}]\n' > /tmp/radios-B.json
   printf '[{"name":"radio1","phy":"phy6","band":"2g","channel":11,"freq_mhz":2462,"max_interfaces":8}]\n' > /tmp/radios-C.json
+  # hwsim's default station interfaces carry the radio's address, which the access point
+  # interface the agent creates takes too: mac80211 will not run both
+  nsx ns1 iw dev wlan4 del 2>/dev/null; nsx ns2 iw dev wlan6 del 2>/dev/null
   for n in B C; do
     stop_run $n
     start_run $n --access-points hostapd --wifi-radios "/tmp/radios-$n.json" --wifi-file /tmp/home-wifi.json \
