@@ -14,7 +14,7 @@ pub const MAX_REPORT_HEX: usize = 510;
 pub fn valid_report(hex: &str) -> bool {
     !hex.is_empty()
         && hex.len() <= MAX_REPORT_HEX
-        && hex.len() % 2 == 0
+        && hex.len().is_multiple_of(2)
         && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 

@@ -99,6 +99,27 @@ pub struct RunArgs {
     /// ones always are.
     #[arg(long, value_name = "RATE", default_value_t = 1.0, value_parser = parse_rate)]
     pub trace_sample: f64,
+    /// Who runs the home's access points: OpenWrt's wireless config (`openwrt`), hostapd
+    /// directly (`hostapd`, no netifd: needs --wifi-radios), or nobody (`off`); `auto`
+    /// picks OpenWrt when `uci` and `wifi` are there.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub access_points: crate::access_point::runner::BackendKind,
+    /// This router's radios as JSON (name, phy, band, channel, freq_mhz, max_interfaces).
+    #[arg(long, value_name = "FILE")]
+    pub wifi_radios: Option<PathBuf>,
+    /// The home's wifi as JSON (networks, roaming), used instead of the controller's: for
+    /// the lab and a box whose controller has no wifi settings yet.
+    #[arg(long, value_name = "FILE")]
+    pub wifi_file: Option<PathBuf>,
+    /// The bridge the hostapd backend's access points join.
+    #[arg(long)]
+    pub wifi_bridge: Option<String>,
+    /// Where the hostapd backend writes its configs (0600: they hold the passphrases).
+    #[arg(long, default_value = "/var/run/trellis/hostapd")]
+    pub wifi_config_dir: PathBuf,
+    /// hostapd's control sockets (`ctrl_interface`) for the hostapd backend.
+    #[arg(long, default_value = "/var/run/hostapd")]
+    pub wifi_ctrl_dir: PathBuf,
 }
 
 fn parse_rate(v: &str) -> Result<f64, String> {
@@ -220,6 +241,9 @@ pub fn main() -> ExitCode {
                 };
                 runtime.block_on(async {
                     let handle = agent.start();
+                    if let Err(e) = crate::access_point::runner::start(&handle.agent, &args).await {
+                        tracing::error!("access points not started: {e:#}");
+                    }
                     let cables = crate::backhaul::start(handle.agent.clone(), handle.trust.clone());
                     let devices = crate::devices::start(
                         handle.agent.clone(),

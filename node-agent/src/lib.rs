@@ -18,10 +18,13 @@
 //!
 //! and the wifi mesh:
 //! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
+//! - [`access_point`]: the home's access points (the networks clients join): OpenWrt's
+//!   wireless config or hostapd, fast roaming, BSS transition requests.
 //! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
 
 #![forbid(unsafe_code)]
 
+pub mod access_point;
 pub mod backhaul;
 pub mod cli;
 pub mod control;

@@ -227,7 +227,15 @@ impl MeshState {
         if let Some(svc) = self.catalog.by_instance_addr(ip) {
             return Source::Workload(svc.identity.clone());
         }
-        Source::device(&self.devices, &self.policy, mac, Some(ip))
+        // The network it joined on this router's access points decides its group first: the
+        // policy's one rule (`Source::device_on`) weighs it against the device book.
+        let joined = mac
+            .and_then(crate::access_point::joined::network_of)
+            .map(|network| trellis_proto::policy::Joined {
+                network,
+                router: Some(self.local_node.clone()),
+            });
+        Source::device_on(&self.devices, &self.policy, mac, Some(ip), joined)
     }
 }
 

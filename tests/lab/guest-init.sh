@@ -4,7 +4,7 @@
 # `iw` is used only to look (station/mpath dump) and to force a topology (plink_action block).
 #
 # Nodes A B C D = radios phy0..phy3, each in its own network namespace ns0..ns3; B's access
-# point radio phy4 in ns1; a phone P = phy5 in nsP.
+# point radio phy4 in ns1; a phone P = phy5 in nsP; C's access point radio phy6 in ns2.
 # Scenarios, in this order (one boot):
 #   pairing      (1) A, the primary, runs the controller (br-lan 192.168.1.1); B and C are plugged
 #                    into A's br-lan by a setup cable (veth), pair with `trellis pair` codes
@@ -19,6 +19,12 @@
 #   speedtest        `trellis speedtest b a`: B's agent sends to A's sink across one mesh hop
 #   wifi-client      a phone joins an access point on B's second radio (WPA2); A leased
 #                    its address; `trellis devices` shows it behind B, named from A's lease
+#   ap-hostapd       B and C restart `trellis-agent run` with the hostapd backend and one
+#                    home network from a --wifi-file (FT, 802.11k/v): hostapd up on both
+#   ap-roam          the phone joins B with FT-PSK and pings A at 50/s while it roams B -> C
+#                    by a BSS transition request (BSS_TM_REQ, as the agent sends it) and back
+#                    and forth by `wpa_cli roam`; the largest gap is the roam time
+#                    (`measure name=ft_roam_ms`), then the same without FT (`nonft_roam_ms`)
 #   wrong-password (4) D runs at the same time with the home's mesh ID and a wrong password:
 #                    never peers, its agent says why
 #   roles            portal/relay HWMP parameters set by the agents, read back
@@ -64,7 +70,7 @@ lab "boot init uptime=$(up)"
 
 # ---- radios: one phy per namespace
 modprobe -a ctr ccm gcm cmac ghash-generic 2>/dev/null
-if ! modprobe mac80211_hwsim radios=6 || [ "$(echo /sys/class/ieee80211/* | wc -w)" != 6 ]; then
+if ! modprobe mac80211_hwsim radios=7 || [ "$(echo /sys/class/ieee80211/* | wc -w)" != 7 ]; then
   result setup fail "why=mac80211_hwsim-did-not-load"; finish
 fi
 ip link set hwsim0 up    # radiotap monitor of the whole simulated air (root namespace)
@@ -84,6 +90,8 @@ iw phy phy4 set netns name ns1
 MAC_P=$(cat /sys/class/ieee80211/phy5/macaddress)
 ip netns add nsP
 iw phy phy5 set netns name nsP
+# C's access point radio (the agent's hostapd backend serves the home network on it)
+iw phy phy6 set netns name ns2
 lab "info macs A=$MAC_A B=$MAC_B C=$MAC_C D=$MAC_D phone=$MAC_P"
 idx() { case $1 in A) echo 0;; B) echo 1;; C) echo 2;; D) echo 3;; esac; }
 mac() { eval "echo \$MAC_$1"; }
@@ -163,11 +171,120 @@ start_paired_mesh() {
 # start_run NODE: `trellis-agent run`, the control plane (no nftables or mDNS in this VM); it sends
 # the mesh agent's link report to the controller every 2 s
 start_run() {
-  _i=$(idx "$1")
-  /bin/ip netns exec "ns$_i" /bin/trellis-agent --state-dir "$STATE-$1/agent" run --no-intercept --no-mdns \
-    --mesh-report "/run/trellis-$1/mesh-links.json" --telemetry-interval 2 --leases "/tmp/leases-$1" \
-    > "/tmp/run-$1.log" 2>&1 &
-  eval "RUN_$1=$!"
+  _n=$1; shift; _i=$(idx "$_n")
+  /bin/ip netns exec "ns$_i" /bin/trellis-agent --state-dir "$STATE-$_n/agent" run --no-intercept --no-mdns \
+    --mesh-report "/run/trellis-$_n/mesh-links.json" --telemetry-interval 2 --leases "/tmp/leases-$_n" \
+    "$@" >> "/tmp/run-$_n.log" 2>&1 &
+  eval "RUN_$_n=$!"
+}
+stop_run() { eval "_p=\$RUN_$1"; [ -n "$_p" ] && kill "$_p" 2>/dev/null; wait "$_p" 2>/dev/null; eval "RUN_$1="; }
+# ---- ap-hostapd, ap-roam: the home's access points through the agent's hostapd backend
+# hostapd_cli / wpa_cli against one node's sockets
+hcli() { nsx "ns$(idx "$1")" hostapd_cli -p "/run/hostapd-$1" -i tr-home0 "$2" ${3:+"$3"} ${4:+"$4"} ${5:+"$5"} ${6:+"$6"} ${7:+"$7"} ${8:+"$8"} ${9:+"$9"}; }
+pcli() { nsx nsP wpa_cli -p /run/wpa-phone -i wlan5 "$@"; }
+phone_bssid() { pcli status 2>/dev/null | sed -n 's/^bssid=//p'; }
+phone_akm() { pcli status 2>/dev/null | sed -n 's/^key_mgmt=//p'; }
+# roam_gap NAME ACTION... : 50 pings/s phone -> A while ACTION runs; prints the largest gap in ms
+roam_gap() {
+  _name=$1; shift
+  nsx nsP ping -i 0.02 -w 4 -W 1 192.168.1.1 > "/tmp/roam-$_name.txt" 2>&1 & _pp=$!
+  sleep 1.5
+  "$@" > "/tmp/roam-$_name-cmd.txt" 2>&1
+  wait $_pp
+  grep -o 'seq=[0-9]*' "/tmp/roam-$_name.txt" | cut -d= -f2 |
+    awk 'NR > 1 && $1 - p > g { g = $1 - p } { p = $1 } END { printf "%d", g * 20 }'
+}
+# median and p95 of a list of numbers
+stats() { echo "$@" | tr ' ' '\n' | grep . | sort -n | awk '{ v[NR] = $1 } END {
+  if (NR == 0) { print "median=none p95=none n=0"; exit }
+  m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.95 + 0.999)]; if (p == "") p = v[NR]
+  printf "median=%d p95=%d n=%d", m, p, NR }'; }
+ap_roam() {
+  # one home network, FT with the home's mobility domain and key (what the controller's
+  # snapshot carries; a file here until the controller half is merged)
+  printf '{"networks":[{"kind":"home","ssid":"trellis-lab-ft","passphrase":"lab-home-wifi-pw","security":"wpa2_wpa3","bands":"both"}],"roaming":{"mobility_domain":"a1b2","ft_key_hex":"%s"}}\n' \
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff" > /tmp/home-wifi.json
+  printf '[{"name":"radio1","phy":"phy4","band":"2g","channel":11,"freq_mhz":2462,"max_interfaces":8}]\n' > /tmp/radios-B.json
+  printf '[{"name":"radio1","phy":"phy6","band":"2g","channel":11,"freq_mhz":2462,"max_interfaces":8}]\n' > /tmp/radios-C.json
+  # hwsim's default station interfaces carry the radio's address, which the access point
+  # interface the agent creates takes too: mac80211 will not run both
+  nsx ns1 iw dev wlan4 del 2>/dev/null; nsx ns2 iw dev wlan6 del 2>/dev/null
+  for n in B C; do
+    stop_run $n
+    start_run $n --access-points hostapd --wifi-radios "/tmp/radios-$n.json" --wifi-file /tmp/home-wifi.json \
+      --wifi-bridge br-lan --wifi-config-dir "/run/trellis-$n/hostapd" --wifi-ctrl-dir "/run/hostapd-$n"
+  done
+  end=$(deadline 30)
+  until { hcli B status 2>/dev/null | grep -q '^state=ENABLED'; } && { hcli C status 2>/dev/null | grep -q '^state=ENABLED'; } || past "$end"; do sleep 0.5; done
+  BSS_B=$(nsx ns1 cat /sys/class/net/tr-home0/address 2>/dev/null)
+  BSS_C=$(nsx ns2 cat /sys/class/net/tr-home0/address 2>/dev/null)
+  MODE=$(stat -c %a "/run/trellis-B/hostapd/hostapd-radio1.conf" 2>/dev/null)
+  FT=$(grep -c '^wpa_key_mgmt=WPA-PSK FT-PSK SAE FT-SAE$\|^mobility_domain=a1b2$\|^bss_transition=1$\|^rrm_neighbor_report=1$' "/run/trellis-B/hostapd/hostapd-radio1.conf" 2>/dev/null)
+  if [ -n "$BSS_B" ] && [ -n "$BSS_C" ] && [ "$MODE" = 600 ] && [ "$FT" = 4 ]; then
+    result ap-hostapd pass "b=$BSS_B c=$BSS_C config_mode=600 ft_k_v_lines=4"
+  else
+    result ap-hostapd fail "b=${BSS_B:-down} c=${BSS_C:-down} config_mode=${MODE:-none} ft_k_v_lines=${FT:-0}"
+    grep -v '^\s*$' /tmp/run-B.log | tail -6 | sed 's/^/LAB-LOG run-B /'
+    result ap-roam fail "why=no-access-points"
+    ap_roam_end; return
+  fi
+  # the phone: FT-PSK (falls back to WPA-PSK), PMF as the AP offers it
+  printf 'ctrl_interface=/run/wpa-phone\np2p_disabled=1\nnetwork={\n ssid="trellis-lab-ft"\n key_mgmt=FT-PSK WPA-PSK\n psk="lab-home-wifi-pw"\n ieee80211w=1\n scan_freq=2462\n bssid=%s\n}\n' "$BSS_B" > /tmp/phone-ft.conf
+  nsx nsP wpa_supplicant -B -P /tmp/wpa-phone.pid -D nl80211 -i wlan5 -c /tmp/phone-ft.conf -f /tmp/wpa-phone-ft.log
+  nsx nsP ip addr add 192.168.1.77/24 dev wlan5 2>/dev/null
+  end=$(deadline 30)
+  until [ "$(phone_bssid)" = "$BSS_B" ] || past "$end"; do sleep 0.3; done
+  # the phone must see both access points before it roams
+  pcli set_network 0 bssid any >/dev/null; pcli scan >/dev/null; sleep 2
+  if [ "$(phone_bssid)" != "$BSS_B" ] || ! wait_ping nsP 192.168.1.1 10; then
+    result ap-roam fail "why=phone-did-not-join-B bssid=$(phone_bssid) akm=$(phone_akm)"
+    tail -6 /tmp/wpa-phone-ft.log 2>/dev/null | sed 's/^/LAB-LOG wpa-phone /'
+    ap_roam_end; return
+  fi
+  OK=0; TRIES=0; FT_MS=""
+  # 1: a BSS transition request from B naming C, as the agent's BSS_TM_REQ reads
+  # (access_point::hostapd::bss_tm_req: disassociation imminent, C the one preferred candidate)
+  g=$(roam_gap btm hcli B bss_tm_req "$MAC_P" disassoc_imminent=1 disassoc_timer=100 valid_int=255 pref=1 abridged=1 "neighbor=$BSS_C,0x00000000,81,11,7,0301ff")
+  TRIES=$((TRIES + 1)); [ "$(phone_bssid)" = "$BSS_C" ] && [ "$(phone_akm)" = FT-PSK ] && { OK=$((OK + 1)); FT_MS="$FT_MS $g"; }
+  lab "measure name=ft_roam_ms value=$g how=bss_tm_req from=b to=c on=$(phone_bssid) akm=$(phone_akm)"
+  # 2..: wpa_cli roam, back and forth
+  to=$BSS_B
+  for k in 1 2 3 4 5 6 7 8 9; do
+    g=$(roam_gap "roam$k" pcli roam "$to")
+    TRIES=$((TRIES + 1)); [ "$(phone_bssid)" = "$to" ] && [ "$(phone_akm)" = FT-PSK ] && { OK=$((OK + 1)); FT_MS="$FT_MS $g"; }
+    lab "measure name=ft_roam_ms value=$g how=wpa_cli_roam to=$to on=$(phone_bssid) akm=$(phone_akm)"
+    if [ "$to" = "$BSS_B" ]; then to=$BSS_C; else to=$BSS_B; fi
+  done
+  # shellcheck disable=SC2086 # one word per figure
+  ST=$(stats $FT_MS)
+  lab "measure name=ft_roam_ms_summary $ST goal_median_ms=50 goal_p95_ms=150"
+  # the same roams without FT: a full WPA2 handshake at each
+  pcli set_network 0 key_mgmt WPA-PSK >/dev/null; pcli reassociate >/dev/null
+  end=$(deadline 20)
+  until [ "$(phone_akm)" = WPA2-PSK ] || past "$end"; do sleep 0.3; done
+  NONFT=""
+  for k in 1 2 3; do
+    cur=$(phone_bssid); if [ "$cur" = "$BSS_B" ]; then to=$BSS_C; else to=$BSS_B; fi
+    g=$(roam_gap "nonft$k" pcli roam "$to")
+    [ "$(phone_bssid)" = "$to" ] && NONFT="$NONFT $g"
+    lab "measure name=nonft_roam_ms value=$g how=wpa_cli_roam to=$to on=$(phone_bssid) akm=$(phone_akm)"
+  done
+  # shellcheck disable=SC2086 # one word per figure
+  NST=$(stats $NONFT)
+  lab "measure name=nonft_roam_ms_summary $NST fail_line_ms=300"
+  if [ "$OK" = "$TRIES" ]; then
+    result ap-roam pass "ft_roams=$OK/$TRIES $ST nonft=\"$NST\""
+  else
+    result ap-roam fail "ft_roams_on_target_with_ft=$OK/$TRIES"
+    grep -i 'FT\|WNM\|BSS Transition\|CTRL-EVENT-CONNECTED' /tmp/wpa-phone-ft.log 2>/dev/null | tail -10 | sed 's/^/LAB-LOG wpa-phone /'
+  fi
+  ap_roam_end
+}
+ap_roam_end() {
+  [ -e /tmp/wpa-phone.pid ] && kill "$(cat /tmp/wpa-phone.pid)" 2>/dev/null
+  nsx nsP ip addr flush dev wlan5 2>/dev/null
+  # back to the control plane alone, as the later scenarios expect
+  for n in B C; do stop_run $n; start_run $n; done
 }
 # routers the controller heard from in the last 10 s: "a b c "
 online() {
@@ -371,6 +488,7 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
       grep -v '^\s*$' /tmp/run-B.log | tail -3 | sed 's/^/LAB-LOG run-B /';;
   esac
   for f in /tmp/wpa-phone.pid /tmp/wpa-ap.pid; do [ -e $f ] && kill "$(cat $f)" 2>/dev/null; done
+  ap_roam
   R_MESH=""; R_RUN=""
   for n in A B C; do eval "R_MESH=\"\$R_MESH \$(rss_kb \$PID_$n)\"; R_RUN=\"\$R_RUN \$(rss_kb \$RUN_$n)\""; done
   lab "measure name=agent_rss_kb value=$(rss_kb "$PID_A") process=mesh node=A max_abc=$(max_of "$R_MESH")"
@@ -382,6 +500,8 @@ else
   result controller-map fail "why=no-mesh"
   result speedtest fail "why=no-mesh"
   result wifi-client fail "why=no-mesh"
+  result ap-hostapd fail "why=no-mesh"
+  result ap-roam fail "why=no-mesh"
 fi
 # roles: the portal A runs HWMP root mode 4 (RANN) with gate announcements, relay B does not;
 # the agents read the values back from the kernel, iw confirms them

@@ -8,7 +8,7 @@
 # Host needs: qemu-system-x86, cpio, kmod (depmod), xz-utils, file, binutils (readelf) — installed
 # with apt-get when missing (--no-apt: never). Guest pieces are Debian packages fetched with
 # `apt-get download` (never installed on the host): the kernel (linux-image-amd64's), busybox-static,
-# iw, wpasupplicant, tcpdump, iproute2 and the libraries they need. Nothing else is downloaded.
+# iw, wpasupplicant, hostapd, tcpdump, iproute2 and the libraries they need. Nothing else is downloaded.
 #
 # Env: WORK=/var/tmp/trellis-lab (scratch, cached .debs)  QEMU_TIMEOUT=300  GUEST_ARGS=lab.debug
 #      KPKG=linux-image-6.1.0-NN-amd64 (default: what linux-image-amd64 depends on)
@@ -54,7 +54,7 @@ if [ ${#need_host[@]} -gt 0 ]; then
 fi
 
 # ------------------------------------------------- guest packages (.deb, not installed)
-GUEST_PKGS=(busybox-static iw wpasupplicant tcpdump iproute2 xxd)
+GUEST_PKGS=(busybox-static iw wpasupplicant hostapd tcpdump iproute2 xxd)
 KPKG=${KPKG:-$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')}
 if [ -z "$KPKG" ] && [ $APT = 1 ]; then
   apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null 2>&1 || true
@@ -136,7 +136,7 @@ copy_elf() {  # copy a program and, recursively, the libraries it needs from the
     copy_elf "$path" "$ROOT/lib/x86_64-linux-gnu/$lib"
   done
 }
-for b in ip iw wpa_supplicant wpa_cli tcpdump xxd; do
+for b in ip iw wpa_supplicant wpa_cli hostapd hostapd_cli tcpdump xxd; do
   src=$(find_in_debroot "$b") || die "$b not found in the fetched packages"
   copy_elf "$src" "$ROOT/bin/$b"
 done
@@ -185,7 +185,7 @@ fail=$(grep -cE '^LAB scenario=[^ ]+ result=fail' "$CONSOLE" || true)
 summary=$(grep -E '^LAB summary ' "$CONSOLE" || true)
 [ -n "$summary" ] || { echo "LAB scenario=vm result=fail why=no-summary (crash or timeout after ${QEMU_TIMEOUT}s)"; fail=$((fail + 1)); }
 # Every scenario must report: one that silently printed nothing is a failure too.
-EXPECTED=13
+EXPECTED=15
 if [ $((pass + fail)) -lt "$EXPECTED" ]; then
   echo "LAB scenario=vm result=fail why=only-$((pass + fail))-of-$EXPECTED-scenarios-reported"
   fail=$((fail + 1))

@@ -34,6 +34,9 @@ const APT: &[(&str, &str)] = &[
     // checker of the shipped scrape config and rules (docs/prometheus/).
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // The agent's hostapd backend: its generated configs are read by the real hostapd
+    // (node-agent access_point::hostapd tests), and the VM lab runs it.
+    ("hostapd", "hostapd"),
 ];
 
 /// What `cargo xtask bench` runs besides the project's own binaries.

@@ -12,6 +12,7 @@ use trellis_proto::api::{
 use trellis_proto::snapshot::ConfigSnapshot;
 
 use super::{tls, CallError, Controller, Trust};
+use crate::access_point::runner::AccessPoints;
 use crate::identity::{self, Backoff, CurrentIdentity, NodeIdentity};
 use crate::state::{NodeRecord, StateDir};
 
@@ -59,7 +60,14 @@ pub struct Agent {
     report_turn: Arc<tokio::sync::Mutex<()>>,
     /// How often telemetry goes out.
     telemetry_every: Duration,
+    /// The home's access points on this router, when the agent runs them
+    /// ([`crate::access_point`]); `wifi_fixed`: set from a file, so snapshots leave them.
+    access_points: Arc<std::sync::Mutex<Option<RunningAccessPoints>>>,
 }
+
+/// The agent's access points and whether their settings came from a file (then snapshots
+/// leave them).
+type RunningAccessPoints = (Arc<AccessPoints>, bool);
 
 /// Mesh hops from this router to others.
 pub type Hops = std::collections::BTreeMap<trellis_proto::NodeName, u32>;
@@ -133,6 +141,7 @@ impl Agent {
             report_turn: Arc::default(),
             seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
+            access_points: Arc::default(),
         })
     }
 
@@ -184,7 +193,11 @@ impl Agent {
                     Ok(snapshot) => {
                         backoff.reset();
                         let version = snapshot.version;
-                        let result = self.apply(snapshot);
+                        let wifi = snapshot.wifi.clone();
+                        let mut result = self.apply(snapshot);
+                        if result.is_ok() {
+                            result = self.apply_wifi(&wifi).await;
+                        }
                         let ack = ConfigAck {
                             version,
                             error: result.as_ref().err().map(|e| format!("{e:#}")),
@@ -239,6 +252,36 @@ impl Agent {
             "config applied"
         );
         self.applied.send_replace(Some(Arc::new(snapshot)));
+        Ok(())
+    }
+
+    /// Has the access points follow `wifi` (see [`AccessPoints::apply`]): its error goes in
+    /// the ack, and the access points stay as they were.
+    async fn apply_wifi(&self, wifi: &trellis_proto::home_wifi::HomeWifi) -> anyhow::Result<()> {
+        let aps = lock(&self.access_points).clone();
+        match aps {
+            Some((aps, false)) => Ok(aps.apply(wifi).await.map(|_| ())?),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs the home's access points through `aps` from now on: the current snapshot's
+    /// wifi at once, every new one's as it comes; or, `fixed`, only `wifi_file`'s (the lab,
+    /// a box without a controller's wifi settings).
+    pub async fn set_access_points(
+        &self,
+        aps: Arc<AccessPoints>,
+        wifi_file: Option<trellis_proto::home_wifi::HomeWifi>,
+    ) -> anyhow::Result<()> {
+        let fixed = wifi_file.is_some();
+        *lock(&self.access_points) = Some((aps.clone(), fixed));
+        let wifi = match wifi_file {
+            Some(w) => Some(w),
+            None => self.applied.borrow().as_ref().map(|s| s.wifi.clone()),
+        };
+        if let Some(w) = wifi {
+            aps.apply(&w).await?;
+        }
         Ok(())
     }
 
@@ -312,7 +355,10 @@ impl Agent {
     }
 
     /// Replace the devices seen on this router's segment (sent with the next report).
-    pub fn set_seen_devices(&self, devices: Vec<trellis_proto::api::SeenDevice>) {
+    pub fn set_seen_devices(&self, mut devices: Vec<trellis_proto::api::SeenDevice>) {
+        if let Some((aps, _)) = lock(&self.access_points).as_ref() {
+            aps.annotate(&mut devices);
+        }
         *self.seen_devices.lock().unwrap_or_else(|p| p.into_inner()) = devices;
     }
 
@@ -457,6 +503,11 @@ impl Agent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let aps = lock(&self.access_points).as_ref().map(|(a, _)| a.clone());
+        let (access_points, heard_clients, steer_outcomes) = match &aps {
+            Some(a) => a.telemetry().await,
+            None => Default::default(),
+        };
         let t = Telemetry {
             addresses: self
                 .addresses
@@ -496,7 +547,9 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.edge_traffic())
                 .unwrap_or_default(),
-            ..Telemetry::default()
+            access_points,
+            heard_clients,
+            steer_outcomes,
         };
         let answer = self
             .controller
@@ -510,6 +563,9 @@ impl Agent {
             addr: self.controller.addr.clone(),
             source,
         })?;
+        if let Some(a) = &aps {
+            a.answer(&answer.neighbours, &answer.steer).await;
+        }
         self.hops.send_if_modified(|hops| {
             let changed = *hops != answer.hops;
             *hops = answer.hops;
@@ -526,4 +582,8 @@ impl Agent {
             tokio::time::sleep(self.telemetry_every).await;
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

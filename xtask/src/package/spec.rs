@@ -15,8 +15,12 @@ pub const SOURCE: &str = "feeds/trellis/trellis";
 pub const LICENSE: &str = "Apache-2.0";
 pub const URL: &str = "https://example.invalid/trellis";
 
-/// The wpad builds with CONFIG_MESH (802.11s + mesh SAE). The default image's
-/// `wpad-basic-mbedtls` has no mesh support; opkg accepts `a | b` alternatives in Depends.
+/// The wpad builds with CONFIG_MESH (802.11s + mesh SAE) and the home's access points'
+/// roaming: all are OpenWrt's "full" hostapd variants (files/hostapd-full.config:
+/// CONFIG_IEEE80211R for 802.11r, CONFIG_WNM for 802.11v BSS transition, CONFIG_SAE;
+/// 802.11k neighbour reports are always built) with ubus (`hostapd.<ifname>`
+/// bss_transition_request / rrm_nr_set). The default image's `wpad-basic-mbedtls` has no
+/// mesh support; opkg accepts `a | b` alternatives in Depends.
 pub const WPAD_WITH_MESH: &str = "wpad-mesh-mbedtls | wpad-mbedtls | wpad-mesh-openssl | wpad-openssl | wpad-mesh-wolfssl | wpad-wolfssl";
 
 /// What the data plane needs from nftables: the `nft` program the agent runs (`nftables`,

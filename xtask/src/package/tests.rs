@@ -71,6 +71,18 @@ fn packages_read_back_with_the_expected_contents() {
         "{depends}"
     );
     assert!(depends.contains("kmod-nft-tproxy"), "{depends}");
+    // Every wpad alternative is a full build (802.11r/k/v for the access points, 802.11s
+    // for the mesh): never a basic or mini one.
+    let wpad = depends
+        .split(", ")
+        .find(|d| d.starts_with("wpad-"))
+        .unwrap();
+    for alt in wpad.split(" | ") {
+        assert!(
+            !alt.contains("basic") && !alt.contains("mini"),
+            "{alt} lacks 802.11r/k/v or mesh"
+        );
+    }
     // The agent runs `nft`: without the nftables package it cannot intercept anything.
     assert!(depends.split(", ").any(|d| d == "nftables"), "{depends}");
     assert_eq!(ipk.conffiles(), ["/etc/config/trellis"]);
