@@ -37,7 +37,7 @@ case $ARCH in
   mipsel) # MT7621's 1004Kc is a MIPS32r2 core without FPU; qemu's 24Kc is the MIPS32r2 no-FPU
           # core OpenWrt builds mipsel_24kc for (qemu has no 1004K; its 34Kf adds an FPU).
     KMETA=linux-image-4kc-malta; LIBDIR=mipsel-linux-gnu; LDSO=ld.so.1
-    QEMU=(qemu-system-mipsel -M malta -cpu 24Kc -m 256); CONSOLE_DEV=ttyS0; KIMG=vmlinux;;
+    QEMU=(qemu-system-mipsel -M malta -cpu 24Kc -m 256); CONSOLE_DEV=ttyS0; KIMG=vmlinuz;;
   armhf)  # IPQ40xx's Cortex-A7, no crypto extensions.
     KMETA=linux-image-armmp; LIBDIR=arm-linux-gnueabihf; LDSO=ld-linux-armhf.so.3
     QEMU=(qemu-system-arm -M virt,highmem=off -cpu cortex-a7 -m 256); CONSOLE_DEV=ttyAMA0; KIMG=vmlinuz;;

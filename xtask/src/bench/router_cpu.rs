@@ -81,7 +81,10 @@ fn parse(args: &[String]) -> Result<Opts> {
     let mut cpu = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{a} needs a value\n{USAGE}"));
+        let mut val = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
         match a.as_str() {
             "--cpu" => cpu = Some(Cpu::parse(val()?)?),
             "--duration" => o.duration = number(a, val()?, 1.0)?,
