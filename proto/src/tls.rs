@@ -99,9 +99,128 @@ pub fn key_from_pem(pem: &str, source_name: &str) -> Result<PrivateKeyDer<'stati
     })
 }
 
-/// The one crypto provider of Trellis: ring (no cmake, cross-compiles to every router CPU).
+/// The one crypto provider of Trellis: ring (no cmake, cross-compiles to every router CPU),
+/// its cipher suites ordered by what this CPU runs fast ([`suites_for`], [`cpu_aes`]).
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites = suites_for(local_aead());
+    Arc::new(p)
+}
+
+/// The AEAD a Trellis TLS connection prefers. Both ends of every tunnel are Trellis, and a
+/// client offers its suites in this order, so a router without AES instructions negotiates
+/// ChaCha20-Poly1305 for what it dials (issue 18: ring's constant-time software AES-GCM costs
+/// several times ChaCha20's on MIPS and on ARM cores without the crypto extensions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aead {
+    /// AES-GCM first (ring's own order): the CPU has AES and carry-less multiply instructions.
+    AesGcm,
+    /// ChaCha20-Poly1305 first.
+    ChaCha20,
+}
+
+impl Aead {
+    /// For people (the bench's figures, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Aead::AesGcm => "aes-gcm",
+            Aead::ChaCha20 => "chacha20-poly1305",
+        }
+    }
+}
+
+/// The one ordering rule: ring's suites with the preferred AEAD's first, the rest after in
+/// ring's order (so a peer that offers only one still connects).
+pub fn suites_for(first: Aead) -> Vec<rustls::SupportedCipherSuite> {
+    let all = rustls::crypto::ring::default_provider().cipher_suites;
+    let is_chacha = |s: &rustls::SupportedCipherSuite| {
+        matches!(
+            s.suite(),
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                | rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+        )
+    };
+    let (chacha, aes): (Vec<_>, Vec<_>) = all.into_iter().partition(is_chacha);
+    match first {
+        Aead::AesGcm => aes.into_iter().chain(chacha).collect(),
+        Aead::ChaCha20 => chacha.into_iter().chain(aes).collect(),
+    }
+}
+
+/// Set to `aes-gcm` or `chacha20-poly1305` to override the CPU's choice (the router-CPU
+/// bench measures both suites on each CPU this way).
+pub const AEAD_ENV: &str = "TRELLIS_TLS_AEAD";
+
+/// This process's preferred AEAD: [`AEAD_ENV`] if set to a known name, else by the CPU. Decided
+/// once per process.
+pub fn local_aead() -> Aead {
+    static CHOICE: std::sync::OnceLock<Aead> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| match std::env::var(AEAD_ENV).as_deref() {
+        Ok("aes-gcm") => Aead::AesGcm,
+        Ok("chacha20-poly1305") => Aead::ChaCha20,
+        Ok(other) => {
+            eprintln!(
+                "{AEAD_ENV}={other:?} is not aes-gcm or chacha20-poly1305; ignored, choosing by CPU"
+            );
+            aead_for_cpu(cpu_aes())
+        }
+        Err(_) => aead_for_cpu(cpu_aes()),
+    })
+}
+
+/// AES-GCM only where the CPU has the instructions ring's fast AES-GCM needs.
+pub fn aead_for_cpu(has_aes: bool) -> Aead {
+    if has_aes {
+        Aead::AesGcm
+    } else {
+        Aead::ChaCha20
+    }
+}
+
+/// Whether this CPU has AES and carry-less multiply instructions (what ring's fast AES-GCM
+/// uses): detected at run time where std can (x86, aarch64), from `/proc/cpuinfo`'s feature
+/// flags on 32-bit ARM (std's ARM detection is unstable), and never on MIPS (no such
+/// instructions exist) or other CPUs.
+pub fn cpu_aes() -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|t| arm_cpuinfo_has_aes(&t))
+            .unwrap_or(false)
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "aarch64",
+        target_arch = "arm"
+    )))]
+    {
+        false
+    }
+}
+
+/// A 32-bit ARM kernel's `/proc/cpuinfo` lists `aes` and `pmull` on its `Features` line when
+/// the core has the ARMv8 crypto extensions (Cortex-A53 in AArch32 mode; never a Cortex-A7).
+pub fn arm_cpuinfo_has_aes(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(k, _)| k.trim() == "Features")
+        .any(|(_, v)| {
+            let flags: Vec<&str> = v.split_whitespace().collect();
+            flags.contains(&"aes") && flags.contains(&"pmull")
+        })
 }
 
 /// TLS 1.3 only: every Trellis connection, control and data plane.
@@ -161,4 +280,57 @@ pub fn root_store(ca_pem: &str) -> Result<rustls::RootCertStore, CertError> {
             .map_err(|e| CertError::Parse(format!("home CA: {e}")))?;
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::CipherSuite::*;
+
+    fn tls13(first: Aead) -> Vec<rustls::CipherSuite> {
+        suites_for(first)
+            .iter()
+            .map(|s| s.suite())
+            .filter(|s| format!("{s:?}").starts_with("TLS13_"))
+            .collect()
+    }
+
+    #[test]
+    fn without_aes_chacha20_comes_first_and_aes_stays_offered() {
+        assert_eq!(
+            tls13(aead_for_cpu(false)),
+            [
+                TLS13_CHACHA20_POLY1305_SHA256,
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_AES_128_GCM_SHA256
+            ]
+        );
+    }
+
+    #[test]
+    fn with_aes_ring_order_is_kept() {
+        assert_eq!(
+            tls13(aead_for_cpu(true)),
+            [
+                TLS13_AES_256_GCM_SHA384,
+                TLS13_AES_128_GCM_SHA256,
+                TLS13_CHACHA20_POLY1305_SHA256
+            ]
+        );
+        assert_eq!(
+            suites_for(Aead::AesGcm).len(),
+            rustls::crypto::ring::default_provider().cipher_suites.len()
+        );
+    }
+
+    #[test]
+    fn arm_features_line_decides() {
+        let a7 = "processor\t: 0\nmodel name\t: ARMv7 Processor rev 5 (v7l)\n\
+                  Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt lpae\n";
+        let a53 = "Features\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt \
+                   lpae evtstrm aes pmull sha1 sha2 crc32\n";
+        assert!(!arm_cpuinfo_has_aes(a7));
+        assert!(arm_cpuinfo_has_aes(a53));
+        assert!(!arm_cpuinfo_has_aes("model name: aes pmull\n"));
+    }
 }

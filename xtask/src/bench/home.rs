@@ -168,16 +168,24 @@ fn build_namespaces() -> Result<()> {
 impl Home {
     /// Namespaces, controller, both agents joined, the service in the catalog, the echo and
     /// iperf3 servers, the stunnel pair; returns once every path answers.
-    pub fn start(bin: &Path, agent: &Path, xtask: &Path) -> Result<Self> {
+    ///
+    /// `multi_call`: `agent` is the controller's multi-call binary, which is the agent only
+    /// when called `trellis-agent` (the router-CPU guest), so the copies keep those names.
+    pub fn start(bin: &Path, agent: &Path, xtask: &Path, multi_call: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join("meshbench");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("bin"))?;
         // The same release binaries under names of their own: a stray `pkill trellis-agent`
         // from another checkout's tests on this machine must not end the bench's agents
         // (seen once while developing it).
+        let names = if multi_call {
+            ["trellis-controller", "trellis-agent"]
+        } else {
+            ["controller", "agent"]
+        };
         for (from, to) in [
-            (bin.join("trellis-controller"), "controller"),
-            (agent.to_owned(), "agent"),
+            (bin.join("trellis-controller"), names[0]),
+            (agent.to_owned(), names[1]),
         ] {
             std::fs::copy(&from, dir.join("bin").join(to))
                 .with_context(|| format!("copying {}", from.display()))?;
@@ -213,11 +221,11 @@ impl Home {
         // Controller and agents, as `cargo xtask demo` does, on two one-core routers.
         let socket = dir.join("admin.sock");
         let trellis = dir.join("trellis");
-        std::os::unix::fs::symlink(bin.join("controller"), &trellis)?;
+        std::os::unix::fs::symlink(bin.join(names[0]), &trellis)?;
         spawn(
             CPU_A,
             RA,
-            &bin.join("controller"),
+            &bin.join(names[0]),
             &[
                 "--data-dir",
                 &p(&dir.join("controller")),
@@ -245,14 +253,14 @@ impl Home {
             output(
                 Command::new("ip")
                     .args(["netns", "exec", ns])
-                    .arg(bin.join("agent"))
+                    .arg(bin.join(names[1]))
                     .args(["--state-dir", &p(&state), "join", RA_WAN, &code])
                     .args(["--name", name]),
             )?;
             let pid = spawn(
                 cpu,
                 ns,
-                &bin.join("agent"),
+                &bin.join(names[1]),
                 &[
                     "--state-dir",
                     &p(&state),

@@ -14,6 +14,7 @@
 pub mod home;
 pub mod load;
 pub mod report;
+pub mod router_cpu;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -26,8 +27,7 @@ use home::{memory, reset_peak, Home};
 use load::Summary;
 use report::{Hold, Memory, PathFigures, Report};
 
-const USAGE: &str =
-    "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold]";
+const USAGE: &str = "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--rr-rate RPS] [--newconn-rate RPS] [--prebuilt DIR]\n       cargo xtask bench --cpu mipsel|armv7|aarch64 [--duration SECS] [--shift N] [--aead aes-gcm|chacha20-poly1305]";
 
 struct Opts {
     mesh_only: bool,
@@ -38,6 +38,11 @@ struct Opts {
     agent: Option<std::path::PathBuf>,
     /// Bring the home up and wait for Ctrl-C instead of measuring (for perf and manual runs).
     keep: bool,
+    /// Binaries already built for this machine (the router-CPU guest: `/bin`); no cargo.
+    prebuilt: Option<std::path::PathBuf>,
+    /// Request/response rate (over 4 connections) and new-connection rate.
+    rr_rate: f64,
+    newconn_rate: f64,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -48,6 +53,9 @@ fn parse(args: &[String]) -> Result<Opts> {
         hold: true,
         agent: None,
         keep: false,
+        prebuilt: None,
+        rr_rate: 1000.0,
+        newconn_rate: 200.0,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -69,6 +77,9 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--no-hold" => o.hold = false,
             "--keep" => o.keep = true,
             "--agent" => o.agent = Some(it.next().context(USAGE)?.into()),
+            "--prebuilt" => o.prebuilt = Some(it.next().context(USAGE)?.into()),
+            "--rr-rate" => o.rr_rate = secs()?,
+            "--newconn-rate" => o.newconn_rate = secs()?,
             _ => bail!("{USAGE}"),
         }
     }
@@ -76,6 +87,9 @@ fn parse(args: &[String]) -> Result<Opts> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--cpu") {
+        return router_cpu::run(args);
+    }
     let o = parse(args)?;
     if !is_root() {
         bail!(
@@ -84,7 +98,9 @@ pub fn run(args: &[String]) -> Result<()> {
              cargo benches: cargo bench --workspace"
         );
     }
-    setup::ensure_programs(setup::BENCH_PROGRAMS)?;
+    if o.prebuilt.is_none() {
+        setup::ensure_programs(setup::BENCH_PROGRAMS)?;
+    }
     for (prog, pkg) in [
         ("stunnel4", "stunnel4"),
         ("iperf3", "iperf3"),
@@ -96,17 +112,22 @@ pub fn run(args: &[String]) -> Result<()> {
             bail!("{prog} is missing: install the Debian package {pkg} (cargo xtask setup does)");
         }
     }
-    if !o.mesh_only {
-        crate::run(cargo().args(["bench", "--workspace"]))?;
-    }
-    // The shipped profile: what runs on a router. The load client and echo server are this
-    // xtask, built the same way.
-    crate::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
-    let bin = root().join("target/release");
+    let bin = match &o.prebuilt {
+        Some(dir) => dir.clone(),
+        None => {
+            if !o.mesh_only {
+                crate::run(cargo().args(["bench", "--workspace"]))?;
+            }
+            // The shipped profile: what runs on a router. The load client and echo server are
+            // this xtask, built the same way.
+            crate::run(cargo().args(["build", "--release", "--workspace", "--bins"]))?;
+            root().join("target/release")
+        }
+    };
     home::install_signal_handler();
     let started = Instant::now();
     let agent = o.agent.clone().unwrap_or_else(|| bin.join("trellis-agent"));
-    let home = Home::start(&bin, &agent, &bin.join("xtask"))?;
+    let home = Home::start(&bin, &agent, &bin.join("xtask"), o.prebuilt.is_some())?;
     eprintln!(
         "bench: home up (service at {}); logs in {}",
         home.vip,
@@ -199,7 +220,10 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
     // on the machine is less likely to land on one path only.
     let secs = o.duration.to_string();
     for (i, (p, name)) in PATHS.iter().enumerate() {
-        eprintln!("bench: {name}: 1 KiB request/response, 1000 rps over 4 connections, {secs} s");
+        eprintln!(
+            "bench: {name}: 1 KiB request/response, {} rps over 4 connections, {secs} s",
+            o.rr_rate
+        );
         let watch: Vec<u32> = match p {
             Path::Trellis => agents.to_vec(),
             Path::Stunnel => home.stunnel.clone(),
@@ -208,7 +232,14 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
         let (s, peaks) = run_load(
             home,
             &[
-                "--mode", "rr", "--rate", "1000", "--conns", "4", "--secs", &secs,
+                "--mode",
+                "rr",
+                "--rate",
+                &o.rr_rate.to_string(),
+                "--conns",
+                "4",
+                "--secs",
+                &secs,
             ],
             addr(home, *p, home::ECHO_PORT),
             &watch,
@@ -223,10 +254,14 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
         }
     }
     for (i, (p, name)) in PATHS.iter().enumerate() {
-        eprintln!("bench: {name}: new connection per 1 KiB request, 200 rps, {secs} s");
+        eprintln!(
+            "bench: {name}: new connection per 1 KiB request, {} rps, {secs} s",
+            o.newconn_rate
+        );
+        let rate = o.newconn_rate.to_string();
         let (s, _) = run_load(
             home,
-            &["--mode", "newconn", "--rate", "200", "--secs", &secs],
+            &["--mode", "newconn", "--rate", &rate, "--secs", &secs],
             addr(home, *p, home::ECHO_PORT),
             &[],
             Duration::from_secs(1),
