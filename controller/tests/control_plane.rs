@@ -611,6 +611,79 @@ async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
 }
 
 #[tokio::test]
+async fn a_silent_relays_links_leave_the_map_and_the_hops_take_the_other_path() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    // Two paths from attic (the portal) to shed: via garage (2 hops), via den and cellar (3).
+    // Every agent reports each second, so its links stay on the map for three seconds.
+    let plan = [
+        ("attic", "0a", vec!["0b", "0d"]),
+        ("garage", "0b", vec!["0a", "0c"]),
+        ("shed", "0c", vec!["0b", "0e"]),
+        ("den", "0d", vec!["0a", "0e"]),
+        ("cellar", "0e", vec!["0d", "0c"]),
+    ];
+    let mac = |m: &str| format!("02:00:00:00:{m}:01");
+    let mut agents = Vec::new();
+    for (node, own, peers) in &plan {
+        let code =
+            PairingCode::parse(&th.home.new_pairing_code(*node == "attic").unwrap().code).unwrap();
+        let agent = Agent::load(pair_with(&th, node, dirs.path(), code).await)
+            .unwrap()
+            .with_telemetry_interval(Duration::from_secs(1));
+        let links: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|p| serde_json::json!({"peer": mac(p), "verdict": "good"}))
+            .collect();
+        let path = dirs.path().join(format!("{node}-links.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"mac": mac(own), "links": links}).to_string(),
+        )
+        .unwrap();
+        agent.set_mesh_report_file(path);
+        agent.report_once().await.unwrap();
+        agents.push(agent);
+    }
+    let hops_of = |n: &str| {
+        th.home
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name.as_str() == n)
+            .and_then(|i| i.hops)
+    };
+    assert_eq!(hops_of("shed"), Some(2), "via garage");
+    // garage loses power: it reports no more. Its neighbours still list it as a good peer
+    // (wpa_supplicant keeps a silent peer until its inactivity timeout), and keep reporting.
+    // Once three of garage's intervals have passed its report is too old to count.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for (i, (node, _, _)) in plan.iter().enumerate() {
+        if *node != "garage" {
+            agents[i].report_once().await.unwrap();
+        }
+    }
+    let topology = th.home.topology();
+    assert!(
+        topology
+            .iter()
+            .all(|l| l.from.as_str() != "garage" && l.to != "garage"),
+        "garage's links and the links to it left the map: {topology:?}"
+    );
+    assert_eq!(topology.len(), 6, "the other path stays: {topology:?}");
+    assert_eq!(hops_of("shed"), Some(3), "via den and cellar");
+    assert_eq!(hops_of("garage"), None);
+    // The hops each agent learns for locality follow too.
+    agents[2].report_once().await.unwrap();
+    assert_eq!(agents[2].hops().borrow().get(&name("attic")), Some(&3));
+    assert_eq!(agents[2].hops().borrow().get(&name("garage")), None);
+    // garage comes back: its next report puts it and its links back on the map.
+    agents[1].report_once().await.unwrap();
+    assert_eq!(hops_of("shed"), Some(2));
+    assert_eq!(hops_of("garage"), Some(1));
+}
+
+#[tokio::test]
 async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
     let th = start_home().await;
     let dirs = tempfile::tempdir().unwrap();

@@ -483,6 +483,7 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
+            report_every_s: Some(self.telemetry_every.as_secs().clamp(1, u32::MAX as u64) as u32),
             ..Telemetry::default()
         };
         let answer = self
