@@ -885,3 +885,112 @@ async fn a_guesser_on_one_device_does_not_lock_the_admin_out_of_another() {
     assert_eq!(guesses, vec![401, 401, 401, 401, 401, 429]);
     assert_eq!(admin, 200);
 }
+
+/// A TCP forwarder in front of the controller: aborting it resets every connection through
+/// it, as a controller process that exits does (the in-process server's connection tasks
+/// would otherwise live on).
+async fn forward(front: tokio::net::TcpListener, back: String) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok((mut a, _)) = front.accept().await else {
+            return;
+        };
+        let back = back.clone();
+        conns.spawn(async move {
+            if let Ok(mut b) = tokio::net::TcpStream::connect(&back).await {
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            }
+        });
+    }
+}
+
+/// The controller (from its state directory) behind a forwarder on `front`.
+async fn serve_behind(
+    dir: &std::path::Path,
+    front: tokio::net::TcpListener,
+) -> (
+    Arc<Home>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let home = Home::open(Settings::in_dir(dir.join("controller"))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(trellis_controller::api::agent::serve(
+        home.clone(),
+        listener,
+    ));
+    (home, server, tokio::spawn(forward(front, back)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_controller_restart_the_watch_resumes_as_soon_as_the_controller_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap().to_string();
+    let (home, server, fwd) = serve_behind(dir.path(), front).await;
+    let th = TestHome {
+        home,
+        addr: addr.clone(),
+        server,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    // The watch's retry wait is an hour: only the controller answering the telemetry (every
+    // second) can bring it back before the test's bound below.
+    let handle = Agent::load(attic)
+        .unwrap()
+        .with_telemetry_interval(Duration::from_secs(1))
+        .with_watch_retry(Duration::from_secs(3600), Duration::from_secs(3600))
+        .start();
+    let mut trust = handle.trust.clone();
+    let v1 = th.home.status().unwrap().config_version;
+    tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(v1))
+        .await
+        .expect("the agent follows the controller")
+        .unwrap();
+
+    // The controller stops: every connection resets, the watch's long poll fails and the
+    // watch waits (an hour, or until the controller answers again).
+    fwd.abort();
+    let _ = fwd.await;
+    th.server.abort();
+    let _ = th.server.await;
+    drop(th.home);
+
+    // It starts again from its state directory on the same address; a change right after.
+    let front = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let (home, server, fwd) = serve_behind(dir.path(), front).await;
+    let th = TestHome {
+        home,
+        addr,
+        server,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    pair(&th, "garage", dirs.path()).await;
+    let v2 = th.home.status().unwrap().config_version;
+    assert!(v2 > v1);
+    tokio::time::timeout(Duration::from_secs(20), trust.wait_for_version(v2))
+        .await
+        .expect("the watch resumed when the telemetry got through, not after its hour")
+        .unwrap();
+    // And acknowledged it to the controller.
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let nodes = th.home.nodes().unwrap();
+            if nodes
+                .iter()
+                .any(|n| n.name.as_str() == "attic" && n.acked_version >= v2)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "attic acknowledges v{v2}");
+    fwd.abort();
+    th.server.abort();
+}
