@@ -4,6 +4,9 @@
 //! pairing progress all ask [`Liveness::of`] (through `Home::liveness`), with the
 //! controller's `--node-timeout-s`, so a router never shows online while its services
 //! show unreachable.
+//!
+//! Beside it the one rule for how long a router's reported mesh links stay on the map
+//! ([`links_current`]): a link is as old as the report that carried it.
 
 use std::time::Duration;
 
@@ -57,9 +60,57 @@ impl Liveness {
     }
 }
 
+/// How many of its sender's report intervals a mesh link report stays on the map: one lost
+/// report is not a dead link, three are.
+pub const LINK_REPORTS_KEPT: u32 = 3;
+
+/// Whether the mesh links a router reported are still on the map (and count for the hops
+/// from the portal). `report_age`: since its last telemetry arrived (`None`: none since the
+/// controller started). `report_every`: the interval the agent said it reports at (`None`:
+/// an agent that does not say; its links last the node timeout). Never longer than the node
+/// timeout: an offline router has no links.
+///
+/// The topology applies it to both ends of a link: a link another router reports *to* a
+/// router whose own reports stopped goes too. Routers reach the controller over the same
+/// mesh, so a relay whose reports stop while a neighbour still lists it is almost always
+/// powered off, and the neighbour's entry is wpa_supplicant holding a dead peer until its
+/// inactivity timeout; keeping it would keep the hops on the dead path.
+pub fn links_current(
+    report_age: Option<Duration>,
+    report_every: Option<Duration>,
+    timeout: Duration,
+) -> bool {
+    let Some(age) = report_age else {
+        return false;
+    };
+    let kept = report_every
+        .map(|every| every.saturating_mul(LINK_REPORTS_KEPT))
+        .unwrap_or(timeout)
+        .min(timeout);
+    age <= kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_as_old_as_the_report_that_carried_them() {
+        let timeout = S(90);
+        // Reporting every 2 s: kept for 6 s, then off the map.
+        assert!(links_current(Some(S(0)), Some(S(2)), timeout));
+        assert!(links_current(Some(S(6)), Some(S(2)), timeout));
+        assert!(!links_current(Some(S(7)), Some(S(2)), timeout));
+        // The default 30 s: one lost report keeps them, the node timeout still caps.
+        assert!(links_current(Some(S(61)), Some(S(30)), timeout));
+        assert!(!links_current(Some(S(91)), Some(S(30)), timeout));
+        assert!(!links_current(Some(S(91)), Some(S(3600)), timeout));
+        // An agent that does not say its interval: the node timeout.
+        assert!(links_current(Some(S(89)), None, timeout));
+        assert!(!links_current(Some(S(91)), None, timeout));
+        // No report since the controller started: no links.
+        assert!(!links_current(None, Some(S(2)), timeout));
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

@@ -155,6 +155,8 @@ struct Live {
     acked_version: u64,
     last_seen: Option<Instant>,
     telemetry: Telemetry,
+    /// When its last telemetry arrived: its mesh links are as old as that.
+    reported_at: Option<Instant>,
     /// The node's clock minus ours when its last report arrived.
     clock_skew_s: Option<i64>,
     /// The newest of its certificates the node has presented: older ones are replaced.
@@ -751,6 +753,7 @@ impl Home {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let entry = live.entry(node.clone()).or_default();
         entry.telemetry = telemetry;
+        entry.reported_at = Some(Instant::now());
         entry.clock_skew_s = skew;
         Ok(())
     }
@@ -795,16 +798,37 @@ impl Home {
                     .map(move |mac| (mac.to_ascii_lowercase(), name.clone()))
             })
             .collect();
+        // Links are as old as the report that carried them ([`crate::fleet::links_current`]),
+        // at both ends: a silent router's links go, and so do the links others report to it.
+        let now = Instant::now();
+        let current: std::collections::HashSet<&NodeName> = live
+            .iter()
+            .filter(|(name, l)| {
+                members.contains(*name)
+                    && crate::fleet::links_current(
+                        l.reported_at.map(|t| now.saturating_duration_since(t)),
+                        l.telemetry
+                            .report_every_s
+                            .map(|s| Duration::from_secs(u64::from(s))),
+                        self.settings.node_timeout,
+                    )
+            })
+            .map(|(name, _)| name)
+            .collect();
         let mut out = Vec::new();
-        for (name, l) in live.iter().filter(|(name, _)| members.contains(*name)) {
+        for (name, l) in live.iter().filter(|(name, _)| current.contains(name)) {
             let Some(mesh) = &l.telemetry.mesh else {
                 continue;
             };
             for link in &mesh.links {
                 let peer = link.peer.to_ascii_lowercase();
+                let to = by_mac.get(&peer);
+                if to.is_some_and(|n| !current.contains(n)) {
+                    continue;
+                }
                 out.push(trellis_proto::api::TopologyLink {
                     from: name.clone(),
-                    to: by_mac.get(&peer).map(|n| n.to_string()).unwrap_or(peer),
+                    to: to.map(|n| n.to_string()).unwrap_or(peer),
                     medium: link.medium,
                     signal_dbm: link.signal_dbm,
                     expected_throughput_kbps: link.expected_throughput_kbps,

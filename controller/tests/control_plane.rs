@@ -611,6 +611,79 @@ async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
 }
 
 #[tokio::test]
+async fn a_silent_relays_links_leave_the_map_and_the_hops_take_the_other_path() {
+    let th = start_home().await;
+    let dirs = tempfile::tempdir().unwrap();
+    // Two paths from attic (the portal) to shed: via garage (2 hops), via den and cellar (3).
+    // Every agent reports each second, so its links stay on the map for three seconds.
+    let plan = [
+        ("attic", "0a", vec!["0b", "0d"]),
+        ("garage", "0b", vec!["0a", "0c"]),
+        ("shed", "0c", vec!["0b", "0e"]),
+        ("den", "0d", vec!["0a", "0e"]),
+        ("cellar", "0e", vec!["0d", "0c"]),
+    ];
+    let mac = |m: &str| format!("02:00:00:00:{m}:01");
+    let mut agents = Vec::new();
+    for (node, own, peers) in &plan {
+        let code =
+            PairingCode::parse(&th.home.new_pairing_code(*node == "attic").unwrap().code).unwrap();
+        let agent = Agent::load(pair_with(&th, node, dirs.path(), code).await)
+            .unwrap()
+            .with_telemetry_interval(Duration::from_secs(1));
+        let links: Vec<serde_json::Value> = peers
+            .iter()
+            .map(|p| serde_json::json!({"peer": mac(p), "verdict": "good"}))
+            .collect();
+        let path = dirs.path().join(format!("{node}-links.json"));
+        std::fs::write(
+            &path,
+            serde_json::json!({"mac": mac(own), "links": links}).to_string(),
+        )
+        .unwrap();
+        agent.set_mesh_report_file(path);
+        agent.report_once().await.unwrap();
+        agents.push(agent);
+    }
+    let hops_of = |n: &str| {
+        th.home
+            .nodes()
+            .unwrap()
+            .into_iter()
+            .find(|i| i.name.as_str() == n)
+            .and_then(|i| i.hops)
+    };
+    assert_eq!(hops_of("shed"), Some(2), "via garage");
+    // garage loses power: it reports no more. Its neighbours still list it as a good peer
+    // (wpa_supplicant keeps a silent peer until its inactivity timeout), and keep reporting.
+    // Once three of garage's intervals have passed its report is too old to count.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    for (i, (node, _, _)) in plan.iter().enumerate() {
+        if *node != "garage" {
+            agents[i].report_once().await.unwrap();
+        }
+    }
+    let topology = th.home.topology();
+    assert!(
+        topology
+            .iter()
+            .all(|l| l.from.as_str() != "garage" && l.to != "garage"),
+        "garage's links and the links to it left the map: {topology:?}"
+    );
+    assert_eq!(topology.len(), 6, "the other path stays: {topology:?}");
+    assert_eq!(hops_of("shed"), Some(3), "via den and cellar");
+    assert_eq!(hops_of("garage"), None);
+    // The hops each agent learns for locality follow too.
+    agents[2].report_once().await.unwrap();
+    assert_eq!(agents[2].hops().borrow().get(&name("attic")), Some(&3));
+    assert_eq!(agents[2].hops().borrow().get(&name("garage")), None);
+    // garage comes back: its next report puts it and its links back on the map.
+    agents[1].report_once().await.unwrap();
+    assert_eq!(hops_of("shed"), Some(2));
+    assert_eq!(hops_of("garage"), Some(1));
+}
+
+#[tokio::test]
 async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
     let th = start_home().await;
     let dirs = tempfile::tempdir().unwrap();
@@ -811,4 +884,113 @@ async fn a_guesser_on_one_device_does_not_lock_the_admin_out_of_another() {
     // The guesser's sixth try waits; the admin on another address gets in.
     assert_eq!(guesses, vec![401, 401, 401, 401, 401, 429]);
     assert_eq!(admin, 200);
+}
+
+/// A TCP forwarder in front of the controller: aborting it resets every connection through
+/// it, as a controller process that exits does (the in-process server's connection tasks
+/// would otherwise live on).
+async fn forward(front: tokio::net::TcpListener, back: String) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let Ok((mut a, _)) = front.accept().await else {
+            return;
+        };
+        let back = back.clone();
+        conns.spawn(async move {
+            if let Ok(mut b) = tokio::net::TcpStream::connect(&back).await {
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            }
+        });
+    }
+}
+
+/// The controller (from its state directory) behind a forwarder on `front`.
+async fn serve_behind(
+    dir: &std::path::Path,
+    front: tokio::net::TcpListener,
+) -> (
+    Arc<Home>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let home = Home::open(Settings::in_dir(dir.join("controller"))).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = listener.local_addr().unwrap().to_string();
+    let server = tokio::spawn(trellis_controller::api::agent::serve(
+        home.clone(),
+        listener,
+    ));
+    (home, server, tokio::spawn(forward(front, back)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_controller_restart_the_watch_resumes_as_soon_as_the_controller_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = front.local_addr().unwrap().to_string();
+    let (home, server, fwd) = serve_behind(dir.path(), front).await;
+    let th = TestHome {
+        home,
+        addr: addr.clone(),
+        server,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let dirs = tempfile::tempdir().unwrap();
+    let attic = pair(&th, "attic", dirs.path()).await;
+    // The watch's retry wait is an hour: only the controller answering the telemetry (every
+    // second) can bring it back before the test's bound below.
+    let handle = Agent::load(attic)
+        .unwrap()
+        .with_telemetry_interval(Duration::from_secs(1))
+        .with_watch_retry(Duration::from_secs(3600), Duration::from_secs(3600))
+        .start();
+    let mut trust = handle.trust.clone();
+    let v1 = th.home.status().unwrap().config_version;
+    tokio::time::timeout(Duration::from_secs(10), trust.wait_for_version(v1))
+        .await
+        .expect("the agent follows the controller")
+        .unwrap();
+
+    // The controller stops: every connection resets, the watch's long poll fails and the
+    // watch waits (an hour, or until the controller answers again).
+    fwd.abort();
+    let _ = fwd.await;
+    th.server.abort();
+    let _ = th.server.await;
+    drop(th.home);
+
+    // It starts again from its state directory on the same address; a change right after.
+    let front = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let (home, server, fwd) = serve_behind(dir.path(), front).await;
+    let th = TestHome {
+        home,
+        addr,
+        server,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    pair(&th, "garage", dirs.path()).await;
+    let v2 = th.home.status().unwrap().config_version;
+    assert!(v2 > v1);
+    tokio::time::timeout(Duration::from_secs(20), trust.wait_for_version(v2))
+        .await
+        .expect("the watch resumed when the telemetry got through, not after its hour")
+        .unwrap();
+    // And acknowledged it to the controller.
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let nodes = th.home.nodes().unwrap();
+            if nodes
+                .iter()
+                .any(|n| n.name.as_str() == "attic" && n.acked_version >= v2)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "attic acknowledges v{v2}");
+    fwd.abort();
+    th.server.abort();
 }

@@ -92,6 +92,10 @@ pub struct Telemetry {
     /// How the clients answered the steering requests this router sent since its last report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steer_outcomes: Vec<crate::home_wifi::SteerOutcome>,
+    /// How often this agent reports (seconds): the controller keeps the mesh links of this
+    /// report on the map for three intervals, not until the node timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_every_s: Option<u32>,
 }
 
 /// The controller's answer to a telemetry report: what the home's topology says about this

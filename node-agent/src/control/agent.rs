@@ -63,6 +63,8 @@ pub struct Agent {
     /// The home's access points on this router, when the agent runs them
     /// ([`crate::access_point`]); `wifi_fixed`: set from a file, so snapshots leave them.
     access_points: Arc<std::sync::Mutex<Option<RunningAccessPoints>>>,
+    /// Shortest and longest wait of the config watch between failed attempts.
+    watch_retry: (Duration, Duration),
 }
 
 /// The agent's access points and whether their settings came from a file (then snapshots
@@ -142,6 +144,7 @@ impl Agent {
             seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
             access_points: Arc::default(),
+            watch_retry: (Duration::ZERO, WATCH_RETRY_CAP),
         })
     }
 
@@ -149,6 +152,23 @@ impl Agent {
     pub fn with_telemetry_interval(mut self, every: Duration) -> Self {
         self.telemetry_every = every.max(TELEMETRY_MIN);
         self
+    }
+
+    /// Wait between `floor` and `cap` between failed config watch attempts (tests: a huge
+    /// floor shows a watch that reconnects as soon as the controller answers again).
+    pub fn with_watch_retry(mut self, floor: Duration, cap: Duration) -> Self {
+        self.watch_retry = (floor.min(cap), cap);
+        self
+    }
+
+    /// After a failed watch attempt: wait `delay`, or less if the controller answers another
+    /// task's call meanwhile (telemetry resumes within its interval after a controller
+    /// restart; the watch must not sit out a 30 s backoff). True when woken by an answer.
+    async fn wait_to_retry(&self, delay: Duration, answers: &mut watch::Receiver<u64>) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            changed = answers.changed() => changed.is_ok(),
+        }
     }
 
     /// Start following the controller; returns at once.
@@ -184,7 +204,11 @@ impl Agent {
     /// Long-poll the controller for newer snapshots for ever; on failure keep the last one.
     async fn watch_config(self) {
         let mut backoff = Backoff::default();
+        let mut answers = self.controller.answers();
+        let (floor, cap) = self.watch_retry;
         loop {
+            // Answers from here on (to any task) mean the controller is there.
+            answers.mark_unchanged();
             let after = self.applied_version();
             let path = format!("/v1/agent/config?after={after}&wait={POLL_WAIT_S}");
             match self.controller.long_poll(&path).await {
@@ -211,7 +235,9 @@ impl Agent {
                         }
                     }
                     Err(e) => {
-                        let delay = backoff.next_delay().min(WATCH_RETRY_CAP);
+                        // The controller answered, badly: a plain backoff (its own answer
+                        // must not wake the retry at once).
+                        let delay = backoff.next_delay().clamp(floor, cap);
                         tracing::warn!(
                             "controller refused the config watch: {e}; retrying in {delay:?}"
                         );
@@ -219,12 +245,15 @@ impl Agent {
                     }
                 },
                 Err(e) => {
-                    let delay = backoff.next_delay().min(WATCH_RETRY_CAP);
+                    let delay = backoff.next_delay().clamp(floor, cap);
                     tracing::warn!(
-                        "{e}; keeping config v{} (fail static), retrying in {delay:?}",
+                        "{e}; keeping config v{} (fail static), retrying in {delay:?} or as soon as the controller answers",
                         self.applied_version()
                     );
-                    tokio::time::sleep(delay).await;
+                    if self.wait_to_retry(delay, &mut answers).await {
+                        tracing::info!("the controller answers again; resuming the config watch");
+                        backoff.reset();
+                    }
                 }
             }
         }
@@ -550,6 +579,8 @@ impl Agent {
             access_points,
             heard_clients,
             steer_outcomes,
+            report_every_s: Some(self.telemetry_every.as_secs().clamp(1, u32::MAX as u64) as u32),
+            ..Telemetry::default()
         };
         let answer = self
             .controller

@@ -46,6 +46,9 @@ pub fn with_default_port(addr: &str) -> String {
 pub struct Controller {
     pub addr: String,
     config: Arc<ClientConfig>,
+    /// Counts the controller's answers (any status): a task waiting out a retry backoff
+    /// wakes when another task's call gets through (the controller is back).
+    answered: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +72,13 @@ impl Controller {
         Self {
             addr: with_default_port(addr),
             config,
+            answered: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Changes each time the controller answers a call of any task (see `answered`).
+    pub fn answers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.answered.subscribe()
     }
 
     /// One request on a fresh TLS connection, within [`CALL_TIMEOUT`].
@@ -104,12 +113,15 @@ impl Controller {
                     source,
                 })
         };
-        tokio::time::timeout(limit, call)
-            .await
-            .map_err(|_| CallError::Timeout {
-                addr: self.addr.clone(),
-                after: limit,
-            })?
+        let answer =
+            tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| CallError::Timeout {
+                    addr: self.addr.clone(),
+                    after: limit,
+                })??;
+        self.answered.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(answer)
     }
 
     /// A request whose 2xx answer is JSON.

@@ -45,6 +45,12 @@ pub const MAX_PEERS: usize = 64;
 const MAX_EVENTS: usize = 256;
 /// A peer unseen this long (and not blocked) is forgotten.
 const FORGET_MS: u64 = 10 * 60_000;
+/// A peer the radio has heard nothing from for this long is not a link, whatever its
+/// peering state says. mac80211 refreshes a mesh peer's last-receive time on every beacon
+/// it hears from it (`mesh_sta_info_init`, 10 beacons a second by default), so a live peer
+/// never gets near this; a powered-off one would otherwise stay ESTAB until wpa_supplicant's
+/// `mesh_max_inactivity` (see [`super::sae`]) and the kernel's housekeeping remove it.
+pub const SILENT_MS: u32 = 5_000;
 
 /// What the caller must do to the radio.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,6 +71,8 @@ pub struct LinkReport {
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
     pub tx_bitrate_100kbps: Option<u32>,
+    /// Since the radio last heard the peer (the station's inactive time).
+    pub inactive_ms: Option<u32>,
     pub path_changes_per_min: usize,
     pub flaps_10min: usize,
     pub damping_penalty: u32,
@@ -147,7 +155,8 @@ impl HealthMonitor {
                 .links
                 .entry(l.peer)
                 .or_insert_with(|| LinkState::new(now_ms));
-            let est = l.is_established();
+            // A silent peer dropped its link, even while its station entry still says ESTAB.
+            let est = l.is_established() && !is_silent(l);
             // A link we blocked shows BLOCKED: that is our doing, not a flap.
             if st.established && !est && st.blocked_since_ms.is_none() {
                 push_bounded(&mut st.flaps, now_ms);
@@ -259,6 +268,7 @@ impl HealthMonitor {
                     expected_throughput_kbps: tput,
                     airtime_metric: last.and_then(|l| l.airtime_metric),
                     tx_bitrate_100kbps: last.and_then(|l| l.tx_bitrate_100kbps),
+                    inactive_ms: last.and_then(|l| l.inactive_ms),
                     path_changes_per_min,
                     flaps_10min: flaps,
                     damping_penalty: st.penalty(now_ms).round() as u32,
@@ -269,6 +279,11 @@ impl HealthMonitor {
             })
             .collect()
     }
+}
+
+/// The radio has heard nothing from the peer for [`SILENT_MS`] or longer.
+pub fn is_silent(l: &PeerLink) -> bool {
+    l.inactive_ms.is_some_and(|ms| ms >= SILENT_MS)
 }
 
 /// The verdict and what a person can do about it, worst problem first.
@@ -394,6 +409,29 @@ mod tests {
         // Peer 1 goes away: still remembered (for its flap history), but not up.
         h.observe_links(1_000, &[link(3, "OPN_SNT", -45)]);
         assert!(h.report(1_000).iter().all(|l| !l.established));
+    }
+
+    #[test]
+    fn a_peer_silent_for_seconds_is_not_a_link_though_it_is_still_estab() {
+        let mut h = HealthMonitor::new();
+        let silent = |ms| PeerLink {
+            inactive_ms: Some(ms),
+            ..link(1, "ESTAB", -50)
+        };
+        h.observe_links(0, &[silent(80), link(2, "ESTAB", -50)]);
+        assert!(h.report(0).iter().all(|l| l.established));
+        // Peer 1 lost power: wpa_supplicant keeps it ESTAB (mesh_max_inactivity), the radio
+        // has not heard it for 4 s, then 5 s.
+        h.observe_links(4_000, &[silent(4_000), link(2, "ESTAB", -50)]);
+        assert!(h.report(4_000)[0].established, "4 s: a few lost beacons");
+        h.observe_links(5_000, &[silent(5_000), link(2, "ESTAB", -50)]);
+        let r = h.report(5_000);
+        assert!(!r[0].established, "silent for 5 s: not a link");
+        assert_eq!(r[0].inactive_ms, Some(5_000));
+        assert!(r[1].established);
+        // It comes back: heard again, up again.
+        h.observe_links(9_000, &[silent(30), link(2, "ESTAB", -50)]);
+        assert!(h.report(9_000)[0].established);
     }
 
     // ---- damping ----

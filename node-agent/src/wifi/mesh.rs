@@ -26,6 +26,7 @@ use super::raw_nla::PlinkAction;
 use super::report::Reporter;
 use super::role::{Role, RoleDecision, RoleInputs, RoleMachine};
 use super::sae::{Ctrl, Supplicant, SupplicantConfig, SupplicantEvent};
+use super::sae_failures::{SaeFailures, SaeVerdict};
 pub use super::settings::{Error, MeshArgs, MeshSecurity, MeshSettings, RoleArg};
 use super::Mac;
 
@@ -218,7 +219,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
         formed: false,
         started: Instant::now(),
         health: HealthMonitor::new(),
-        auth_failures: BTreeMap::new(),
+        auth_failures: SaeFailures::new(),
         diagnosed: false,
         no_link_since: None,
         last_report: Instant::now(),
@@ -440,7 +441,8 @@ struct State {
     formed: bool,
     started: Instant,
     health: HealthMonitor,
-    auth_failures: BTreeMap<Mac, u32>,
+    /// SAE failures per peer since its last success ([`super::sae_failures`]).
+    auth_failures: SaeFailures,
     diagnosed: bool,
     /// Since when no peer link is established (None while one is).
     no_link_since: Option<Instant>,
@@ -501,18 +503,23 @@ async fn on_supplicant_event(
             state.params_applied = try_set_params(nl, ifindex, &state.role, out).await;
         }
         SupplicantEvent::PeerConnected(peer) => {
+            state.auth_failures.success(peer);
             out.line("sae_peer_connected", &json!({"peer": peer}));
         }
         SupplicantEvent::PeerDisconnected(peer) => {
             out.line("sae_peer_disconnected", &json!({"peer": peer}));
         }
         SupplicantEvent::SaeAuthFailure(peer) => {
-            let n = state.auth_failures.entry(peer).or_insert(0);
-            *n += 1;
+            // Retrying until sure: one failure under load is no reason to re-pair.
+            let verdict = state.auth_failures.failure(out.elapsed_ms(), peer);
+            let (failures, over_ms) = match verdict {
+                SaeVerdict::Retrying { failures, over_ms }
+                | SaeVerdict::PasswordDiffers { failures, over_ms } => (failures, over_ms),
+            };
             out.line(
                 "sae_auth_failure",
-                &json!({"peer": peer, "count": *n,
-                        "why": "SAE authentication failed: this node and the peer do not share the mesh password (re-pair the node, or check the mesh credentials)"}),
+                &json!({"peer": peer, "count": failures, "over_s": over_ms / 1000,
+                        "sure": verdict.is_sure(), "why": verdict.why()}),
             );
         }
         SupplicantEvent::SaeAuthBlocked { peer, seconds } => {
@@ -562,6 +569,9 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
     }
     for peer in lost {
         heal_paths_via(nl, ifindex, peer, out, state).await;
+    }
+    for l in links.iter().filter(|l| l.is_established()) {
+        state.auth_failures.success(l.peer);
     }
     state.links = links.iter().map(|l| (l.peer, l.plink.clone())).collect();
     let estab = links.iter().filter(|l| l.is_established()).count();
@@ -622,10 +632,17 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
             state.diagnosed = true;
             let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
             let sae = matches!(s.security, MeshSecurity::Sae(_));
-            let why = why_no_link(sae, !seen.is_empty(), !state.auth_failures.is_empty());
+            let auth = if state.auth_failures.any_sure() {
+                AuthFailures::Sure
+            } else if !state.auth_failures.is_empty() {
+                AuthFailures::Retrying
+            } else {
+                AuthFailures::None
+            };
+            let why = why_no_link(sae, !seen.is_empty(), auth);
             out.line(
                 "diagnosis",
-                &json!({"problem": "no_peer_link", "peers_in_range": seen, "auth_failures": state.auth_failures.values().sum::<u32>(), "why": why}),
+                &json!({"problem": "no_peer_link", "peers_in_range": seen, "auth_failures": state.auth_failures.total(), "why": why}),
             );
         }
     }
@@ -640,11 +657,20 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
     }
 }
 
+/// What the SAE failures since the last success say ([`SaeFailures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthFailures {
+    None,
+    Retrying,
+    Sure,
+}
+
 /// Why no peer link came up, in words a person can act on.
-fn why_no_link(sae: bool, peers_in_range: bool, auth_failures: bool) -> &'static str {
-    match (sae, peers_in_range, auth_failures) {
-        (true, _, true) => "SAE authentication keeps failing with every peer: the mesh password differs from the other nodes' (re-pair this node)",
-        (true, true, false) => "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password",
+fn why_no_link(sae: bool, peers_in_range: bool, auth: AuthFailures) -> &'static str {
+    match (sae, peers_in_range, auth) {
+        (true, _, AuthFailures::Sure) => "SAE authentication keeps failing with every peer: the mesh password differs from the other nodes' (re-pair this node)",
+        (true, _, AuthFailures::Retrying) => "SAE authentication failed and is being retried; not sure yet that the mesh password differs (wait; it is reported after repeated failures over half a minute)",
+        (true, true, AuthFailures::None) => "mesh peers are in range but no link came up: authentication does not complete, most likely a wrong mesh password",
         (false, true, _) => "mesh peers are in range but no link came up: check that every node uses the same mesh settings",
         (_, false, _) => "no mesh peer in range on this channel and mesh ID: check the channel, the mesh ID and the distance",
     }
@@ -725,9 +751,12 @@ mod tests {
 
     #[test]
     fn no_link_diagnosis_names_the_likely_cause() {
-        assert!(why_no_link(true, true, true).contains("password differs"));
-        assert!(why_no_link(true, true, false).contains("wrong mesh password"));
-        assert!(why_no_link(false, true, false).contains("same mesh settings"));
-        assert!(why_no_link(true, false, false).contains("no mesh peer in range"));
+        use AuthFailures as A;
+        assert!(why_no_link(true, true, A::Sure).contains("password differs"));
+        assert!(!why_no_link(true, true, A::Retrying).contains("re-pair"));
+        assert!(why_no_link(true, true, A::Retrying).contains("retried"));
+        assert!(why_no_link(true, true, A::None).contains("wrong mesh password"));
+        assert!(why_no_link(false, true, A::None).contains("same mesh settings"));
+        assert!(why_no_link(true, false, A::None).contains("no mesh peer in range"));
     }
 }

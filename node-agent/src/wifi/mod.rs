@@ -5,6 +5,7 @@
 //! - [`raw_nla`]: the nl80211 attributes `wl-nl80211` does not type (mesh config, mesh paths).
 //! - [`nl80211`]: requests and events over nl80211.
 //! - [`sae`]: wpa_supplicant config, process supervision and control socket.
+//! - [`sae_failures`]: SAE failures per peer over time: retrying, or surely a wrong password.
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
 //! - [`health`]: per-link health, flap damping, advice (pure logic).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
@@ -23,6 +24,7 @@ pub mod raw_nla;
 pub mod report;
 pub mod role;
 pub mod sae;
+pub mod sae_failures;
 pub mod settings;
 
 pub use mesh::MeshArgs;

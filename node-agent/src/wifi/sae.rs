@@ -92,6 +92,13 @@ pub fn check_mesh_id(id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// wpa_supplicant's `mesh_max_inactivity` (a global option, in seconds; its default 300):
+/// a mesh peer not heard from for this long is removed (it becomes the mesh BSS's
+/// `ap_max_inactivity` and the kernel's `peer_link_timeout`). Five minutes kept a powered-off
+/// router's links up; the link health already stops counting one after
+/// [`super::health::SILENT_MS`], this removes the station so the peering can start afresh.
+pub const MESH_MAX_INACTIVITY_S: u32 = 20;
+
 /// What goes into the wpa_supplicant mesh config.
 #[derive(Debug, Clone)]
 pub struct SupplicantConfig {
@@ -113,6 +120,7 @@ impl SupplicantConfig {
         format!(
             "ctrl_interface={ctrl}\n\
              user_mpm=1\n\
+             mesh_max_inactivity={inactivity}\n\
              network={{\n\
              \tssid=\"{id}\"\n\
              \tmode=5\n\
@@ -126,6 +134,7 @@ impl SupplicantConfig {
             freq = self.freq_mhz,
             pw = self.password.expose(),
             fwd = u8::from(self.mesh_fwding),
+            inactivity = MESH_MAX_INACTIVITY_S,
         )
     }
 
@@ -415,6 +424,8 @@ mod tests {
         for want in [
             "ctrl_interface=/run/trellis/wpa\n",
             "user_mpm=1\n",
+            // A powered-off peer goes after 20 s, not wpa_supplicant's default 300 s.
+            "mesh_max_inactivity=20\n",
             "\tssid=\"trellis-home\"\n",
             "\tmode=5\n",
             "\tfrequency=2437\n",
