@@ -83,6 +83,10 @@ pub struct Telemetry {
     /// How the clients answered the steering requests this router sent since its last report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steer_outcomes: Vec<crate::home_wifi::SteerOutcome>,
+    /// What this router's radios hear on each channel and may use there (at most
+    /// [`crate::channel::MAX_SURVEY_RADIOS`]), for the home's mesh channel choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub survey: Vec<crate::channel::RadioSurvey>,
 }
 
 /// The controller's answer to a telemetry report: what the home's topology says about this

@@ -9,6 +9,7 @@
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
+//! - [`channel`]: radio surveys, channel numbers, bands and widths (the mesh channel).
 //! - [`home_wifi`]: the home's wifi networks, roaming keys, access-point and steering reports.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
 //! - [`paths`]: default places (OpenWrt's on a router, `./trellis-data` elsewhere).
@@ -20,6 +21,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod channel;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod home_wifi;

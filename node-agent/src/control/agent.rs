@@ -57,6 +57,9 @@ pub struct Agent {
     /// tasks (the timer, the data plane, the speed-test sink) must not arrive out of order,
     /// or an older one would overwrite a newer one at the controller.
     report_turn: Arc<tokio::sync::Mutex<()>>,
+    /// What the radios hear per channel, for the home's channel choice (routers running the
+    /// mesh only).
+    survey: Arc<crate::wifi::survey::SurveyCache>,
     /// How often telemetry goes out.
     telemetry_every: Duration,
 }
@@ -131,6 +134,7 @@ impl Agent {
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
             report_turn: Arc::default(),
+            survey: Arc::default(),
             seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
         })
@@ -346,6 +350,19 @@ impl Agent {
         (report.runs_wifi_mesh() || !report.macs.is_empty()).then_some(report)
     }
 
+    /// The radio survey, on a router that runs the mesh supervisor.
+    async fn radio_survey(&self) -> Vec<trellis_proto::channel::RadioSurvey> {
+        let runs_mesh = self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !runs_mesh {
+            return Vec::new();
+        }
+        self.survey.get().await
+    }
+
     /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
     /// file is skipped, the next report replaces it).
     fn mesh_report(&self) -> Option<MeshReport> {
@@ -448,6 +465,7 @@ impl Agent {
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let _turn = self.report_turn.lock().await;
+        let survey = self.radio_survey().await;
         let t = Telemetry {
             addresses: self
                 .addresses
@@ -482,6 +500,7 @@ impl Agent {
                 .as_ref()
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
+            survey,
             ..Telemetry::default()
         };
         let answer = self

@@ -9,6 +9,7 @@
 //! - [`health`]: per-link health, flap damping, advice (pure logic).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
 //! - [`settings`]: the command's flags and the controller-credentials hook.
+//! - [`survey`]: what the radios hear on each channel and may use there (for the channel choice).
 //! - [`report`]: JSON lines out.
 //! - [`mesh`]: the `trellis-agent mesh` command that ties them together.
 //!
@@ -24,6 +25,7 @@ pub mod report;
 pub mod role;
 pub mod sae;
 pub mod settings;
+pub mod survey;
 
 pub use mesh::MeshArgs;
 

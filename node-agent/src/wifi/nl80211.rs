@@ -1,5 +1,5 @@
 //! The agent's nl80211 handle: radios, interfaces, the mesh-point interface, peer links
-//! (stations), mesh paths, mesh parameters and nl80211 events.
+//! (stations), mesh paths, mesh parameters, channel surveys and nl80211 events.
 //!
 //! Radios and interfaces go through `wl-nl80211`'s typed requests. What it does not type yet
 //! (JOIN_MESH, GET_MPATH, GET/SET_MESH_CONFIG, SET_STATION plink_action) and the station dump
@@ -392,6 +392,124 @@ impl Nl80211 {
             .map(|_| ())
     }
 
+    /// `iw dev X survey dump`: what the radio behind interface `ifindex` measured on each
+    /// channel. A malformed entry is logged and skipped.
+    pub async fn survey(&self, ifindex: u32) -> Result<Vec<super::survey::SurveyInfo>, Error> {
+        let msgs = self
+            .raw(cmd::GET_SURVEY, ifindex_attr(ifindex), true)
+            .await?;
+        let mut out = Vec::new();
+        for m in msgs {
+            match super::survey::survey_from_attrs(&m.attrs) {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed survey entry"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `iw phy X info`'s frequency lines: what radio `wiphy` may do on each channel under the
+    /// current regulatory domain, and the widest width its hardware supports there.
+    pub async fn radio_channels(
+        &self,
+        wiphy: u32,
+    ) -> Result<Vec<super::survey::ChannelCaps>, Error> {
+        use wl_nl80211::Nl80211FrequencyInfo;
+        use wl_nl80211::{Ieee80211HtCaps, Ieee80211VhtCapInfo, Nl80211BandInfo};
+        // `enum nl80211_dfs_state`: USABLE 0, UNAVAILABLE 1 (radar seen), AVAILABLE 2.
+        const DFS_UNAVAILABLE: u32 = 1;
+        use trellis_proto::channel::{Band, Width};
+        let cmd = "GET_WIPHY";
+        let mut stream = self.handle.clone().wireless_physic().get().execute().await;
+        // A split dump spreads one radio over several messages; channels are collected from all.
+        let mut out: Vec<super::survey::ChannelCaps> = Vec::new();
+        while let Some(msg) = with_timeout(cmd, stream.try_next()).await? {
+            let attrs = &msg.payload.attributes;
+            if !attrs
+                .iter()
+                .any(|a| matches!(a, Nl80211Attr::Wiphy(w) if *w == wiphy))
+            {
+                continue;
+            }
+            for a in attrs {
+                let Nl80211Attr::WiphyBands(bands) = a else {
+                    continue;
+                };
+                for band in bands {
+                    let mut widest = Width::Mhz20;
+                    for info in &band.info {
+                        match info {
+                            Nl80211BandInfo::HtCapa(c)
+                                if c.contains(Ieee80211HtCaps::SupWidth2040) =>
+                            {
+                                widest = widest.max(Width::Mhz40)
+                            }
+                            Nl80211BandInfo::VhtCap(c) => {
+                                widest = widest.max(Width::Mhz80);
+                                if c.intersects(Ieee80211VhtCapInfo::SuppChanWidthMask) {
+                                    widest = Width::Mhz160;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    for info in &band.info {
+                        let Nl80211BandInfo::Freqs(freqs) = info else {
+                            continue;
+                        };
+                        for f in freqs {
+                            let mut caps = super::survey::ChannelCaps {
+                                freq_mhz: 0,
+                                allowed: true,
+                                dfs: false,
+                                radar_unavailable: false,
+                                max_width: widest,
+                            };
+                            let (mut no_minus, mut no_plus) = (false, false);
+                            for fi in &f.info {
+                                match fi {
+                                    Nl80211FrequencyInfo::Freq(mhz) => caps.freq_mhz = *mhz,
+                                    Nl80211FrequencyInfo::Disabled
+                                    | Nl80211FrequencyInfo::NoIr
+                                    | Nl80211FrequencyInfo::NoIbss => caps.allowed = false,
+                                    Nl80211FrequencyInfo::Radar => caps.dfs = true,
+                                    Nl80211FrequencyInfo::DfsState(state) => {
+                                        caps.radar_unavailable = u32::from(state) == DFS_UNAVAILABLE
+                                    }
+                                    Nl80211FrequencyInfo::NoHt40Minus => no_minus = true,
+                                    Nl80211FrequencyInfo::NoHt40Plus => no_plus = true,
+                                    Nl80211FrequencyInfo::No80Mhz => {
+                                        caps.max_width = caps.max_width.min(Width::Mhz40)
+                                    }
+                                    Nl80211FrequencyInfo::No160Mhz => {
+                                        caps.max_width = caps.max_width.min(Width::Mhz80)
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            if no_minus && no_plus {
+                                caps.max_width = Width::Mhz20;
+                            }
+                            // 40 MHz on 2.4 GHz takes most of the band: the mesh stays at 20.
+                            if Band::of(caps.freq_mhz) == Some(Band::Ghz2) {
+                                caps.max_width = Width::Mhz20;
+                            }
+                            if caps.freq_mhz != 0
+                                && !out.iter().any(|c| c.freq_mhz == caps.freq_mhz)
+                                && out.len() < MAX_DUMP_ENTRIES
+                            {
+                                out.push(caps);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|c| c.freq_mhz);
+        Ok(out)
+    }
+
     /// `iw dev X station set PEER plink_action open|block`.
     pub async fn set_plink_action(
         &self,
@@ -512,6 +630,7 @@ mod cmd {
     pub const JOIN_MESH: u8 = 68;
     pub const LEAVE_MESH: u8 = 69;
     pub const NEW_PEER_CANDIDATE: u8 = 72;
+    pub const GET_SURVEY: u8 = 50;
 }
 
 /// An nl80211 message whose attributes stay raw bytes: sent and received through
@@ -564,6 +683,7 @@ fn cmd_name(c: u8) -> &'static str {
         cmd::SET_MESH_CONFIG => "SET_MESH_CONFIG",
         cmd::JOIN_MESH => "JOIN_MESH",
         cmd::LEAVE_MESH => "LEAVE_MESH",
+        cmd::GET_SURVEY => "GET_SURVEY",
         _ => "request",
     }
 }
