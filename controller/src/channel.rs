@@ -308,11 +308,11 @@ fn primaries(routers: &[RouterSurvey<'_>]) -> Vec<u32> {
 fn usable(c: &trellis_proto::channel::ChannelSurvey, rules: &Rules) -> bool {
     c.allowed
         && !c.radar_unavailable
-        && !(rules.exclude_dfs && c.dfs)
-        && !rules
+        && (!rules.exclude_dfs || !c.dfs)
+        && rules
             .radar
             .iter()
-            .any(|r| r.freq_mhz == c.freq_mhz && r.until_unix > rules.now_unix)
+            .all(|r| r.freq_mhz != c.freq_mhz || r.until_unix <= rules.now_unix)
 }
 
 /// The 20 MHz channels (centre frequencies) of the `width` block that holds `freq`.
