@@ -271,6 +271,7 @@ impl Home {
             policy: Default::default(),
             devices: vec![],
             wifi: Default::default(),
+            mesh_channel: None,
         };
         let (config, _) = watch::channel(Arc::new(placeholder));
         let home = Arc::new(Self {
@@ -337,6 +338,7 @@ impl Home {
             policy: self.store.policy()?.unwrap_or_default(),
             devices: crate::catalog::devices_for(self.store.devices()?),
             wifi: Default::default(),
+            mesh_channel: self.store.channel_state()?.channel,
         };
         self.config.send_replace(Arc::new(snapshot));
         Ok(())
@@ -651,6 +653,7 @@ impl Home {
             .traffic
             .retain(|t| t.service.len() <= 63 && !t.service.is_empty());
         telemetry.traffic.truncate(crate::traffic::MAX_SERVICES);
+        crate::channel::home::bound_survey(&mut telemetry.survey);
         self.traffic
             .lock()
             .unwrap_or_else(|p| p.into_inner())

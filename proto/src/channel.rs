@@ -7,8 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Most radios one router reports a survey for.
-pub const MAX_SURVEY_RADIOS: usize = 4;
+/// Most radios one router reports a survey for (the mesh radios: one, two on a router that
+/// runs a mesh point on both bands). With [`MAX_SURVEY_CHANNELS`] this keeps the survey under
+/// ~25 KiB of JSON, well inside the agent API's 64 KiB body limit.
+pub const MAX_SURVEY_RADIOS: usize = 2;
 /// Most channels one radio's survey carries (2.4 GHz has 14, 5 GHz about 28, 6 GHz 59).
 pub const MAX_SURVEY_CHANNELS: usize = 64;
 
@@ -178,6 +180,33 @@ pub struct RadioSurvey {
 impl RadioSurvey {
     pub fn channel(&self, freq_mhz: u32) -> Option<&ChannelSurvey> {
         self.channels.iter().find(|c| c.freq_mhz == freq_mhz)
+    }
+}
+
+/// The channel the whole home's mesh uses, as the controller hands it out in the snapshot.
+/// A new `generation` is a move: every router announces it (mesh channel switch) so that all
+/// switch at `switch_at_unix` together; a router that joins later simply joins on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshChannel {
+    /// The primary 20 MHz channel's centre.
+    pub freq_mhz: u32,
+    pub width: Width,
+    /// The centre of the whole block (equal to `freq_mhz` at 20 MHz).
+    pub center_freq_mhz: u32,
+    /// Counts moves; an agent acts on a generation it has not seen.
+    pub generation: u64,
+    /// Unix seconds at which every router is on the new channel (the switch announcement's
+    /// count is set so it ends then); 0 for a channel set before any router joined.
+    #[serde(default)]
+    pub switch_at_unix: u64,
+    /// Why: "chosen from the survey", "set by a person", "radar on channel 52".
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl MeshChannel {
+    pub fn channel(&self) -> Option<u16> {
+        channel_number(self.freq_mhz)
     }
 }
 

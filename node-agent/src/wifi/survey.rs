@@ -130,22 +130,24 @@ pub fn radio_survey(
     }
 }
 
-/// Surveys every radio of this router (at most [`MAX_SURVEY_RADIOS`]). A radio with no
-/// interface cannot be surveyed (the dump is per interface) and is left out; a radio whose
-/// dump fails is logged and left out.
+/// Surveys this router's mesh radios (at most [`MAX_SURVEY_RADIOS`]): the dump goes through
+/// the mesh interface. A radio whose band list fails is logged and left out; one whose driver
+/// gives no survey is reported with its channels and no times.
 pub async fn collect(nl: &Nl80211) -> Result<Vec<RadioSurvey>, Error> {
     let radios = nl.radios().await?;
     let interfaces = nl.interfaces().await?;
     let mut out = Vec::new();
-    for radio in radios.iter().take(MAX_SURVEY_RADIOS) {
-        let on_radio: Vec<_> = interfaces
+    for radio in &radios {
+        if out.len() >= MAX_SURVEY_RADIOS {
+            break;
+        }
+        // Only mesh radios: the choice is the mesh's, and the report stays small.
+        let Some(mesh_if) = interfaces
             .iter()
-            .filter(|i| i.wiphy == radio.wiphy)
-            .collect();
-        let Some(first) = on_radio.first() else {
+            .find(|i| i.wiphy == radio.wiphy && i.iftype == "mesh point")
+        else {
             continue;
         };
-        let mesh = on_radio.iter().any(|i| i.iftype == "mesh point");
         let caps = match nl.radio_channels(radio.wiphy).await {
             Ok(c) => c,
             Err(e) => {
@@ -153,14 +155,14 @@ pub async fn collect(nl: &Nl80211) -> Result<Vec<RadioSurvey>, Error> {
                 continue;
             }
         };
-        let survey = match nl.survey(first.ifindex).await {
+        let survey = match nl.survey(mesh_if.ifindex).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(radio = %radio.name, error = %e, "no survey from the driver");
                 Vec::new()
             }
         };
-        out.push(radio_survey(&radio.name, mesh, &caps, &survey));
+        out.push(radio_survey(&radio.name, true, &caps, &survey));
     }
     Ok(out)
 }

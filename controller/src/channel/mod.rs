@@ -1,7 +1,8 @@
 //! The home's mesh channel: which channel (band, width) every router's mesh radio uses, chosen
 //! from every router's survey. This module owns the rule; it is a pure function of the surveys
 //! and the [`Rules`] (what a person excluded, which channels a radar closed), so the CLI, the
-//! page and the coordinated move all ask it and none re-derives it.
+//! page and the coordinated move all ask it and none re-derives it. [`home`] keeps the
+//! home's channel state (stored) and turns a choice into a move in the snapshot.
 //!
 //! The rule, in words a person reads back in `trellis channel`:
 //! - A channel is a candidate only if every router's mesh radio may beacon on every 20 MHz
@@ -15,6 +16,9 @@
 
 use serde::Serialize;
 use trellis_proto::channel::{channel_freq, channel_number, Band, RadioSurvey, Width};
+
+pub mod cli;
+pub mod home;
 
 /// How long a channel stays closed after a radar on it: the regulatory non-occupancy period
 /// (ETSI EN 301 893 and FCC part 15.407: 30 minutes).
@@ -51,7 +55,7 @@ pub struct Rules {
 }
 
 /// One channel the mesh could use, and what it costs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Candidate {
     pub channel: u16,
     pub freq_mhz: u32,
@@ -85,7 +89,7 @@ impl Candidate {
 }
 
 /// Why a channel is not a candidate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum Exclusion {
     /// The router's radio lacks it or the regulatory domain forbids beaconing there.
@@ -112,7 +116,7 @@ impl Exclusion {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Excluded {
     pub channel: u16,
     pub freq_mhz: u32,
@@ -121,7 +125,7 @@ pub struct Excluded {
 }
 
 /// The choice: the best channel, the runner-up (on another block) and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Choice {
     pub best: Candidate,
     pub runner_up: Option<Candidate>,
@@ -450,6 +454,24 @@ fn exclusions(routers: &[RouterSurvey<'_>], rules: &Rules) -> Vec<Excluded> {
     out
 }
 
+/// Most radar closures remembered (each lasts [`NON_OCCUPANCY_S`]; a 5 GHz radio has ~20 DFS
+/// channels).
+pub const MAX_RADAR_CLOSURES: usize = 32;
+
+/// The home's channel state, stored (one JSON record): the channel in the snapshot, what the
+/// person decided, which channels a radar closed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ChannelState {
+    #[serde(default)]
+    pub channel: Option<trellis_proto::channel::MeshChannel>,
+    #[serde(default)]
+    pub exclude_dfs: bool,
+    /// At most [`MAX_RADAR_CLOSURES`].
+    #[serde(default)]
+    pub radar: Vec<RadarClosure>,
+}
+
 #[cfg(test)]
-#[path = "channel_tests.rs"]
+mod home_tests;
+#[cfg(test)]
 mod tests;
