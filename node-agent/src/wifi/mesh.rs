@@ -467,6 +467,22 @@ async fn on_wifi_event(
         WifiEvent::PeerNew { ifindex: i, .. } if i == ifindex => {
             refresh(nl, ifindex, s, out, state).await;
         }
+        WifiEvent::Radar {
+            ifindex: i,
+            freq_mhz,
+            kind,
+        } if i == ifindex || i == 0 => {
+            out.line("radar", &json!({"freq": freq_mhz, "event": kind}));
+        }
+        WifiEvent::ChannelSwitched {
+            ifindex: i,
+            freq_mhz,
+        } if i == ifindex => {
+            out.line(
+                "channel",
+                &json!({"freq": freq_mhz, "what": "the mesh is on a new channel"}),
+            );
+        }
         WifiEvent::InterfaceGone { ifindex: i } if i == ifindex => {
             out.line(
                 "error",

@@ -6,6 +6,7 @@
 //! - [`nl80211`]: requests and events over nl80211.
 //! - [`sae`]: wpa_supplicant config, process supervision and control socket.
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
+//! - [`channel`]: a coordinated channel move: announce or rejoin, and when (pure logic).
 //! - [`health`]: per-link health, flap damping, advice (pure logic).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
 //! - [`settings`]: the command's flags and the controller-credentials hook.
@@ -16,6 +17,7 @@
 //! It does not own bridging policy of the LAN or the controller protocol: the caller hands in the
 //! mesh credentials (from the controller's snapshot at pairing, or a file for the lab).
 
+pub mod channel;
 pub mod health;
 pub mod link;
 pub mod mesh;

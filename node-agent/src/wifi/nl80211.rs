@@ -130,6 +130,18 @@ pub enum WifiEvent {
         ifindex: u32,
         peer: Mac,
     },
+    /// RADAR_DETECT: the radio's DFS detector reports on `freq_mhz` (a radar, or a channel
+    /// availability check finishing or aborting, or the non-occupancy period ending).
+    Radar {
+        ifindex: u32,
+        freq_mhz: u32,
+        kind: RadarEvent,
+    },
+    /// CH_SWITCH_NOTIFY: the interface is now on `freq_mhz` (after a channel switch).
+    ChannelSwitched {
+        ifindex: u32,
+        freq_mhz: u32,
+    },
     /// DEL_INTERFACE: our interface vanished (driver reset, someone ran `iw dev X del`).
     InterfaceGone {
         ifindex: u32,
@@ -137,6 +149,29 @@ pub enum WifiEvent {
     Other {
         cmd: String,
     },
+}
+
+/// `enum nl80211_radar_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RadarEvent {
+    Detected,
+    CacFinished,
+    CacAborted,
+    NopFinished,
+    Other,
+}
+
+impl RadarEvent {
+    fn from_u32(v: u32) -> Self {
+        match v {
+            0 => Self::Detected,
+            1 => Self::CacFinished,
+            2 => Self::CacAborted,
+            3 => Self::NopFinished,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// The connection to nl80211 used for requests.
@@ -510,6 +545,27 @@ impl Nl80211 {
         Ok(out)
     }
 
+    /// `iw dev X switch freq F [WIDTH CENTER] [beacons N]`: a channel switch announcement on
+    /// the mesh interface, `count` beacons ahead (mac80211 also sends the CSA action frame,
+    /// and peers repeat it through the mesh). mac80211 refuses a mesh switch that changes
+    /// the width or the band; see [`super::channel::plan`].
+    pub async fn channel_switch(
+        &self,
+        ifindex: u32,
+        freq_mhz: u32,
+        width: trellis_proto::channel::Width,
+        center_freq_mhz: u32,
+        count: u8,
+    ) -> Result<(), Error> {
+        self.raw(
+            cmd::CHANNEL_SWITCH,
+            channel_switch_attrs(ifindex, freq_mhz, width, center_freq_mhz, count),
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `iw dev X station set PEER plink_action open|block`.
     pub async fn set_plink_action(
         &self,
@@ -596,16 +652,30 @@ pub fn events() -> Result<impl Stream<Item = WifiEvent>, Error> {
 pub fn event_from_message(msg: &RawNl80211) -> WifiEvent {
     let mut ifindex = 0;
     let mut mac = None;
+    let mut freq = None;
+    let mut radar = None;
+    let u32_of = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes);
     for (k, v) in raw_nla::attrs(&msg.attrs).flatten() {
         match k {
-            raw_nla::ATTR_IFINDEX => {
-                if let Ok(b) = <[u8; 4]>::try_from(v) {
-                    ifindex = u32::from_ne_bytes(b);
-                }
-            }
+            raw_nla::ATTR_IFINDEX => ifindex = u32_of(v).unwrap_or(ifindex),
             raw_nla::ATTR_MAC => mac = raw_nla::parse_mac(k, v).ok().map(Mac),
+            raw_nla::ATTR_WIPHY_FREQ => freq = u32_of(v),
+            raw_nla::ATTR_RADAR_EVENT => radar = u32_of(v),
             _ => {}
         }
+    }
+    match (msg.cmd, freq, radar) {
+        (cmd::RADAR_DETECT, Some(freq_mhz), Some(r)) => {
+            return WifiEvent::Radar {
+                ifindex,
+                freq_mhz,
+                kind: RadarEvent::from_u32(r),
+            }
+        }
+        (cmd::CH_SWITCH_NOTIFY, Some(freq_mhz), _) => {
+            return WifiEvent::ChannelSwitched { ifindex, freq_mhz }
+        }
+        _ => {}
     }
     match (msg.cmd, mac) {
         (cmd::NEW_STATION, Some(peer)) => WifiEvent::PeerNew { ifindex, peer },
@@ -631,6 +701,9 @@ mod cmd {
     pub const LEAVE_MESH: u8 = 69;
     pub const NEW_PEER_CANDIDATE: u8 = 72;
     pub const GET_SURVEY: u8 = 50;
+    pub const CH_SWITCH_NOTIFY: u8 = 88;
+    pub const RADAR_DETECT: u8 = 94;
+    pub const CHANNEL_SWITCH: u8 = 102;
 }
 
 /// An nl80211 message whose attributes stay raw bytes: sent and received through
@@ -684,8 +757,36 @@ fn cmd_name(c: u8) -> &'static str {
         cmd::JOIN_MESH => "JOIN_MESH",
         cmd::LEAVE_MESH => "LEAVE_MESH",
         cmd::GET_SURVEY => "GET_SURVEY",
+        cmd::CHANNEL_SWITCH => "CHANNEL_SWITCH",
         _ => "request",
     }
+}
+
+/// `enum nl80211_chan_width` for a width (20 MHz with HT, as mac80211 meshes run).
+pub fn chan_width_value(width: trellis_proto::channel::Width) -> u32 {
+    use trellis_proto::channel::Width;
+    match width {
+        Width::Mhz20 => 1,
+        Width::Mhz40 => 2,
+        Width::Mhz80 => 3,
+        Width::Mhz160 => 5,
+    }
+}
+
+fn channel_switch_attrs(
+    ifindex: u32,
+    freq_mhz: u32,
+    width: trellis_proto::channel::Width,
+    center_freq_mhz: u32,
+    count: u8,
+) -> Vec<u8> {
+    NlaWriter::new()
+        .u32(raw_nla::ATTR_IFINDEX, ifindex)
+        .u32(raw_nla::ATTR_WIPHY_FREQ, freq_mhz)
+        .u32(raw_nla::ATTR_CHANNEL_WIDTH, chan_width_value(width))
+        .u32(raw_nla::ATTR_CENTER_FREQ1, center_freq_mhz)
+        .u32(raw_nla::ATTR_CH_SWITCH_COUNT, u32::from(count))
+        .finish()
 }
 
 fn ifindex_attr(ifindex: u32) -> Vec<u8> {
@@ -887,6 +988,60 @@ mod tests {
                 ifindex: 7,
                 peer: Mac([2, 0, 0, 0, 3, 0])
             }
+        );
+    }
+
+    #[test]
+    fn radar_and_channel_switch_events_name_the_frequency() {
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_WIPHY, 0)
+            .u32(raw_nla::ATTR_IFINDEX, 7)
+            .u32(raw_nla::ATTR_WIPHY_FREQ, 5260)
+            .u32(raw_nla::ATTR_RADAR_EVENT, 0);
+        let msg = RawNl80211 {
+            cmd: cmd::RADAR_DETECT,
+            attrs: w.finish(),
+        };
+        assert_eq!(
+            event_from_message(&msg),
+            WifiEvent::Radar {
+                ifindex: 7,
+                freq_mhz: 5260,
+                kind: RadarEvent::Detected
+            }
+        );
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, 7)
+            .u32(raw_nla::ATTR_WIPHY_FREQ, 5180);
+        let msg = RawNl80211 {
+            cmd: cmd::CH_SWITCH_NOTIFY,
+            attrs: w.finish(),
+        };
+        assert_eq!(
+            event_from_message(&msg),
+            WifiEvent::ChannelSwitched {
+                ifindex: 7,
+                freq_mhz: 5180
+            }
+        );
+    }
+
+    #[test]
+    fn a_channel_switch_carries_the_whole_chandef_and_the_count() {
+        let attrs = channel_switch_attrs(4, 5180, trellis_proto::channel::Width::Mhz80, 5210, 10);
+        let got: Vec<(u16, Vec<u8>)> = raw_nla::attrs(&attrs)
+            .map(|a| a.map(|(k, v)| (k, v.to_vec())).expect("valid"))
+            .collect();
+        let u = |v: u32| v.to_ne_bytes().to_vec();
+        assert_eq!(
+            got,
+            vec![
+                (raw_nla::ATTR_IFINDEX, u(4)),
+                (raw_nla::ATTR_WIPHY_FREQ, u(5180)),
+                (raw_nla::ATTR_CHANNEL_WIDTH, u(3)),
+                (raw_nla::ATTR_CENTER_FREQ1, u(5210)),
+                (raw_nla::ATTR_CH_SWITCH_COUNT, u(10)),
+            ]
         );
     }
 

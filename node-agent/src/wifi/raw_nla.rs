@@ -30,6 +30,14 @@ pub const ATTR_MPATH_INFO: u16 = 27;
 pub const ATTR_MESH_CONFIG: u16 = 35;
 /// `NL80211_ATTR_SURVEY_INFO`: nested `NL80211_SURVEY_INFO_*` (one channel of a survey dump).
 pub const ATTR_SURVEY_INFO: u16 = 84;
+/// `NL80211_ATTR_CHANNEL_WIDTH`: u32, `enum nl80211_chan_width`.
+pub const ATTR_CHANNEL_WIDTH: u16 = 159;
+/// `NL80211_ATTR_CENTER_FREQ1`: u32 MHz, the centre of the whole channel.
+pub const ATTR_CENTER_FREQ1: u16 = 160;
+/// `NL80211_ATTR_RADAR_EVENT`: u32, `enum nl80211_radar_event`.
+pub const ATTR_RADAR_EVENT: u16 = 168;
+/// `NL80211_ATTR_CH_SWITCH_COUNT`: u32 beacons until the switch (at most 255).
+pub const ATTR_CH_SWITCH_COUNT: u16 = 183;
 /// `NL80211_ATTR_MESH_SETUP`: nested `NL80211_MESH_SETUP_*` (only at JOIN_MESH).
 pub const ATTR_MESH_SETUP: u16 = 112;
 
