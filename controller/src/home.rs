@@ -672,6 +672,7 @@ impl Home {
             tracing::info!(%node, addresses = ?telemetry.addresses, version, "router's tunnel address changed");
             self.publish()?;
         }
+        self.radar_reports(node.as_str(), &telemetry.radar);
         let skew =
             (telemetry.clock_unix > 0).then(|| telemetry.clock_unix as i64 - unix_now() as i64);
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());

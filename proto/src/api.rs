@@ -87,6 +87,10 @@ pub struct Telemetry {
     /// [`crate::channel::MAX_SURVEY_RADIOS`]), for the home's mesh channel choice.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub survey: Vec<crate::channel::RadioSurvey>,
+    /// Radars this router's mesh radio detected lately (at most
+    /// [`crate::channel::MAX_RADAR_SEEN`], the newest last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub radar: Vec<crate::channel::RadarSeen>,
 }
 
 /// The controller's answer to a telemetry report: what the home's topology says about this

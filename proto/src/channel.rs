@@ -210,6 +210,17 @@ impl MeshChannel {
     }
 }
 
+/// Most radar sightings one telemetry report carries.
+pub const MAX_RADAR_SEEN: usize = 8;
+
+/// A radar this router's radio detected (NL80211_CMD_RADAR_DETECT, event "detected").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RadarSeen {
+    pub freq_mhz: u32,
+    /// When the radio reported it (the agent's clock, unix seconds).
+    pub at_unix: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -277,6 +277,31 @@ impl Home {
         Ok(())
     }
 
+    /// The radars a router's telemetry lists: each one not handled yet (no closure of its
+    /// channel made at or after it) closes the channel and moves the mesh. At most
+    /// [`trellis_proto::channel::MAX_RADAR_SEEN`] are looked at; failures are logged.
+    pub fn radar_reports(&self, node: &str, seen: &[trellis_proto::channel::RadarSeen]) {
+        let now = crate::ca::unix_now();
+        let Ok(state) = self.store.channel_state() else {
+            return;
+        };
+        for r in seen.iter().take(trellis_proto::channel::MAX_RADAR_SEEN) {
+            // The agent's clock may be off; a sighting "from the future" counts as now.
+            let at = r.at_unix.min(now);
+            let handled = state
+                .radar
+                .iter()
+                .any(|c| c.freq_mhz == r.freq_mhz && c.until_unix >= at + NON_OCCUPANCY_S);
+            if handled || at + NON_OCCUPANCY_S <= now {
+                continue;
+            }
+            if let Err(e) = self.radar_detected(node, r.freq_mhz) {
+                tracing::warn!(%node, freq = r.freq_mhz, error = %e, "radar report not handled");
+            }
+            return; // one move per report; the next report handles any other
+        }
+    }
+
     fn move_to(
         &self,
         mut state: ChannelState,

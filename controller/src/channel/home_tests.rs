@@ -185,3 +185,32 @@ fn trellis_channel_shows_the_survey_per_router_the_choice_and_the_runner_up() {
     }
     assert!(text.contains("52D:1%"), "{text}");
 }
+
+#[test]
+fn a_radar_in_a_routers_telemetry_moves_the_mesh_once() {
+    let (_dir, home) = home_of_three();
+    home.set_channel(52, None).expect("DFS allowed");
+    let attic = NodeName::new("attic").expect("a name");
+    let report = || Telemetry {
+        survey: vec![survey(10)],
+        radar: vec![trellis_proto::channel::RadarSeen {
+            freq_mhz: 5260,
+            at_unix: crate::ca::unix_now(),
+        }],
+        ..Telemetry::default()
+    };
+    home.report(&attic, report()).expect("report taken");
+    let c = home.snapshot().mesh_channel.clone().expect("a channel");
+    assert_eq!(c.generation, 2);
+    assert!(c.freq_mhz < 5250, "{c:?}");
+    // The same sighting in the next report (the agent keeps it for a while) moves nothing.
+    home.report(&attic, report()).expect("report taken");
+    assert_eq!(
+        home.snapshot().mesh_channel.as_ref().map(|c| c.generation),
+        Some(2)
+    );
+    assert_eq!(
+        home.events().iter().filter(|e| e.kind == "radar").count(),
+        1
+    );
+}

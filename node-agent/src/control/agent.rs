@@ -466,6 +466,13 @@ impl Agent {
     pub async fn report_once(&self) -> Result<(), CallError> {
         let _turn = self.report_turn.lock().await;
         let survey = self.radio_survey().await;
+        let radar = self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .map(|f| crate::wifi::radar::read(&crate::wifi::radar::beside(f), crate::unix_now()))
+            .unwrap_or_default();
         let t = Telemetry {
             addresses: self
                 .addresses
@@ -501,6 +508,7 @@ impl Agent {
                 .map(|m| m.service_traffic())
                 .unwrap_or_default(),
             survey,
+            radar,
             ..Telemetry::default()
         };
         let answer = self

@@ -473,6 +473,11 @@ async fn on_wifi_event(
             kind,
         } if i == ifindex || i == 0 => {
             out.line("radar", &json!({"freq": freq_mhz, "event": kind}));
+            if kind == super::nl80211::RadarEvent::Detected {
+                if let Err(e) = super::radar::record(&s.run_dir, freq_mhz, crate::unix_now()) {
+                    tracing::warn!(error = %e, "radar sighting not handed to the telemetry");
+                }
+            }
         }
         WifiEvent::ChannelSwitched {
             ifindex: i,

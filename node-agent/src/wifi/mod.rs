@@ -11,6 +11,7 @@
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
 //! - [`settings`]: the command's flags and the controller-credentials hook.
 //! - [`survey`]: what the radios hear on each channel and may use there (for the channel choice).
+//! - [`radar`]: radar sightings handed from the supervisor to the telemetry.
 //! - [`report`]: JSON lines out.
 //! - [`mesh`]: the `trellis-agent mesh` command that ties them together.
 //!
@@ -22,6 +23,7 @@ pub mod health;
 pub mod link;
 pub mod mesh;
 pub mod nl80211;
+pub mod radar;
 pub mod raw_nla;
 pub mod report;
 pub mod role;
