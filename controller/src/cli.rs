@@ -95,6 +95,13 @@ pub enum Command {
     Events,
     /// The mesh links between the routers, with signal, throughput and advice.
     Topology,
+    /// The mesh channel: each router's survey, the current channel, the choice and the
+    /// runner-up; `trellis channel set 36 [--width 80]`, `trellis channel pick`,
+    /// `trellis channel dfs exclude|allow` move the whole mesh together.
+    Channel {
+        #[command(subcommand)]
+        change: Option<crate::channel::cli::ChannelChange>,
+    },
     /// Connections and bytes per service over the last hour, from the routers' proxies.
     Traffic,
     /// Recent connections through the mesh, one trace each: source proxy, tunnel,
@@ -630,6 +637,15 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             show(cli, &w, |w| format!("{}\n", w.explanation))
         }
         Command::Check { .. } => unreachable!("handled in main"),
+        Command::Channel { change } => {
+            let view = match crate::channel::cli::request(change.as_ref()) {
+                None => call(cli, Method::GET, "/v1/admin/channel", none).await?,
+                Some(req) => call(cli, Method::POST, "/v1/admin/channel", Some(&req)).await?,
+            };
+            show(cli, &view, |v| {
+                crate::channel::cli::render(v, change.as_ref(), now)
+            })
+        }
         Command::Topology => {
             let links: Vec<trellis_proto::api::TopologyLink> =
                 call(cli, Method::GET, "/v1/admin/topology", none).await?;

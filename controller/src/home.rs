@@ -324,6 +324,7 @@ impl Home {
             policy: Default::default(),
             devices: vec![],
             wifi: Default::default(),
+            mesh_channel: None,
         };
         let (config, _) = watch::channel(Arc::new(placeholder));
         let home = Arc::new(Self {
@@ -398,6 +399,7 @@ impl Home {
             policy: self.store.policy()?.unwrap_or_default(),
             devices: crate::catalog::devices_for(self.store.devices()?),
             wifi: self.store.wifi()?,
+            mesh_channel: self.store.channel_state()?.channel,
         };
         self.config.send_replace(Arc::new(snapshot));
         self.counters.published(version);
@@ -726,6 +728,7 @@ impl Home {
             .traffic
             .retain(|t| t.service.len() <= 63 && !t.service.is_empty());
         telemetry.traffic.truncate(crate::traffic::MAX_SERVICES);
+        crate::channel::home::bound_survey(&mut telemetry.survey);
         self.traffic
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -748,6 +751,7 @@ impl Home {
             tracing::info!(%node, addresses = ?telemetry.addresses, version, "router's tunnel address changed");
             self.publish()?;
         }
+        self.radar_reports(node.as_str(), &telemetry.radar);
         let skew =
             (telemetry.clock_unix > 0).then(|| telemetry.clock_unix as i64 - unix_now() as i64);
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());

@@ -6,6 +6,7 @@
 //! - [`pairing`]: single-use pairing codes and the SPAKE2 exchange that enrolls a satellite;
 //! - [`store`]: the embedded SQLite store (nodes, CA material, config versions), crash-safe
 //!   and written only when state changes;
+//! - [`channel`]: the home's mesh channel, chosen from every router's survey (pure rule);
 //! - [`catalog`]: services, policy rules, device groups and `why`, as the controller keeps them;
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
 //! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
@@ -30,6 +31,7 @@ pub mod api;
 pub mod auth;
 pub mod ca;
 pub mod catalog;
+pub mod channel;
 pub mod check;
 pub mod cli;
 pub mod cli_wifi;

@@ -381,6 +381,7 @@ mod tests {
             policy: Default::default(),
             devices: vec![],
             wifi: Default::default(),
+            mesh_channel: None,
         }
     }
 

@@ -96,6 +96,14 @@ pub struct Telemetry {
     /// report on the map for three intervals, not until the node timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_every_s: Option<u32>,
+    /// What this router's radios hear on each channel and may use there (at most
+    /// [`crate::channel::MAX_SURVEY_RADIOS`]), for the home's mesh channel choice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub survey: Vec<crate::channel::RadioSurvey>,
+    /// Radars this router's mesh radio detected lately (at most
+    /// [`crate::channel::MAX_RADAR_SEEN`], the newest last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub radar: Vec<crate::channel::RadarSeen>,
 }
 
 /// The controller's answer to a telemetry report: what the home's topology says about this

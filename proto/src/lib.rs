@@ -9,6 +9,7 @@
 //! - [`api`]: the agent API (mutual TLS) and the admin API (unix socket) bodies.
 //! - [`snapshot`]: the versioned configuration snapshot agents watch, apply and acknowledge.
 //! - [`catalog`]: home services, their mesh names (`<name>.trellis.home.arpa`) and virtual IPs.
+//! - [`channel`]: radio surveys, channel numbers, bands and widths (the mesh channel).
 //! - [`home_wifi`]: the home's wifi networks, roaming keys, access-point and steering reports.
 //! - [`policy`]: who may talk to whom, the decision engine and its explanations.
 //! - [`pake`] (feature `tls`): the key schedule of the pairing exchange, used by both sides.
@@ -18,6 +19,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod channel;
 pub mod home_wifi;
 pub mod identity;
 pub mod pairing;

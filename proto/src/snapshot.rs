@@ -90,6 +90,10 @@ pub struct ConfigSnapshot {
     /// The home's wifi networks every router broadcasts (empty: none managed).
     #[serde(default)]
     pub wifi: HomeWifi,
+    /// The channel every router's mesh radio uses, and when the last move happens (`None`:
+    /// each router keeps the channel it was set up with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_channel: Option<crate::channel::MeshChannel>,
 }
 
 impl ConfigSnapshot {

@@ -42,6 +42,10 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/events", get(events))
         .route("/v1/admin/topology", get(topology))
         .route(
+            "/v1/admin/channel",
+            get(super::channel::show).post(super::channel::request),
+        )
+        .route(
             "/v1/admin/speedtests",
             get(speedtests).post(start_speedtest),
         )

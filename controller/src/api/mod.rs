@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod agent;
+pub mod channel;
 pub mod web;
 pub mod wifi;
 

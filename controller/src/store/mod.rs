@@ -8,6 +8,7 @@
 //!
 //! The schema is versioned with `PRAGMA user_version`; [`migrations`] lists every step.
 
+mod channel;
 mod migrations;
 
 use std::path::Path;

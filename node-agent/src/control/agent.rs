@@ -58,6 +58,9 @@ pub struct Agent {
     /// tasks (the timer, the data plane, the speed-test sink) must not arrive out of order,
     /// or an older one would overwrite a newer one at the controller.
     report_turn: Arc<tokio::sync::Mutex<()>>,
+    /// What the radios hear per channel, for the home's channel choice (routers running the
+    /// mesh only).
+    survey: Arc<crate::wifi::survey::SurveyCache>,
     /// How often telemetry goes out.
     telemetry_every: Duration,
     /// The home's access points on this router, when the agent runs them
@@ -141,6 +144,7 @@ impl Agent {
             metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
             report_turn: Arc::default(),
+            survey: Arc::default(),
             seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
             access_points: Arc::default(),
@@ -422,6 +426,19 @@ impl Agent {
         (report.runs_wifi_mesh() || !report.macs.is_empty()).then_some(report)
     }
 
+    /// The radio survey, on a router that runs the mesh supervisor.
+    async fn radio_survey(&self) -> Vec<trellis_proto::channel::RadioSurvey> {
+        let runs_mesh = self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !runs_mesh {
+            return Vec::new();
+        }
+        self.survey.get().await
+    }
+
     /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
     /// file is skipped, the next report replaces it).
     fn mesh_report(&self) -> Option<MeshReport> {
@@ -537,6 +554,14 @@ impl Agent {
             Some(a) => a.telemetry().await,
             None => Default::default(),
         };
+        let survey = self.radio_survey().await;
+        let radar = self
+            .mesh_report_file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+            .map(|f| crate::wifi::radar::read(&crate::wifi::radar::beside(f), crate::unix_now()))
+            .unwrap_or_default();
         let t = Telemetry {
             addresses: self
                 .addresses
@@ -580,7 +605,8 @@ impl Agent {
             heard_clients,
             steer_outcomes,
             report_every_s: Some(self.telemetry_every.as_secs().clamp(1, u32::MAX as u64) as u32),
-            ..Telemetry::default()
+            survey,
+            radar,
         };
         let answer = self
             .controller

@@ -512,6 +512,7 @@ mod tests {
             policy: Default::default(),
             devices: vec![],
             wifi: Default::default(),
+            mesh_channel: None,
         };
         let b = TrustBundle::from_snapshot(&snap).unwrap();
         assert_eq!(b.roots, vec![ca.root()]);

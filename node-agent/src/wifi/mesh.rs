@@ -469,6 +469,27 @@ async fn on_wifi_event(
         WifiEvent::PeerNew { ifindex: i, .. } if i == ifindex => {
             refresh(nl, ifindex, s, out, state).await;
         }
+        WifiEvent::Radar {
+            ifindex: i,
+            freq_mhz,
+            kind,
+        } if i == ifindex || i == 0 => {
+            out.line("radar", &json!({"freq": freq_mhz, "event": kind}));
+            if kind == super::nl80211::RadarEvent::Detected {
+                if let Err(e) = super::radar::record(&s.run_dir, freq_mhz, crate::unix_now()) {
+                    tracing::warn!(error = %e, "radar sighting not handed to the telemetry");
+                }
+            }
+        }
+        WifiEvent::ChannelSwitched {
+            ifindex: i,
+            freq_mhz,
+        } if i == ifindex => {
+            out.line(
+                "channel",
+                &json!({"freq": freq_mhz, "what": "the mesh is on a new channel"}),
+            );
+        }
         WifiEvent::InterfaceGone { ifindex: i } if i == ifindex => {
             out.line(
                 "error",

@@ -7,25 +7,31 @@
 //! - [`sae`]: wpa_supplicant config, process supervision and control socket.
 //! - [`sae_failures`]: SAE failures per peer over time: retrying, or surely a wrong password.
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
+//! - [`channel`]: a coordinated channel move: announce or rejoin, and when (pure logic).
 //! - [`health`]: per-link health, flap damping, advice (pure logic).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
 //! - [`settings`]: the command's flags and the controller-credentials hook.
+//! - [`survey`]: what the radios hear on each channel and may use there (for the channel choice).
+//! - [`radar`]: radar sightings handed from the supervisor to the telemetry.
 //! - [`report`]: JSON lines out.
 //! - [`mesh`]: the `trellis-agent mesh` command that ties them together.
 //!
 //! It does not own bridging policy of the LAN or the controller protocol: the caller hands in the
 //! mesh credentials (from the controller's snapshot at pairing, or a file for the lab).
 
+pub mod channel;
 pub mod health;
 pub mod link;
 pub mod mesh;
 pub mod nl80211;
+pub mod radar;
 pub mod raw_nla;
 pub mod report;
 pub mod role;
 pub mod sae;
 pub mod sae_failures;
 pub mod settings;
+pub mod survey;
 
 pub use mesh::MeshArgs;
 

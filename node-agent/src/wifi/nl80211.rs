@@ -1,5 +1,5 @@
 //! The agent's nl80211 handle: radios, interfaces, the mesh-point interface, peer links
-//! (stations), mesh paths, mesh parameters and nl80211 events.
+//! (stations), mesh paths, mesh parameters, channel surveys and nl80211 events.
 //!
 //! Radios and interfaces go through `wl-nl80211`'s typed requests. What it does not type yet
 //! (JOIN_MESH, GET_MPATH, GET/SET_MESH_CONFIG, SET_STATION plink_action) and the station dump
@@ -130,6 +130,18 @@ pub enum WifiEvent {
         ifindex: u32,
         peer: Mac,
     },
+    /// RADAR_DETECT: the radio's DFS detector reports on `freq_mhz` (a radar, or a channel
+    /// availability check finishing or aborting, or the non-occupancy period ending).
+    Radar {
+        ifindex: u32,
+        freq_mhz: u32,
+        kind: RadarEvent,
+    },
+    /// CH_SWITCH_NOTIFY: the interface is now on `freq_mhz` (after a channel switch).
+    ChannelSwitched {
+        ifindex: u32,
+        freq_mhz: u32,
+    },
     /// DEL_INTERFACE: our interface vanished (driver reset, someone ran `iw dev X del`).
     InterfaceGone {
         ifindex: u32,
@@ -137,6 +149,29 @@ pub enum WifiEvent {
     Other {
         cmd: String,
     },
+}
+
+/// `enum nl80211_radar_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RadarEvent {
+    Detected,
+    CacFinished,
+    CacAborted,
+    NopFinished,
+    Other,
+}
+
+impl RadarEvent {
+    fn from_u32(v: u32) -> Self {
+        match v {
+            0 => Self::Detected,
+            1 => Self::CacFinished,
+            2 => Self::CacAborted,
+            3 => Self::NopFinished,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// The connection to nl80211 used for requests.
@@ -392,6 +427,145 @@ impl Nl80211 {
             .map(|_| ())
     }
 
+    /// `iw dev X survey dump`: what the radio behind interface `ifindex` measured on each
+    /// channel. A malformed entry is logged and skipped.
+    pub async fn survey(&self, ifindex: u32) -> Result<Vec<super::survey::SurveyInfo>, Error> {
+        let msgs = self
+            .raw(cmd::GET_SURVEY, ifindex_attr(ifindex), true)
+            .await?;
+        let mut out = Vec::new();
+        for m in msgs {
+            match super::survey::survey_from_attrs(&m.attrs) {
+                Ok(Some(s)) => out.push(s),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping a malformed survey entry"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `iw phy X info`'s frequency lines: what radio `wiphy` may do on each channel under the
+    /// current regulatory domain, and the widest width its hardware supports there.
+    pub async fn radio_channels(
+        &self,
+        wiphy: u32,
+    ) -> Result<Vec<super::survey::ChannelCaps>, Error> {
+        use wl_nl80211::Nl80211FrequencyInfo;
+        use wl_nl80211::{Ieee80211HtCaps, Ieee80211VhtCapInfo, Nl80211BandInfo};
+        // `enum nl80211_dfs_state`: USABLE 0, UNAVAILABLE 1 (radar seen), AVAILABLE 2.
+        const DFS_UNAVAILABLE: u32 = 1;
+        use trellis_proto::channel::{Band, Width};
+        let cmd = "GET_WIPHY";
+        let mut stream = self.handle.clone().wireless_physic().get().execute().await;
+        // A split dump spreads one radio over several messages; channels are collected from all.
+        let mut out: Vec<super::survey::ChannelCaps> = Vec::new();
+        while let Some(msg) = with_timeout(cmd, stream.try_next()).await? {
+            let attrs = &msg.payload.attributes;
+            if !attrs
+                .iter()
+                .any(|a| matches!(a, Nl80211Attr::Wiphy(w) if *w == wiphy))
+            {
+                continue;
+            }
+            for a in attrs {
+                let Nl80211Attr::WiphyBands(bands) = a else {
+                    continue;
+                };
+                for band in bands {
+                    let mut widest = Width::Mhz20;
+                    for info in &band.info {
+                        match info {
+                            Nl80211BandInfo::HtCapa(c)
+                                if c.contains(Ieee80211HtCaps::SupWidth2040) =>
+                            {
+                                widest = widest.max(Width::Mhz40)
+                            }
+                            Nl80211BandInfo::VhtCap(c) => {
+                                widest = widest.max(Width::Mhz80);
+                                if c.intersects(Ieee80211VhtCapInfo::SuppChanWidthMask) {
+                                    widest = Width::Mhz160;
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    for info in &band.info {
+                        let Nl80211BandInfo::Freqs(freqs) = info else {
+                            continue;
+                        };
+                        for f in freqs {
+                            let mut caps = super::survey::ChannelCaps {
+                                freq_mhz: 0,
+                                allowed: true,
+                                dfs: false,
+                                radar_unavailable: false,
+                                max_width: widest,
+                            };
+                            let (mut no_minus, mut no_plus) = (false, false);
+                            for fi in &f.info {
+                                match fi {
+                                    Nl80211FrequencyInfo::Freq(mhz) => caps.freq_mhz = *mhz,
+                                    Nl80211FrequencyInfo::Disabled
+                                    | Nl80211FrequencyInfo::NoIr
+                                    | Nl80211FrequencyInfo::NoIbss => caps.allowed = false,
+                                    Nl80211FrequencyInfo::Radar => caps.dfs = true,
+                                    Nl80211FrequencyInfo::DfsState(state) => {
+                                        caps.radar_unavailable = u32::from(state) == DFS_UNAVAILABLE
+                                    }
+                                    Nl80211FrequencyInfo::NoHt40Minus => no_minus = true,
+                                    Nl80211FrequencyInfo::NoHt40Plus => no_plus = true,
+                                    Nl80211FrequencyInfo::No80Mhz => {
+                                        caps.max_width = caps.max_width.min(Width::Mhz40)
+                                    }
+                                    Nl80211FrequencyInfo::No160Mhz => {
+                                        caps.max_width = caps.max_width.min(Width::Mhz80)
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            if no_minus && no_plus {
+                                caps.max_width = Width::Mhz20;
+                            }
+                            // 40 MHz on 2.4 GHz takes most of the band: the mesh stays at 20.
+                            if Band::of(caps.freq_mhz) == Some(Band::Ghz2) {
+                                caps.max_width = Width::Mhz20;
+                            }
+                            if caps.freq_mhz != 0
+                                && !out.iter().any(|c| c.freq_mhz == caps.freq_mhz)
+                                && out.len() < MAX_DUMP_ENTRIES
+                            {
+                                out.push(caps);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|c| c.freq_mhz);
+        Ok(out)
+    }
+
+    /// `iw dev X switch freq F [WIDTH CENTER] [beacons N]`: a channel switch announcement on
+    /// the mesh interface, `count` beacons ahead (mac80211 also sends the CSA action frame,
+    /// and peers repeat it through the mesh). mac80211 refuses a mesh switch that changes
+    /// the width or the band; see [`super::channel::plan`].
+    pub async fn channel_switch(
+        &self,
+        ifindex: u32,
+        freq_mhz: u32,
+        width: trellis_proto::channel::Width,
+        center_freq_mhz: u32,
+        count: u8,
+    ) -> Result<(), Error> {
+        self.raw(
+            cmd::CHANNEL_SWITCH,
+            channel_switch_attrs(ifindex, freq_mhz, width, center_freq_mhz, count),
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// `iw dev X station set PEER plink_action open|block`.
     pub async fn set_plink_action(
         &self,
@@ -478,16 +652,30 @@ pub fn events() -> Result<impl Stream<Item = WifiEvent>, Error> {
 pub fn event_from_message(msg: &RawNl80211) -> WifiEvent {
     let mut ifindex = 0;
     let mut mac = None;
+    let mut freq = None;
+    let mut radar = None;
+    let u32_of = |v: &[u8]| <[u8; 4]>::try_from(v).ok().map(u32::from_ne_bytes);
     for (k, v) in raw_nla::attrs(&msg.attrs).flatten() {
         match k {
-            raw_nla::ATTR_IFINDEX => {
-                if let Ok(b) = <[u8; 4]>::try_from(v) {
-                    ifindex = u32::from_ne_bytes(b);
-                }
-            }
+            raw_nla::ATTR_IFINDEX => ifindex = u32_of(v).unwrap_or(ifindex),
             raw_nla::ATTR_MAC => mac = raw_nla::parse_mac(k, v).ok().map(Mac),
+            raw_nla::ATTR_WIPHY_FREQ => freq = u32_of(v),
+            raw_nla::ATTR_RADAR_EVENT => radar = u32_of(v),
             _ => {}
         }
+    }
+    match (msg.cmd, freq, radar) {
+        (cmd::RADAR_DETECT, Some(freq_mhz), Some(r)) => {
+            return WifiEvent::Radar {
+                ifindex,
+                freq_mhz,
+                kind: RadarEvent::from_u32(r),
+            }
+        }
+        (cmd::CH_SWITCH_NOTIFY, Some(freq_mhz), _) => {
+            return WifiEvent::ChannelSwitched { ifindex, freq_mhz }
+        }
+        _ => {}
     }
     match (msg.cmd, mac) {
         (cmd::NEW_STATION, Some(peer)) => WifiEvent::PeerNew { ifindex, peer },
@@ -512,6 +700,10 @@ mod cmd {
     pub const JOIN_MESH: u8 = 68;
     pub const LEAVE_MESH: u8 = 69;
     pub const NEW_PEER_CANDIDATE: u8 = 72;
+    pub const GET_SURVEY: u8 = 50;
+    pub const CH_SWITCH_NOTIFY: u8 = 88;
+    pub const RADAR_DETECT: u8 = 94;
+    pub const CHANNEL_SWITCH: u8 = 102;
 }
 
 /// An nl80211 message whose attributes stay raw bytes: sent and received through
@@ -564,8 +756,37 @@ fn cmd_name(c: u8) -> &'static str {
         cmd::SET_MESH_CONFIG => "SET_MESH_CONFIG",
         cmd::JOIN_MESH => "JOIN_MESH",
         cmd::LEAVE_MESH => "LEAVE_MESH",
+        cmd::GET_SURVEY => "GET_SURVEY",
+        cmd::CHANNEL_SWITCH => "CHANNEL_SWITCH",
         _ => "request",
     }
+}
+
+/// `enum nl80211_chan_width` for a width (20 MHz with HT, as mac80211 meshes run).
+pub fn chan_width_value(width: trellis_proto::channel::Width) -> u32 {
+    use trellis_proto::channel::Width;
+    match width {
+        Width::Mhz20 => 1,
+        Width::Mhz40 => 2,
+        Width::Mhz80 => 3,
+        Width::Mhz160 => 5,
+    }
+}
+
+fn channel_switch_attrs(
+    ifindex: u32,
+    freq_mhz: u32,
+    width: trellis_proto::channel::Width,
+    center_freq_mhz: u32,
+    count: u8,
+) -> Vec<u8> {
+    NlaWriter::new()
+        .u32(raw_nla::ATTR_IFINDEX, ifindex)
+        .u32(raw_nla::ATTR_WIPHY_FREQ, freq_mhz)
+        .u32(raw_nla::ATTR_CHANNEL_WIDTH, chan_width_value(width))
+        .u32(raw_nla::ATTR_CENTER_FREQ1, center_freq_mhz)
+        .u32(raw_nla::ATTR_CH_SWITCH_COUNT, u32::from(count))
+        .finish()
 }
 
 fn ifindex_attr(ifindex: u32) -> Vec<u8> {
@@ -767,6 +988,60 @@ mod tests {
                 ifindex: 7,
                 peer: Mac([2, 0, 0, 0, 3, 0])
             }
+        );
+    }
+
+    #[test]
+    fn radar_and_channel_switch_events_name_the_frequency() {
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_WIPHY, 0)
+            .u32(raw_nla::ATTR_IFINDEX, 7)
+            .u32(raw_nla::ATTR_WIPHY_FREQ, 5260)
+            .u32(raw_nla::ATTR_RADAR_EVENT, 0);
+        let msg = RawNl80211 {
+            cmd: cmd::RADAR_DETECT,
+            attrs: w.finish(),
+        };
+        assert_eq!(
+            event_from_message(&msg),
+            WifiEvent::Radar {
+                ifindex: 7,
+                freq_mhz: 5260,
+                kind: RadarEvent::Detected
+            }
+        );
+        let mut w = NlaWriter::new();
+        w.u32(raw_nla::ATTR_IFINDEX, 7)
+            .u32(raw_nla::ATTR_WIPHY_FREQ, 5180);
+        let msg = RawNl80211 {
+            cmd: cmd::CH_SWITCH_NOTIFY,
+            attrs: w.finish(),
+        };
+        assert_eq!(
+            event_from_message(&msg),
+            WifiEvent::ChannelSwitched {
+                ifindex: 7,
+                freq_mhz: 5180
+            }
+        );
+    }
+
+    #[test]
+    fn a_channel_switch_carries_the_whole_chandef_and_the_count() {
+        let attrs = channel_switch_attrs(4, 5180, trellis_proto::channel::Width::Mhz80, 5210, 10);
+        let got: Vec<(u16, Vec<u8>)> = raw_nla::attrs(&attrs)
+            .map(|a| a.map(|(k, v)| (k, v.to_vec())).expect("valid"))
+            .collect();
+        let u = |v: u32| v.to_ne_bytes().to_vec();
+        assert_eq!(
+            got,
+            vec![
+                (raw_nla::ATTR_IFINDEX, u(4)),
+                (raw_nla::ATTR_WIPHY_FREQ, u(5180)),
+                (raw_nla::ATTR_CHANNEL_WIDTH, u(3)),
+                (raw_nla::ATTR_CENTER_FREQ1, u(5210)),
+                (raw_nla::ATTR_CH_SWITCH_COUNT, u(10)),
+            ]
         );
     }
 

@@ -28,6 +28,16 @@ pub const ATTR_MPATH_NEXT_HOP: u16 = 26;
 pub const ATTR_MPATH_INFO: u16 = 27;
 /// `NL80211_ATTR_MESH_CONFIG`: nested `NL80211_MESHCONF_*`.
 pub const ATTR_MESH_CONFIG: u16 = 35;
+/// `NL80211_ATTR_SURVEY_INFO`: nested `NL80211_SURVEY_INFO_*` (one channel of a survey dump).
+pub const ATTR_SURVEY_INFO: u16 = 84;
+/// `NL80211_ATTR_CHANNEL_WIDTH`: u32, `enum nl80211_chan_width`.
+pub const ATTR_CHANNEL_WIDTH: u16 = 159;
+/// `NL80211_ATTR_CENTER_FREQ1`: u32 MHz, the centre of the whole channel.
+pub const ATTR_CENTER_FREQ1: u16 = 160;
+/// `NL80211_ATTR_RADAR_EVENT`: u32, `enum nl80211_radar_event`.
+pub const ATTR_RADAR_EVENT: u16 = 168;
+/// `NL80211_ATTR_CH_SWITCH_COUNT`: u32 beacons until the switch (at most 255).
+pub const ATTR_CH_SWITCH_COUNT: u16 = 183;
 /// `NL80211_ATTR_MESH_SETUP`: nested `NL80211_MESH_SETUP_*` (only at JOIN_MESH).
 pub const ATTR_MESH_SETUP: u16 = 112;
 
@@ -121,6 +131,10 @@ impl NlaWriter {
         self.bytes(kind, &v.to_ne_bytes())
     }
 
+    pub fn u64(&mut self, kind: u16, v: u64) -> &mut Self {
+        self.bytes(kind, &v.to_ne_bytes())
+    }
+
     pub fn flag(&mut self, kind: u16) -> &mut Self {
         self.bytes(kind, &[])
     }
@@ -182,14 +196,17 @@ fn fixed<const N: usize>(kind: u16, v: &[u8]) -> Result<[u8; N], NlaError> {
     })
 }
 
-fn get_u8(kind: u16, v: &[u8]) -> Result<u8, NlaError> {
+pub(super) fn get_u8(kind: u16, v: &[u8]) -> Result<u8, NlaError> {
     Ok(fixed::<1>(kind, v)?[0])
 }
-fn get_u16(kind: u16, v: &[u8]) -> Result<u16, NlaError> {
+pub(super) fn get_u16(kind: u16, v: &[u8]) -> Result<u16, NlaError> {
     Ok(u16::from_ne_bytes(fixed(kind, v)?))
 }
-fn get_u32(kind: u16, v: &[u8]) -> Result<u32, NlaError> {
+pub(super) fn get_u32(kind: u16, v: &[u8]) -> Result<u32, NlaError> {
     Ok(u32::from_ne_bytes(fixed(kind, v)?))
+}
+pub(super) fn get_u64(kind: u16, v: &[u8]) -> Result<u64, NlaError> {
+    Ok(u64::from_ne_bytes(fixed(kind, v)?))
 }
 
 /// `NL80211_STA_INFO_*` (station dump). Parsed here rather than through `wl-nl80211` 0.8, whose
