@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn every_target_has_a_seed_corpus_and_a_unique_name() {
         let all = targets().expect("the fuzz crates list");
-        assert_eq!(all.len(), 11, "{all:?}");
+        assert_eq!(all.len(), 15, "{all:?}");
         for t in &all {
             let seeds = root().join(t.dir).join("corpus").join(&t.name);
             let n = std::fs::read_dir(&seeds).map(|d| d.count()).unwrap_or(0);
