@@ -303,6 +303,20 @@ mod tests {
     }
 
     #[test]
+    fn reserved_flags_are_read_and_not_passed_on() {
+        // W3C level 1 defines only the sampled bit; the others are reserved and set to zero
+        // when propagating (the fuzz target found `-11`).
+        let p =
+            TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-11").unwrap();
+        assert!(p.sampled);
+        assert_eq!(&p.encode()[..], GOOD.as_bytes());
+        let q =
+            TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-fe").unwrap();
+        assert!(!q.sampled);
+        assert_eq!(&q.encode()[53..], b"00");
+    }
+
+    #[test]
     fn malformed_traceparents_are_none() {
         for bad in [
             "",
