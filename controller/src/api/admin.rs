@@ -4,12 +4,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::Query;
+use crate::api::extract::Json;
+use crate::api::extract::JsonRejection;
+use crate::api::extract::Query;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use trellis_proto::api::{
@@ -270,9 +271,9 @@ struct WhyQuery {
 
 async fn why(
     State(home): State<Arc<Home>>,
-    query: Result<Query<WhyQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<WhyQuery>, crate::api::extract::QueryRejection>,
 ) -> Result<Json<WhyAnswer>, HomeError> {
-    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.to_string()))?;
     home.why(&q.source, &q.target).map(Json)
 }
 
@@ -323,9 +324,9 @@ pub struct TracesQuery {
 
 async fn traces(
     State(home): State<Arc<Home>>,
-    query: Result<Query<TracesQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<TracesQuery>, crate::api::extract::QueryRejection>,
 ) -> Result<Json<Vec<crate::traces::TraceView>>, HomeError> {
-    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.to_string()))?;
     Ok(Json(home.traces(
         q.device.as_deref(),
         q.service.as_deref(),

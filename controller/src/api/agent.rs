@@ -16,13 +16,15 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, State};
+use crate::api::extract::Json;
+use crate::api::extract::JsonRejection;
+use crate::api::extract::Query;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use http_body_util::BodyExt;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -446,9 +448,9 @@ fn default_wait() -> u64 {
 async fn config(
     State(home): State<Arc<Home>>,
     AgentNode(node): AgentNode,
-    query: Result<Query<ConfigQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ConfigQuery>, crate::api::extract::QueryRejection>,
 ) -> Result<Response, HomeError> {
-    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.to_string()))?;
     let mut rx = home.subscribe();
     let wait = Duration::from_secs(q.wait).min(MAX_WAIT);
     let newer = tokio::time::timeout(wait, rx.wait_for(|s| s.version > q.after)).await;
@@ -505,9 +507,9 @@ struct JobsQuery {
 async fn jobs(
     State(home): State<Arc<Home>>,
     AgentNode(node): AgentNode,
-    query: Result<Query<JobsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<JobsQuery>, crate::api::extract::QueryRejection>,
 ) -> Result<Response, HomeError> {
-    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.body_text()))?;
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.to_string()))?;
     let wait = Duration::from_secs(q.wait).min(MAX_WAIT);
     match home.next_job(&node, wait).await {
         Some(job) => {

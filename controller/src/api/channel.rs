@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use crate::api::extract::Json;
+use crate::api::extract::JsonRejection;
 use axum::extract::State;
-use axum::Json;
 
 use super::bad_json;
 use crate::channel::home::{ChannelRequest, ChannelView};

@@ -11,12 +11,13 @@
 pub mod admin;
 pub mod agent;
 pub mod channel;
+pub mod extract;
 pub mod web;
 pub mod wifi;
 
+use crate::api::extract::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use trellis_proto::pairing::ApiError;
 
 use crate::home::{HomeError, Kind};
@@ -56,8 +57,8 @@ impl IntoResponse for HomeError {
 }
 
 /// Malformed JSON gets the same error shape as every other failure, naming what was wrong.
-pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> HomeError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+pub fn bad_json(rejection: extract::JsonRejection) -> HomeError {
+    if matches!(rejection, extract::JsonRejection::TooLarge) {
         return HomeError::new(
             Kind::TooLarge,
             format!(
@@ -68,6 +69,6 @@ pub fn bad_json(rejection: axum::extract::rejection::JsonRejection) -> HomeError
     }
     HomeError::new(
         Kind::BadRequest,
-        format!("malformed request body: {}", rejection.body_text()),
+        format!("malformed request body: {rejection}"),
     )
 }

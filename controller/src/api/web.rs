@@ -14,13 +14,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::JsonRejection;
+use crate::api::extract::Json;
+use crate::api::extract::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use trellis_proto::api::NodeInfo;
 use trellis_proto::api::{CertHealth, LinkVerdict};
@@ -1122,10 +1123,10 @@ struct WhyQuery {
 async fn why(
     State(web): State<Arc<Web>>,
     _: Admin,
-    query: Result<axum::extract::Query<WhyQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<crate::api::extract::Query<WhyQuery>, crate::api::extract::QueryRejection>,
 ) -> WebResult<Json<trellis_proto::api::WhyAnswer>> {
-    let axum::extract::Query(q) =
-        query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let crate::api::extract::Query(q) =
+        query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     Ok(Json(web.home.why(q.source.trim(), q.target.trim())?))
 }
 

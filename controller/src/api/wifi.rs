@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use crate::api::extract::Json;
+use crate::api::extract::JsonRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use trellis_proto::home_wifi::NetworkKind;
 
 use super::bad_json;

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::Json;
+use crate::api::extract::Json;
+use crate::api::extract::Query;
+use axum::extract::State;
 use serde::Serialize;
 
 use super::{Admin, Web};
