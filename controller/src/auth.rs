@@ -38,7 +38,7 @@ use ring::digest;
 use tokio::sync::Semaphore;
 use trellis_io::listener::source_of;
 
-use crate::home::{HomeError, Kind};
+use crate::error::{HomeError, Kind};
 use crate::store::PasswordRecord;
 
 /// argon2id with 12 MiB and 3 passes: one of OWASP's recommended settings, and the one

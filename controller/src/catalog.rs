@@ -12,7 +12,8 @@ use trellis_proto::policy::{self, Device, Group, GroupDefault, Policy, Rule};
 use trellis_proto::snapshot::PeerNode;
 use trellis_proto::NodeName;
 
-use crate::home::{Home, HomeError, Kind, Result};
+use crate::error::{HomeError, Kind, Result};
+use crate::home::Home;
 use crate::store::DeviceRow;
 
 /// Services one agent report may carry (RAM and store stay bounded).

@@ -9,6 +9,7 @@
 //! - [`channel`]: the home's mesh channel, chosen from every router's survey (pure rule);
 //! - [`catalog`]: services, policy rules, device groups and `why`, as the controller keeps them;
 //! - [`home`]: the running home: store, CA, config snapshot and its watchers, in one place;
+//!   [`error`]: how a request into it fails (a kind the APIs map to a status, a message);
 //! - [`auth`]: the web page's admin password, setup token, sessions and login throttle;
 //! - [`api`]: the agent API (HTTPS, mutual TLS 1.3) and the admin API (root-only unix socket);
 //! - [`speedtest`]: speed tests between routers, queued here and run by the agents;
@@ -36,6 +37,7 @@ pub mod check;
 pub mod cli;
 pub mod cli_wifi;
 pub mod daemon;
+pub mod error;
 pub mod fleet;
 pub mod health;
 pub mod home;

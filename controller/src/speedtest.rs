@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use trellis_proto::api::{SpeedTest, SpeedTestJob, SpeedTestOutcome, SpeedTestState};
 use trellis_proto::{NodeName, SpiffeId};
 
-use crate::home::{HomeError, Kind};
+use crate::error::{HomeError, Kind};
 
 /// Finished tests kept for the page (RAM only).
 pub const MAX_KEPT: usize = 20;

@@ -24,7 +24,8 @@ use trellis_proto::NodeName;
 
 use crate::steering::{Associated, DeviceSteering, Now, RouterView};
 
-use crate::home::{Home, HomeError, Kind, Result};
+use crate::error::{HomeError, Kind, Result};
+use crate::home::Home;
 
 /// `PUT /v1/admin/wifi/{kind}`: a network to set. The passphrase may be left out when the
 /// network already exists (a new name, same password).

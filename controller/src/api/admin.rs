@@ -22,7 +22,8 @@ use trellis_proto::policy::{Policy, Rule};
 use trellis_proto::NodeName;
 
 use super::{bad_json, MAX_BODY};
-use crate::home::{Home, HomeError, Kind};
+use crate::error::{HomeError, Kind};
+use crate::home::Home;
 
 pub fn router(home: Arc<Home>) -> Router {
     Router::new()

@@ -43,7 +43,8 @@ use trellis_proto::tls::{cert_facts, provider, root_store, CertFacts, PROTOCOL_V
 use trellis_proto::NodeName;
 
 use super::{bad_json, MAX_BODY};
-use crate::home::{Home, HomeError, Kind};
+use crate::error::{HomeError, Kind};
+use crate::home::Home;
 
 /// Connections of enrolled routers (long polls included): a home has a handful of routers,
 /// each with two long polls and a report now and then.

@@ -10,7 +10,8 @@ use axum::extract::State;
 
 use super::bad_json;
 use crate::channel::home::{ChannelRequest, ChannelView};
-use crate::home::{Home, HomeError};
+use crate::error::HomeError;
+use crate::home::Home;
 
 pub async fn show(State(home): State<Arc<Home>>) -> Result<Json<ChannelView>, HomeError> {
     home.channel_view().map(Json)

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use trellis_proto::pairing::ApiError;
 
-use crate::home::{HomeError, Kind};
+use crate::error::{HomeError, Kind};
 
 /// The OpenAPI document of the admin, agent, pairing and web APIs, served at
 /// `/api/openapi.json`. A test keeps it and the routers in step.

@@ -31,7 +31,8 @@ use trellis_proto::NodeName;
 use super::bad_json;
 use crate::auth::{self, HashBusy, Hasher, Sessions, Throttle};
 use crate::ca::unix_now;
-use crate::home::{Home, HomeError};
+use crate::error::HomeError;
+use crate::home::Home;
 use crate::metrics::LoginRefusal;
 use crate::pairing::Progress;
 

@@ -11,7 +11,8 @@ use axum::Router;
 use trellis_proto::home_wifi::NetworkKind;
 
 use super::bad_json;
-use crate::home::{Home, HomeError, Kind};
+use crate::error::{HomeError, Kind};
+use crate::home::Home;
 use crate::steering::DeviceSteering;
 use crate::wifi::{NetworkChange, WifiChanged, WifiShown};
 

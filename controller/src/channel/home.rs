@@ -11,7 +11,8 @@ use super::{
     check, choose, Candidate, ChannelState, Choice, RadarClosure, Refusal, RouterSurvey, Rules,
     MAX_RADAR_CLOSURES, NON_OCCUPANCY_S,
 };
-use crate::home::{Home, HomeError, Kind, Result};
+use crate::error::{HomeError, Kind, Result};
+use crate::home::Home;
 
 /// How far ahead of the switch a move is published: the snapshot reaches every agent's long
 /// poll within a second or two; the rest is margin for a slow router.

@@ -9,7 +9,8 @@ use trellis_proto::channel::{channel_freq, Band, ChannelSurvey, RadioSurvey, Wid
 use trellis_proto::{NodeName, SpiffeId};
 
 use super::home::ChannelRequest;
-use crate::home::{Home, Kind, Settings};
+use crate::error::Kind;
+use crate::home::{Home, Settings};
 
 const ROUTERS: [&str; 3] = ["primary", "kitchen", "attic"];
 
