@@ -156,7 +156,8 @@ impl HealthMonitor {
                 .entry(l.peer)
                 .or_insert_with(|| LinkState::new(now_ms));
             // A silent peer dropped its link, even while its station entry still says ESTAB.
-            let est = l.is_established() && !is_silent(l);
+            // A blocked peer seen ESTAB is a new station entry about to be blocked again.
+            let est = l.is_established() && !is_silent(l) && st.blocked_since_ms.is_none();
             // A link we blocked shows BLOCKED: that is our doing, not a flap.
             if st.established && !est && st.blocked_since_ms.is_none() {
                 push_bounded(&mut st.flaps, now_ms);
@@ -180,6 +181,22 @@ impl HealthMonitor {
         self.links.retain(|_, st| {
             st.blocked_since_ms.is_some() || now_ms.saturating_sub(st.last_seen_ms) < FORGET_MS
         });
+        self.decide(now_ms)
+    }
+
+    /// Records that the link to `peer` went down at `now_ms`, as the radio said it did: the
+    /// kernel deleted the station (nl80211 `DEL_STATION`) or wpa_supplicant reported
+    /// `MESH-PEER-DISCONNECTED`. A dump alone can miss a drop: a peer that re-peers within
+    /// one poll interval (or before a busy router takes its next dump) looks as if it never
+    /// left, so the edges count here and the dumps only fill in what edges do not carry.
+    pub fn observe_link_lost(&mut self, now_ms: u64, peer: Mac) -> Vec<Action> {
+        if let Some(st) = self.links.get_mut(&peer) {
+            if st.established && st.blocked_since_ms.is_none() {
+                push_bounded(&mut st.flaps, now_ms);
+                st.add_penalty(now_ms, FLAP_PENALTY);
+            }
+            st.established = false;
+        }
         self.decide(now_ms)
     }
 
@@ -393,6 +410,35 @@ mod tests {
         let mut a = h.observe_links(t, &[link(1, "ESTAB", -50), link(2, "ESTAB", -50)]);
         a.extend(h.observe_links(t + 100, &[link(1, "HOLDING", -50), link(2, "ESTAB", -50)]));
         a
+    }
+
+    #[test]
+    fn drops_the_dumps_never_saw_still_count_and_block() {
+        let mut h = HealthMonitor::new();
+        let both_up = [link(1, "ESTAB", -50), link(2, "ESTAB", -50)];
+        h.observe_links(0, &both_up);
+        let mut actions = Vec::new();
+        for t in [1_000, 2_000, 3_000] {
+            // The station was deleted and re-peered before the next dump: every dump shows
+            // ESTAB, only the event saw the drop.
+            actions.extend(h.observe_link_lost(t, mac(1)));
+            actions.extend(h.observe_links(t + 500, &both_up));
+        }
+        assert!(
+            matches!(actions.as_slice(), [Action::Block { peer, .. }] if *peer == mac(1)),
+            "{actions:?}"
+        );
+        let r = h.report(3_500);
+        assert_eq!(r[0].flaps_10min, 3);
+        // A drop reported twice (the event, then a dump without the peer) is one drop.
+        let mut h = HealthMonitor::new();
+        h.observe_links(0, &both_up);
+        h.observe_link_lost(1_000, mac(1));
+        h.observe_links(1_100, &[link(2, "ESTAB", -50)]);
+        assert_eq!(h.report(1_100)[0].flaps_10min, 1);
+        // A peer the monitor never saw up did not drop a link.
+        h.observe_link_lost(1_200, mac(9));
+        assert!(h.report(1_200).iter().all(|l| l.peer != mac(9)));
     }
 
     #[test]

@@ -461,6 +461,7 @@ async fn on_wifi_event(
 ) {
     match ev {
         WifiEvent::PeerDel { ifindex: i, peer } if i == ifindex => {
+            link_lost(nl, ifindex, peer, "DELETED", out, state).await;
             // Heal now: forget every path through the lost peer, so the next frame starts a
             // fresh discovery instead of waiting for the path to time out.
             heal_paths_via(nl, ifindex, peer, out, state).await;
@@ -500,6 +501,30 @@ async fn on_wifi_event(
     }
 }
 
+/// The radio said the link to `peer` went down (an edge, not a dump): say so and let the
+/// damping count it now, before a fast re-peering can hide it from the next dump.
+async fn link_lost(
+    nl: &Nl80211,
+    ifindex: u32,
+    peer: Mac,
+    plink: &str,
+    out: &Reporter,
+    state: &mut State,
+) {
+    if state.links.get(&peer).is_some_and(|p| p == "ESTAB") {
+        out.line("peer_down", &json!({"peer": peer, "plink": plink}));
+        state.links.insert(peer, plink.to_string());
+    }
+    for action in state.health.observe_link_lost(out.elapsed_ms(), peer) {
+        match action {
+            // The station this drop deleted cannot be blocked; the decision stands and the
+            // next dump blocks the peer's new entry as soon as its beacons re-create it.
+            Action::Block { .. } => out.line("damping", &action),
+            Action::Unblock { .. } => apply_damping(nl, ifindex, &action, out).await,
+        }
+    }
+}
+
 async fn heal_paths_via(nl: &Nl80211, ifindex: u32, peer: Mac, out: &Reporter, state: &State) {
     for p in state.paths.values().filter(|p| p.next_hop == peer) {
         if nl.delete_mesh_path(ifindex, p.dst).await.is_ok() {
@@ -529,6 +554,7 @@ async fn on_supplicant_event(
         }
         SupplicantEvent::PeerDisconnected(peer) => {
             out.line("sae_peer_disconnected", &json!({"peer": peer}));
+            link_lost(nl, ifindex, peer, "DISCONNECTED", out, state).await;
         }
         SupplicantEvent::SaeAuthFailure(peer) => {
             // Retrying until sure: one failure under load is no reason to re-pair.
@@ -604,7 +630,23 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
         );
     }
 
-    // Damping.
+    // Damping. A blocked peer whose station entry is not BLOCKED (it was deleted and
+    // re-created since the block, by the kernel or by wpa_supplicant) is blocked again: the
+    // monitor's decision is the truth the radio must follow.
+    for l in links
+        .iter()
+        .filter(|l| l.plink != "BLOCKED" && state.health.is_blocked(&l.peer))
+    {
+        if let Err(e) = nl
+            .set_plink_action(ifindex, l.peer, PlinkAction::Block)
+            .await
+        {
+            out.line(
+                "error",
+                &json!({"what": format!("blocking a damped peer's new station entry failed: {e}"), "peer": l.peer}),
+            );
+        }
+    }
     for action in state.health.observe_links(now_ms, &links) {
         apply_damping(nl, ifindex, &action, out).await;
     }
