@@ -19,7 +19,7 @@ use trellis_proto::api::{LinkMedium, LinkVerdict, MeshLink, MAX_NODE_MACS};
 
 use crate::control::{Agent, Trust};
 use crate::neighbours::{Interface, KernelView};
-use crate::wifi::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// How often cables are looked for again (a cable plugged in shows within this).
 const EVERY: Duration = Duration::from_secs(15);
@@ -27,7 +27,7 @@ const EVERY: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cable {
     /// The far end's MAC, as the far router names itself.
-    pub peer: Mac,
+    pub peer: MacAddr,
     /// This router's interface (or bridge port) the cable is on.
     pub port: String,
 }
@@ -164,8 +164,8 @@ mod tests {
     use super::*;
     use crate::neighbours::{Learned, Neighbour};
 
-    fn mac(last: u8) -> Mac {
-        Mac([2, 0, 0, 0, 0, last])
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, last])
     }
 
     fn iface(name: &str, wifi: bool, bridge: bool) -> Interface {
@@ -263,7 +263,7 @@ mod tests {
         ifs.insert(
             6,
             Interface {
-                mac: Some(Mac([0; 6])),
+                mac: Some(MacAddr([0; 6])),
                 ..iface("tun0", false, false)
             },
         );
@@ -274,7 +274,7 @@ mod tests {
                 (
                     i,
                     Interface {
-                        mac: Some(Mac([2, 1, 0, 0, 0, i as u8])),
+                        mac: Some(MacAddr([2, 1, 0, 0, 0, i as u8])),
                         ..iface("eth", false, false)
                     },
                 )

@@ -18,7 +18,7 @@ use rtnetlink::packet_route::neighbour::{
 };
 use rtnetlink::packet_route::AddressFamily;
 
-use crate::wifi::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// Most entries read from one dump: a home holds tens, a busy office a few thousand.
 pub const MAX_ENTRIES: usize = 4096;
@@ -27,7 +27,7 @@ pub const MAX_ENTRIES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interface {
     pub name: String,
-    pub mac: Option<Mac>,
+    pub mac: Option<MacAddr>,
     /// The bridge it is a port of.
     pub master: Option<u32>,
     /// A radio (access point or mesh): what is behind it is reported by nl80211, not here.
@@ -43,14 +43,14 @@ pub struct Interface {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Neighbour {
     pub ip: IpAddr,
-    pub mac: Mac,
+    pub mac: MacAddr,
     pub ifindex: u32,
 }
 
 /// A MAC a bridge learned on one of its ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Learned {
-    pub mac: Mac,
+    pub mac: MacAddr,
     pub port: u32,
     /// The port's own address (a permanent entry), not something behind it.
     pub local: bool,
@@ -67,7 +67,7 @@ pub struct KernelView {
 
 impl KernelView {
     /// The port of bridge `bridge` that `mac` was learned on.
-    pub fn learned_port(&self, bridge: u32, mac: Mac) -> Option<u32> {
+    pub fn learned_port(&self, bridge: u32, mac: MacAddr) -> Option<u32> {
         self.fdb
             .iter()
             .find(|l| {
@@ -79,7 +79,7 @@ impl KernelView {
     }
 
     /// The MACs the kernel resolved for `addresses`.
-    pub fn macs_of(&self, addresses: &[IpAddr]) -> Vec<Mac> {
+    pub fn macs_of(&self, addresses: &[IpAddr]) -> Vec<MacAddr> {
         self.neighbours
             .iter()
             .filter(|n| addresses.contains(&n.ip))
@@ -120,7 +120,9 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<KernelView, Error> {
         for a in &l.attributes {
             match a {
                 LinkAttribute::IfName(n) => name = Some(n.clone()),
-                LinkAttribute::Address(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
+                LinkAttribute::Address(b) => {
+                    mac = <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
+                }
                 LinkAttribute::Controller(m) => master = Some(*m),
                 LinkAttribute::LinkInfo(info) => {
                     bridge = info
@@ -225,9 +227,11 @@ async fn dump(handle: &rtnetlink::Handle) -> Result<KernelView, Error> {
     Ok(view)
 }
 
-fn lladdr(n: &NeighbourMessage) -> Option<Mac> {
+fn lladdr(n: &NeighbourMessage) -> Option<MacAddr> {
     n.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(b) => <[u8; 6]>::try_from(b.as_slice()).ok().map(Mac),
+        NeighbourAttribute::LinkLayerAddress(b) => {
+            <[u8; 6]>::try_from(b.as_slice()).ok().map(MacAddr)
+        }
         _ => None,
     })
 }

@@ -55,10 +55,19 @@ pub enum PolicyError {
     BadTarget(String),
 }
 
-/// A device's hardware address, the identity DHCP and the wifi layer agree on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A 48-bit hardware address: the one MAC type of the project (devices in the policy, mesh
+/// peers and stations in the agent, BSSIDs). Printed `02:00:00:00:01:00`, lower case, as `iw`
+/// does, in logs (`Debug`) too; parsed by the one rule below (`:` or `-` between six two-digit
+/// hex bytes, nothing around them).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 impl FromStr for MacAddr {
     type Err = PolicyError;
@@ -827,7 +836,22 @@ mod tests {
         ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} is not a MAC");
         }
+        for bad in [
+            "",
+            "02:00",
+            "02:00:00:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "2:0:0:0:0:0",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} is not a MAC");
+        }
         assert_eq!(mac("0A-0b-0C-0d-0E-0f").to_string(), "0a:0b:0c:0d:0e:0f");
+        // Logs, JSON and the page print it one way.
+        let m = mac("02:00:00:00:0A:ff");
+        assert_eq!(format!("{m:?}"), "02:00:00:00:0a:ff");
+        let json = serde_json::to_string(&m).expect("serialises");
+        assert_eq!(json, "\"02:00:00:00:0a:ff\"");
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).expect("parses"), m);
     }
 
     #[test]

@@ -127,17 +127,14 @@ fn truncate_chars(s: &mut String, max: usize) {
     s.truncate(end);
 }
 
-/// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC.
+/// `aa:bb:cc:dd:ee:ff` from `AA-BB-CC-DD-EE-FF` and friends; `None` if it is not a MAC. The
+/// rule is [`trellis_proto::policy::MacAddr`]'s; blanks around text from people and agents
+/// are allowed.
 pub fn normalise_mac(mac: &str) -> Option<String> {
-    let parts: Vec<&str> = mac.trim().split([':', '-']).collect();
-    if parts.len() != 6
-        || !parts
-            .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    Some(parts.join(":").to_ascii_lowercase())
+    mac.trim()
+        .parse::<trellis_proto::policy::MacAddr>()
+        .ok()
+        .map(|m| m.to_string())
 }
 
 pub struct Home {

@@ -12,12 +12,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use crate::neighbours::KernelView;
-use crate::wifi::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// One learned MAC: which port of the bridge it sends from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdbEntry {
-    pub mac: Mac,
+    pub mac: MacAddr,
     pub port: u32,
     /// The port's own address (permanent entry), not a device.
     pub local: bool,
@@ -34,7 +34,7 @@ pub struct Port {
 /// A device learned on one of this router's own wired LAN ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WiredDevice {
-    pub mac: Mac,
+    pub mac: MacAddr,
     pub port: String,
 }
 
@@ -43,7 +43,7 @@ pub struct WiredDevice {
 pub fn local_devices(
     entries: &[FdbEntry],
     ports: &HashMap<u32, Port>,
-    router_macs: &HashSet<Mac>,
+    router_macs: &HashSet<MacAddr>,
 ) -> Vec<WiredDevice> {
     let backhaul: HashSet<u32> = entries
         .iter()
@@ -120,7 +120,7 @@ pub fn on_bridge(
             local: l.local,
         })
         .collect();
-    let router_macs: HashSet<Mac> = view.macs_of(routers).into_iter().collect();
+    let router_macs: HashSet<MacAddr> = view.macs_of(routers).into_iter().collect();
     Ok(local_devices(&entries, &ports, &router_macs))
 }
 
@@ -128,8 +128,8 @@ pub fn on_bridge(
 mod tests {
     use super::*;
 
-    fn mac(last: u8) -> Mac {
-        Mac([2, 0, 0, 0, 0, last])
+    fn mac(last: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, last])
     }
 
     fn entry(last: u8, port: u32) -> FdbEntry {
@@ -187,7 +187,7 @@ mod tests {
             &ports(),
             &HashSet::new(),
         );
-        let macs: Vec<Mac> = found.iter().map(|d| d.mac).collect();
+        let macs: Vec<MacAddr> = found.iter().map(|d| d.mac).collect();
         assert_eq!(macs, vec![mac(1), mac(10)]);
     }
 }

@@ -206,7 +206,7 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wifi::Mac;
+    use trellis_proto::policy::MacAddr;
 
     fn lease(mac: &str, ip: &str, host: &str) -> Lease {
         Lease {
@@ -220,7 +220,7 @@ mod tests {
 
     fn client(last: u8, signal: i8) -> ApClient {
         ApClient {
-            mac: Mac([2, 0, 0, 0, 0, last]),
+            mac: MacAddr([2, 0, 0, 0, 0, last]),
             interface: "phy1-ap0".into(),
             signal_dbm: Some(signal),
             inactive_ms: Some(40),

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 use super::nl80211::PeerLink;
-use super::Mac;
 use trellis_proto::api::LinkVerdict;
+use trellis_proto::policy::MacAddr;
 
 pub const FLAP_PENALTY: f64 = 1000.0;
 /// Three flaps in quick succession block the link.
@@ -56,14 +56,14 @@ pub const SILENT_MS: u32 = 5_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    Block { peer: Mac, why: String },
-    Unblock { peer: Mac, why: String },
+    Block { peer: MacAddr, why: String },
+    Unblock { peer: MacAddr, why: String },
 }
 
 /// One link as reported to the controller and the page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LinkReport {
-    pub peer: Mac,
+    pub peer: MacAddr,
     pub plink: String,
     /// The peer link is up (ESTAB) now.
     pub established: bool,
@@ -136,7 +136,7 @@ fn push_bounded(q: &mut VecDeque<u64>, t: u64) {
 /// Health of every peer link of one mesh interface.
 #[derive(Debug, Default)]
 pub struct HealthMonitor {
-    links: BTreeMap<Mac, LinkState>,
+    links: BTreeMap<MacAddr, LinkState>,
 }
 
 impl HealthMonitor {
@@ -168,7 +168,7 @@ impl HealthMonitor {
             st.last_seen_ms = now_ms;
         }
         // A peer missing from the dump lost its link too (the station entry was deleted).
-        let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
+        let seen: Vec<MacAddr> = links.iter().map(|l| l.peer).collect();
         for (peer, st) in self.links.iter_mut() {
             if !seen.contains(peer) && st.established {
                 st.established = false;
@@ -189,7 +189,7 @@ impl HealthMonitor {
     /// `MESH-PEER-DISCONNECTED`. A dump alone can miss a drop: a peer that re-peers within
     /// one poll interval (or before a busy router takes its next dump) looks as if it never
     /// left, so the edges count here and the dumps only fill in what edges do not carry.
-    pub fn observe_link_lost(&mut self, now_ms: u64, peer: Mac) -> Vec<Action> {
+    pub fn observe_link_lost(&mut self, now_ms: u64, peer: MacAddr) -> Vec<Action> {
         if let Some(st) = self.links.get_mut(&peer) {
             if st.established && st.blocked_since_ms.is_none() {
                 push_bounded(&mut st.flaps, now_ms);
@@ -202,7 +202,7 @@ impl HealthMonitor {
 
     /// Records that the path to some destination moved from next hop `old` to `new`: both
     /// links take part in the churn.
-    pub fn observe_path_change(&mut self, now_ms: u64, old: Option<Mac>, new: Mac) {
+    pub fn observe_path_change(&mut self, now_ms: u64, old: Option<MacAddr>, new: MacAddr) {
         for peer in old.into_iter().chain(std::iter::once(new)) {
             if let Some(st) = self.links.get_mut(&peer) {
                 push_bounded(&mut st.path_changes, now_ms);
@@ -215,7 +215,7 @@ impl HealthMonitor {
         self.decide(now_ms)
     }
 
-    pub fn is_blocked(&self, peer: &Mac) -> bool {
+    pub fn is_blocked(&self, peer: &MacAddr) -> bool {
         self.links
             .get(peer)
             .is_some_and(|s| s.blocked_since_ms.is_some())
@@ -385,8 +385,8 @@ pub fn advise(
 mod tests {
     use super::*;
 
-    fn mac(n: u8) -> Mac {
-        Mac([2, 0, 0, 0, n, 0])
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, n, 0])
     }
 
     fn link(n: u8, plink: &str, signal: i8) -> PeerLink {
@@ -446,7 +446,7 @@ mod tests {
         let mut h = HealthMonitor::new();
         // Peer 1 is up; peer 3 is in range but its link never comes up (a wrong password).
         h.observe_links(0, &[link(1, "ESTAB", -50), link(3, "OPN_SNT", -45)]);
-        let up: Vec<(Mac, bool)> = h
+        let up: Vec<(MacAddr, bool)> = h
             .report(0)
             .iter()
             .map(|l| (l.peer, l.established))
@@ -626,7 +626,7 @@ mod tests {
         let many: Vec<PeerLink> = (0..=255u8)
             .map(|n| {
                 let mut l = link(n, "ESTAB", -50);
-                l.peer = Mac([2, 0, 0, 1, n, 0]);
+                l.peer = MacAddr([2, 0, 0, 1, n, 0]);
                 l
             })
             .collect();

@@ -28,7 +28,7 @@ use super::role::{Role, RoleDecision, RoleInputs, RoleMachine};
 use super::sae::{Ctrl, Supplicant, SupplicantConfig, SupplicantEvent};
 use super::sae_failures::{SaeFailures, SaeVerdict};
 pub use super::settings::{Error, MeshArgs, MeshSecurity, MeshSettings, RoleArg};
-use super::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// Entry point for the CLI: own single-threaded runtime (a router has one or two cores).
 /// `paired`: the mesh credentials the controller handed over at pairing, used when the
@@ -435,9 +435,9 @@ async fn try_set_params(nl: &Nl80211, ifindex: u32, d: &RoleDecision, out: &Repo
 
 struct State {
     /// This node's mesh interface MAC.
-    mac: Option<Mac>,
-    links: BTreeMap<Mac, String>,
-    paths: BTreeMap<Mac, MeshPath>,
+    mac: Option<MacAddr>,
+    links: BTreeMap<MacAddr, String>,
+    paths: BTreeMap<MacAddr, MeshPath>,
     formed: bool,
     started: Instant,
     health: HealthMonitor,
@@ -506,7 +506,7 @@ async fn on_wifi_event(
 async fn link_lost(
     nl: &Nl80211,
     ifindex: u32,
-    peer: Mac,
+    peer: MacAddr,
     plink: &str,
     out: &Reporter,
     state: &mut State,
@@ -525,7 +525,7 @@ async fn link_lost(
     }
 }
 
-async fn heal_paths_via(nl: &Nl80211, ifindex: u32, peer: Mac, out: &Reporter, state: &State) {
+async fn heal_paths_via(nl: &Nl80211, ifindex: u32, peer: MacAddr, out: &Reporter, state: &State) {
     for p in state.paths.values().filter(|p| p.next_hop == peer) {
         if nl.delete_mesh_path(ifindex, p.dst).await.is_ok() {
             out.line(
@@ -693,7 +693,7 @@ async fn refresh(nl: &Nl80211, ifindex: u32, s: &MeshSettings, out: &Reporter, s
         let since = *state.no_link_since.get_or_insert_with(Instant::now);
         if !state.diagnosed && since.elapsed() >= DIAGNOSE_AFTER {
             state.diagnosed = true;
-            let seen: Vec<Mac> = links.iter().map(|l| l.peer).collect();
+            let seen: Vec<MacAddr> = links.iter().map(|l| l.peer).collect();
             let sae = matches!(s.security, MeshSecurity::Sae(_));
             let auth = if state.auth_failures.any_sure() {
                 AuthFailures::Sure

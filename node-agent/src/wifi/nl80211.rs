@@ -21,7 +21,7 @@ use wl_nl80211::{
 };
 
 use super::raw_nla::{self, MeshParam, MpathInfo, NlaWriter, PlinkAction};
-use super::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// Dumps stop here: a home mesh has a handful of peers; a kernel that returns thousands of
 /// entries is misbehaving and must not make the agent grow without bound.
@@ -64,14 +64,14 @@ pub struct WifiInterface {
     pub name: String,
     pub wiphy: u32,
     pub iftype: String,
-    pub mac: Option<Mac>,
+    pub mac: Option<MacAddr>,
     pub freq_mhz: Option<u32>,
 }
 
 /// The state of one peer link (`iw dev X station dump`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerLink {
-    pub peer: Mac,
+    pub peer: MacAddr,
     /// ESTAB, LISTEN, OPN_SNT, OPN_RCVD, CNF_RCVD, HOLDING, BLOCKED (the `iw` names).
     pub plink: String,
     pub signal_dbm: Option<i8>,
@@ -97,7 +97,7 @@ impl PeerLink {
 /// A wifi client associated with one of this router's access points.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApClient {
-    pub mac: Mac,
+    pub mac: MacAddr,
     pub interface: String,
     pub signal_dbm: Option<i8>,
     pub inactive_ms: Option<u32>,
@@ -106,8 +106,8 @@ pub struct ApClient {
 /// One mesh path (`iw dev X mpath dump`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MeshPath {
-    pub dst: Mac,
-    pub next_hop: Mac,
+    pub dst: MacAddr,
+    pub next_hop: MacAddr,
     #[serde(flatten)]
     pub info: MpathInfo,
 }
@@ -118,17 +118,17 @@ pub enum WifiEvent {
     /// NEW_STATION: a peer appeared (or a peer link changed state).
     PeerNew {
         ifindex: u32,
-        peer: Mac,
+        peer: MacAddr,
     },
     /// DEL_STATION: a peer is gone.
     PeerDel {
         ifindex: u32,
-        peer: Mac,
+        peer: MacAddr,
     },
     /// NEW_PEER_CANDIDATE: a mesh beacon from a node we have no link with (user MPM only).
     PeerCandidate {
         ifindex: u32,
-        peer: Mac,
+        peer: MacAddr,
     },
     /// RADAR_DETECT: the radio's DFS detector reports on `freq_mhz` (a radar, or a channel
     /// availability check finishing or aborting, or the non-occupancy period ending).
@@ -359,7 +359,7 @@ impl Nl80211 {
     }
 
     /// `iw dev X station del PEER`: drops the peer's station entry (and any BLOCKED state).
-    pub async fn delete_station(&self, ifindex: u32, peer: Mac) -> Result<(), Error> {
+    pub async fn delete_station(&self, ifindex: u32, peer: MacAddr) -> Result<(), Error> {
         self.raw(cmd::DEL_STATION, ifindex_mac_attrs(ifindex, peer), false)
             .await
             .map(|_| ())
@@ -383,7 +383,7 @@ impl Nl80211 {
     }
 
     /// `iw dev X mpath del DST`: forgets a path so the next frame starts a fresh discovery.
-    pub async fn delete_mesh_path(&self, ifindex: u32, dst: Mac) -> Result<(), Error> {
+    pub async fn delete_mesh_path(&self, ifindex: u32, dst: MacAddr) -> Result<(), Error> {
         self.raw(cmd::DEL_MPATH, ifindex_mac_attrs(ifindex, dst), false)
             .await
             .map(|_| ())
@@ -570,7 +570,7 @@ impl Nl80211 {
     pub async fn set_plink_action(
         &self,
         ifindex: u32,
-        peer: Mac,
+        peer: MacAddr,
         action: PlinkAction,
     ) -> Result<(), Error> {
         let mut w = NlaWriter::new();
@@ -658,7 +658,7 @@ pub fn event_from_message(msg: &RawNl80211) -> WifiEvent {
     for (k, v) in raw_nla::attrs(&msg.attrs).flatten() {
         match k {
             raw_nla::ATTR_IFINDEX => ifindex = u32_of(v).unwrap_or(ifindex),
-            raw_nla::ATTR_MAC => mac = raw_nla::parse_mac(k, v).ok().map(Mac),
+            raw_nla::ATTR_MAC => mac = raw_nla::parse_mac(k, v).ok().map(MacAddr),
             raw_nla::ATTR_WIPHY_FREQ => freq = u32_of(v),
             raw_nla::ATTR_RADAR_EVENT => radar = u32_of(v),
             _ => {}
@@ -795,7 +795,7 @@ fn ifindex_attr(ifindex: u32) -> Vec<u8> {
         .finish()
 }
 
-fn ifindex_mac_attrs(ifindex: u32, mac: Mac) -> Vec<u8> {
+fn ifindex_mac_attrs(ifindex: u32, mac: MacAddr) -> Vec<u8> {
     NlaWriter::new()
         .u32(raw_nla::ATTR_IFINDEX, ifindex)
         .bytes(raw_nla::ATTR_MAC, &mac.0)
@@ -811,8 +811,8 @@ pub fn mesh_path_from_attrs(buf: &[u8]) -> Result<Option<MeshPath>, raw_nla::Nla
     for a in raw_nla::attrs(buf) {
         let (k, v) = a?;
         match k {
-            raw_nla::ATTR_MAC => dst = Some(Mac(raw_nla::parse_mac(k, v)?)),
-            raw_nla::ATTR_MPATH_NEXT_HOP => next_hop = Some(Mac(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_MAC => dst = Some(MacAddr(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_MPATH_NEXT_HOP => next_hop = Some(MacAddr(raw_nla::parse_mac(k, v)?)),
             raw_nla::ATTR_MPATH_INFO => info = Some(raw_nla::parse_mpath_info(v)?),
             _ => {}
         }
@@ -835,7 +835,7 @@ pub fn peer_link_from_attrs(buf: &[u8]) -> Result<Option<PeerLink>, raw_nla::Nla
     for a in raw_nla::attrs(buf) {
         let (k, v) = a?;
         match k {
-            raw_nla::ATTR_MAC => peer = Some(Mac(raw_nla::parse_mac(k, v)?)),
+            raw_nla::ATTR_MAC => peer = Some(MacAddr(raw_nla::parse_mac(k, v)?)),
             raw_nla::ATTR_STA_INFO => st = Some(raw_nla::parse_sta_info(v)?),
             _ => {}
         }
@@ -871,7 +871,7 @@ fn interface_from_attrs(attrs: &[Nl80211Attr]) -> Option<WifiInterface> {
             Nl80211Attr::IfName(n) => name = Some(n.clone()),
             Nl80211Attr::Wiphy(w) => wiphy = Some(*w),
             Nl80211Attr::IfType(t) => iftype = Some(iftype_name(t)),
-            Nl80211Attr::Mac(m) => mac = Some(Mac(*m)),
+            Nl80211Attr::Mac(m) => mac = Some(MacAddr(*m)),
             Nl80211Attr::WiphyFreq(f) => freq = Some(*f),
             _ => {}
         }
@@ -980,13 +980,13 @@ mod tests {
     fn station_events_name_the_peer() {
         let msg = RawNl80211 {
             cmd: cmd::DEL_STATION,
-            attrs: ifindex_mac_attrs(7, Mac([2, 0, 0, 0, 3, 0])),
+            attrs: ifindex_mac_attrs(7, MacAddr([2, 0, 0, 0, 3, 0])),
         };
         assert_eq!(
             event_from_message(&msg),
             WifiEvent::PeerDel {
                 ifindex: 7,
-                peer: Mac([2, 0, 0, 0, 3, 0])
+                peer: MacAddr([2, 0, 0, 0, 3, 0])
             }
         );
     }

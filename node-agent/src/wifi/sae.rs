@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// Replies and events of wpa_supplicant are short text; anything longer is cut here.
 const CTRL_BUF: usize = 4096;
@@ -347,14 +347,14 @@ pub enum SupplicantEvent {
     /// `MESH-GROUP-REMOVED`: left the mesh.
     GroupRemoved,
     /// `MESH-PEER-CONNECTED MAC`: SAE and AMPE done, link established.
-    PeerConnected(Mac),
+    PeerConnected(MacAddr),
     /// `MESH-PEER-DISCONNECTED MAC`.
-    PeerDisconnected(Mac),
+    PeerDisconnected(MacAddr),
     /// `MESH-SAE-AUTH-FAILURE addr=MAC`: SAE with that peer failed (wrong password, or a peer
     /// with other credentials).
-    SaeAuthFailure(Mac),
+    SaeAuthFailure(MacAddr),
     /// `MESH-SAE-AUTH-BLOCKED addr=MAC duration=S`: wpa_supplicant stops trying for S seconds.
-    SaeAuthBlocked { peer: Mac, seconds: u32 },
+    SaeAuthBlocked { peer: MacAddr, seconds: u32 },
     /// Anything else, kept short for the log.
     Other(String),
 }
@@ -370,7 +370,7 @@ pub fn parse_event(msg: &str) -> SupplicantEvent {
     let mut words = body.split_whitespace();
     let name = words.next().unwrap_or("");
     let rest: Vec<&str> = words.collect();
-    let mac_arg = |key: Option<&str>| -> Option<Mac> {
+    let mac_arg = |key: Option<&str>| -> Option<MacAddr> {
         rest.iter().find_map(|w| match key {
             Some(k) => w.strip_prefix(k).and_then(|v| v.parse().ok()),
             None => w.parse().ok(),
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn mesh_events_are_parsed() {
-        let a: Mac = "02:00:00:00:01:00".parse().expect("mac");
+        let a: MacAddr = "02:00:00:00:01:00".parse().expect("mac");
         assert_eq!(
             parse_event("<3>MESH-PEER-CONNECTED 02:00:00:00:01:00"),
             SupplicantEvent::PeerConnected(a)

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Mac;
+use trellis_proto::policy::MacAddr;
 
 /// Failures with one peer, with no success between them, before the diagnosis is sure.
 pub const SURE_FAILURES: u32 = 3;
@@ -82,7 +82,7 @@ impl Failures {
 /// SAE failures per peer since its last success (bounded).
 #[derive(Debug, Default)]
 pub struct SaeFailures {
-    peers: BTreeMap<Mac, Failures>,
+    peers: BTreeMap<MacAddr, Failures>,
 }
 
 impl SaeFailures {
@@ -91,7 +91,7 @@ impl SaeFailures {
     }
 
     /// A `MESH-SAE-AUTH-FAILURE` with `peer` at `now_ms`; returns what it says now.
-    pub fn failure(&mut self, now_ms: u64, peer: Mac) -> SaeVerdict {
+    pub fn failure(&mut self, now_ms: u64, peer: MacAddr) -> SaeVerdict {
         self.forget_old(now_ms);
         if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_PEERS {
             // Make room by forgetting the peer whose last failure is oldest.
@@ -115,12 +115,12 @@ impl SaeFailures {
     }
 
     /// The peer authenticated (connected, or its link is up): its failures were passing.
-    pub fn success(&mut self, peer: Mac) {
+    pub fn success(&mut self, peer: MacAddr) {
         self.peers.remove(&peer);
     }
 
     /// What the failures with `peer` say, if it failed since its last success.
-    pub fn verdict(&self, peer: &Mac) -> Option<SaeVerdict> {
+    pub fn verdict(&self, peer: &MacAddr) -> Option<SaeVerdict> {
         self.peers.get(peer).map(|f| f.verdict())
     }
 
@@ -150,8 +150,8 @@ impl SaeFailures {
 mod tests {
     use super::*;
 
-    fn mac(n: u8) -> Mac {
-        Mac([2, 0, 0, 0, n, 0])
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, n, 0])
     }
 
     #[test]
