@@ -74,7 +74,7 @@ fn the_document_lists_every_route_and_only_those() {
     for source in [
         include_str!("../src/api/admin.rs"),
         include_str!("../src/api/agent.rs"),
-        include_str!("../src/api/web.rs"),
+        include_str!("../src/api/web/mod.rs"),
         include_str!("../src/api/wifi.rs"),
     ] {
         served.extend(routes_in(source));
