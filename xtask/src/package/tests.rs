@@ -10,8 +10,9 @@ fn ws() -> PathBuf {
     crate::root()
 }
 
-/// A fresh scratch folder; the counter keeps tests that run in parallel apart.
-fn tmp(name: &str) -> PathBuf {
+/// A fresh scratch folder, removed when the test is done with it (a failed assertion too:
+/// the panic drops it); the counter keeps tests that run in parallel apart.
+fn tmp(name: &str) -> Scratch {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
@@ -20,7 +21,28 @@ fn tmp(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A stand-in "binary": a valid ELF header for `arch` and some padding.
@@ -32,13 +54,15 @@ fn fake_binary(dir: &Path, name: &str, arch: &str) -> PathBuf {
     p
 }
 
-fn packages(arch: &str, bin_arch: &str) -> Vec<spec::Package> {
+/// The three packages over stand-in binaries, which live as long as the returned folder.
+fn packages(arch: &str, bin_arch: &str) -> (Scratch, Vec<spec::Package>) {
     let dir = tmp(&format!("bins-{arch}-{bin_arch}"));
-    vec![
+    let pkgs = vec![
         spec::agent(arch, &fake_binary(&dir, "trellis-agent", bin_arch)),
         spec::controller(arch, &fake_binary(&dir, "trellis-controller", bin_arch)),
         spec::luci(&ws()).unwrap(),
-    ]
+    ];
+    (dir, pkgs)
 }
 
 fn problems_of(pkg: &spec::Package) -> Vec<String> {
@@ -49,7 +73,8 @@ fn problems_of(pkg: &spec::Package) -> Vec<String> {
 #[test]
 fn every_package_of_every_arch_passes_the_opkg_checks() {
     for t in crate::cross::targets().unwrap() {
-        for pkg in packages(&t.openwrt_arch, &t.openwrt_arch) {
+        let (_bins, pkgs) = packages(&t.openwrt_arch, &t.openwrt_arch);
+        for pkg in pkgs {
             let p = problems_of(&pkg);
             assert!(p.is_empty(), "{}: {p:#?}", pkg.ipk_file_name());
         }
@@ -58,7 +83,7 @@ fn every_package_of_every_arch_passes_the_opkg_checks() {
 
 #[test]
 fn packages_read_back_with_the_expected_contents() {
-    let pkgs = packages("aarch64_cortex-a53", "aarch64_cortex-a53");
+    let (_bins, pkgs) = packages("aarch64_cortex-a53", "aarch64_cortex-a53");
     let bytes = ipk::build(&pkgs[0], &ws(), 1).unwrap();
     let ipk = read::read(&bytes).unwrap();
     assert_eq!(
@@ -129,7 +154,7 @@ fn packages_read_back_with_the_expected_contents() {
 
 #[test]
 fn output_is_deterministic() {
-    let pkgs = packages("x86_64", "x86_64");
+    let (_bins, pkgs) = packages("x86_64", "x86_64");
     for p in &pkgs {
         assert_eq!(
             ipk::build(p, &ws(), 42).unwrap(),
@@ -143,7 +168,8 @@ fn output_is_deterministic() {
 #[test]
 fn gnu_tar_reads_what_we_write() {
     let dir = tmp("gnu-tar");
-    let pkg = &packages("mipsel_24kc", "mipsel_24kc")[0];
+    let (_bins, pkgs) = packages("mipsel_24kc", "mipsel_24kc");
+    let pkg = &pkgs[0];
     let path = dir.join(pkg.ipk_file_name());
     std::fs::write(&path, ipk::build(pkg, &ws(), 1).unwrap()).unwrap();
     checks::gnu_tar_reads(&path).unwrap();
@@ -152,7 +178,8 @@ fn gnu_tar_reads_what_we_write() {
 #[test]
 fn a_binary_for_the_wrong_cpu_is_caught() {
     // mips big-endian binaries in a mipsel package: the classic mix-up.
-    let pkg = &packages("mipsel_24kc", "mips_24kc")[0];
+    let (_bins, pkgs) = packages("mipsel_24kc", "mips_24kc");
+    let pkg = &pkgs[0];
     let p = problems_of(pkg);
     assert!(
         p.iter()
@@ -160,13 +187,15 @@ fn a_binary_for_the_wrong_cpu_is_caught() {
                 && m.contains("big-endian")),
         "{p:#?}"
     );
-    let pkg = &packages("aarch64_cortex-a53", "x86_64")[1];
+    let (_bins, pkgs) = packages("aarch64_cortex-a53", "x86_64");
+    let pkg = &pkgs[1];
     assert!(problems_of(pkg).iter().any(|m| m.contains("e_machine 62")));
 }
 
 #[test]
 fn wrong_modes_missing_files_and_bad_conffiles_are_caught() {
-    let mut pkg = packages("x86_64", "x86_64").remove(0);
+    let (_bins, mut pkgs) = packages("x86_64", "x86_64");
+    let mut pkg = pkgs.remove(0);
     pkg.files[0].mode = 0o644; // the binary
     pkg.files[1].mode = 0o644; // the init script
     pkg.conffiles.push("/etc/trellis/nothing".into());
@@ -185,7 +214,8 @@ fn wrong_modes_missing_files_and_bad_conffiles_are_caught() {
 
 #[test]
 fn a_misnamed_package_or_an_ar_archive_is_rejected() {
-    let pkg = &packages("x86_64", "x86_64")[0];
+    let (_bins, pkgs) = packages("x86_64", "x86_64");
+    let pkg = &pkgs[0];
     let bytes = ipk::build(pkg, &ws(), 1).unwrap();
     let p = verify(&bytes, "trellis-agent.ipk").unwrap();
     assert!(p.iter().any(|m| m.contains("opkg's convention")), "{p:#?}");
@@ -1166,7 +1196,7 @@ image:
 \t@touch $(BIN_DIR)/openwrt-trellis-glinet_gl-mt6000-squashfs-sysupgrade.bin
 ";
 
-fn fake_ib(arch: &str, apk: bool) -> (PathBuf, PathBuf) {
+fn fake_ib(arch: &str, apk: bool) -> (PathBuf, Scratch) {
     let dir = tmp("ib");
     let ib = dir.join("ib");
     std::fs::create_dir_all(&ib).unwrap();
@@ -1344,7 +1374,7 @@ fn apk_packages_are_staged_the_way_openwrt_25_12_expects() {
     let dir = tmp("apk");
     let tool = dir.join("apk");
     write_exec(&tool, APK_STANDIN);
-    let pkgs = packages("x86_64", "x86_64");
+    let (_bins, pkgs) = packages("x86_64", "x86_64");
     for pkg in &pkgs {
         let log = dir.join(format!("log-{}", pkg.name));
         std::fs::create_dir_all(&log).unwrap();
