@@ -575,7 +575,7 @@ async fn the_topology_names_both_ends_of_every_reported_mesh_link() {
     ] {
         let path = dirs.path().join(file);
         std::fs::write(&path, body.to_string()).unwrap();
-        agent.set_mesh_report_file(path);
+        agent.published.mesh_report_file.publish(Some(path));
         agent.report_once().await.unwrap();
     }
     let topology = th.home.topology();
@@ -641,7 +641,7 @@ async fn a_silent_relays_links_leave_the_map_and_the_hops_take_the_other_path() 
             serde_json::json!({"mac": mac(own), "links": links}).to_string(),
         )
         .unwrap();
-        agent.set_mesh_report_file(path);
+        agent.published.mesh_report_file.publish(Some(path));
         agent.report_once().await.unwrap();
         agents.push(agent);
     }
@@ -723,7 +723,7 @@ async fn each_router_learns_its_mesh_hops_to_the_others_from_the_topology() {
             serde_json::json!({"mac": mac, "links": links}).to_string(),
         )
         .unwrap();
-        agent.set_mesh_report_file(path);
+        agent.published.mesh_report_file.publish(Some(path));
         agent.report_once().await.unwrap();
         agents.push(agent);
     }
@@ -807,7 +807,10 @@ async fn a_lying_agent_cannot_crash_or_bloat_the_device_map() {
         }),
         port: Some("p".repeat(100)),
     };
-    agent.set_seen_devices((0..90).map(device).collect());
+    agent
+        .published
+        .devices
+        .publish((0..90).map(device).collect());
     agent.report_once().await.unwrap();
     let placed = th.home.devices_by_router().unwrap();
     let at_attic = &placed[&name("attic")];

@@ -434,9 +434,9 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
     // attic claims nas at its own addresses, and reports a service of its own with many.
     let mut report = vec![seen("nas", "10.0.0.9"), seen("camera", "10.0.4.1")];
     report.extend((1..=9).map(|i| seen("media", &format!("10.0.1.{i}"))));
-    attic.set_seen_services(report);
+    attic.published.services.publish(report);
     attic.report_once().await.unwrap();
-    attic.set_seen_services(
+    attic.published.services.publish(
         (1..=9)
             .map(|i| seen("nas", &format!("10.0.2.{i}")))
             .collect(),
@@ -470,7 +470,10 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
     assert_eq!(instances_of(&all, "nas").len(), 8);
     assert_eq!(instances_of(&all, "media").len(), 8);
     // Once the admin added to it, media is the admin's: attic's new address is not taken.
-    attic.set_seen_services(vec![seen("media", "10.0.3.1")]);
+    attic
+        .published
+        .services
+        .publish(vec![seen("media", "10.0.3.1")]);
     attic.report_once().await.unwrap();
     assert_eq!(instances_of(&services(d, &c), "media").len(), 8);
     // The refusals are in the log, once per interval, not once per report.
@@ -483,7 +486,10 @@ async fn a_router_cannot_take_over_a_service_or_crowd_out_the_admin() {
     // A removed router owns nothing: the router that sees its device now takes it over.
     let out = trellis(d, &c.socket, &["remove-node", "attic"]);
     assert!(out.status.success(), "{}", text(&out));
-    cellar.set_seen_services(vec![seen("camera", "10.0.4.1")]);
+    cellar
+        .published
+        .services
+        .publish(vec![seen("camera", "10.0.4.1")]);
     cellar.report_once().await.unwrap();
     assert_eq!(
         instances_of(&services(d, &c), "camera"),

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use trellis_proto::api::{LinkMedium, LinkVerdict, MeshLink, MAX_NODE_MACS};
 
+use crate::control::telemetry::Cables;
 use crate::control::{Agent, Trust};
 use crate::neighbours::{Interface, KernelView};
 use trellis_proto::policy::MacAddr;
@@ -144,7 +145,10 @@ pub fn start(agent: Agent, trust: Trust) -> tokio::task::JoinHandle<()> {
                         for c in &cables {
                             tracing::debug!(peer = %c.peer, port = %c.port, "another router is behind a cable");
                         }
-                        agent.set_cables(now.0.clone(), now.1.clone());
+                        agent.published.cables.publish(Cables {
+                            links: now.0.clone(),
+                            macs: now.1.clone(),
+                        });
                         last = Some(now);
                     }
                 }

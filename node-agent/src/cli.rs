@@ -231,7 +231,10 @@ pub fn main() -> ExitCode {
                     args.telemetry_interval,
                 ));
                 tracing::info!(identity = %agent.node.identity, controller = %agent.node.controller, "trellis-agent running");
-                agent.set_mesh_report_file(args.mesh_report.clone());
+                agent
+                    .published
+                    .mesh_report_file
+                    .publish(Some(args.mesh_report.clone()));
                 let speedtest = match optional_addr(&args.speedtest_listen, "--speedtest-listen") {
                     Ok(a) => a,
                     Err(e) => {

@@ -17,6 +17,7 @@ use trellis_proto::api::SeenService;
 use trellis_proto::catalog::LearnedVia;
 use trellis_proto::snapshot::ConfigSnapshot;
 
+use crate::control::telemetry::Slot;
 use crate::control::{Agent, AgentHandle};
 use crate::discovery::{self, DiscoveryEvent, MdnsBrowser};
 use crate::intercept::{Interception, Rules};
@@ -125,7 +126,11 @@ fn trust_fingerprint(snapshot: &ConfigSnapshot, serial: &trellis_proto::CertSeri
 /// Start the data plane once the first snapshot is known (stored or fresh).
 pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<ServiceMesh> {
     let metrics = Arc::new(Metrics::new());
-    agent.agent.set_metrics(metrics.clone());
+    agent
+        .agent
+        .published
+        .proxy_metrics
+        .publish(Some(metrics.clone()));
     let mut trust = agent.trust.clone();
     let snapshot = trust
         .wait_for_version(1)
@@ -177,12 +182,12 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     };
     match advertise {
         Some(ip) => {
+            // The report task announces it at once.
             agent
                 .agent
-                .set_addresses(vec![SocketAddr::new(ip, proxy.inbound.port()).to_string()]);
-            if let Err(e) = agent.agent.report_once().await {
-                tracing::warn!("could not announce the tunnel address yet: {e}");
-            }
+                .published
+                .tunnel_addresses
+                .publish(vec![SocketAddr::new(ip, proxy.inbound.port()).to_string()]);
         }
         None => tracing::warn!("no address to announce for the tunnel endpoint; use --advertise"),
     }
@@ -303,7 +308,7 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
             Ok((browser, events)) => tasks.push(tokio::spawn(report_discoveries(
                 browser,
                 events,
-                agent.agent.clone(),
+                agent.agent.published.services.clone(),
             ))),
             Err(e) => tracing::warn!("mDNS browsing unavailable: {e}"),
         }
@@ -316,11 +321,11 @@ pub async fn start(agent: &AgentHandle, opts: Options) -> anyhow::Result<Service
     })
 }
 
-/// Keep a bounded book of what DNS-SD shows on the LAN and report changes to the controller.
+/// Keep a bounded book of what DNS-SD shows on the LAN and publish it for the telemetry.
 async fn report_discoveries(
     _browser: MdnsBrowser,
     mut events: tokio::sync::mpsc::Receiver<DiscoveryEvent>,
-    agent: Agent,
+    services: Slot<Vec<SeenService>>,
 ) {
     let mut seen: BTreeMap<String, SeenService> = BTreeMap::new();
     while let Some(ev) = events.recv().await {
@@ -352,10 +357,7 @@ async fn report_discoveries(
                 seen.remove(&fullname);
             }
         }
-        agent.set_seen_services(seen.values().cloned().collect());
-        if let Err(e) = agent.report_once().await {
-            tracing::debug!("could not report discovered services: {e}");
-        }
+        services.publish(seen.values().cloned().collect());
     }
 }
 

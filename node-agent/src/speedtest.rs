@@ -324,18 +324,11 @@ pub async fn start(
         if trust.clone().wait_for_version(1).await.is_none() {
             return;
         }
-        agent.set_speedtest_addr(advertised.map(|a| a.to_string()));
-        // Announce it now rather than with the next report (up to 30 s away); a controller
-        // that is away hears it with a later report anyway.
-        for attempt in 1..=5u64 {
-            match agent.report_once().await {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::debug!("speed-test sink not announced yet: {e}");
-                    tokio::time::sleep(Duration::from_secs(attempt)).await;
-                }
-            }
-        }
+        // The report task announces it at once (and retries while the controller is away).
+        agent
+            .published
+            .speedtest_addr
+            .publish(advertised.map(|a| a.to_string()));
         tokio::join!(
             serve_sink(listener, agent.clone(), trust.clone()),
             follow_jobs(agent, trust)

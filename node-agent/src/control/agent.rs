@@ -6,11 +6,11 @@ use std::time::Duration;
 use hyper::{Method, StatusCode};
 use tokio::sync::watch;
 use trellis_proto::api::{
-    ConfigAck, MeshLink, MeshReport, RenewRequest, RenewResponse, SeenService, SpeedTestJob,
-    SpeedTestOutcome, Telemetry, TelemetryAnswer, MAX_NODE_MACS,
+    ConfigAck, RenewRequest, RenewResponse, SpeedTestJob, SpeedTestOutcome, TelemetryAnswer,
 };
 use trellis_proto::snapshot::ConfigSnapshot;
 
+use super::telemetry::{compose, OwnFacts, Published};
 use super::{tls, CallError, Controller, Trust};
 use crate::access_point::runner::AccessPoints;
 use crate::identity::{self, Backoff, CurrentIdentity, NodeIdentity};
@@ -23,8 +23,8 @@ const POLL_WAIT_S: u64 = 55;
 pub const TELEMETRY_EVERY: Duration = Duration::from_secs(30);
 /// The shortest telemetry interval accepted.
 pub const TELEMETRY_MIN: Duration = Duration::from_secs(1);
-/// A mesh link report older than this is not sent (its supervisor stopped writing it).
-const MESH_REPORT_STALE: Duration = Duration::from_secs(60);
+/// How long the report task lets a burst of published changes settle before it reports.
+const CHANGE_SETTLE: Duration = Duration::from_millis(200);
 /// Retry pace of the config watch while the controller is away.
 const WATCH_RETRY_CAP: Duration = Duration::from_secs(30);
 
@@ -36,27 +36,15 @@ pub struct Agent {
     identity: Arc<CurrentIdentity>,
     controller: Controller,
     applied: Arc<watch::Sender<Option<Arc<ConfigSnapshot>>>>,
-    /// Services discovery found behind this node, reported with the telemetry.
-    seen_services: Arc<std::sync::Mutex<Vec<SeenService>>>,
-    /// Where other routers reach this node's tunnel endpoint (`ip:port`).
-    addresses: Arc<std::sync::Mutex<Vec<String>>>,
+    /// What the agent's parts publish for the telemetry ([`super::telemetry`]).
+    pub published: Published,
     /// Counts renewals, so the data plane picks up a new certificate at once.
     renewed: Arc<watch::Sender<u64>>,
-    /// Where `trellis-agent mesh` leaves its latest link report.
-    mesh_report_file: Arc<std::sync::Mutex<Option<std::path::PathBuf>>>,
-    /// Cables to other routers and this router's own MACs ([`crate::backhaul`]).
-    cables: Arc<std::sync::Mutex<(Vec<MeshLink>, Vec<String>)>>,
-    /// Where this node's speed-test sink listens, reported with the telemetry.
-    speedtest_addr: Arc<std::sync::Mutex<Option<String>>>,
-    /// The node proxy's counters, whose per-service totals go out with the telemetry.
-    metrics: Arc<std::sync::Mutex<Option<Arc<crate::metrics::Metrics>>>>,
-    /// Devices on this router's segment (DHCP leases), reported with the telemetry.
-    seen_devices: Arc<std::sync::Mutex<Vec<trellis_proto::api::SeenDevice>>>,
     /// Mesh hops to the other routers, as the controller answers each report (locality).
     hops: Arc<watch::Sender<Hops>>,
-    /// One report at a time, each built when its turn comes: reports sent from several
-    /// tasks (the timer, the data plane, the speed-test sink) must not arrive out of order,
-    /// or an older one would overwrite a newer one at the controller.
+    /// One report at a time, each built when its turn comes: a report sent by a caller of
+    /// [`Agent::report_once`] beside the report task must not arrive out of order, or an
+    /// older one would overwrite a newer one at the controller.
     report_turn: Arc<tokio::sync::Mutex<()>>,
     /// What the radios hear per channel, for the home's channel choice (routers running the
     /// mesh only).
@@ -135,17 +123,11 @@ impl Agent {
             identity,
             controller,
             applied: Arc::new(applied),
-            seen_services: Arc::default(),
-            addresses: Arc::default(),
+            published: Published::default(),
             renewed: Arc::new(watch::channel(0).0),
-            mesh_report_file: Arc::default(),
-            cables: Arc::default(),
-            speedtest_addr: Arc::default(),
-            metrics: Arc::default(),
             hops: Arc::new(watch::channel(Hops::new()).0),
             report_turn: Arc::default(),
             survey: Arc::default(),
-            seen_devices: Arc::default(),
             telemetry_every: TELEMETRY_EVERY,
             access_points: Arc::default(),
             watch_retry: (Duration::ZERO, WATCH_RETRY_CAP),
@@ -382,106 +364,9 @@ impl Agent {
         Ok(fresh)
     }
 
-    /// Replace what discovery found behind this node (sent with the next report).
-    pub fn set_seen_services(&self, services: Vec<SeenService>) {
-        *self.seen_services.lock().unwrap_or_else(|p| p.into_inner()) = services;
-    }
-
-    /// Replace the devices seen on this router's segment (sent with the next report).
-    pub fn set_seen_devices(&self, mut devices: Vec<trellis_proto::api::SeenDevice>) {
-        if let Some((aps, _)) = lock(&self.access_points).as_ref() {
-            aps.annotate(&mut devices);
-        }
-        *self.seen_devices.lock().unwrap_or_else(|p| p.into_inner()) = devices;
-    }
-
-    /// Forward the mesh supervisor's link reports (written to `path`) with the telemetry.
-    pub fn set_mesh_report_file(&self, path: std::path::PathBuf) {
-        *self
-            .mesh_report_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(path);
-    }
-
-    /// Replace the cables to other routers, and the MACs this router is known by.
-    pub fn set_cables(&self, links: Vec<MeshLink>, macs: Vec<String>) {
-        *self.cables.lock().unwrap_or_else(|p| p.into_inner()) = (links, macs);
-    }
-
-    /// The backhaul links sent to the controller: the mesh supervisor's wifi links (under
-    /// the mesh interface's MAC) and the cables, with this router's other MACs.
-    fn backhaul_report(&self) -> Option<MeshReport> {
-        let (cables, macs) = self
-            .cables
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut report = self.mesh_report().unwrap_or_default();
-        report.links.extend(cables);
-        for m in macs {
-            if m != report.mac && report.macs.len() < MAX_NODE_MACS {
-                report.macs.push(m);
-            }
-        }
-        (report.runs_wifi_mesh() || !report.macs.is_empty()).then_some(report)
-    }
-
-    /// The radio survey, on a router that runs the mesh supervisor.
-    async fn radio_survey(&self) -> Vec<trellis_proto::channel::RadioSurvey> {
-        let runs_mesh = self
-            .mesh_report_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some();
-        if !runs_mesh {
-            return Vec::new();
-        }
-        self.survey.get().await
-    }
-
-    /// The latest link report, if the mesh supervisor wrote one (bounded read; a damaged
-    /// file is skipped, the next report replaces it).
-    fn mesh_report(&self) -> Option<MeshReport> {
-        use std::io::Read;
-        let path = self
-            .mesh_report_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
-        let file = std::fs::File::open(path).ok()?;
-        // `trellis-agent mesh` rewrites it every 10 s; an old one is from a supervisor that
-        // died (kill -9), and its links are gone too.
-        let age = file
-            .metadata()
-            .ok()?
-            .modified()
-            .ok()?
-            .elapsed()
-            .unwrap_or_default();
-        if age > MESH_REPORT_STALE {
-            return None;
-        }
-        let mut text = Vec::new();
-        file.take(64 * 1024).read_to_end(&mut text).ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-
     /// Mesh hops to the other routers; changes when the topology does.
     pub fn hops(&self) -> watch::Receiver<Hops> {
         self.hops.subscribe()
-    }
-
-    /// Announce where this node's speed-test sink listens.
-    pub fn set_speedtest_addr(&self, addr: Option<String>) {
-        *self
-            .speedtest_addr
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = addr;
-    }
-
-    /// Report the proxy's per-service totals with the telemetry (the page's traffic charts).
-    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
-        *self.metrics.lock().unwrap_or_else(|p| p.into_inner()) = Some(metrics);
     }
 
     /// Long poll for the next speed test this node is to send (`None` after `wait_s`).
@@ -511,11 +396,6 @@ impl Agent {
             })
     }
 
-    /// Announce where this node's tunnel endpoint is reachable.
-    pub fn set_addresses(&self, addresses: Vec<String>) {
-        *self.addresses.lock().unwrap_or_else(|p| p.into_inner()) = addresses;
-    }
-
     /// The address this node uses towards the controller: on a home mesh, the one other
     /// routers reach it by too (no packet is sent to find it). On the primary router that is
     /// loopback, useless to others: then the LAN bridge's (see [`super::address`]).
@@ -541,73 +421,14 @@ impl Agent {
     /// Tell the controller how this node is doing.
     pub async fn report_once(&self) -> Result<(), CallError> {
         let _turn = self.report_turn.lock().await;
-        // One read of the data plane's metrics, the lock released at once: a guard taken
-        // inside the literal below would live to the end of the statement, and a second
-        // one would deadlock the report.
-        let metrics = self
-            .metrics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         let aps = lock(&self.access_points).as_ref().map(|(a, _)| a.clone());
-        let (access_points, heard_clients, steer_outcomes) = match &aps {
-            Some(a) => a.telemetry().await,
-            None => Default::default(),
-        };
-        let survey = self.radio_survey().await;
-        let radar = self
-            .mesh_report_file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_deref()
-            .map(|f| crate::wifi::radar::read(&crate::wifi::radar::beside(f), crate::unix_now()))
-            .unwrap_or_default();
-        let t = Telemetry {
-            addresses: self
-                .addresses
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            agent_version: env!("CARGO_PKG_VERSION").into(),
+        let own = OwnFacts {
             cert_expires_in_s: self.identity.get().facts.not_after as i64
                 - crate::unix_now() as i64,
             applied_version: self.applied_version(),
-            clock_unix: crate::unix_now(),
-            services: self
-                .seen_services
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            mesh: self.backhaul_report(),
-            speedtest_addr: self
-                .speedtest_addr
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            devices: self
-                .seen_devices
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            traffic: metrics
-                .as_ref()
-                .map(|m| m.service_traffic())
-                .unwrap_or_default(),
-            traces: metrics
-                .as_ref()
-                .map(|m| m.traces.for_report())
-                .unwrap_or_default(),
-            edges: metrics
-                .as_ref()
-                .map(|m| m.edge_traffic())
-                .unwrap_or_default(),
-            access_points,
-            heard_clients,
-            steer_outcomes,
-            report_every_s: Some(self.telemetry_every.as_secs().clamp(1, u32::MAX as u64) as u32),
-            survey,
-            radar,
+            report_every: self.telemetry_every,
         };
+        let t = compose(&self.published, aps.as_deref(), &self.survey, own).await;
         let answer = self
             .controller
             .call(Method::POST, "/v1/agent/telemetry", Some(&t))
@@ -631,12 +452,30 @@ impl Agent {
         Ok(())
     }
 
+    /// Reports on the timer, and soon after any part publishes something new; a report
+    /// that did not get through is retried sooner than the timer (backing off up to it).
     async fn report(self) {
+        let mut changes = self.published.changes();
+        let mut backoff = Backoff::default();
         loop {
-            if let Err(e) = self.report_once().await {
-                tracing::debug!("telemetry not delivered: {e}");
+            changes.mark_unchanged();
+            let wait = match self.report_once().await {
+                Ok(()) => {
+                    backoff.reset();
+                    self.telemetry_every
+                }
+                Err(e) => {
+                    tracing::debug!("telemetry not delivered: {e}");
+                    backoff.next_delay().min(self.telemetry_every)
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                Ok(()) = changes.changed() => {
+                    // A burst of changes (discovery's first answers) goes out as one report.
+                    tokio::time::sleep(CHANGE_SETTLE).await;
+                }
             }
-            tokio::time::sleep(self.telemetry_every).await;
         }
     }
 }

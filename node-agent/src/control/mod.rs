@@ -9,6 +9,7 @@ pub mod address;
 pub mod tls;
 
 mod agent;
+pub mod telemetry;
 mod trust;
 
 pub use agent::{Agent, AgentHandle, Hops};

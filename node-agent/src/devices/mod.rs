@@ -174,7 +174,7 @@ pub fn start(
             let leases = discovery::read_leases(&leases).unwrap_or_default();
             let now = seen_devices(&leases, &clients, &wired);
             if last.as_ref() != Some(&now) {
-                agent.set_seen_devices(now.clone());
+                agent.published.devices.publish(now.clone());
                 last = Some(now);
             }
             match &mut events {
