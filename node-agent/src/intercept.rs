@@ -15,12 +15,11 @@
 //! keep the guard alive for the agent's lifetime.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 
 use trellis_proto::catalog;
-use trellis_proto::policy::MacAddr;
 
 pub const TABLE: &str = "trellis";
 
@@ -144,32 +143,6 @@ pub fn original_dst<S: AsFd>(s: &S) -> std::io::Result<SocketAddr> {
     })
 }
 
-/// The MAC of a LAN neighbour from the kernel's ARP table (`/proc/net/arp`), so policy can
-/// know a device by hardware address even when its IP changed. IPv4 only; `None` when unknown.
-pub fn neighbour_mac(ip: IpAddr) -> Option<MacAddr> {
-    let IpAddr::V4(v4) = ip else { return None };
-    // thread-self: the table of the namespace this thread is in (/proc/net follows the main
-    // thread, which differs when a thread was moved into a namespace, as tests do).
-    let text = std::fs::read_to_string("/proc/thread-self/net/arp")
-        .or_else(|_| std::fs::read_to_string("/proc/net/arp"))
-        .ok()?;
-    parse_arp(&text, v4)
-}
-
-/// Public only for the fuzz targets (node-agent/fuzz).
-#[doc(hidden)]
-pub fn parse_arp(text: &str, ip: Ipv4Addr) -> Option<MacAddr> {
-    text.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // IP address, HW type, Flags, HW address, Mask, Device; flags 0x0 = incomplete.
-        if f.len() >= 4 && f[0].parse::<Ipv4Addr>().ok()? == ip && f[2] != "0x0" {
-            f[3].parse().ok().filter(|m: &MacAddr| m.0 != [0; 6])
-        } else {
-            None
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,20 +159,5 @@ mod tests {
         assert!(s.contains("type nat hook prerouting priority -110"));
         assert!(s.contains("chain output"));
         assert!(!s.contains("fw4"));
-    }
-
-    #[test]
-    fn arp_table_lookup() {
-        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 10.1.0.2         0x1         0x2         02:00:00:00:00:01     *        br-lan\n\
-                 10.1.0.3         0x1         0x0         00:00:00:00:00:00     *        br-lan\n";
-        assert_eq!(
-            parse_arp(t, "10.1.0.2".parse().unwrap())
-                .unwrap()
-                .to_string(),
-            "02:00:00:00:00:01"
-        );
-        assert_eq!(parse_arp(t, "10.1.0.3".parse().unwrap()), None);
-        assert_eq!(parse_arp(t, "10.1.0.4".parse().unwrap()), None);
     }
 }

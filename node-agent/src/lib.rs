@@ -35,6 +35,7 @@ pub mod identity;
 pub mod intercept;
 pub mod join;
 pub mod metrics;
+pub mod neighbour_table;
 pub mod neighbours;
 pub mod proxy;
 pub mod service_mesh;

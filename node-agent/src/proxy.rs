@@ -263,6 +263,8 @@ pub(crate) struct Ctx {
     pub budget: copy::BufferBudget,
     pub inbound_streams: Arc<Semaphore>,
     pub server_tls: std::sync::Mutex<Option<(u64, Arc<rustls::ServerConfig>)>>,
+    /// Who a connecting LAN client is by MAC (the namespace the proxy was started in).
+    pub neighbours: crate::neighbour_table::NeighbourTable,
 }
 
 impl Ctx {
@@ -296,6 +298,7 @@ impl Proxy {
             state: state.clone(),
             metrics,
             server_tls: std::sync::Mutex::new(None),
+            neighbours: crate::neighbour_table::NeighbourTable::follow(),
         });
         let mut tasks = Vec::new();
         // A change of trust (certificate, CA, routers, revocations) empties the pool: a

@@ -91,7 +91,10 @@ pub(crate) async fn handle(ctx: Arc<Ctx>, client: TcpStream, client_addr: Socket
         return reset(client);
     }
     let client_ip = client_addr.ip().to_canonical();
-    let mac = crate::intercept::neighbour_mac(client_ip);
+    let mac = match client_ip {
+        IpAddr::V4(v4) => ctx.neighbours.mac_of(v4),
+        IpAddr::V6(_) => None,
+    };
     let source = state.resolve_client(client_ip, mac);
     let decision = state.policy.evaluate(&source, &svc.name, Some(orig.port()));
     for rule in decision.would_deny() {
