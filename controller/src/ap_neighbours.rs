@@ -66,6 +66,8 @@ mod tests {
             channel: 1,
             freq_mhz: 2412,
             neighbour_report: report.map(Into::into),
+            ssid: None,
+            settings: None,
         }
     }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 use trellis_proto::api::{CertHealth, LinkMedium, NodeInfo, TopologyLink};
+use trellis_proto::home_wifi::{WifiDrift, WifiHealth};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,6 +42,76 @@ const EARLIEST_SANE_CLOCK: u64 = 1_735_689_600;
 
 /// Node certificates, as the controller judged them ([`crate::health::certificate`]): expired
 /// ones cannot renew; late ones may be stuck.
+/// The home's wifi on every router ([`NodeInfo::wifi`], judged by
+/// [`crate::health::wifi`]): the routers that differ, each difference with its fix; one line
+/// when all agree. Nothing when the home has no wifi networks set.
+pub fn home_wifi(nodes: &[NodeInfo]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut agree = Vec::new();
+    for n in nodes.iter().filter(|n| !n.revoked) {
+        match &n.wifi {
+            Some(WifiHealth::Consistent { .. }) => agree.push(n.name.to_string()),
+            Some(w) => out.extend(wifi_findings(n.name.as_str(), w)),
+            None => {}
+        }
+    }
+    if !agree.is_empty() {
+        let who = if out.is_empty() {
+            format!("every router ({})", agree.join(", "))
+        } else {
+            format!("routers {}", agree.join(", "))
+        };
+        out.insert(
+            0,
+            finding(
+                Level::Ok,
+                format!("{who} serve the home's wifi networks with the same names, passphrases, mobility domain and roaming keys"),
+                "",
+            ),
+        );
+    }
+    out
+}
+
+/// What is wrong with one router's wifi, in words, with the fix: `trellis check` and the
+/// page's warnings both say it this way.
+pub fn wifi_findings(router: &str, w: &WifiHealth) -> Vec<Finding> {
+    let ack = format!("`trellis nodes` shows the config version {router} last applied and any error; `logread -e trellis` on {router} says why");
+    match w {
+        WifiHealth::Consistent { .. } => Vec::new(),
+        WifiHealth::NoAccessPoints => vec![finding(
+            Level::Warn,
+            format!("router {router} broadcasts none of the home's wifi networks"),
+            format!("a router without radios can ignore this; otherwise its agent runs no access point: {ack}"),
+        )],
+        WifiHealth::Differs { drifts } => drifts
+            .iter()
+            .map(|d| match d {
+                WifiDrift::Missing { network, band } => finding(
+                    Level::Warn,
+                    format!("router {router} does not broadcast the {network} network on {band}"),
+                    format!("its {band} radio may have no room for another network, or the settings were not applied: {ack}"),
+                ),
+                WifiDrift::OtherSsid { network, ssid } => finding(
+                    Level::Fail,
+                    format!("router {router} broadcasts {ssid:?} for the {network} network, not the home's name: devices do not roam to it"),
+                    format!("its wireless settings were changed by hand or the home's were not applied: set the network again (`trellis wifi set {network} ...`); {ack}"),
+                ),
+                WifiDrift::OtherSettings { network } => finding(
+                    Level::Fail,
+                    format!("router {router} serves the {network} network with other settings than the home's (passphrase, security, bands or roaming keys): devices that roam to it must join again"),
+                    format!("it has not applied the home's latest settings: {ack}"),
+                ),
+                WifiDrift::Removed { network } => finding(
+                    Level::Warn,
+                    format!("router {router} still broadcasts the {network} network, which the home no longer has"),
+                    format!("it has not applied the home's latest settings: {ack}"),
+                ),
+            })
+            .collect(),
+    }
+}
+
 pub fn certificates(nodes: &[NodeInfo]) -> Vec<Finding> {
     let mut out = Vec::new();
     for n in nodes.iter().filter(|n| !n.revoked) {
@@ -199,6 +270,7 @@ mod tests {
         let home = HomeId::new("h").unwrap();
         let name = NodeName::new(name).unwrap();
         NodeInfo {
+            wifi: None,
             identity: SpiffeId::node(&home, &name),
             name,
             enrolled_at: 0,

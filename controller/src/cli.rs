@@ -852,6 +852,7 @@ fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
             findings.extend(diag::certificates(&nodes));
             findings.extend(diag::clocks(&nodes, now));
             findings.extend(diag::mesh_links(&nodes, &links));
+            findings.extend(diag::home_wifi(&nodes));
             wifi_mesh = diag::wifi_mesh_needed(&nodes, &links);
         }
         Err(e) => {

@@ -269,6 +269,8 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         channel: 36,
         freq_mhz: 5180,
         neighbour_report: Some(report.into()),
+        ssid: None,
+        settings: None,
     };
     let report = |cert: &str, t: &Telemetry| -> TelemetryAnswer {
         let body = serde_json::to_string(t).unwrap();
@@ -361,4 +363,157 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
     assert_eq!(v["counts"]["declined"], 1, "{json}");
     let err = refused(&trellis(&["why-roam", "toaster"]));
     assert!(err.contains("no device \"toaster\""), "{err}");
+}
+
+/// `trellis check` (and the page) name the router whose access points differ from the
+/// home's networks: another name broadcast, older settings, a network missing on a band.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trellis_check_names_the_router_whose_wifi_differs() {
+    use trellis_proto::api::Telemetry;
+    use trellis_proto::home_wifi::*;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let c = support::start_controller(d, "info");
+    let attic = paired(d, &c, "attic").await;
+    let cellar = paired(d, &c, "cellar").await;
+    let curl = support::Curl::new(d, &c);
+    let pw = d.join("pw");
+    std::fs::write(&pw, SECRET).unwrap();
+    let trellis = |args: &[&str]| support::trellis(d, &c.socket, args);
+    ok(&trellis(&[
+        "wifi",
+        "set",
+        "home",
+        "--ssid",
+        "Our Home",
+        "--passphrase-file",
+        pw.to_str().unwrap(),
+    ]));
+    // What the routers were given, as their snapshot carries it.
+    let (status, body) = curl.send(
+        "127.0.0.1",
+        Some(&attic),
+        "GET",
+        "/v1/agent/config?after=0&wait=0",
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let wifi = serde_json::from_str::<trellis_proto::snapshot::ConfigSnapshot>(&body)
+        .unwrap()
+        .wifi;
+    let home = wifi.network(NetworkKind::Home).unwrap().clone();
+    let ap = |band: Band, ssid: &str, settings: String| AccessPointReport {
+        network: NetworkKind::Home,
+        interface: "tr-home0".into(),
+        bssid: "02:aa:00:00:01:05".parse().unwrap(),
+        band,
+        channel: 6,
+        freq_mhz: 2437,
+        neighbour_report: None,
+        ssid: Some(ssid.into()),
+        settings: Some(settings),
+    };
+    let report = |cert: &str, aps: Vec<AccessPointReport>| {
+        let t = Telemetry {
+            access_points: aps,
+            ..Default::default()
+        };
+        let (status, answer) = curl.send(
+            "127.0.0.1",
+            Some(cert),
+            "POST",
+            "/v1/agent/telemetry",
+            Some(&serde_json::to_string(&t).unwrap()),
+        );
+        assert_eq!(status, 200, "{answer}");
+    };
+    let findings = || -> Vec<(String, String)> {
+        let out = trellis(&["--json", "check"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["level"].as_str().unwrap().to_owned(),
+                    f["what"].as_str().unwrap().to_owned(),
+                )
+            })
+            // The wifi findings: about a router and a network.
+            .filter(|(_, w)| {
+                w.contains(" network")
+                    && ["router ", "routers ", "every router ("]
+                        .iter()
+                        .any(|p| w.starts_with(p))
+            })
+            .collect()
+    };
+    let right = settings_fingerprint(&home, wifi.roaming.as_ref());
+    report(&attic, vec![ap(Band::G2, "Our Home", right.clone())]);
+    report(&cellar, vec![ap(Band::G2, "Our Home", right.clone())]);
+    let f = findings();
+    assert!(
+        f.iter().any(|(l, w)| l == "ok"
+            && w.starts_with("every router (attic, cellar) serve the home's wifi")),
+        "{f:?}"
+    );
+
+    // The cellar serves an older passphrase, and the attic another name on 5 GHz while its
+    // 2.4 GHz radio lost the network.
+    let older = WifiNetwork {
+        passphrase: Passphrase::new("an older passphrase").unwrap(),
+        ..home.clone()
+    };
+    report(
+        &cellar,
+        vec![ap(
+            Band::G2,
+            "Our Home",
+            settings_fingerprint(&older, wifi.roaming.as_ref()),
+        )],
+    );
+    report(
+        &attic,
+        vec![
+            ap(Band::G5, "Old Name", right.clone()),
+            AccessPointReport {
+                network: NetworkKind::Iot,
+                ..ap(Band::G2, "Our Things", right.clone())
+            },
+        ],
+    );
+    let f = findings();
+    let has = |level: &str, text: &str| f.iter().any(|(l, w)| l == level && w.contains(text));
+    assert!(
+        has(
+            "fail",
+            "router cellar serves the home network with other settings"
+        ),
+        "{f:?}"
+    );
+    assert!(
+        has(
+            "fail",
+            "router attic broadcasts \"Old Name\" for the home network"
+        ),
+        "{f:?}"
+    );
+    assert!(
+        has(
+            "warn",
+            "router attic does not broadcast the home network on 2.4 GHz"
+        ),
+        "{f:?}"
+    );
+    assert!(
+        has("warn", "router attic still broadcasts the iot network"),
+        "{f:?}"
+    );
+    assert!(
+        !f.iter().any(|(l, _)| l == "ok"),
+        "no router agrees now: {f:?}"
+    );
+    // No finding carries a passphrase or the fingerprint's key.
+    let all = String::from_utf8_lossy(&trellis(&["--json", "check"]).stdout).into_owned();
+    assert!(!all.contains(SECRET) && !all.contains("an older passphrase"));
 }

@@ -501,6 +501,11 @@ pub struct NodeInfo {
     /// `None` when no path is known (no portal yet, no link reported, or a wired router).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hops: Option<u32>,
+    /// How its access points match the home's wifi networks (the controller's one rule:
+    /// `controller/src/health.rs`); `None` when the home has no networks set or the router
+    /// has not reported since the controller started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<crate::home_wifi::WifiHealth>,
 }
 
 /// A router certificate's state. Agents renew at half of a certificate's lifetime, so one

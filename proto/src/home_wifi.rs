@@ -375,6 +375,75 @@ pub struct AccessPointReport {
     /// (`rrm_nr_get_own`: hex), for the other access points' lists.
     #[serde(default)]
     pub neighbour_report: Option<String>,
+    /// The SSID hostapd broadcasts on it (its `STATUS`, or ubus `rrm_nr_get_own`).
+    #[serde(default)]
+    pub ssid: Option<String>,
+    /// [`settings_fingerprint`] of the settings the agent gave this access point.
+    #[serde(default)]
+    pub settings: Option<String>,
+}
+
+/// Hex characters of a [`settings_fingerprint`].
+pub const FINGERPRINT_HEX: usize = 16;
+
+/// A fingerprint of every setting an access point of `network` runs with (kind, SSID,
+/// passphrase, security, bands, mobility domain): HMAC-SHA256 under the home's FT key, the
+/// first 8 bytes in hex. The agent reports it for each access point and the controller
+/// computes it over what it set, so `trellis check` sees a router serving other settings
+/// (an older passphrase, other roaming keys) without any secret leaving the router. Keyed,
+/// so the fingerprint is no way to test guesses of the passphrase.
+#[cfg(feature = "tls")]
+pub fn settings_fingerprint(network: &WifiNetwork, roaming: Option<&Roaming>) -> String {
+    use ring::hmac;
+    let key = hmac::Key::new(
+        hmac::HMAC_SHA256,
+        roaming.map_or(&[][..], |r| r.ft_key_hex.as_bytes()),
+    );
+    // Wire names (serde's), one per line: stable across versions of either side.
+    let message = serde_json::json!([
+        network.kind,
+        network.ssid.as_str(),
+        network.passphrase.expose(),
+        network.security,
+        network.bands,
+        roaming.map(|r| r.mobility_domain),
+    ])
+    .to_string();
+    hmac::sign(&key, message.as_bytes())
+        .as_ref()
+        .iter()
+        .take(FINGERPRINT_HEX / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// How a router's access points match the home's networks: the controller's one rule
+/// (`controller/src/health.rs`), carried in the router's state for `trellis check`,
+/// `trellis nodes` and the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum WifiHealth {
+    /// It serves each of the home's networks its radios' bands carry, as set.
+    Consistent { networks: Vec<NetworkKind> },
+    /// It runs no access point of the home's (no radio, or its agent runs none).
+    NoAccessPoints,
+    /// It differs from the home's networks; each difference named.
+    Differs { drifts: Vec<WifiDrift> },
+}
+
+/// One way a router's access points differ from the home's networks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "drift")]
+pub enum WifiDrift {
+    /// A network the router's radios carry (by band) is not broadcast there.
+    Missing { network: NetworkKind, band: Band },
+    /// It broadcasts another name for the network.
+    OtherSsid { network: NetworkKind, ssid: String },
+    /// Same name, other settings (passphrase, security, bands or roaming keys): it runs
+    /// settings the home no longer has.
+    OtherSettings { network: NetworkKind },
+    /// It broadcasts a network the home no longer has.
+    Removed { network: NetworkKind },
 }
 
 /// A client a router hears (a probe request or a beacon report), whether or not it is
@@ -446,6 +515,55 @@ pub struct SteerOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_fingerprint_moves_with_every_setting_and_hides_the_passphrase() {
+        let net = WifiNetwork {
+            kind: NetworkKind::Home,
+            ssid: Ssid::new("Our Home").unwrap(),
+            passphrase: Passphrase::new("correct horse battery").unwrap(),
+            security: Security::Wpa2Wpa3,
+            bands: Bands::Both,
+        };
+        let roaming = Roaming {
+            mobility_domain: MobilityDomain([0xab, 0xcd]),
+            ft_key_hex: "11".repeat(32),
+        };
+        let base = settings_fingerprint(&net, Some(&roaming));
+        assert_eq!(base.len(), FINGERPRINT_HEX);
+        assert!(base.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            base,
+            settings_fingerprint(&net.clone(), Some(&roaming.clone()))
+        );
+        assert!(!base.contains("horse"));
+        let other_pw = WifiNetwork {
+            passphrase: Passphrase::new("correct horse battery!").unwrap(),
+            ..net.clone()
+        };
+        let wpa3 = WifiNetwork {
+            security: Security::Wpa3,
+            ..net.clone()
+        };
+        let other_md = Roaming {
+            mobility_domain: MobilityDomain([0xab, 0xce]),
+            ..roaming.clone()
+        };
+        let other_key = Roaming {
+            ft_key_hex: "22".repeat(32),
+            ..roaming.clone()
+        };
+        for other in [
+            settings_fingerprint(&other_pw, Some(&roaming)),
+            settings_fingerprint(&wpa3, Some(&roaming)),
+            settings_fingerprint(&net, Some(&other_md)),
+            settings_fingerprint(&net, Some(&other_key)),
+            settings_fingerprint(&net, None),
+        ] {
+            assert_ne!(other, base);
+        }
+    }
 
     #[test]
     fn an_ssid_is_one_to_32_bytes() {

@@ -248,6 +248,7 @@ impl Home {
     pub fn nodes(&self) -> Result<Vec<NodeInfo>> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let portal = self.store.portal_node()?;
+        let wifi = self.snapshot().wifi.clone();
         let hops = portal
             .as_ref()
             .map(|p| {
@@ -262,6 +263,9 @@ impl Home {
             .into_iter()
             .map(|row| {
                 let l = live.get(&row.name).cloned().unwrap_or_default();
+                let wifi_health = self
+                    .telemetry(&row.name)
+                    .and_then(|t| crate::health::wifi(&wifi, &t.access_points));
                 NodeInfo {
                     portal: portal.as_ref() == Some(&row.name),
                     hops: hops.get(&row.name).copied(),
@@ -276,6 +280,7 @@ impl Home {
                     acked_version: l.acked_version,
                     last_seen_s: l.last_seen.map(|t| t.elapsed().as_secs()),
                     clock_skew_s: l.clock_skew_s,
+                    wifi: wifi_health,
                     label: row.label,
                 }
             })

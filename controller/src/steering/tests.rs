@@ -28,6 +28,8 @@ fn ap(iface: &str, bssid: &str, band: Band, network: NetworkKind) -> AccessPoint
         channel: if band == Band::G2 { 1 } else { 36 },
         freq_mhz: if band == Band::G2 { 2412 } else { 5180 },
         neighbour_report: Some(format!("{}ff", bssid.replace(':', ""))),
+        ssid: None,
+        settings: None,
     }
 }
 

@@ -278,9 +278,12 @@ impl Hostapd {
             };
             let status = parse_status(&ctrl.request("STATUS").await?);
             // bss[i]=<ifname>, bssid[i]=<mac>: this interface's index.
-            let Some(bssid) = (0..8)
-                .find(|i| status.get(&format!("bss[{i}]")) == Some(&ap.ifname))
-                .and_then(|i| status.get(&format!("bssid[{i}]")))
+            let Some(index) = (0..8).find(|i| status.get(&format!("bss[{i}]")) == Some(&ap.ifname))
+            else {
+                continue;
+            };
+            let Some(bssid) = status
+                .get(&format!("bssid[{index}]"))
                 .and_then(|m| m.parse::<MacAddr>().ok())
             else {
                 continue;
@@ -297,6 +300,8 @@ impl Hostapd {
                     .unwrap_or(0),
                 freq_mhz: status.get("freq").and_then(|c| c.parse().ok()).unwrap_or(0),
                 neighbour_report: nr,
+                ssid: status.get(&format!("ssid[{index}]")).cloned(),
+                settings: Some(ap.settings.clone()),
             });
         }
         Ok(out)

@@ -208,6 +208,16 @@ async fn control_socket_calls_read_and_send_as_hostapd_speaks() {
         aps[0].neighbour_report.as_deref(),
         Some("020000000000ef190000510607")
     );
+    // What the radio broadcasts, and the fingerprint the controller checks.
+    let w = home_wifi(&[K::Home]);
+    assert_eq!(aps[0].ssid.as_deref(), Some("Example home"));
+    assert_eq!(
+        aps[0].settings,
+        Some(trellis_proto::home_wifi::settings_fingerprint(
+            &w.networks[0],
+            w.roaming.as_ref()
+        ))
+    );
 
     let n = ApNeighbour {
         node: NodeName::new("hall").unwrap(),

@@ -165,11 +165,13 @@ impl OpenWrt {
             out.push(AccessPointReport {
                 network: ap.network.kind,
                 interface: ap.ifname.clone(),
-                bssid: own.0,
+                bssid: own.bssid,
                 band: ap.band,
                 channel: radio.map(|r| r.channel).unwrap_or(0),
                 freq_mhz: radio.map(|r| r.freq_mhz).unwrap_or(0),
-                neighbour_report: Some(own.1),
+                neighbour_report: Some(own.nr),
+                ssid: Some(own.ssid),
+                settings: Some(ap.settings.clone()),
             });
         }
         Ok(out)
@@ -462,7 +464,16 @@ pub fn parse_clients(reply: &str) -> Result<Vec<(MacAddr, UbusClient)>, ApError>
 }
 
 /// `rrm_nr_get_own`: `{"value": [bssid, ssid, nr-hex]}`.
-pub fn parse_nr_own(reply: &str) -> Result<(MacAddr, String), ApError> {
+/// What hostapd says of one of its BSSes (ubus `rrm_nr_get_own`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnBss {
+    pub bssid: MacAddr,
+    pub ssid: String,
+    /// Its neighbour report element, hex.
+    pub nr: String,
+}
+
+pub fn parse_nr_own(reply: &str) -> Result<OwnBss, ApError> {
     let bad = |detail: String| ApError::Tool {
         tool: "ubus rrm_nr_get_own".into(),
         detail,
@@ -478,7 +489,11 @@ pub fn parse_nr_own(reply: &str) -> Result<(MacAddr, String), ApError> {
         .parse()
         .map_err(|_| bad("no BSSID in the reply".into()))?;
     NeighbourReport::parse_hex(&own.value.2)?;
-    Ok((mac, own.value.2))
+    Ok(OwnBss {
+        bssid: mac,
+        ssid: own.value.1,
+        nr: own.value.2,
+    })
 }
 
 /// ubus `bss_transition_request` (hostapd src/ap/ubus.c bss_tr_policy: addr,

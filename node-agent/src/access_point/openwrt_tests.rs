@@ -275,6 +275,15 @@ async fn ubus_calls_name_the_interface_and_carry_hostapds_fields() {
     let aps = b.access_points().await.unwrap();
     assert_eq!(aps[0].bssid.to_string(), "02:00:00:00:01:00");
     assert_eq!(aps[0].channel, 6);
+    let w = home_wifi(&[K::Home]);
+    assert_eq!(aps[0].ssid.as_deref(), Some("Example home"));
+    assert_eq!(
+        aps[0].settings,
+        Some(trellis_proto::home_wifi::settings_fingerprint(
+            &w.networks[0],
+            w.roaming.as_ref()
+        ))
+    );
 
     let n = ApNeighbour {
         node: NodeName::new("attic").unwrap(),

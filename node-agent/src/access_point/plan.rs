@@ -43,6 +43,9 @@ pub struct PlannedAp {
     pub ifname: String,
     /// OpenWrt's section name, `trellis_home_radio0` (never one of the person's).
     pub section: String,
+    /// The fingerprint of its settings the controller checks against the home's
+    /// ([`trellis_proto::home_wifi::settings_fingerprint`]).
+    pub settings: String,
 }
 
 /// The section-name prefix that marks the agent's own `wifi-iface` sections.
@@ -106,6 +109,7 @@ pub fn plan(wifi: &HomeWifi, radios: &Radios) -> Result<Vec<PlannedAp>, ApError>
                 band: radio.band,
                 ifname: ifname(n.kind, i),
                 section: format!("{SECTION_PREFIX}{}_{}", n.kind, uci_name(&radio.name)),
+                settings: trellis_proto::home_wifi::settings_fingerprint(n, Some(roaming)),
             });
         }
     }

@@ -18,6 +18,8 @@ pub struct RouterView {
     pub cert_expires_in_s: Option<i64>,
     /// The controller's verdict on it ([`crate::health::certificate`]).
     pub cert_health: Option<trellis_proto::api::CertHealth>,
+    /// Its access points against the home's networks ([`crate::health::wifi`]).
+    pub wifi: Option<trellis_proto::home_wifi::WifiHealth>,
     pub acked_version: u64,
     pub addresses: Vec<String>,
     pub agent_version: String,
@@ -100,6 +102,7 @@ pub(super) fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 cert_not_after: n.cert_not_after,
                 cert_expires_in_s: n.cert_not_after.map(|t| t as i64 - now),
                 cert_health: n.cert_health,
+                wifi: n.wifi.clone(),
                 acked_version: n.acked_version,
                 addresses: t.addresses,
                 agent_version: t.agent_version,
@@ -140,6 +143,19 @@ pub(super) fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
                 message: format!("{who}'s certificate expires in {} min and was not renewed yet. Check that it is online.", expires_in_s / 60),
             }),
             _ => {}
+        }
+        if let Some(w) = &r.wifi {
+            for f in crate::check::wifi_findings(&who, w) {
+                out.push(Warning {
+                    level: if f.level == crate::check::Level::Fail {
+                        "error"
+                    } else {
+                        "warning"
+                    },
+                    subject: who.clone(),
+                    message: format!("{}. {}", f.what, f.fix),
+                });
+            }
         }
     }
     out.extend(link_warnings(routers, &web.home.topology()));

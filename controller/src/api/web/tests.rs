@@ -511,6 +511,7 @@ fn warnings_name_the_router_and_say_what_to_do() {
         cert_not_after: Some(1),
         cert_expires_in_s: Some(cert),
         // The fixture home's certificates live 24 h: what `Home::nodes` would say.
+        wifi: None,
         cert_health: Some(crate::health::certificate(
             (1_000_000 + cert).max(0) as u64,
             1_000_000,
@@ -572,6 +573,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         enrolled_at: 0,
         cert_not_after: None,
         cert_expires_in_s: None,
+        wifi: None,
         cert_health: None,
         acked_version: 1,
         addresses: vec![],
