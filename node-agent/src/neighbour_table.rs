@@ -312,6 +312,29 @@ mod tests {
         assert_eq!(macs.len(), MAX_ENTRIES);
     }
 
+    /// The fuzz target's seeds are the kernel's own layout (byte for byte as `ip monitor
+    /// neigh` receives them): they parse into the entries they were written for.
+    #[test]
+    fn the_fuzz_seeds_are_real_neighbour_messages() {
+        let seed = |name: &str| {
+            std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("fuzz/corpus/neighbour_events")
+                    .join(name),
+            )
+            .expect("seed")
+        };
+        let ip = |d: u8| Ipv4Addr::new(10, 1, 0, d);
+        assert_eq!(
+            apply_events(&seed("new-stale")).get(&ip(2)),
+            Some(&MacAddr([2, 0, 0, 0, 0, 1]))
+        );
+        assert!(apply_events(&seed("new-then-del")).is_empty());
+        assert!(apply_events(&seed("failed")).is_empty());
+        assert!(apply_events(&seed("ipv6-family")).is_empty());
+        assert_eq!(apply_events(&seed("truncated")).len(), 1);
+    }
+
     #[test]
     fn a_datagram_of_events_is_read_message_by_message() {
         let mut buf = Vec::new();
