@@ -324,6 +324,7 @@ pub async fn start(
         if trust.clone().wait_for_version(1).await.is_none() {
             return;
         }
+        tracing::debug!(addr = ?advertised, "announcing the speed-test sink");
         // The report task announces it at once (and retries while the controller is away).
         agent
             .published

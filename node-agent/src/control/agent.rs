@@ -461,6 +461,7 @@ impl Agent {
             changes.mark_unchanged();
             let wait = match self.report_once().await {
                 Ok(()) => {
+                    tracing::debug!(changes = *changes.borrow(), "telemetry delivered");
                     backoff.reset();
                     self.telemetry_every
                 }

@@ -192,18 +192,24 @@ function speedTest() {
   return {
     element,
     // Keep the choices in step with the routers shown, without resetting a choice made.
+    // Only a router that said where its speed-test sink listens can receive one.
     setRouters(routers) {
-      const now = routers.map((r) => r.name).join(',');
+      const sinks = routers.filter((r) => r.speedtest_sink);
+      const now = routers.map((r) => `${r.name}${r.speedtest_sink ? '+' : ''}`).join(',');
       if (now === names) return;
       names = now;
-      for (const [sel, pick] of [[from, 0], [to, 1]]) {
+      for (const [sel, list, pick] of [[from, routers, 0], [to, sinks, 1]]) {
         const keep = sel.value;
-        sel.replaceChildren(...routers.map((r) => h('option', { value: r.name }, routerName(r))));
-        if (routers.some((r) => r.name === keep)) sel.value = keep;
-        else if (routers[pick]) sel.value = routers[pick].name;
+        sel.replaceChildren(...list.map((r) => h('option', { value: r.name }, routerName(r))));
+        if (list.some((r) => r.name === keep)) sel.value = keep;
+        else if (list[pick]) sel.value = list[pick].name;
+        else if (list[0]) sel.value = list[0].name;
       }
-      start.disabled = routers.length < 2;
-      if (routers.length < 2) out.textContent = 'A speed test needs two routers in the home.';
+      start.disabled = routers.length < 2 || !sinks.length;
+      const why = routers.length < 2 ? 'A speed test needs two routers in the home.'
+        : !sinks.length ? 'No router has said where its speed-test sink listens yet.' : '';
+      if (why || out.dataset.why) out.textContent = why;
+      out.dataset.why = why;
     },
     stop() { stopped = true; clearTimeout(follow); },
   };

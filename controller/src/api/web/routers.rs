@@ -31,6 +31,8 @@ pub struct RouterView {
     pub portal: bool,
     /// Mesh hops from the portal (0 for the portal); `None` when no path is reported.
     pub hops: Option<u32>,
+    /// It said where its speed-test sink listens: a speed test can be sent to it.
+    pub speedtest_sink: bool,
 }
 
 /// A backhaul link between two routers (802.11s or a cable), as the agents report them;
@@ -104,6 +106,7 @@ pub(super) fn router_views(web: &Web) -> WebResult<Vec<RouterView>> {
                 cert_health: n.cert_health,
                 wifi: n.wifi.clone(),
                 acked_version: n.acked_version,
+                speedtest_sink: t.speedtest_addr.is_some(),
                 addresses: t.addresses,
                 agent_version: t.agent_version,
                 devices: devices.iter().map(device_name).collect(),

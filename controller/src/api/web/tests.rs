@@ -524,6 +524,7 @@ fn warnings_name_the_router_and_say_what_to_do() {
         services: vec![],
         portal: false,
         hops: None,
+        speedtest_sink: true,
     };
     let w = warnings(
         &web,
@@ -582,6 +583,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
         services: vec![],
         portal: false,
         hops: None,
+        speedtest_sink: true,
     };
     let routers = [router("attic", Some("Attic")), router("garage", None)];
     let link =
