@@ -104,6 +104,13 @@ pub enum Command {
     },
     /// Connections and bytes per service over the last hour, from the routers' proxies.
     Traffic,
+    /// Who talks to whom: each device or workload and the services it reaches or was
+    /// refused, with connections, bytes, connect latency and denials (`--json` for tools).
+    Graph {
+        /// Minutes of the last hour to sum (1 to 60).
+        #[arg(long, default_value_t = crate::graph::DEFAULT_WINDOW_MIN)]
+        window: u32,
+    },
     /// Recent connections through the mesh, one trace each: source proxy, tunnel,
     /// destination proxy, last hop (newest first).
     Traces {
@@ -692,6 +699,16 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
             }
             let traces: Vec<crate::traces::TraceView> = call(cli, Method::GET, &path, none).await?;
             show(cli, &traces, |ts| crate::traces::render_text(ts))
+        }
+        Command::Graph { window } => {
+            let map: crate::graph::DependencyMap = call(
+                cli,
+                Method::GET,
+                &format!("/v1/admin/graph?window={window}"),
+                none,
+            )
+            .await?;
+            show(cli, &map, crate::graph::render_text)
         }
         Command::Traffic => {
             let charts: Vec<crate::traffic::ServiceChart> =

@@ -39,6 +39,7 @@ pub mod cli_wifi;
 pub mod daemon;
 pub mod error;
 pub mod fleet;
+pub mod graph;
 pub mod health;
 pub mod home;
 pub mod metrics;

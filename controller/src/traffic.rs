@@ -65,6 +65,21 @@ pub struct ServiceChart {
     pub bytes_total: u64,
 }
 
+/// What a router's cumulative counters `now` add since its previous report `prev`: the
+/// difference; all of `now` when it has no previous figures (a source it had not used) or a
+/// counter went down (the agent restarted); nothing when `baseline` (the controller's first
+/// report from that router: what it counted before happened at an unknown time). Shared by
+/// the traffic charts and the dependency map ([`crate::graph`]).
+pub fn counter_delta(prev: Option<&[u64]>, now: &[u64], baseline: bool) -> Vec<u64> {
+    match prev {
+        Some(p) if p.len() == now.len() && now.iter().zip(p).all(|(n, p)| n >= p) => {
+            now.iter().zip(p).map(|(n, p)| n - p).collect()
+        }
+        None if baseline => vec![0; now.len()],
+        _ => now.to_vec(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct TrafficBook {
     /// Routers heard from since the controller started (their first report is a baseline).
@@ -88,23 +103,10 @@ impl TrafficBook {
             if !self.series.contains_key(&t.service) && self.series.len() >= MAX_SERVICES {
                 continue;
             }
-            let (connections, bytes) = match self.last.get(&key) {
-                Some(prev)
-                    if t.connections >= prev.connections
-                        && t.bytes_sent >= prev.bytes_sent
-                        && t.bytes_received >= prev.bytes_received =>
-                {
-                    (
-                        t.connections - prev.connections,
-                        (t.bytes_sent - prev.bytes_sent) + (t.bytes_received - prev.bytes_received),
-                    )
-                }
-                None if baseline => (0, 0),
-                // A service this router had not used before: all of it is new.
-                None => (t.connections, t.bytes_sent.saturating_add(t.bytes_received)),
-                // Counters went down: the agent restarted and everything it reports is new.
-                Some(_) => (t.connections, t.bytes_sent.saturating_add(t.bytes_received)),
-            };
+            let counters = |t: &ServiceTraffic| [t.connections, t.bytes_sent, t.bytes_received];
+            let prev = self.last.get(&key).map(counters);
+            let d = counter_delta(prev.as_ref().map(|p| &p[..]), &counters(t), baseline);
+            let (connections, bytes) = (d[0], d[1].saturating_add(d[2]));
             self.last.insert(key, t.clone());
             self.series
                 .entry(t.service.clone())

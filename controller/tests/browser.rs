@@ -447,6 +447,53 @@ fn the_router_page_in_a_real_browser() {
     );
     shot(&d, "10b-traffic-charts");
 
+    // --- the service map: who reaches which service (the namespace e2e test checks the
+    // real edges reach /v1/admin/graph); empty first, then what the API would give.
+    d.goto(&format!("{base}/#/graph"));
+    d.wait_text("main", "No connections yet");
+    d.script(
+        r#"const real = window.fetch;
+        window.fetch = (url, opts) => String(url).includes('/api/ui/graph')
+          ? Promise.resolve(new Response(JSON.stringify({ window_min: 15,
+              sources: [{ id: 'device:02:00:00:00:00:01', name: 'laptop', kind: 'device', group: 'trusted' },
+                        { id: 'device:02:00:00:00:00:09', name: 'guest-phone', kind: 'device', group: 'guest' }],
+              services: ['nas'],
+              edges: [{ source: 'device:02:00:00:00:00:01', service: 'nas', connections: 30,
+                        connections_per_min: 2, bytes_sent: 1200, bytes_received: 4500000,
+                        denials: 0, connect_p50_ms: 5, connect_p99_ms: 25 },
+                      { source: 'device:02:00:00:00:00:09', service: 'nas', connections: 0,
+                        connections_per_min: 0, bytes_sent: 0, bytes_received: 0,
+                        denials: 3, connect_p50_ms: null, connect_p99_ms: null }] }),
+              { headers: { 'content-type': 'application/json' } }))
+          : real(url, opts);
+        location.hash = '#/home'; location.hash = '#/graph';"#,
+        serde_json::json!([]),
+    );
+    let row = d.wait_text(
+        "#graph-edges tr[data-source='device:02:00:00:00:00:01']",
+        "laptop (trusted)",
+    );
+    assert!(
+        row.contains("4.5 MB") && row.contains("≤ 5 / ≤ 25 ms"),
+        "{row}"
+    );
+    let refused = d.wait_text(
+        "#graph-edges tr[data-source='device:02:00:00:00:00:09']",
+        "guest-phone",
+    );
+    assert!(refused.ends_with('3'), "three refusals: {refused}");
+    assert_eq!(
+        d.script(
+            "return [document.querySelectorAll('svg.service-map path.edge').length,
+                     document.querySelectorAll('svg.service-map path.edge.refused').length]",
+            serde_json::json!([])
+        ),
+        serde_json::json!([2, 1]),
+        "one line per edge, the refused one marked"
+    );
+    labelled(&d, "service map");
+    shot(&d, "10c-service-map");
+
     // --- a speed test between two routers -------------------------------------------------
     let _garage = support::pair_and_run(dir.path(), &controller, "garage");
     d.goto(&format!("{base}/#/routers"));

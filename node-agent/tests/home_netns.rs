@@ -426,6 +426,41 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         "{web}"
     );
 
+    // The dependency map draws the laptop, by its device-book name, reaching the page.
+    let laptop_edge = |map: &serde_json::Value| -> Option<serde_json::Value> {
+        map["edges"]
+            .as_array()?
+            .iter()
+            .find(|e| e["source"] == format!("device:{LAPTOP_MAC}") && e["service"] == "family-web")
+            .cloned()
+    };
+    wait_until("the laptop's edge on the dependency map", || {
+        laptop_edge(&json(&["graph", "--window", "60"]))
+            .is_some_and(|e| e["connections"].as_u64() >= Some(1))
+    });
+    let map = json(&["graph", "--window", "60"]);
+    let edge = laptop_edge(&map).unwrap();
+    assert!(
+        edge["bytes_received"].as_u64().unwrap() > PAGE_SECRET.len() as u64,
+        "{edge}"
+    );
+    assert!(
+        edge["connect_p99_ms"].as_u64().is_some(),
+        "the connect was timed: {edge}"
+    );
+    let laptop_node = map["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == format!("device:{LAPTOP_MAC}"))
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (laptop_node["name"].as_str(), laptop_node["group"].as_str()),
+        (Some("laptop"), Some("trusted")),
+        "{map}"
+    );
+
     // As a guest the same device is refused, and `trellis why` says which default decided.
     let refused = |home: &Home| {
         laptop_get(&home.laptop, vip)
@@ -437,6 +472,11 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let why = json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false, "{why}");
     assert_eq!(why["rule"], "default:guest", "{why}");
+    // The refusal is on the map too.
+    wait_until("the laptop's denial on the dependency map", || {
+        laptop_edge(&json(&["graph", "--window", "60"]))
+            .is_some_and(|e| e["denials"].as_u64() >= Some(1))
+    });
     trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
     wait_until("the laptop to be trusted again", || !refused(&home));
 

@@ -10,6 +10,7 @@ const PAGES = {
   policy: { title: 'Policy', load: () => import('./pages/policy.js') },
   certificates: { title: 'Certificates', load: () => import('./pages/certificates.js') },
   traffic: { title: 'Traffic', load: () => import('./pages/traffic.js') },
+  graph: { title: 'Service map', load: () => import('./pages/graph.js') },
   traces: { title: 'Traces', load: () => import('./pages/traces.js') },
 };
 

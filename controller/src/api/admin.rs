@@ -54,6 +54,7 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/v1/admin/speedtests/{id}", get(speedtest))
         .route("/v1/admin/traffic", get(traffic))
         .route("/v1/admin/traces", get(traces))
+        .route("/v1/admin/graph", get(graph))
         .route("/v1/admin/setup-token", get(setup_token))
         .route("/v1/admin/web-password", delete(reset_password))
         .merge(super::wifi::admin_routes())
@@ -333,6 +334,15 @@ async fn traces(
         q.service.as_deref(),
         q.limit.unwrap_or(50),
     )))
+}
+
+/// `GET /v1/admin/graph?window=MIN`: the service dependency map.
+async fn graph(
+    State(home): State<Arc<Home>>,
+    query: Result<Query<crate::graph::GraphQuery>, crate::api::extract::QueryRejection>,
+) -> Result<Json<crate::graph::DependencyMap>, HomeError> {
+    let Query(q) = query.map_err(|e| HomeError::new(Kind::BadRequest, e.to_string()))?;
+    Ok(Json(home.dependency_map(q.window()?)))
 }
 
 async fn traffic(State(home): State<Arc<Home>>) -> Json<Vec<crate::traffic::ServiceChart>> {

@@ -257,6 +257,10 @@ impl Home {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .forget_node(name);
+        self.graph
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_node(name);
         tracing::info!(%identity, config_version, "router removed and its identity revoked");
         self.record(
             "removed",

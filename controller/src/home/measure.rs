@@ -107,6 +107,16 @@ impl Home {
             .traces(device, service, limit)
     }
 
+    /// Who talks to whom over the last `window_min` minutes (1 to 60), sources named from
+    /// the device book.
+    pub fn dependency_map(&self, window_min: u32) -> crate::graph::DependencyMap {
+        let devices = self.snapshot().devices.clone();
+        self.graph
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(unix_now(), window_min, &devices)
+    }
+
     /// Per-service connections and bytes of the last hour, busiest first.
     pub fn traffic(&self) -> Vec<crate::traffic::ServiceChart> {
         self.traffic

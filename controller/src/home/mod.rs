@@ -156,6 +156,8 @@ pub struct Home {
     started: Instant,
     /// Per-service traffic of the last hour, from the agents' counters (RAM only).
     traffic: Mutex<crate::traffic::TrafficBook>,
+    /// Who talks to whom over the last hour, from the agents' edge counters (RAM only).
+    graph: Mutex<crate::graph::EdgeBook>,
     /// The routers' recent connection spans (RAM only, bounded): `crate::traces`.
     traces: Mutex<crate::traces::TraceBook>,
     /// Services a router reported and the catalog refused: logged once per interval.
@@ -271,6 +273,7 @@ impl Home {
             speedtests: Default::default(),
             started: Instant::now(),
             traffic: Mutex::default(),
+            graph: Mutex::default(),
             traces: Mutex::default(),
             catalog_refusals: Default::default(),
             pairing_refusals: Default::default(),

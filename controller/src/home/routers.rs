@@ -98,6 +98,14 @@ impl Home {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .report(node, &std::mem::take(&mut telemetry.traffic), unix_now());
+        telemetry
+            .edges
+            .truncate(trellis_proto::api::MAX_REPORTED_EDGES);
+        self.graph.lock().unwrap_or_else(|p| p.into_inner()).report(
+            node,
+            &std::mem::take(&mut telemetry.edges),
+            unix_now(),
+        );
         self.traces
             .lock()
             .unwrap_or_else(|p| p.into_inner())

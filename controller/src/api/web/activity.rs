@@ -14,6 +14,20 @@ pub(super) struct Traffic {
     items: Vec<crate::traffic::ServiceChart>,
 }
 
+/// The page's map of services: `GET /api/ui/graph?window=MIN`.
+pub(super) async fn graph(
+    State(web): State<Arc<Web>>,
+    _: Admin,
+    query: Result<
+        crate::api::extract::Query<crate::graph::GraphQuery>,
+        crate::api::extract::QueryRejection,
+    >,
+) -> WebResult<Json<crate::graph::DependencyMap>> {
+    let crate::api::extract::Query(q) =
+        query.map_err(|e| WebError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Json(web.home.dependency_map(q.window()?)))
+}
+
 pub(super) async fn traffic(State(web): State<Arc<Web>>, _: Admin) -> Json<Traffic> {
     Json(Traffic {
         available: true,

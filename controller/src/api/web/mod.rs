@@ -80,6 +80,7 @@ const ASSETS: &[Asset] = &[
     asset!("pages/policy.js", JS),
     asset!("pages/certificates.js", JS),
     asset!("pages/traffic.js", JS),
+    asset!("pages/graph.js", JS),
     asset!("pages/traces.js", JS),
 ];
 
@@ -127,6 +128,7 @@ pub fn router(home: Arc<Home>) -> Router {
         )
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
+        .route("/api/ui/graph", get(graph))
         .route("/api/ui/traces", get(traces::traces))
         .route("/api/ui/speedtests", get(speedtests).post(start_speedtest))
         .route("/api/ui/speedtests/{id}", get(speedtest))
