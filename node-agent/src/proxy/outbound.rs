@@ -156,7 +156,7 @@ async fn serve(
             match tokio::time::timeout(ctx.cfg.connect_timeout, TcpStream::connect(target)).await {
                 Ok(Ok(up)) => {
                     let took = t0.elapsed();
-                    ctx.metrics.connect_latency(took);
+                    ctx.metrics.connect_latency_of(&conn.labels(), took);
                     let _ = conn.connect.set(took);
                     let _ = conn.last_hop.set(target);
                     let _ = up.set_nodelay(true);
@@ -184,7 +184,7 @@ async fn serve(
             Ok(Opened::Connected(stream, guard)) => {
                 ctx.pool.record_success(&inst.node);
                 let took = t0.elapsed();
-                ctx.metrics.connect_latency(took);
+                ctx.metrics.connect_latency_of(&conn.labels(), took);
                 let _ = conn.connect.set(took);
                 let out = pump(conn, client, Upstream::Tunnel(stream), &peer).await;
                 drop(guard);
