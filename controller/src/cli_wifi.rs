@@ -181,7 +181,7 @@ pub async fn run(cli: &Cli, command: Option<&WifiCommand>) -> Result<String, Cli
             let text = match from {
                 Some(path) => std::fs::read_to_string(path)
                     .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
-                None => uci_show_wireless()?,
+                None => uci_wireless::show_wireless().map_err(bad)?,
             };
             let found = uci_wireless::import_home(&text).map_err(|e| bad(e.to_string()))?;
             if !replace {
@@ -337,28 +337,6 @@ fn record_line(now: u64, r: &Record) -> String {
             if *asked { ", as asked" } else { " by itself" }
         ),
     }
-}
-
-/// `uci -q show wireless` on this router, bounded.
-fn uci_show_wireless() -> Result<String, ClientError> {
-    let out = std::process::Command::new("uci")
-        .args(["-q", "show", "wireless"])
-        .output()
-        .map_err(|e| {
-            bad(format!(
-                "cannot run `uci show wireless` ({e}); on a box without OpenWrt's uci, give its output with --from FILE"
-            ))
-        })?;
-    if !out.status.success() {
-        return Err(bad(
-            "`uci show wireless` failed: this router has no /etc/config/wireless; set the network with `trellis wifi set home`",
-        ));
-    }
-    if out.stdout.len() > uci_wireless::MAX_SHOW_BYTES {
-        return Err(bad(uci_wireless::ImportError::TooLarge.to_string()));
-    }
-    String::from_utf8(out.stdout)
-        .map_err(|_| bad("`uci show wireless` printed text that is not UTF-8"))
 }
 
 #[cfg(test)]

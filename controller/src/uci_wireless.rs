@@ -36,6 +36,30 @@ pub enum ImportError {
     Key(WifiError),
 }
 
+/// `uci -q show wireless` on this router (bounded), for [`import_home`]; the error says
+/// what to do instead. The `trellis wifi import` command and the page's first-setup offer
+/// both read the router's wireless config through this.
+pub fn show_wireless() -> Result<String, String> {
+    let out = std::process::Command::new("uci")
+        .args(["-q", "show", "wireless"])
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run `uci show wireless` ({e}); on a box without OpenWrt's uci, give its output with `trellis wifi import --from FILE`"
+            )
+        })?;
+    if !out.status.success() {
+        return Err(
+            "`uci show wireless` failed: this router has no /etc/config/wireless; set the network with `trellis wifi set home`".into(),
+        );
+    }
+    if out.stdout.len() > MAX_SHOW_BYTES {
+        return Err(ImportError::TooLarge.to_string());
+    }
+    String::from_utf8(out.stdout)
+        .map_err(|_| "`uci show wireless` printed text that is not UTF-8".to_owned())
+}
+
 /// One section of the `wireless` package: its type and options (a list's items joined by a
 /// space, as only single options are read here).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

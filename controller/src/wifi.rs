@@ -75,6 +75,18 @@ pub struct WifiShown {
     pub config_version: u64,
 }
 
+/// What the first setup offers to take from the primary router's own wireless config (its
+/// access point on the LAN): the name, security and bands, never the key. Only while the
+/// home has no home network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WifiOffer {
+    pub ssid: String,
+    pub security: Security,
+    pub bands: Bands,
+    /// The `wifi-iface` section it comes from, e.g. `default_radio0`.
+    pub section: String,
+}
+
 /// The answer to a change: the new config version, or the same one when nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WifiChanged {
@@ -349,6 +361,55 @@ impl Home {
             .map(|n| n.ssid.to_string())
             .unwrap_or_default();
         self.put_wifi(&next, &format!("the {kind} network is {ssid:?}"))
+    }
+
+    /// The first-setup offer ([`WifiOffer`]): `None` once the home network is set, or when
+    /// this router has no access point that could be taken (no OpenWrt, none enabled, an
+    /// encryption Trellis does not serve). Runs `uci`: call it off the async workers.
+    pub fn wifi_offer(&self) -> Result<Option<WifiOffer>> {
+        if self.wifi()?.network(NetworkKind::Home).is_some() {
+            return Ok(None);
+        }
+        let found = crate::uci_wireless::show_wireless()
+            .map_err(|e| e.to_string())
+            .and_then(|text| crate::uci_wireless::import_home(&text).map_err(|e| e.to_string()));
+        Ok(match found {
+            Ok(f) => Some(WifiOffer {
+                ssid: f.ssid.to_string(),
+                security: f.security,
+                bands: f.bands,
+                section: f.section,
+            }),
+            Err(why) => {
+                tracing::debug!(%why, "no wifi to offer from this router's wireless config");
+                None
+            }
+        })
+    }
+
+    /// Takes the offer: this router's access point's name and key become the home network,
+    /// so no device has to join again. Refused once the home network is set. Runs `uci`.
+    pub fn take_wifi_offer(&self) -> Result<WifiChanged> {
+        if let Some(home) = self.wifi()?.network(NetworkKind::Home) {
+            return Err(HomeError::new(
+                Kind::Conflict,
+                format!(
+                    "the home network is already set ({:?}); change it instead",
+                    home.ssid.as_str()
+                ),
+            ));
+        }
+        let text =
+            crate::uci_wireless::show_wireless().map_err(|e| HomeError::new(Kind::Conflict, e))?;
+        let found = crate::uci_wireless::import_home(&text)
+            .map_err(|e| HomeError::new(Kind::Conflict, e.to_string()))?;
+        let change = NetworkChange {
+            ssid: found.ssid.to_string(),
+            passphrase: Some(found.passphrase.expose().to_owned()),
+            security: Some(found.security),
+            bands: Some(found.bands),
+        };
+        self.set_wifi_network(NetworkKind::Home, &change)
     }
 
     /// Stop serving one network (the roaming keys stay: the home keeps its mobility domain).

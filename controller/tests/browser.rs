@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use webdriver::{Browser, Driver};
 
-use support::{agent_binary, start_controller, text, trellis, Proc};
+use support::{agent_binary, start_controller_env, text, trellis, Proc};
 
 fn screenshots_dir() -> PathBuf {
     // CARGO_TARGET_TMPDIR is target/tmp: put the artifacts beside it, in target/screenshots.
@@ -77,8 +77,38 @@ fn the_router_page_in_a_real_browser() {
         println!("screenshot: {}", path.display());
     };
 
-    // The controller, as procd would start it.
-    let controller = start_controller(dir.path(), "info");
+    // The controller, as procd would start it, on a router whose own wireless config has a
+    // network: a stand-in `uci` first on its PATH prints what OpenWrt 24.10's `uci -q show
+    // wireless` printed for such a router (the import parser is checked against real uci
+    // output in uci_wireless.rs).
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(
+        bin.join("wireless.show"),
+        "wireless.radio0=wifi-device\nwireless.radio0.type='mac80211'\nwireless.radio0.band='2g'\n\
+         wireless.default_radio0=wifi-iface\nwireless.default_radio0.device='radio0'\n\
+         wireless.default_radio0.network='lan'\nwireless.default_radio0.mode='ap'\n\
+         wireless.default_radio0.ssid='Our Home'\nwireless.default_radio0.encryption='sae-mixed'\n\
+         wireless.default_radio0.key='the-routers-own-key-42'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bin.join("uci"),
+        "#!/bin/sh\n[ \"$1\" = -q ] && shift\n[ \"$1 $2\" = \"show wireless\" ] || exit 1\n\
+         cat \"$(dirname \"$0\")/wireless.show\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("uci"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let controller = start_controller_env(dir.path(), "info", &[("PATH", path)]);
     let (socket, port) = (controller.socket.clone(), controller.port);
     let token = {
         let out = trellis(dir.path(), &socket, &["setup-token", "--json"]);
@@ -493,6 +523,48 @@ fn the_router_page_in_a_real_browser() {
     );
     labelled(&d, "service map");
     shot(&d, "10c-service-map");
+
+    // --- wifi: the first setup offers the router's own network; a key is never shown --------
+    d.goto(&format!("{base}/#/wifi"));
+    let offer = d.wait_text("#wifi-offer", "Our Home");
+    assert!(offer.contains("no device has to join again"), "{offer}");
+    labelled(&d, "wifi");
+    shot(&d, "13-wifi-offer");
+    d.click(&d.wait("#wifi-take-offer"));
+    d.wait_text("#wifi-networks [data-network=home] h3", "Our Home");
+    d.wait_gone("#wifi-offer");
+    let shown = text(&trellis(dir.path(), &socket, &["wifi"]));
+    assert!(
+        shown.contains("Our Home"),
+        "the CLI sees what the page set: {shown}"
+    );
+    let html = d.script(
+        "return document.documentElement.outerHTML",
+        serde_json::json!([]),
+    );
+    assert!(
+        !html.to_string().contains("the-routers-own-key-42"),
+        "the key is never shown back"
+    );
+    // 11 euro signs are 11 characters but 33 bytes: the controller refuses it, and says why.
+    d.script(
+        "document.querySelector('#wifi-guest-ssid').value = '€€€€€€€€€€€';
+         document.querySelector('#wifi-guest-pass').value = 'guests-welcome-1';",
+        serde_json::json!([]),
+    );
+    d.click(&d.wait("#wifi-guest-save"));
+    let refused = d.wait_text("#wifi-guest-result", "33 bytes");
+    assert!(d.exists("#wifi-guest-result.error"), "{refused}");
+    d.script(
+        "document.querySelector('#wifi-guest-ssid').value = 'Our Guests';
+         document.querySelector('#wifi-guest-pass').value = 'guests-welcome-1';",
+        serde_json::json!([]),
+    );
+    d.click(&d.wait("#wifi-guest-save"));
+    d.wait_text("#wifi-networks [data-network=guest] h3", "Our Guests");
+    let shown = text(&trellis(dir.path(), &socket, &["wifi"]));
+    assert!(shown.contains("Our Guests"), "{shown}");
+    shot(&d, "13b-wifi-networks");
 
     // --- a speed test between two routers -------------------------------------------------
     let _garage = support::pair_and_run(dir.path(), &controller, "garage");

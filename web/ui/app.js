@@ -6,6 +6,7 @@ import { api, h, setCsrf, announce, action } from './lib.js';
 const PAGES = {
   '': { title: 'Home', load: () => import('./pages/home.js') },
   routers: { title: 'Routers', load: () => import('./pages/routers.js') },
+  wifi: { title: 'Wifi', load: () => import('./pages/wifi.js') },
   services: { title: 'Services', load: () => import('./pages/services.js') },
   policy: { title: 'Policy', load: () => import('./pages/policy.js') },
   certificates: { title: 'Certificates', load: () => import('./pages/certificates.js') },

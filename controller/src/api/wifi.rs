@@ -33,7 +33,7 @@ async fn roaming(
     home.device_steering(&device).map(Json)
 }
 
-fn kind(text: &str) -> Result<NetworkKind, HomeError> {
+pub(crate) fn kind(text: &str) -> Result<NetworkKind, HomeError> {
     text.parse()
         .map_err(|e: String| HomeError::new(Kind::NotFound, e))
 }

@@ -38,6 +38,11 @@ pub fn free_port() -> u16 {
 /// Start `trellis-controller` with its state under `dir` and wait until both its admin socket
 /// and its agent API answer. Its log goes to `dir/controller.log`.
 pub fn start_controller(dir: &Path, log_level: &str) -> Controller {
+    start_controller_env(dir, log_level, &[])
+}
+
+/// [`start_controller`] with extra environment (a stand-in tool first on `PATH`).
+pub fn start_controller_env(dir: &Path, log_level: &str, env: &[(&str, String)]) -> Controller {
     let socket = dir.join("admin.sock");
     let port = free_port();
     let log = std::fs::File::create(dir.join("controller.log")).unwrap();
@@ -54,6 +59,7 @@ pub fn start_controller(dir: &Path, log_level: &str) -> Controller {
             "--metrics-listen",
             "off",
         ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stderr(log)
         .spawn()
         .unwrap();

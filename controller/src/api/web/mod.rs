@@ -81,6 +81,7 @@ const ASSETS: &[Asset] = &[
     asset!("pages/certificates.js", JS),
     asset!("pages/traffic.js", JS),
     asset!("pages/graph.js", JS),
+    asset!("pages/wifi.js", JS),
     asset!("pages/traces.js", JS),
 ];
 
@@ -129,6 +130,9 @@ pub fn router(home: Arc<Home>) -> Router {
         .route("/api/ui/why", get(why))
         .route("/api/ui/traffic", get(traffic))
         .route("/api/ui/graph", get(graph))
+        .route("/api/ui/wifi", get(wifi::show))
+        .route("/api/ui/wifi/import", post(wifi::import))
+        .route("/api/ui/wifi/{kind}", put(wifi::set).delete(wifi::remove))
         .route("/api/ui/traces", get(traces::traces))
         .route("/api/ui/speedtests", get(speedtests).post(start_speedtest))
         .route("/api/ui/speedtests/{id}", get(speedtest))
@@ -249,6 +253,7 @@ mod routers;
 mod services;
 mod session;
 mod traces;
+mod wifi;
 
 use activity::*;
 use devices::*;
