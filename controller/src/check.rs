@@ -357,6 +357,7 @@ mod tests {
             airtime_metric: None,
             verdict: trellis_proto::api::LinkVerdict::Good,
             advice: vec![],
+            measured: None,
         };
         let f = mesh_links(
             &nodes,
@@ -386,6 +387,7 @@ mod tests {
             airtime_metric: None,
             verdict: trellis_proto::api::LinkVerdict::Good,
             advice: vec![],
+            measured: None,
         };
         let cabled = [
             link("a", "b", LinkMedium::Cable),

@@ -661,13 +661,21 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                     return "no mesh links reported yet (routers report every 30 s once trellis-agent mesh runs)\n".into();
                 }
                 let mut out = format!(
-                    "{:<16} {:<18} {:<5} {:>8} {:>10} {:>7} {:<9} {}\n",
-                    "FROM", "TO", "VIA", "SIGNAL", "THROUGHPUT", "METRIC", "QUALITY", "ADVICE"
+                    "{:<16} {:<18} {:<5} {:>8} {:>10} {:>17} {:>7} {:<9} {}\n",
+                    "FROM",
+                    "TO",
+                    "VIA",
+                    "SIGNAL",
+                    "THROUGHPUT",
+                    "MEASURED",
+                    "METRIC",
+                    "QUALITY",
+                    "ADVICE"
                 );
                 for l in ls {
                     let dash = || "-".to_string();
                     out += &format!(
-                        "{:<16} {:<18} {:<5} {:>8} {:>10} {:>7} {:<9} {}\n",
+                        "{:<16} {:<18} {:<5} {:>8} {:>10} {:>17} {:>7} {:<9} {}\n",
                         l.from.as_str(),
                         l.to,
                         l.medium.as_str(),
@@ -676,6 +684,14 @@ pub async fn run(cli: &Cli) -> Result<String, ClientError> {
                             .unwrap_or_else(dash),
                         l.expected_throughput_kbps
                             .map(|t| format!("{} Mb/s", t / 1000))
+                            .unwrap_or_else(dash),
+                        l.measured
+                            .as_ref()
+                            .map(|m| format!(
+                                "{} Mb/s {} ago",
+                                m.bits_per_second / 1_000_000,
+                                ago(now, m.at)
+                            ))
                             .unwrap_or_else(dash),
                         l.airtime_metric.map(|m| m.to_string()).unwrap_or_else(dash),
                         l.verdict.as_str(),

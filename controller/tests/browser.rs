@@ -240,8 +240,12 @@ fn the_router_page_in_a_real_browser() {
                 "off",
                 "--speedtest-listen",
                 "127.0.0.1:0",
-                "--leases",
+                "--telemetry-interval",
+                "2",
+                "--mesh-report",
             ])
+            .arg(dir.path().join("attic-mesh.json"))
+            .arg("--leases")
             .arg(&leases)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -567,6 +571,22 @@ fn the_router_page_in_a_real_browser() {
     shot(&d, "13b-wifi-networks");
 
     // --- a speed test between two routers -------------------------------------------------
+    // Their mesh supervisors see each other (the link reports `trellis-agent mesh` writes).
+    let mesh_report = |mac: &str, peer: &str| {
+        serde_json::json!({ "mac": mac, "links": [{ "peer": peer, "medium": "wifi",
+            "signal_dbm": -52, "expected_throughput_kbps": 180000, "verdict": "good", "advice": [] }] })
+        .to_string()
+    };
+    std::fs::write(
+        dir.path().join("attic-mesh.json"),
+        mesh_report("02:00:00:00:0a:01", "02:00:00:00:0a:02"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("garage-mesh.json"),
+        mesh_report("02:00:00:00:0a:02", "02:00:00:00:0a:01"),
+    )
+    .unwrap();
     let _garage = support::pair_and_run(dir.path(), &controller, "garage");
     d.goto(&format!("{base}/#/routers"));
     d.wait_text("#router-list [data-router=garage]", "Online");
@@ -590,6 +610,21 @@ fn the_router_page_in_a_real_browser() {
     );
     d.click(&d.wait("#speed-start"));
     d.wait_text("#speed-result", "two different routers");
+    // The map labels the link with what the test measured, and `trellis topology` says it.
+    d.goto(&format!("{base}/#/"));
+    let label = d.wait_text_for(
+        "#topology .link-label[data-link='attic|garage']",
+        "Mbit/s",
+        Duration::from_secs(30),
+    );
+    assert!(label.starts_with("wifi · "), "{label}");
+    let topo = text(&trellis(dir.path(), &socket, &["topology"]));
+    assert!(
+        topo.lines()
+            .any(|l| l.starts_with("attic") && l.contains("garage") && l.contains(" ago")),
+        "{topo}"
+    );
+    shot(&d, "12d-map-measured-link");
 
     // --- a phone screen ----------------------------------------------------------------------
     d.set_window(390, 844);

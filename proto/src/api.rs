@@ -358,6 +358,21 @@ pub struct TopologyLink {
     pub airtime_metric: Option<u32>,
     pub verdict: LinkVerdict,
     pub advice: Vec<String>,
+    /// The newest speed test between its two routers (either way), if one finished: what the
+    /// link carried, not what the radio estimates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<LinkMeasurement>,
+}
+
+/// A speed test's result on a link of the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkMeasurement {
+    /// The router that sent and the one that received.
+    pub from: NodeName,
+    pub to: NodeName,
+    pub bits_per_second: u64,
+    /// Unix seconds the test finished.
+    pub at: u64,
 }
 
 /// A device an agent sees: a DHCP lease it handed out, a wifi client of one of its access

@@ -36,7 +36,16 @@ function linkText(link, names) {
   if (link.signal_dbm != null) parts.push(`signal ${link.signal_dbm} dBm`);
   if (link.expected_throughput_kbps != null) parts.push(`about ${(link.expected_throughput_kbps / 1000).toFixed(1)} Mbit/s`);
   if (link.airtime_metric != null) parts.push(`airtime metric ${link.airtime_metric}`);
+  if (link.measured) parts.push(`measured ${mbit(link.measured.bits_per_second)} (${names(link.measured.from)} → ${names(link.measured.to)})`);
   return parts.join(', ');
+}
+
+const mbit = (bps) => `${(bps / 1e6).toFixed(bps < 1e7 ? 1 : 0)} Mbit/s`;
+
+// What every link says on the map itself: cable or wifi, and what a speed test measured.
+function linkLabel(link) {
+  const via = link.medium === 'cable' ? 'cable' : 'wifi';
+  return link.measured ? `${via} · ${mbit(link.measured.bits_per_second)}` : via;
 }
 
 const plural = (count, word) => `${count} ${word}${count === 1 ? '' : 's'}`;
@@ -111,6 +120,9 @@ export function drawMap(holder, overview) {
   });
 
   const linked = new Set();
+  const labelled = new Set();
+  // Drawn over the routers, so a label is never hidden behind one.
+  const labelLayer = s('g', { class: 'link-labels' });
   const linkLayer = s('g', { class: 'links' });
   for (const l of overview.links) {
     const a = pos.get(l.from);
@@ -124,6 +136,21 @@ export function drawMap(holder, overview) {
       x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: `link q-${q} via-${l.medium || 'wifi'}`, tabindex: 0, role: 'img', 'aria-label': text,
       onmouseenter: show(text), onfocus: show(text), onclick: show(text),
     }, s('title', {}, text)));
+    // Both ends report a link: label it once.
+    const key = [l.from, l.to].sort().join('|');
+    if (!labelled.has(key)) {
+      labelled.add(key);
+      // Mid-link, unless a router sits there (two satellites either side of the portal):
+      // then a little along the line.
+      const at = (t) => ({ x: a.x + (b.x - a.x) * t, y: a.y + (b.y - a.y) * t });
+      const clear = (p) => [...pos.entries()].every(([n, q]) => n === l.from || n === l.to || Math.hypot(p.x - q.x, p.y - q.y) > 110);
+      // No clear point on the line: above the router in the way.
+      const p = [0.5, 0.3, 0.7, 0.2, 0.8].map(at).find(clear) || { x: at(0.5).x, y: at(0.5).y - 58 };
+      labelLayer.append(s('text', {
+        x: p.x.toFixed(1), y: (p.y - 6).toFixed(1), class: 'link-label', 'text-anchor': 'middle',
+        'data-link': key, 'aria-hidden': 'true',
+      }, linkLabel(l)));
+    }
   }
   for (const r of routers) {
     if (linked.has(r.name)) continue;
@@ -172,6 +199,7 @@ export function drawMap(holder, overview) {
       `${r.devices.length} dev`, `${r.services.length} svc`].join(' · '))));
   }
   svg.append(nodeLayer);
+  svg.append(labelLayer);
   if (routers.length === 0) {
     svg.append(s('text', { x: W / 2, y: H / 2 + 100, class: 'sub hint-text' }, 'No satellites yet: pair one on the Routers page.'));
   }

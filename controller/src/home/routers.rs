@@ -210,8 +210,30 @@ impl Home {
                     airtime_metric: link.airtime_metric,
                     verdict: link.verdict,
                     advice: link.advice.clone(),
+                    measured: None,
                 });
             }
+        }
+        drop(live);
+        // Each link with the newest speed test between its two ends.
+        let tests = self.speedtests.list(unix_now());
+        for l in &mut out {
+            l.measured = tests
+                .iter()
+                .filter(|t| {
+                    t.state == trellis_proto::api::SpeedTestState::Done
+                        && ((t.from == l.from && t.to.as_str() == l.to)
+                            || (t.to == l.from && t.from.as_str() == l.to))
+                })
+                .filter_map(|t| {
+                    Some(trellis_proto::api::LinkMeasurement {
+                        from: t.from.clone(),
+                        to: t.to.clone(),
+                        bits_per_second: t.bits_per_second?,
+                        at: t.finished_at?,
+                    })
+                })
+                .max_by_key(|m| m.at);
         }
         out.sort_by(|a, b| (a.from.as_str(), a.to.as_str()).cmp(&(b.from.as_str(), b.to.as_str())));
         out

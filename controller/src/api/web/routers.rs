@@ -46,6 +46,8 @@ pub struct LinkView {
     pub expected_throughput_kbps: Option<u32>,
     pub airtime_metric: Option<u32>,
     pub verdict: LinkVerdict,
+    /// The newest speed test between its two routers.
+    pub measured: Option<trellis_proto::api::LinkMeasurement>,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,7 +158,7 @@ pub(super) fn warnings(web: &Web, routers: &[RouterView]) -> Vec<Warning> {
                         "warning"
                     },
                     subject: who.clone(),
-                    message: format!("{}. {}", f.what, f.fix),
+                    message: format!("{}. {}", f.what, sentence(&f.fix)),
                 });
             }
         }
@@ -263,6 +265,7 @@ pub(super) async fn overview(State(web): State<Arc<Web>>, _: Admin) -> WebResult
                 expected_throughput_kbps: l.expected_throughput_kbps,
                 airtime_metric: l.airtime_metric,
                 verdict: l.verdict,
+                measured: l.measured,
             })
             .collect(),
         warnings,
@@ -390,4 +393,13 @@ pub(super) async fn pairing_progress(
         }
         Progress::Gone => view("expired", None, 0, Duration::ZERO),
     }))
+}
+
+/// `text` with its first letter capitalised: a finding's fix as a sentence of its own.
+fn sentence(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

@@ -596,6 +596,7 @@ fn troubled_mesh_links_become_one_warning_per_pair_with_the_advice() {
             airtime_metric: None,
             verdict: serde_json::from_value(serde_json::json!(verdict)).unwrap(),
             advice: advice.iter().map(|a| a.to_string()).collect(),
+            measured: None,
         };
     let links = [
         link(
