@@ -13,6 +13,7 @@
 //! `GOAL` line per goal ([`report`]); a missed goal is printed, never an error.
 pub mod home;
 pub mod load;
+pub mod propagation;
 pub mod report;
 pub mod router_cpu;
 
@@ -27,7 +28,7 @@ use home::{memory, reset_peak, Home};
 use load::Summary;
 use report::{Hold, Memory, PathFigures, Report};
 
-const USAGE: &str = "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--rr-rate RPS] [--newconn-rate RPS] [--prebuilt DIR]\n       cargo xtask bench --cpu mipsel|armv7|aarch64 [--duration SECS] [--shift N] [--aead aes-gcm|chacha20-poly1305]";
+const USAGE: &str = "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--rr-rate RPS] [--newconn-rate RPS] [--prebuilt DIR]\n       cargo xtask bench --cpu mipsel|armv7|aarch64 [--duration SECS] [--shift N] [--aead aes-gcm|chacha20-poly1305]\n       cargo xtask bench --propagation [--agents N] [--changes N] [--prebuilt DIR]";
 
 struct Opts {
     mesh_only: bool,
@@ -89,6 +90,9 @@ fn parse(args: &[String]) -> Result<Opts> {
 pub fn run(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--cpu") {
         return router_cpu::run(args);
+    }
+    if args.iter().any(|a| a == "--propagation") {
+        return propagation::run(args);
     }
     let o = parse(args)?;
     if !is_root() {
