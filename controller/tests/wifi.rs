@@ -232,28 +232,59 @@ async fn paired(d: &std::path::Path, c: &support::Controller, name: &str) -> Str
     state.identity_pem().unwrap()
 }
 
+/// A controller with two paired routers (their certificates and keys, PEM) and the home
+/// network "Our Home" set.
+struct TwoRouters {
+    dir: tempfile::TempDir,
+    controller: support::Controller,
+    attic: String,
+    cellar: String,
+}
+
+impl TwoRouters {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let controller = support::start_controller(d, "info");
+        let attic = paired(d, &controller, "attic").await;
+        let cellar = paired(d, &controller, "cellar").await;
+        let pw = d.join("pw");
+        std::fs::write(&pw, SECRET).unwrap();
+        ok(&support::trellis(
+            d,
+            &controller.socket,
+            &[
+                "wifi",
+                "set",
+                "home",
+                "--ssid",
+                "Our Home",
+                "--passphrase-file",
+                pw.to_str().unwrap(),
+            ],
+        ));
+        Self {
+            dir,
+            controller,
+            attic,
+            cellar,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_roam_says_why() {
     use trellis_proto::api::{SeenDevice, Telemetry, TelemetryAnswer, WifiAssociation};
     use trellis_proto::home_wifi::*;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let c = support::start_controller(d, "info");
-    let attic = paired(d, &c, "attic").await;
-    let cellar = paired(d, &c, "cellar").await;
-    let curl = support::Curl::new(d, &c);
-    let pw = d.join("pw");
-    std::fs::write(&pw, SECRET).unwrap();
+    let h = TwoRouters::start().await;
+    let (d, c, attic, cellar) = (
+        h.dir.path(),
+        &h.controller,
+        h.attic.as_str(),
+        h.cellar.as_str(),
+    );
+    let curl = support::Curl::new(d, c);
     let trellis = |args: &[&str]| support::trellis(d, &c.socket, args);
-    ok(&trellis(&[
-        "wifi",
-        "set",
-        "home",
-        "--ssid",
-        "Our Home",
-        "--passphrase-file",
-        pw.to_str().unwrap(),
-    ]));
     ok(&trellis(&[
         "set-device",
         "02:00:00:00:00:0a",
@@ -295,7 +326,7 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         }],
         ..Default::default()
     };
-    report(&cellar, &cellar_t);
+    report(cellar, &cellar_t);
     // The attic has it associated, weak.
     let mut attic_t = Telemetry {
         access_points: vec![ap("02:aa:00:00:01:05", "02aa00000105ff")],
@@ -315,7 +346,7 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         }],
         ..Default::default()
     };
-    let answer = report(&attic, &attic_t);
+    let answer = report(attic, &attic_t);
     assert_eq!(answer.steer.len(), 1, "{answer:?}");
     let req = &answer.steer[0];
     assert_eq!(req.station, phone);
@@ -326,7 +357,7 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
     assert_eq!(answer.neighbours.len(), 1);
     assert_eq!(answer.neighbours[0].node.as_str(), "cellar");
     assert_eq!(answer.neighbours[0].ssid.as_str(), "Our Home");
-    let cellar_answer = report(&cellar, &cellar_t);
+    let cellar_answer = report(cellar, &cellar_t);
     assert!(
         cellar_answer.steer.is_empty(),
         "asked of the router the phone is on"
@@ -346,7 +377,7 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         result: SteerResult::Declined,
         status_code: Some(7),
     }];
-    report(&attic, &attic_t);
+    report(attic, &attic_t);
     let history = ok(&trellis(&["devices", "phone"]));
     assert!(history.contains("phone (02:00:00:00:00:0a)"), "{history}");
     assert!(
@@ -371,28 +402,19 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
 async fn trellis_check_names_the_router_whose_wifi_differs() {
     use trellis_proto::api::Telemetry;
     use trellis_proto::home_wifi::*;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let c = support::start_controller(d, "info");
-    let attic = paired(d, &c, "attic").await;
-    let cellar = paired(d, &c, "cellar").await;
-    let curl = support::Curl::new(d, &c);
-    let pw = d.join("pw");
-    std::fs::write(&pw, SECRET).unwrap();
+    let h = TwoRouters::start().await;
+    let (d, c, attic, cellar) = (
+        h.dir.path(),
+        &h.controller,
+        h.attic.as_str(),
+        h.cellar.as_str(),
+    );
+    let curl = support::Curl::new(d, c);
     let trellis = |args: &[&str]| support::trellis(d, &c.socket, args);
-    ok(&trellis(&[
-        "wifi",
-        "set",
-        "home",
-        "--ssid",
-        "Our Home",
-        "--passphrase-file",
-        pw.to_str().unwrap(),
-    ]));
     // What the routers were given, as their snapshot carries it.
     let (status, body) = curl.send(
         "127.0.0.1",
-        Some(&attic),
+        Some(attic),
         "GET",
         "/v1/agent/config?after=0&wait=0",
         None,
@@ -449,8 +471,8 @@ async fn trellis_check_names_the_router_whose_wifi_differs() {
             .collect()
     };
     let right = settings_fingerprint(&home, wifi.roaming.as_ref());
-    report(&attic, vec![ap(Band::G2, "Our Home", right.clone())]);
-    report(&cellar, vec![ap(Band::G2, "Our Home", right.clone())]);
+    report(attic, vec![ap(Band::G2, "Our Home", right.clone())]);
+    report(cellar, vec![ap(Band::G2, "Our Home", right.clone())]);
     let f = findings();
     assert!(
         f.iter().any(|(l, w)| l == "ok"
@@ -465,7 +487,7 @@ async fn trellis_check_names_the_router_whose_wifi_differs() {
         ..home.clone()
     };
     report(
-        &cellar,
+        cellar,
         vec![ap(
             Band::G2,
             "Our Home",
@@ -473,7 +495,7 @@ async fn trellis_check_names_the_router_whose_wifi_differs() {
         )],
     );
     report(
-        &attic,
+        attic,
         vec![
             ap(Band::G5, "Old Name", right.clone()),
             AccessPointReport {

@@ -119,8 +119,9 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     let bin = match &o.prebuilt {
-        Some(dir) => std::fs::canonicalize(dir)
-            .with_context(|| format!("--prebuilt {}", dir.display()))?,
+        Some(dir) => {
+            std::fs::canonicalize(dir).with_context(|| format!("--prebuilt {}", dir.display()))?
+        }
         None => {
             crate::run(crate::cargo().args([
                 "build",
