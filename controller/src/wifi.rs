@@ -159,6 +159,16 @@ pub fn cap_wifi_reports(t: &mut Telemetry) -> Vec<SteerOutcome> {
     t.access_points.truncate(MAX_ACCESS_POINTS);
     for ap in &mut t.access_points {
         crate::home::truncate_to(&mut ap.interface, 15);
+        // An SSID is at most 32 bytes (hostapd may print escapes); a fingerprint is hex.
+        if let Some(ssid) = &mut ap.ssid {
+            crate::home::truncate_to(ssid, 4 * 32);
+        }
+        if ap.settings.as_deref().is_some_and(|f| {
+            f.len() != trellis_proto::home_wifi::FINGERPRINT_HEX
+                || !f.bytes().all(|b| b.is_ascii_hexdigit())
+        }) {
+            ap.settings = None;
+        }
         if ap
             .neighbour_report
             .as_deref()
@@ -429,6 +439,37 @@ impl Home {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_agent_says_of_its_access_points_is_bounded() {
+        use trellis_proto::home_wifi::Band;
+        let ap = |ssid: &str, settings: &str| AccessPointReport {
+            network: NetworkKind::Home,
+            interface: "tr-home0-and-far-too-long".into(),
+            bssid: "02:00:00:00:00:01".parse().unwrap(),
+            band: Band::G2,
+            channel: 1,
+            freq_mhz: 2412,
+            neighbour_report: None,
+            ssid: Some(ssid.into()),
+            settings: Some(settings.into()),
+        };
+        let mut t = Telemetry {
+            access_points: vec![
+                ap(&"x".repeat(10_000), "0123456789abcdef"),
+                ap("Our Home", "not a fingerprint"),
+            ],
+            ..Default::default()
+        };
+        cap_wifi_reports(&mut t);
+        let [a, b] = &t.access_points[..] else {
+            panic!("both kept")
+        };
+        assert_eq!(a.interface.len(), 15);
+        assert_eq!(a.ssid.as_ref().map(String::len), Some(128));
+        assert_eq!(a.settings.as_deref(), Some("0123456789abcdef"));
+        assert_eq!(b.settings, None, "not hex of the right length");
+    }
 
     fn change(ssid: &str, pass: Option<&str>) -> NetworkChange {
         NetworkChange {
