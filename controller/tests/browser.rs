@@ -611,6 +611,17 @@ fn the_router_page_in_a_real_browser() {
     d.click(&d.wait("#speed-start"));
     d.wait_text("#speed-result", "two different routers");
     // The map labels the link with what the test measured, and `trellis topology` says it.
+    // (The supervisors rewrite their reports every 10 s; an agent drops one older than 60 s.)
+    std::fs::write(
+        dir.path().join("attic-mesh.json"),
+        mesh_report("02:00:00:00:0a:01", "02:00:00:00:0a:02"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("garage-mesh.json"),
+        mesh_report("02:00:00:00:0a:02", "02:00:00:00:0a:01"),
+    )
+    .unwrap();
     d.goto(&format!("{base}/#/"));
     let label = d.wait_text_for(
         "#topology .link-label[data-link='attic|garage']",
