@@ -147,11 +147,14 @@ fn dump() -> std::io::Result<HashMap<Ipv4Addr, MacAddr>> {
     loop {
         buf.clear();
         s.recv(&mut buf, 0)?;
-        let mut offset = 0;
-        while buf.len() >= offset + HEADER_LEN {
-            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..])
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            let len = msg.header.length as usize;
+        let (messages, whole) = datagram(&buf);
+        if !whole {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the kernel's neighbour dump holds a message that does not parse",
+            ));
+        }
+        for msg in messages {
             match msg.payload {
                 NetlinkPayload::Done(_) => return Ok(macs),
                 NetlinkPayload::Error(e) => {
@@ -162,38 +165,41 @@ fn dump() -> std::io::Result<HashMap<Ipv4Addr, MacAddr>> {
                 }
                 _ => {}
             }
-            if len == 0 {
-                break;
-            }
-            offset += (len + 3) & !3;
         }
     }
 }
 
-/// The neighbour messages in one datagram of events: (message, added or changed).
-fn neighbour_messages(buf: &[u8]) -> Vec<(NeighbourMessage, bool)> {
+/// The netlink messages of one datagram, in order, and whether all of it parsed (reading
+/// stops at the first message that does not).
+fn datagram(buf: &[u8]) -> (Vec<NetlinkMessage<RouteNetlinkMessage>>, bool) {
     let mut out = Vec::new();
     let mut offset = 0;
     while buf.len() >= offset + HEADER_LEN {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..]) else {
-            break;
+            return (out, false);
         };
         let len = msg.header.length as usize;
-        match msg.payload {
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                out.push((n, true))
-            }
-            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => {
-                out.push((n, false))
-            }
-            _ => {}
-        }
+        out.push(msg);
         if len == 0 {
             break;
         }
         offset += (len + 3) & !3;
     }
-    out
+    (out, true)
+}
+
+/// The neighbour messages in one datagram of events: (message, added or changed). What
+/// follows a message that does not parse is left out.
+fn neighbour_messages(buf: &[u8]) -> Vec<(NeighbourMessage, bool)> {
+    datagram(buf)
+        .0
+        .into_iter()
+        .filter_map(|msg| match msg.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => Some((n, true)),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(n)) => Some((n, false)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The table one datagram of events makes from nothing. Public only for the fuzz target
