@@ -125,6 +125,11 @@ export function confirmDialog(title, text, confirmLabel) {
   });
 }
 
+// Sizes and rates as the pages print them.
+export const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB`
+  : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
+export const mbit = (bps) => `${(bps / 1e6).toFixed(1)} Mbit/s`;
+
 export function duration(seconds) {
   const s = Math.max(0, Math.round(seconds));
   if (s < 90) return `${s} s`;

@@ -4,7 +4,7 @@
 // "talks to the controller".
 // Hover, focus (keyboard) or tap a router or a link to see its details under the map.
 
-import { h, s, routerName, STATE_TEXT, duration } from './lib.js';
+import { h, s, routerName, STATE_TEXT, duration, mbit } from './lib.js';
 
 const W = 640;
 const H = 420;
@@ -39,8 +39,6 @@ function linkText(link, names) {
   if (link.measured) parts.push(`measured ${mbit(link.measured.bits_per_second)} (${names(link.measured.from)} → ${names(link.measured.to)})`);
   return parts.join(', ');
 }
-
-const mbit = (bps) => `${(bps / 1e6).toFixed(bps < 1e7 ? 1 : 0)} Mbit/s`;
 
 // What every link says on the map itself: cable or wifi, and what a speed test measured.
 function linkLabel(link) {

@@ -3,10 +3,8 @@
 // the same figures in a table. From `GET /api/ui/graph?window=MIN` (the controller's
 // dependency map, built from the routers' proxies' edge counters).
 
-import { api, h, s, section, emptyState } from '../lib.js';
+import { api, h, s, section, emptyState, bytes } from '../lib.js';
 
-const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB`
-  : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
 const latency = (e) => (e.connect_p50_ms == null ? '–' : `≤ ${e.connect_p50_ms} / ≤ ${e.connect_p99_ms} ms`);
 const label = (n) => (n.group ? `${n.name} (${n.group})` : n.name);
 

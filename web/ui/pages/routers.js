@@ -1,7 +1,7 @@
 // Routers: pair a satellite (code, countdown, progress), rename, remove, and a speed test
 // between two routers (like `trellis speedtest`).
 
-import { api, h, section, action, confirmDialog, every, duration, date, clock, routerName, STATE_TEXT, announce } from '../lib.js';
+import { api, h, section, action, confirmDialog, every, duration, date, clock, routerName, STATE_TEXT, announce, mbit } from '../lib.js';
 
 const STAGES = [
   ['waiting', 'Waiting for the satellite'],
@@ -127,8 +127,6 @@ export function render(root) {
   const stopList = every(3000, refresh);
   return () => { stopList(); speed.stop(); if (stopPairing) stopPairing(); };
 }
-
-const mbit = (bps) => `${(bps / 1e6).toFixed(1)} Mbit/s`;
 
 function testLine(t) {
   const what = `${t.from} → ${t.to}`;

@@ -1,10 +1,7 @@
 // Traffic: per-service connections and bytes over the last hour, as small charts, from the
 // counters the routers' proxies report.
 
-import { api, h, s, section, emptyState } from '../lib.js';
-
-const bytes = (n) => (n >= 1e9 ? `${(n / 1e9).toFixed(1)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB`
-  : n >= 1e3 ? `${(n / 1e3).toFixed(1)} kB` : `${n} B`);
+import { api, h, s, section, emptyState, bytes } from '../lib.js';
 
 // A sparkline of up to 60 points (one per minute), scaled to its own maximum.
 export function sparkline(points, label) {
