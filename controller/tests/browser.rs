@@ -572,21 +572,21 @@ fn the_router_page_in_a_real_browser() {
 
     // --- a speed test between two routers -------------------------------------------------
     // Their mesh supervisors see each other (the link reports `trellis-agent mesh` writes).
-    let mesh_report = |mac: &str, peer: &str| {
-        serde_json::json!({ "mac": mac, "links": [{ "peer": peer, "medium": "wifi",
-            "signal_dbm": -52, "expected_throughput_kbps": 180000, "verdict": "good", "advice": [] }] })
-        .to_string()
+    let write_link_reports = || {
+        for (name, mac, peer) in [
+            ("attic", "02:00:00:00:0a:01", "02:00:00:00:0a:02"),
+            ("garage", "02:00:00:00:0a:02", "02:00:00:00:0a:01"),
+        ] {
+            let report = serde_json::json!({ "mac": mac, "links": [{ "peer": peer, "medium": "wifi",
+                "signal_dbm": -52, "expected_throughput_kbps": 180000, "verdict": "good", "advice": [] }] });
+            std::fs::write(
+                dir.path().join(format!("{name}-mesh.json")),
+                report.to_string(),
+            )
+            .unwrap();
+        }
     };
-    std::fs::write(
-        dir.path().join("attic-mesh.json"),
-        mesh_report("02:00:00:00:0a:01", "02:00:00:00:0a:02"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("garage-mesh.json"),
-        mesh_report("02:00:00:00:0a:02", "02:00:00:00:0a:01"),
-    )
-    .unwrap();
+    write_link_reports();
     let _garage = support::pair_and_run(dir.path(), &controller, "garage");
     d.goto(&format!("{base}/#/routers"));
     d.wait_text("#router-list [data-router=garage]", "Online");
@@ -612,16 +612,7 @@ fn the_router_page_in_a_real_browser() {
     d.wait_text("#speed-result", "two different routers");
     // The map labels the link with what the test measured, and `trellis topology` says it.
     // (The supervisors rewrite their reports every 10 s; an agent drops one older than 60 s.)
-    std::fs::write(
-        dir.path().join("attic-mesh.json"),
-        mesh_report("02:00:00:00:0a:01", "02:00:00:00:0a:02"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("garage-mesh.json"),
-        mesh_report("02:00:00:00:0a:02", "02:00:00:00:0a:01"),
-    )
-    .unwrap();
+    write_link_reports();
     d.goto(&format!("{base}/#/"));
     let label = d.wait_text_for(
         "#topology .link-label[data-link='attic|garage']",

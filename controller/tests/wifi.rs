@@ -270,11 +270,29 @@ impl TwoRouters {
             cellar,
         }
     }
+
+    /// Posts a router's telemetry over its mutual TLS (`cert`: its certificate and key).
+    fn report(
+        &self,
+        cert: &str,
+        t: &trellis_proto::api::Telemetry,
+    ) -> trellis_proto::api::TelemetryAnswer {
+        let curl = support::Curl::new(self.dir.path(), &self.controller);
+        let (status, answer) = curl.send(
+            "127.0.0.1",
+            Some(cert),
+            "POST",
+            "/v1/agent/telemetry",
+            Some(&serde_json::to_string(t).unwrap()),
+        );
+        assert_eq!(status, 200, "{answer}");
+        serde_json::from_str(&answer).unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_roam_says_why() {
-    use trellis_proto::api::{SeenDevice, Telemetry, TelemetryAnswer, WifiAssociation};
+    use trellis_proto::api::{SeenDevice, Telemetry, WifiAssociation};
     use trellis_proto::home_wifi::*;
     let h = TwoRouters::start().await;
     let (d, c, attic, cellar) = (
@@ -283,7 +301,6 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         h.attic.as_str(),
         h.cellar.as_str(),
     );
-    let curl = support::Curl::new(d, c);
     let trellis = |args: &[&str]| support::trellis(d, &c.socket, args);
     ok(&trellis(&[
         "set-device",
@@ -303,18 +320,7 @@ async fn a_sticky_phone_is_steered_through_its_routers_telemetry_answer_and_why_
         ssid: None,
         settings: None,
     };
-    let report = |cert: &str, t: &Telemetry| -> TelemetryAnswer {
-        let body = serde_json::to_string(t).unwrap();
-        let (status, answer) = curl.send(
-            "127.0.0.1",
-            Some(cert),
-            "POST",
-            "/v1/agent/telemetry",
-            Some(&body),
-        );
-        assert_eq!(status, 200, "{answer}");
-        serde_json::from_str(&answer).unwrap()
-    };
+    let report = |cert: &str, t: &Telemetry| h.report(cert, t);
     // The cellar hears the phone well on 5 GHz.
     let cellar_t = Telemetry {
         access_points: vec![ap("02:aa:00:00:02:05", "02aa00000205ff")],
@@ -436,18 +442,13 @@ async fn trellis_check_names_the_router_whose_wifi_differs() {
         settings: Some(settings),
     };
     let report = |cert: &str, aps: Vec<AccessPointReport>| {
-        let t = Telemetry {
-            access_points: aps,
-            ..Default::default()
-        };
-        let (status, answer) = curl.send(
-            "127.0.0.1",
-            Some(cert),
-            "POST",
-            "/v1/agent/telemetry",
-            Some(&serde_json::to_string(&t).unwrap()),
+        h.report(
+            cert,
+            &Telemetry {
+                access_points: aps,
+                ..Default::default()
+            },
         );
-        assert_eq!(status, 200, "{answer}");
     };
     let findings = || -> Vec<(String, String)> {
         let out = trellis(&["--json", "check"]);
