@@ -11,14 +11,14 @@
 //! p50/p99 and denials. RAM only, bounded by [`MAX_EDGES`] edges and [`MAX_BASELINES`]
 //! (router, edge) baselines.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use trellis_proto::api::{EdgeTraffic, EDGE_LATENCY_BOUNDS_MS};
 use trellis_proto::policy::{Device, MacAddr};
 use trellis_proto::NodeName;
 
-use crate::traffic::counter_delta;
+use crate::traffic::{counter_delta, MinuteSeries};
 
 /// One-minute buckets kept per edge: the last hour.
 pub const MINUTES: usize = 60;
@@ -37,19 +37,12 @@ const COUNTERS: usize = 4 + LATENCY_BUCKETS;
 
 type EdgeKey = (String, String);
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Unix minute.
-    minute: u64,
-    counts: [u64; COUNTERS],
-}
-
 #[derive(Debug, Default)]
 pub struct EdgeBook {
     /// Routers heard from since the controller started (their first report is a baseline).
     known: HashSet<NodeName>,
     last: HashMap<(NodeName, EdgeKey), [u64; COUNTERS]>,
-    edges: BTreeMap<EdgeKey, VecDeque<Bucket>>,
+    edges: BTreeMap<EdgeKey, MinuteSeries<COUNTERS>>,
 }
 
 fn counters(e: &EdgeTraffic) -> [u64; COUNTERS] {
@@ -90,25 +83,7 @@ impl EdgeBook {
             let now_counts = counters(e);
             let delta = counter_delta(self.last.get(&at).map(|p| &p[..]), &now_counts, baseline);
             self.last.insert(at, now_counts);
-            let buckets = self.edges.entry(key).or_default();
-            match buckets.back_mut() {
-                Some(b) if b.minute == minute => {
-                    for (c, d) in b.counts.iter_mut().zip(&delta) {
-                        *c = c.saturating_add(*d);
-                    }
-                }
-                _ => {
-                    let mut counts = [0; COUNTERS];
-                    counts.copy_from_slice(&delta);
-                    buckets.push_back(Bucket { minute, counts });
-                }
-            }
-            while buckets
-                .front()
-                .is_some_and(|b| b.minute + (MINUTES as u64) <= minute)
-            {
-                buckets.pop_front();
-            }
+            self.edges.entry(key).or_default().add(minute, &delta);
         }
     }
 
@@ -125,16 +100,8 @@ impl EdgeBook {
         let this_minute = now / 60;
         let first = this_minute + 1 - u64::from(window);
         let mut edges = Vec::new();
-        for ((source, service), buckets) in &self.edges {
-            let mut sum = [0u64; COUNTERS];
-            for b in buckets
-                .iter()
-                .filter(|b| b.minute >= first && b.minute <= this_minute)
-            {
-                for (s, c) in sum.iter_mut().zip(&b.counts) {
-                    *s = s.saturating_add(*c);
-                }
-            }
+        for ((source, service), series) in &self.edges {
+            let sum = series.sum(first, this_minute);
             if sum.iter().all(|&c| c == 0) {
                 continue;
             }

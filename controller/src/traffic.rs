@@ -17,41 +17,69 @@ pub const MINUTES: usize = 60;
 pub const MAX_SERVICES: usize = 128;
 pub const MAX_SOURCES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Unix minute.
-    minute: u64,
-    connections: u64,
-    bytes: u64,
+/// One-minute buckets of `N` counters over the last hour ([`MINUTES`]): what reports added
+/// in each minute. Shared by the traffic charts and the dependency map ([`crate::graph`]).
+#[derive(Debug, Clone)]
+pub struct MinuteSeries<const N: usize> {
+    /// (unix minute, counts), oldest first.
+    buckets: VecDeque<(u64, [u64; N])>,
 }
 
-#[derive(Debug, Default)]
-struct Series {
-    buckets: VecDeque<Bucket>,
+impl<const N: usize> Default for MinuteSeries<N> {
+    fn default() -> Self {
+        Self {
+            buckets: VecDeque::new(),
+        }
+    }
 }
 
-impl Series {
-    fn add(&mut self, minute: u64, connections: u64, bytes: u64) {
-        match self.buckets.back_mut() {
-            Some(b) if b.minute == minute => {
-                b.connections += connections;
-                b.bytes += bytes;
-            }
-            _ => {
-                self.buckets.push_back(Bucket {
-                    minute,
-                    connections,
-                    bytes,
-                });
+impl<const N: usize> MinuteSeries<N> {
+    /// Adds `counts` to minute `minute` (the newest so far) and lets minutes older than the
+    /// hour go.
+    pub fn add(&mut self, minute: u64, counts: &[u64]) {
+        if !matches!(self.buckets.back(), Some((m, _)) if *m == minute) {
+            self.buckets.push_back((minute, [0; N]));
+        }
+        if let Some((_, sum)) = self.buckets.back_mut() {
+            for (s, c) in sum.iter_mut().zip(counts) {
+                *s = s.saturating_add(*c);
             }
         }
         while self
             .buckets
             .front()
-            .is_some_and(|b| b.minute + (MINUTES as u64) <= minute)
+            .is_some_and(|(m, _)| m + (MINUTES as u64) <= minute)
         {
             self.buckets.pop_front();
         }
+    }
+
+    /// Each minute's counts from `first` to `last` (inclusive), zeros where nothing came.
+    pub fn per_minute(&self, first: u64, last: u64) -> Vec<[u64; N]> {
+        let mut out = vec![[0; N]; last.saturating_sub(first) as usize + 1];
+        for (m, counts) in self
+            .buckets
+            .iter()
+            .filter(|(m, _)| (first..=last).contains(m))
+        {
+            out[(m - first) as usize] = *counts;
+        }
+        out
+    }
+
+    /// The counts summed over the minutes from `first` to `last` (inclusive).
+    pub fn sum(&self, first: u64, last: u64) -> [u64; N] {
+        let mut sum = [0u64; N];
+        for (_, counts) in self
+            .buckets
+            .iter()
+            .filter(|(m, _)| (first..=last).contains(m))
+        {
+            for (s, c) in sum.iter_mut().zip(counts) {
+                *s = s.saturating_add(*c);
+            }
+        }
+        sum
     }
 }
 
@@ -85,7 +113,8 @@ pub struct TrafficBook {
     /// Routers heard from since the controller started (their first report is a baseline).
     known: std::collections::HashSet<NodeName>,
     last: HashMap<(NodeName, String), ServiceTraffic>,
-    series: BTreeMap<String, Series>,
+    /// Per service: connections and bytes per minute.
+    series: BTreeMap<String, MinuteSeries<2>>,
 }
 
 impl TrafficBook {
@@ -111,7 +140,7 @@ impl TrafficBook {
             self.series
                 .entry(t.service.clone())
                 .or_default()
-                .add(minute, connections, bytes);
+                .add(minute, &[connections, bytes]);
         }
     }
 
@@ -129,17 +158,9 @@ impl TrafficBook {
             .series
             .iter()
             .map(|(service, s)| {
-                let mut connections = vec![0; MINUTES];
-                let mut bytes = vec![0; MINUTES];
-                for b in s
-                    .buckets
-                    .iter()
-                    .filter(|b| b.minute >= first && b.minute <= this_minute)
-                {
-                    let i = (b.minute - first) as usize;
-                    connections[i] = b.connections;
-                    bytes[i] = b.bytes;
-                }
+                let minutes = s.per_minute(first, this_minute);
+                let connections: Vec<u64> = minutes.iter().map(|m| m[0]).collect();
+                let bytes: Vec<u64> = minutes.iter().map(|m| m[1]).collect();
                 ServiceChart {
                     service: service.clone(),
                     connections_total: connections.iter().sum(),
