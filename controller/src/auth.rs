@@ -191,18 +191,12 @@ pub fn ensure_setup_token(data_dir: &Path) -> std::io::Result<String> {
         }
     }
     let token = random_string(20);
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(format!("{token}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    trellis_io::files::replace(
+        &path,
+        format!("{token}\n").as_bytes(),
+        0o600,
+        trellis_io::files::Medium::Flash,
+    )?;
     Ok(token)
 }
 

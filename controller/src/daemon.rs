@@ -69,11 +69,7 @@ fn metrics_addr(value: &str) -> Result<MetricsListen, String> {
 pub fn main() -> ExitCode {
     let opts = Options::parse();
     init_logging(&opts.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match trellis_io::runtime::daemon() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trellis-controller: cannot start the async runtime: {e}");

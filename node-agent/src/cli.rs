@@ -207,11 +207,7 @@ pub fn main() -> ExitCode {
         // The mesh supervisor runs on its own single-threaded runtime.
         return crate::wifi::mesh::main(args, paired);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let runtime = match trellis_io::runtime::daemon() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("trellis-agent: cannot start the async runtime: {e}");

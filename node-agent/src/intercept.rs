@@ -79,7 +79,12 @@ impl Rules {
     }
 }
 
+/// Runs `nft -f -` with `script` (off the async workers: it forks and waits).
 fn nft(script: &str) -> Result<(), InterceptError> {
+    trellis_io::runtime::blocking(|| nft_now(script))
+}
+
+fn nft_now(script: &str) -> Result<(), InterceptError> {
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())

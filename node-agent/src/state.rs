@@ -8,16 +8,16 @@
 //! - `snapshot.json` (0600): the last config snapshot applied, so the agent keeps working
 //!   when the controller is gone (fail static).
 //!
-//! Every write is write-to-temp, fsync, rename, fsync-directory: a `kill -9` or power cut
-//! leaves the old file or the new one, never half of one. Files are written only when their
-//! content changes (flash wears).
+//! Every write goes through [`trellis_io::files::replace`] on [`Medium::Flash`]: a `kill -9`
+//! or power cut leaves the old file or the new one, never half of one, and files are written
+//! only when their content changes (flash wears).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use trellis_io::files::Medium;
 use trellis_proto::snapshot::{ConfigSnapshot, MeshCredentials};
 use trellis_proto::{HomeId, SpiffeId};
 
@@ -83,31 +83,8 @@ impl StateDir {
     /// Write a file atomically with the given mode, unless it already holds `content`.
     pub fn write(&self, name: &str, content: &[u8], mode: u32) -> Result<bool> {
         let path = self.file(name);
-        if fs::read(&path).map(|old| old == content).unwrap_or(false) {
-            return Ok(false);
-        }
-        let io = |source| StateError::Io {
-            path: path.clone(),
-            source,
-        };
-        let tmp = self.file(&format!(".{name}.tmp"));
-        {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(mode)
-                .open(&tmp)
-                .map_err(io)?;
-            f.write_all(content).map_err(io)?;
-            f.sync_all().map_err(io)?;
-        }
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).map_err(io)?;
-        fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(true)
+        trellis_io::files::replace(&path, content, mode, Medium::Flash)
+            .map_err(|source| StateError::Io { path, source })
     }
 
     pub fn read(&self, name: &str) -> Result<String> {

@@ -103,7 +103,8 @@ pub struct DeviceRow {
     pub group: String,
 }
 
-/// The store. One connection behind a mutex: the control plane's write rate is tiny.
+/// The store. One connection behind a mutex: the control plane's write rate is tiny. Every
+/// call runs through [`trellis_io::runtime::blocking`], because a commit waits for the flash.
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -135,8 +136,11 @@ impl Store {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         // A poisoned lock only means another thread panicked mid-call; SQLite's transaction
         // rolled back, so the connection is still consistent.
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn)
+        // A commit waits for the flash: off the async workers, as every caller needs.
+        trellis_io::runtime::blocking(|| {
+            let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
     }
 
     /// The home, creating it with `make` on first start (in one transaction).

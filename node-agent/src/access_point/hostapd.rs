@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use trellis_io::files::Medium;
 use trellis_proto::home_wifi::{
     AccessPointReport, ApNeighbour, Band, HomeWifi, NetworkKind, Roaming, SteerRequest,
     MAX_ACCESS_POINTS, MAX_HEARD_CLIENTS,
@@ -465,8 +466,6 @@ pub fn render(
 
 /// Writes a file holding a secret: 0600 from its creation, replaced atomically.
 fn write_secret(path: &Path, text: &str) -> Result<(), ApError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |source| ApError::File {
         path: path.to_path_buf(),
         source,
@@ -474,17 +473,8 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ApError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension("conf.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(text.as_bytes()).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    trellis_io::files::replace(path, text.as_bytes(), 0o600, Medium::Ram).map_err(err)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -769,9 +769,12 @@ fn write_link_report(run_dir: &std::path::Path, state: &State, now_ms: u64) {
     let Ok(json) = serde_json::to_vec(&report) else {
         return;
     };
-    let tmp = run_dir.join(format!(".{LINK_REPORT_FILE}.tmp"));
-    let written = std::fs::write(&tmp, json)
-        .and_then(|_| std::fs::rename(&tmp, run_dir.join(LINK_REPORT_FILE)));
+    let written = trellis_io::files::replace(
+        &run_dir.join(LINK_REPORT_FILE),
+        &json,
+        0o644,
+        trellis_io::files::Medium::Ram,
+    );
     if let Err(e) = written {
         tracing::debug!(
             "could not write the link report in {}: {e}",

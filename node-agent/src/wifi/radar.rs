@@ -47,9 +47,8 @@ pub fn record(run_dir: &Path, freq_mhz: u32, now_unix: u64) -> std::io::Result<(
     let extra = seen.len().saturating_sub(MAX_RADAR_SEEN);
     seen.drain(..extra);
     let json = serde_json::to_vec(&seen).map_err(std::io::Error::other)?;
-    let tmp = run_dir.join(format!("{RADAR_FILE}.tmp"));
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(tmp, path)
+    trellis_io::files::replace(&path, &json, 0o644, trellis_io::files::Medium::Ram)?;
+    Ok(())
 }
 
 #[cfg(test)]

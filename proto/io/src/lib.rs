@@ -5,6 +5,8 @@
 //!
 //! - [`client`]: the one HTTP/1.1 client of the APIs, over any stream (TLS to the controller,
 //!   the admin unix socket), with bounded answers.
+//! - [`files`]: replacing a file atomically, with its mode from the start; on flash only when
+//!   its content changed, and synced.
 //! - [`paths`]: where things live by default (OpenWrt's places on a router, `./trellis-data`
 //!   on a development machine).
 //! - [`listener`]: the accept loop ([`listener::serve`]) and its [`listener::Gate`] — a cap on
@@ -17,6 +19,8 @@
 //! - [`metrics`]: the Prometheus text of those counters, and the small `/metrics` endpoint
 //!   both daemons serve with it.
 //! - [`ratelog`]: "at most one log line per interval" for anything a client can trigger.
+//! - [`runtime`]: the daemons' async runtime, and [`runtime::blocking`], the one way their code
+//!   waits on flash or a child process without stalling the other connections.
 //! - [`signal`]: the stop signal both daemons obey (SIGTERM from procd, or Ctrl-C).
 //! - [`logging`]: the `--log` filter both daemons take (checked at start) and the logger.
 
@@ -24,11 +28,13 @@
 
 pub mod budget;
 pub mod client;
+pub mod files;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
 pub mod ratelog;
+pub mod runtime;
 pub mod signal;
 
 pub use budget::{Budget, Seat};
