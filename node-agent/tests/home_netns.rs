@@ -11,71 +11,13 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use support::running::RunningHome;
 use support::{
-    contains, in_ns, is_root, laptop_resolve, start_web_server, start_web_server_at, Capture, Home,
-    LAPTOP_MAC, PAGE_SECRET,
+    contains, in_ns, is_root, laptop_resolve, start_web_server, start_web_server_at, wait_until,
+    Capture, Home, LAPTOP_MAC, PAGE_SECRET,
 };
-
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn controller_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_trellis-agent")).with_file_name("trellis-controller");
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --workspace --bins (cargo xtask test does)",
-        p.display()
-    );
-    p
-}
-
-fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn output_in(ns: &str, program: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(program)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Router C: its own namespace on a backhaul link to router A (10.9.3.0/24), and a printer's
 /// web page behind it (10.3.0.2:8080). Dropping it deletes both namespaces: the router is gone.
@@ -121,23 +63,13 @@ impl Drop for RouterC {
     }
 }
 
-/// The laptop fetches `/` from the virtual IP on port 8080.
+/// The laptop fetches `/` of family-web from the virtual IP on port 8080.
 fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
-    in_ns(ns, move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((vip, 8080)), Duration::from_secs(5))
-                .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: family-web.trellis.home.arpa\r\n\r\n")
-            .map_err(|e| format!("write: {e}"))?;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        if out.is_empty() {
-            Err("connection closed with no answer".into())
-        } else {
-            Ok(String::from_utf8_lossy(&out).into_owned())
-        }
-    })
+    support::http_get_in(
+        ns,
+        SocketAddr::from((vip, 8080)),
+        "family-web.trellis.home.arpa",
+    )
 }
 
 fn family_web_reachable(services: &serde_json::Value) -> bool {
@@ -200,50 +132,9 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     start_web_server(&home.server);
     // A guest's phone on its own port of router A.
     let phone = Phone::new(&home.ra);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_trellis-agent"));
-    let ctl_bin = controller_binary();
-    let socket = d.join("admin.sock");
-    let trellis_link = d.join("trellis");
-    std::os::unix::fs::symlink(&ctl_bin, &trellis_link).unwrap();
-    let trellis = |args: &[&str]| {
-        let out = Command::new(&trellis_link)
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "trellis {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let json = |args: &[&str]| -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&trellis(&a)).unwrap()
-    };
-
     // The primary router (A) runs the controller on the backhaul address.
-    let mut procs = Procs(Vec::new());
-    procs.0.push(spawn_in(
-        &home.ra,
-        &ctl_bin,
-        &[
-            "--data-dir",
-            d.join("ctl").to_str().unwrap(),
-            "--admin-socket",
-            socket.to_str().unwrap(),
-            "--agent-api",
-            "10.9.0.1:7443",
-            // Routers report every second here, so one silent for 3 s is gone.
-            "--node-timeout-s",
-            "3",
-        ],
-        &d.join("controller.log"),
-    ));
-    wait_until("the controller", || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+    // Routers report every second here, so one silent for 3 s is gone.
+    let ctl = RunningHome::start(&home.ra, "10.9.0.1:7443", &["--node-timeout-s", "3"]);
 
     // The web server announces itself the way a NAS does: a real avahi-daemon, `_http._tcp`.
     let _announcer = support::Avahi::start(&home.server, "s0", Some(("Family Web", 8080)));
@@ -280,48 +171,16 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             ],
         ),
     ] {
-        let code = json(&["pair"])["code"].as_str().unwrap().to_owned();
-        let state = d.join(name);
-        let out = output_in(
-            ns,
-            &agent_bin,
-            &[
-                "--state-dir",
-                state.to_str().unwrap(),
-                "join",
-                "10.9.0.1",
-                &code,
-                "--name",
-                name,
-            ],
-        );
-        assert!(out.status.success(), "{name} join: {}", text(&out));
-        let mut args = vec![
-            "--state-dir",
-            state.to_str().unwrap(),
-            "run",
-            "--leases",
-            "/nonexistent",
-            "--telemetry-interval",
-            "1",
-            "--speedtest-listen",
-            "off",
-        ];
-        args.extend(extra);
-        procs.0.push(spawn_in(
-            ns,
-            &agent_bin,
-            &args,
-            &d.join(format!("{name}.log")),
-        ));
+        ctl.join_and_run(ns, name, "10.9.0.1", &extra);
     }
     // The laptop is trusted. The web server joins the catalog by itself: router B's agent
     // sees its mDNS announcement and reports it; nobody types anything.
-    trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
-    trellis(&["set-device", PHONE_MAC, "phone", "guest"]);
+    ctl.trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
+    ctl.trellis(&["set-device", PHONE_MAC, "phone", "guest"]);
     let mut svc = serde_json::Value::Null;
     wait_until("the announced service to appear in the catalog", || {
-        svc = json(&["services"])
+        svc = ctl
+            .json(&["services"])
             .as_array()
             .unwrap()
             .iter()
@@ -336,20 +195,11 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let vip: Ipv4Addr = svc["vip"].as_str().unwrap().parse().unwrap();
 
     // Both agents know each other's tunnel address and have applied the latest config.
-    let synced = |extra: u64| {
-        let target = json(&["status"])["config_version"].as_u64().unwrap() + extra;
-        let nodes = json(&["nodes"]);
-        nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["acked_version"].as_u64().unwrap_or(0) >= target)
-    };
     wait_until("the routers to announce their tunnel address", || {
-        let logs = std::fs::read_to_string(d.join("controller.log")).unwrap_or_default();
+        let logs = ctl.log("controller");
         logs.contains("router-a") && logs.matches("tunnel address changed").count() >= 3
     });
-    wait_until("every agent to apply the latest config", || synced(0));
+    wait_until("every agent to apply the latest config", || ctl.synced(0));
 
     // By name, through router A's agent DNS, to the virtual IP, across the mTLS tunnel; a
     // capture on the link between routers A and B sees TLS, never the page.
@@ -362,8 +212,8 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     let page = laptop_get(&home.laptop, vip).unwrap_or_else(|e| {
         panic!(
             "laptop could not reach the web service: {e}\n--- router-a.log\n{}\n--- router-b.log\n{}",
-            std::fs::read_to_string(d.join("router-a.log")).unwrap_or_default(),
-            std::fs::read_to_string(d.join("router-b.log")).unwrap_or_default()
+            ctl.log("router-a"),
+            ctl.log("router-b")
         )
     });
     assert!(page.contains(PAGE_SECRET), "{page}");
@@ -406,14 +256,14 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
     wait_until(
         "the laptop's connection to show in the traffic charts",
         || {
-            json(&["traffic"])
+            ctl.json(&["traffic"])
                 .as_array()
                 .unwrap()
                 .iter()
                 .any(|c| c["service"] == "family-web" && c["connections_total"].as_u64() >= Some(1))
         },
     );
-    let charts = json(&["traffic"]);
+    let charts = ctl.json(&["traffic"]);
     let web = charts
         .as_array()
         .unwrap()
@@ -435,10 +285,10 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             .cloned()
     };
     wait_until("the laptop's edge on the dependency map", || {
-        laptop_edge(&json(&["graph", "--window", "60"]))
+        laptop_edge(&ctl.json(&["graph", "--window", "60"]))
             .is_some_and(|e| e["connections"].as_u64() >= Some(1))
     });
-    let map = json(&["graph", "--window", "60"]);
+    let map = ctl.json(&["graph", "--window", "60"]);
     let edge = laptop_edge(&map).unwrap();
     assert!(
         edge["bytes_received"].as_u64().unwrap() > PAGE_SECRET.len() as u64,
@@ -467,23 +317,23 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             .map(|p| !p.contains(PAGE_SECRET))
             .unwrap_or(true)
     };
-    trellis(&["set-device", LAPTOP_MAC, "laptop", "guest"]);
+    ctl.trellis(&["set-device", LAPTOP_MAC, "laptop", "guest"]);
     wait_until("the guest refusal to take effect", || refused(&home));
-    let why = json(&["why", "laptop", "family-web:8080"]);
+    let why = ctl.json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false, "{why}");
     assert_eq!(why["rule"], "default:guest", "{why}");
     // The refusal is on the map too.
     wait_until("the laptop's denial on the dependency map", || {
-        laptop_edge(&json(&["graph", "--window", "60"]))
+        laptop_edge(&ctl.json(&["graph", "--window", "60"]))
             .is_some_and(|e| e["denials"].as_u64() >= Some(1))
     });
-    trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
+    ctl.trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
     wait_until("the laptop to be trusted again", || !refused(&home));
 
     // A deny rule: refused, and `trellis why` names the rule. How long it took to take
     // effect is printed (the goal is 1 s; timing is a figure, not a pass/fail).
     let added = Instant::now();
-    trellis(&[
+    ctl.trellis(&[
         "policy",
         "add",
         "no-laptop-web",
@@ -498,17 +348,17 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         "FIGURE deny rule took effect at the laptop in {:?}",
         added.elapsed()
     );
-    let why = json(&["why", "laptop", "family-web:8080"]);
+    let why = ctl.json(&["why", "laptop", "family-web:8080"]);
     assert_eq!(why["allowed"], false);
     assert_eq!(why["rule"], "no-laptop-web");
 
     // Lift it.
-    trellis(&["policy", "remove", "no-laptop-web"]);
-    wait_until("the rule removal to reach every agent", || synced(0));
+    ctl.trellis(&["policy", "remove", "no-laptop-web"]);
+    wait_until("the rule removal to reach every agent", || ctl.synced(0));
 
     // A printer's page behind router C, added by hand (it announces nothing), reached by the
     // laptop across a second tunnel.
-    trellis(&[
+    ctl.trellis(&[
         "add-service",
         "printer",
         "--node",
@@ -519,7 +369,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
         "8080",
     ]);
     let printer = || {
-        json(&["services"])
+        ctl.json(&["services"])
             .as_array()
             .unwrap()
             .iter()
@@ -528,24 +378,22 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
             .unwrap()
     };
     let printer_vip: Ipv4Addr = printer()["vip"].as_str().unwrap().parse().unwrap();
-    wait_until("the printer to reach router A's agent", || synced(0));
+    wait_until("the printer to reach router A's agent", || ctl.synced(0));
     let page = laptop_get(&home.laptop, printer_vip).expect("the printer behind router C");
     assert!(page.contains(PAGE_SECRET), "{page}");
     assert_eq!(printer()["instances"][0]["reachable"], true);
 
     // Router C is unplugged for good (its namespace deleted): its service shows unreachable,
     // and the rest of the home does not notice.
-    let mut agent_c = procs.0.pop().expect("router C's agent");
-    let _ = agent_c.kill();
-    let _ = agent_c.wait();
+    ctl.kill_router(2);
     router_c.remove();
     wait_until("router C's service to show unreachable", || {
         printer()["instances"][0]["reachable"] == false
     });
-    let text_services = trellis(&["services"]);
+    let text_services = ctl.trellis(&["services"]);
     assert!(text_services.contains("(unreachable)"), "{text_services}");
     assert!(
-        family_web_reachable(&json(&["services"])),
+        family_web_reachable(&ctl.json(&["services"])),
         "router B's service stays reachable"
     );
     let page = laptop_get(&home.laptop, vip).expect("router B still serves the laptop");
@@ -553,9 +401,7 @@ fn a_laptop_reaches_a_service_behind_another_router_by_name() {
 
     // Kill the controller: the agents keep working on their last config.
 
-    let mut controller = procs.0.remove(0);
-    controller.kill().unwrap();
-    controller.wait().unwrap();
+    ctl.kill_controller();
     let page =
         laptop_get(&home.laptop, vip).expect("fail static: the mesh works without the controller");
     assert!(page.contains(PAGE_SECRET));

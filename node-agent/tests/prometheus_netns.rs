@@ -10,72 +10,22 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{in_ns, is_root, start_web_server, Home, LAPTOP_MAC, PAGE_SECRET};
+use support::running::RunningHome;
+use support::{
+    in_ns, is_root, spawn_in, start_web_server, text, wait_until, Home, Procs, LAPTOP_MAC,
+    PAGE_SECRET,
+};
 
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn controller_binary() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_trellis-agent")).with_file_name("trellis-controller");
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --workspace --bins (cargo xtask test does)",
-        p.display()
-    );
-    p
-}
-
-fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The laptop fetches `/` from the virtual IP on port 8080.
+/// The laptop fetches `/` of family-web from the virtual IP on port 8080.
 fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
-    in_ns(ns, move || {
-        let mut s =
-            TcpStream::connect_timeout(&SocketAddr::from((vip, 8080)), Duration::from_secs(5))
-                .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: family-web.trellis.home.arpa\r\n\r\n")
-            .map_err(|e| format!("write: {e}"))?;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        Ok(String::from_utf8_lossy(&out).into_owned())
-    })
+    support::http_get_in(
+        ns,
+        SocketAddr::from((vip, 8080)),
+        "family-web.trellis.home.arpa",
+    )
 }
 
 /// `GET path` from Prometheus's HTTP API (in router A's namespace); the JSON `data`.
@@ -153,84 +103,25 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
 
     let home = Home::new();
     start_web_server(&home.server);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_trellis-agent"));
-    let ctl_bin = controller_binary();
-    let socket = d.join("admin.sock");
-    let trellis_link = d.join("trellis");
-    std::os::unix::fs::symlink(&ctl_bin, &trellis_link).unwrap();
-    let trellis = |args: &[&str]| {
-        let out = Command::new(&trellis_link)
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "trellis {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let json = |args: &[&str]| -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.push("--json");
-        serde_json::from_str(&trellis(&a)).unwrap()
-    };
-
     // Router A runs the controller, its /metrics on the backhaul address.
-    let mut procs = Procs(Vec::new());
-    procs.0.push(spawn_in(
+    let ctl = RunningHome::start(
         &home.ra,
-        &ctl_bin,
-        &[
-            "--data-dir",
-            d.join("ctl").to_str().unwrap(),
-            "--admin-socket",
-            socket.to_str().unwrap(),
-            "--agent-api",
-            "10.9.0.1:7443",
-            "--metrics-listen",
-            "10.9.0.1:9465",
-        ],
-        &d.join("controller.log"),
-    ));
-    wait_until("the controller", || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
+        "10.9.0.1:7443",
+        &["--metrics-listen", "10.9.0.1:9465"],
+    );
+    let d = ctl.dir.path();
     for (ns, name, metrics) in [
         (&home.ra, "router-a", "10.9.0.1:9464"),
         (&home.rb, "router-b", "10.9.0.2:9464"),
     ] {
-        let code = json(&["pair"])["code"].as_str().unwrap().to_owned();
-        let state = d.join(name);
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&agent_bin)
-            .args(["--state-dir", state.to_str().unwrap(), "join", "10.9.0.1"])
-            .args([&code, "--name", name])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{name} join: {}", text(&out));
-        procs.0.push(spawn_in(
-            ns,
-            &agent_bin,
-            &[
-                "--state-dir",
-                state.to_str().unwrap(),
-                "run",
-                "--leases",
-                "/nonexistent",
-                "--telemetry-interval",
-                "1",
-                "--speedtest-listen",
-                "off",
-                "--dns-listen",
-                "off",
-                "--no-mdns",
-                "--metrics-listen",
-                metrics,
-            ],
-            &d.join(format!("{name}.log")),
-        ));
+        let extra = [
+            "--dns-listen",
+            "off",
+            "--no-mdns",
+            "--metrics-listen",
+            metrics,
+        ];
+        ctl.join_and_run(ns, name, "10.9.0.1", &extra);
     }
 
     // Prometheus in router A's namespace, scraping every second with the shipped rules.
@@ -241,7 +132,7 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - trellis-rules.yml\nscrape_configs:\n  - job_name: trellis-controller\n    static_configs:\n      - targets: ['10.9.0.1:9465']\n  - job_name: trellis-agent\n    static_configs:\n      - targets: ['10.9.0.1:9464', '10.9.0.2:9464']\n",
     )
     .unwrap();
-    procs.0.push(spawn_in(
+    let _prometheus = Procs(vec![spawn_in(
         &home.ra,
         &prometheus,
         &[
@@ -250,10 +141,10 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
             "--web.listen-address=127.0.0.1:9090",
         ],
         &d.join("prometheus.log"),
-    ));
+    )]);
 
     // The service behind router B, the laptop trusted.
-    trellis(&[
+    ctl.trellis(&[
         "add-service",
         "family-web",
         "--node",
@@ -263,8 +154,9 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
         "--port",
         "8080",
     ]);
-    trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
-    let vip: Ipv4Addr = json(&["services"])
+    ctl.trellis(&["set-device", LAPTOP_MAC, "laptop", "trusted"]);
+    let vip: Ipv4Addr = ctl
+        .json(&["services"])
         .as_array()
         .unwrap()
         .iter()
@@ -273,16 +165,9 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
         .unwrap()
         .parse()
         .unwrap();
-    let synced = || {
-        let target = json(&["status"])["config_version"].as_u64().unwrap();
-        json(&["nodes"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|n| n["acked_version"].as_u64().unwrap_or(0) >= target)
-    };
+    let synced = || ctl.synced(0);
     wait_until("the routers to announce their tunnel address", || {
-        let logs = std::fs::read_to_string(d.join("controller.log")).unwrap_or_default();
+        let logs = ctl.log("controller");
         logs.matches("tunnel address changed").count() >= 2
     });
     wait_until("every agent to apply the latest config", synced);
@@ -294,7 +179,7 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
     wait_until("the laptop to reach the web server", ok);
 
     // A deny rule: the laptop is refused.
-    trellis(&[
+    ctl.trellis(&[
         "policy",
         "add",
         "no-laptop-web",
@@ -312,7 +197,7 @@ fn a_real_prometheus_scrapes_the_home_and_sees_the_laptop_and_the_denial() {
         format!(
             "--- prometheus.log\n{}\n--- controller.log\n{}",
             std::fs::read_to_string(d.join("prometheus.log")).unwrap_or_default(),
-            std::fs::read_to_string(d.join("controller.log")).unwrap_or_default()
+            ctl.log("controller")
         )
     };
     let mut up = Vec::new();

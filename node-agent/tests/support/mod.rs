@@ -1,14 +1,18 @@
 //! Shared by the namespace tests and the mesh benchmark: a home of four network namespaces
-//! (laptop, router A, router B, server), proxies running inside them, captures.
+//! (laptop, router A, router B, server), proxies running inside them, captures, the real
+//! binaries started inside namespaces and killed on drop, the laptop's DNS and HTTP.
 #![allow(dead_code)]
+
+pub mod running;
 
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use trellis_agent::intercept::{Interception, Rules};
@@ -379,6 +383,75 @@ impl Capture {
     }
 }
 
+/// Children killed (and reaped) on drop, so a failing test leaves no daemon behind.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The agent binary under test.
+pub fn agent_binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_trellis-agent"))
+}
+
+/// The controller binary, built beside the agent.
+pub fn controller_binary() -> PathBuf {
+    let p = agent_binary().with_file_name("trellis-controller");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --workspace --bins (cargo xtask test does)",
+        p.display()
+    );
+    p
+}
+
+/// Starts `program args` inside `ns`, its stderr into `log`.
+pub fn spawn_in(ns: &str, program: &Path, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("ip netns exec {ns} {}: {e}", program.display()))
+}
+
+/// Runs `program args` inside `ns` to the end.
+pub fn output_in(ns: &str, program: &Path, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip netns exec {ns} {}: {e}", program.display()))
+}
+
+/// What a command printed, stdout then stderr.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Polls `ok` until it holds; the bound only turns a hang into a failure naming `what`.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -398,20 +471,28 @@ pub fn laptop_resolve(ns: &str, name: &str) -> Option<Ipv4Addr> {
     })
 }
 
-/// The laptop fetches `/` from the virtual IP; returns what it received (empty when refused).
+/// The laptop fetches `/` of `web` from the virtual IP on port 80; what it received.
 pub fn laptop_get(ns: &str, vip: Ipv4Addr) -> Result<String, String> {
+    http_get_in(ns, SocketAddr::from((vip, 80)), "web.trellis.home.arpa")
+}
+
+/// `GET /` for `host` at `addr` from inside `ns`: the whole answer, or what went wrong
+/// (a connection closed with no answer is an error, as it is to a browser).
+pub fn http_get_in(ns: &str, addr: SocketAddr, host: &str) -> Result<String, String> {
+    let request = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
     in_ns(ns, move || {
-        let addr = SocketAddr::from((vip, 80));
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: web.trellis.home.arpa\r\n\r\n")
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| format!("set timeout: {e}"))?;
+        s.write_all(request.as_bytes())
             .map_err(|e| format!("write: {e}"))?;
         let mut out = Vec::new();
-        match s.read_to_end(&mut out) {
-            Ok(_) => Ok(String::from_utf8_lossy(&out).into_owned()),
-            Err(e) if out.is_empty() => Err(format!("read: {e}")),
-            Err(_) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        let read = s.read_to_end(&mut out);
+        match (read, out.is_empty()) {
+            (Err(e), true) => Err(format!("read: {e}")),
+            (Ok(_), true) => Err("connection closed with no answer".into()),
+            (_, false) => Ok(String::from_utf8_lossy(&out).into_owned()),
         }
     })
 }
