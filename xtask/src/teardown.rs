@@ -106,6 +106,19 @@ impl fmt::Display for Removed {
     }
 }
 
+/// Tears everything down when dropped — however the command ends — and says what it
+/// removed, prefixed with the command's name.
+pub struct Guard(pub &'static str);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let removed = teardown();
+        if !removed.is_empty() {
+            println!("{}: {removed}", self.0);
+        }
+    }
+}
+
 static TEARING_DOWN: Mutex<()> = Mutex::new(());
 
 /// Kill and remove everything recorded so far. Idempotent; concurrent calls wait for the

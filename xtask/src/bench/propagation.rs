@@ -15,10 +15,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+
+use crate::netns::Admin;
+use crate::teardown;
 
 const USAGE: &str =
     "usage: cargo xtask bench --propagation [--agents N] [--changes N] [--prebuilt DIR]";
@@ -64,25 +67,13 @@ fn agent_ns(i: usize) -> String {
     format!("tp-a{i:03}")
 }
 
-/// Namespaces deleted on drop (after the processes in them: declared before [`Procs`]).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            crate::netns::del_quietly(ns);
-        }
-    }
-}
-
-fn build_namespaces(agents: usize) -> Result<Namespaces> {
+fn build_namespaces(agents: usize) -> Result<()> {
     use crate::netns::ip;
-    let mut made = Namespaces(Vec::new());
     for ns in std::iter::once(CTL_NS.to_owned()).chain((0..agents).map(agent_ns)) {
         crate::netns::del_quietly(&ns);
         ip(&["netns", "add", &ns])?;
+        teardown::namespace(&ns);
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        made.0.push(ns);
     }
     ip(&["-n", CTL_NS, "link", "add", "br0", "type", "bridge"])?;
     ip(&[
@@ -107,26 +98,23 @@ fn build_namespaces(agents: usize) -> Result<Namespaces> {
         ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
     }
-    Ok(made)
+    Ok(())
 }
 
-/// `ip netns exec NS program`.
+/// `ip netns exec NS program`, killed with xtask however xtask ends.
 fn in_ns(ns: &str, program: &std::path::Path) -> Command {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns]).arg(program);
+    teardown::die_with_parent(&mut c)
+        .args(["netns", "exec", ns])
+        .arg(program);
     c
 }
 
-/// Processes killed on drop, so an error leaves nothing running.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Starts `cmd`, recorded for teardown.
+fn start(cmd: &mut Command, what: &str) -> Result<()> {
+    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    teardown::track(child.id());
+    Ok(())
 }
 
 fn unix_ms_now() -> f64 {
@@ -209,9 +197,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let d = dir.as_path();
     let port = 7443;
     let socket = d.join("admin.sock");
-    let _namespaces = build_namespaces(o.agents)?;
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
+    crate::teardown::install_signal_handler("bench");
+    let _guard = teardown::Guard("bench");
+    build_namespaces(o.agents)?;
+    start(
         in_ns(CTL_NS, &bin.join("trellis-controller"))
             .arg("--data-dir")
             .arg(d.join("controller"))
@@ -225,37 +214,18 @@ pub fn run(args: &[String]) -> Result<()> {
                 "--log",
                 "warn",
             ])
-            .stderr(std::fs::File::create(d.join("controller.log"))?)
-            .spawn()
-            .context("starting trellis-controller")?,
-    );
+            .stderr(std::fs::File::create(d.join("controller.log"))?),
+        "trellis-controller",
+    )?;
     let trellis_link = d.join("trellis");
     std::os::unix::fs::symlink(bin.join("trellis-controller"), &trellis_link)?;
-    let trellis = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&trellis_link)
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "trellis {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let admin = Admin {
+        trellis: &trellis_link,
+        socket: &socket,
     };
-    let started = Instant::now();
-    while trellis(&["status"]).is_err() {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "the controller did not start: {}",
-                d.join("controller.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let trellis = |args: &[&str]| admin.run(args);
+    crate::netns::wait_for(|| trellis(&["status"]).is_ok(), "the controller to start")
+        .with_context(|| format!("see {}", d.join("controller.log").display()))?;
     let config_version = || -> Result<u64> {
         let s: serde_json::Value = serde_json::from_str(&trellis(&["--json", "status"])?)?;
         s["config_version"]
@@ -267,8 +237,8 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut logs = Vec::new();
     for i in 0..o.agents {
         let name = format!("r{i:03}");
-        let code: serde_json::Value = serde_json::from_str(&trellis(&["--json", "pair"])?)?;
-        let code = code["code"].as_str().context("pair without a code")?;
+        let code = admin.pairing_code(false)?;
+        let code = code.as_str();
         let state = d.join(&name);
         // The controller throttles pairing per address: when it says to wait, wait as long
         // as it says and try again.
@@ -302,7 +272,7 @@ pub fn run(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_secs(secs + 1));
         }
         let log = d.join(format!("{name}.log"));
-        procs.0.push(
+        start(
             in_ns(&agent_ns(i), &bin.join("trellis-agent"))
                 .arg("--state-dir")
                 .arg(&state)
@@ -321,9 +291,9 @@ pub fn run(args: &[String]) -> Result<()> {
                 ])
                 .arg(d.join(format!("{name}-mesh.json")))
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log)?)
-                .spawn()?,
-        );
+                .stderr(std::fs::File::create(&log)?),
+            &name,
+        )?;
         logs.push(log);
     }
     // Everyone on the current version before the first measured change.
@@ -387,7 +357,7 @@ pub fn run(args: &[String]) -> Result<()> {
         o.agents,
         if p99 <= GOAL_P99_MS { "MET" } else { "MISSED" }
     );
-    drop(procs);
+    drop(_guard);
     let _ = std::fs::remove_dir_all(d);
     Ok(())
 }

@@ -57,18 +57,6 @@ const HOST_LINK: &str = "tl-host";
 /// The PIDs the loopback demo started, for the next run to stop if this one is killed.
 const PIDFILE: &str = "demo.pids";
 
-/// Tears the demo down when `run` returns, however it returns, and says what it removed.
-struct Guard;
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let removed = teardown::teardown();
-        if !removed.is_empty() {
-            println!("demo: {removed}");
-        }
-    }
-}
-
 /// A demo process: its own process group (Ctrl-C in the terminal reaches only xtask, which
 /// then stops it in order), killed with xtask if xtask is killed, recorded for teardown.
 fn start(cmd: &mut Command, pids: Option<&Path>) -> Result<Child> {
@@ -169,7 +157,7 @@ fn demo(once: bool) -> Result<()> {
     sweep_leftovers(&dir);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let _guard = Guard;
+    let _guard = teardown::Guard("demo");
     let trellis = write_trellis_command(&dir, &bin)?;
     let socket = dir.join("admin.sock");
     let real = dir.join(".bin/trellis");
