@@ -45,7 +45,7 @@ pub enum Command {
     },
     /// Form, secure and supervise the 802.11s mesh on one radio; report links and paths as
     /// JSON lines.
-    Mesh(crate::wifi::MeshArgs),
+    Mesh(trellis_wifi::MeshArgs),
 }
 
 /// Options of `trellis-agent run`.
@@ -185,7 +185,7 @@ fn default_name() -> String {
 /// directory's mesh.json): whenever the command line names neither a mesh ID, a password file
 /// nor the open test mesh.
 fn paired_mesh(
-    args: &crate::wifi::MeshArgs,
+    args: &trellis_wifi::MeshArgs,
     state: &StateDir,
 ) -> crate::state::Result<Option<trellis_proto::snapshot::MeshCredentials>> {
     (!args.list && args.mesh_id.is_none() && args.password_file.is_none() && !args.open_test_mesh)
@@ -205,7 +205,7 @@ pub fn main() -> ExitCode {
             }
         };
         // The mesh supervisor runs on its own single-threaded runtime.
-        return crate::wifi::mesh::main(args, paired);
+        return trellis_wifi::mesh::main(args, paired);
     }
     let runtime = match trellis_io::runtime::daemon() {
         Ok(rt) => rt,
@@ -412,7 +412,7 @@ mod tests {
         assert!(run_args(&["--telemetry-interval", "2s"]).is_err());
     }
 
-    fn mesh_args(args: &[&str]) -> crate::wifi::MeshArgs {
+    fn mesh_args(args: &[&str]) -> trellis_wifi::MeshArgs {
         let cli = Cli::try_parse_from(["trellis-agent", "mesh"].iter().chain(args)).unwrap();
         match cli.command {
             Command::Mesh(a) => a,
@@ -438,11 +438,11 @@ mod tests {
             .unwrap()
             .expect("paired credentials");
         assert_eq!(paired, creds);
-        let s = crate::wifi::mesh::MeshSettings::from_paired(&bare, &paired).unwrap();
+        let s = trellis_wifi::mesh::MeshSettings::from_paired(&bare, &paired).unwrap();
         assert_eq!(s.mesh_id, "trellis-h0me");
         assert!(matches!(
             s.security,
-            crate::wifi::mesh::MeshSecurity::Sae(_)
+            trellis_wifi::mesh::MeshSecurity::Sae(_)
         ));
         // Explicit flags win over pairing; --list needs no credentials at all.
         for flags in [

@@ -17,7 +17,8 @@
 //! - [`service_mesh`]: wires the data plane to each applied config snapshot.
 //!
 //! and the wifi mesh:
-//! - [`wifi`]: the 802.11s mesh: nl80211, SAE through wpa_supplicant, role, link health.
+//! - the 802.11s mesh itself is its own crate, [`trellis_wifi`] (`node-agent/wifi/`): nl80211,
+//!   SAE through wpa_supplicant, role, link health; `trellis-agent mesh` runs it.
 //! - [`access_point`]: the home's access points (the networks clients join): OpenWrt's
 //!   wireless config or hostapd, fast roaming, BSS transition requests.
 //! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
@@ -42,14 +43,8 @@ pub mod service_mesh;
 pub mod speedtest;
 pub mod state;
 pub mod trace;
-pub mod wifi;
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use trellis_io::unix_now;
 
 /// `TRELLIS_LOG` / `--log`: see [`trellis_io::logging`].
 pub fn init_logging(filter: &str) {

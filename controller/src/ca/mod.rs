@@ -63,12 +63,7 @@ impl std::fmt::Debug for HomeCa {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use trellis_io::unix_now;
 
 fn offset(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_agent::wifi::raw_nla::{
+use trellis_wifi::raw_nla::{
     attrs, encode_mesh_config, parse_mesh_config, parse_mpath_info, parse_sta_info,
     plink_state_name,
 };

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_agent::wifi::nl80211::{
+use trellis_wifi::nl80211::{
     event_from_message, mesh_path_from_attrs, peer_link_from_attrs, RawNl80211,
 };
 

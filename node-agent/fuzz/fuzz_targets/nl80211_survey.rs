@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_agent::wifi::survey::{radio_survey, survey_from_attrs, ChannelCaps};
+use trellis_wifi::survey::{radio_survey, survey_from_attrs, ChannelCaps};
 use trellis_proto::channel::{Width, MAX_SURVEY_CHANNELS};
 
 fuzz_target!(|buf: &[u8]| {

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_agent::wifi::sae::{parse_event, parse_status, SupplicantEvent};
+use trellis_wifi::sae::{parse_event, parse_status, SupplicantEvent};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

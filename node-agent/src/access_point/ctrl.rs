@@ -1,125 +1,47 @@
-//! hostapd's control socket (`/var/run/hostapd/IFACE`, a Unix datagram socket, the one
-//! `hostapd_cli` uses) and the parsers of what it says: `STA-FIRST`/`STA-NEXT` replies and
+//! hostapd's control socket (`/var/run/hostapd/IFACE`, the one `hostapd_cli` uses; the
+//! socket itself is [`trellis_wifi::ctrl`], shared with wpa_supplicant) and the parsers of what it says: `STA-FIRST`/`STA-NEXT` replies and
 //! the events an attached socket receives (`AP-STA-CONNECTED`, `AP-STA-DISCONNECTED`,
 //! `BSS-TM-RESP`). Replies are outside input: every parser is bounded and fuzzed
 //! (node-agent/fuzz, target `hostapd_ctrl`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use tokio::net::UnixDatagram;
 use trellis_proto::policy::MacAddr;
+use trellis_wifi::ctrl::CtrlSocket;
 
 use super::ApError;
 
-/// hostapd's replies fit in 4 kB (hostapd_cli's buffer); one STA block is well under that.
-const CTRL_BUF: usize = 4096;
-const CTRL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most key=value lines read from one reply.
 const MAX_FIELDS: usize = 96;
 
-/// A client of one hostapd control socket.
-pub struct Ctrl {
-    sock: UnixDatagram,
-    local: PathBuf,
-    remote: PathBuf,
-}
-
-impl Drop for Ctrl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.local);
-    }
-}
-
-fn local_path() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!(
-        "trellis-hostapd-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
+/// A client of one hostapd control socket ([`trellis_wifi::ctrl`], as `hostapd_cli` uses it).
+pub struct Ctrl(CtrlSocket);
 
 impl Ctrl {
-    pub fn connect(remote: &Path) -> Result<Self, ApError> {
-        let err = |detail: String| ApError::Ctrl {
-            path: remote.to_path_buf(),
-            detail,
-        };
-        let local = local_path();
-        let _ = std::fs::remove_file(&local);
-        let sock = UnixDatagram::bind(&local).map_err(|e| err(e.to_string()))?;
-        if let Err(e) = sock.connect(remote) {
-            let _ = std::fs::remove_file(&local);
-            return Err(err(e.to_string()));
-        }
-        Ok(Self {
-            sock,
-            local,
-            remote: remote.to_path_buf(),
-        })
+    pub async fn connect(remote: &Path) -> Result<Self, ApError> {
+        Ok(Self(CtrlSocket::connect(remote, Duration::ZERO).await?))
     }
 
     /// Sends a command and returns its reply; events (`<N>…`) meanwhile are skipped.
     pub async fn request(&self, command: &str) -> Result<String, ApError> {
-        let err = |detail: String| ApError::Ctrl {
-            path: self.remote.clone(),
-            detail,
-        };
-        self.sock
-            .send(command.as_bytes())
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let mut buf = vec![0u8; CTRL_BUF];
-        let deadline = tokio::time::Instant::now() + CTRL_TIMEOUT;
-        loop {
-            let n = tokio::time::timeout_at(deadline, self.sock.recv(&mut buf))
-                .await
-                .map_err(|_| {
-                    err(format!(
-                        "no answer to {} within {CTRL_TIMEOUT:?}",
-                        command.split(' ').next().unwrap_or("")
-                    ))
-                })?
-                .map_err(|e| err(e.to_string()))?;
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if !text.starts_with('<') {
-                return Ok(text);
-            }
-        }
+        Ok(self.0.request(command).await?)
     }
 
     /// A command whose only good answer is `OK`.
     pub async fn ok(&self, command: &str) -> Result<(), ApError> {
-        let reply = self.request(command).await?;
-        if reply.trim() == "OK" {
-            return Ok(());
-        }
-        Err(ApError::Ctrl {
-            path: self.remote.clone(),
-            detail: format!(
-                "{} answered {:?}",
-                command.split(' ').next().unwrap_or(""),
-                reply.trim().chars().take(80).collect::<String>()
-            ),
-        })
+        Ok(self.0.ok(command).await?)
     }
 
     /// `ATTACH`: from now on this socket also receives events.
     pub async fn attach(&self) -> Result<(), ApError> {
-        self.ok("ATTACH").await
+        Ok(self.0.attach().await?)
     }
 
     /// The next event on an attached socket.
     pub async fn event(&self) -> Result<HostapdEvent, ApError> {
-        let mut buf = vec![0u8; CTRL_BUF];
-        let n = self.sock.recv(&mut buf).await.map_err(|e| ApError::Ctrl {
-            path: self.remote.clone(),
-            detail: e.to_string(),
-        })?;
-        Ok(parse_event(&String::from_utf8_lossy(&buf[..n])))
+        Ok(parse_event(&self.0.next_event().await?))
     }
 
     /// Every associated station: `STA-FIRST`, then `STA-NEXT <mac>` until hostapd has no
@@ -328,26 +250,5 @@ mod tests {
             Some("020000000100ef190000510603")
         );
         assert_eq!(parse_show_neighbor("", own), None);
-    }
-
-    #[tokio::test]
-    async fn requests_skip_events_and_get_the_reply() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tr-home0");
-        let server = UnixDatagram::bind(&path).unwrap();
-        let ctrl = Ctrl::connect(&path).unwrap();
-        let serve = tokio::spawn(async move {
-            let mut buf = [0u8; 64];
-            let (n, from) = server.recv_from(&mut buf).await.unwrap();
-            assert_eq!(&buf[..n], b"PING");
-            let to = from.as_pathname().unwrap().to_path_buf();
-            server
-                .send_to(b"<3>AP-STA-CONNECTED 02:00:00:00:09:00", &to)
-                .await
-                .unwrap();
-            server.send_to(b"PONG\n", &to).await.unwrap();
-        });
-        assert_eq!(ctrl.request("PING").await.unwrap(), "PONG\n");
-        serve.await.unwrap();
     }
 }

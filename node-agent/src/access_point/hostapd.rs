@@ -187,8 +187,8 @@ impl Hostapd {
             .join(format!("hostapd-{radio}.conf"))
     }
 
-    fn ctrl(&self, ifname: &str) -> Result<Ctrl, ApError> {
-        Ctrl::connect(&self.settings.ctrl_dir.join(ifname))
+    async fn ctrl(&self, ifname: &str) -> Result<Ctrl, ApError> {
+        Ctrl::connect(&self.settings.ctrl_dir.join(ifname)).await
     }
 
     pub async fn apply(&mut self, wifi: &HomeWifi, radios: &Radios) -> Result<Change, ApError> {
@@ -250,7 +250,7 @@ impl Hostapd {
     pub async fn stations(&mut self) -> Result<Vec<Station>, ApError> {
         let mut out = Vec::new();
         for ap in &self.current {
-            let Ok(ctrl) = self.ctrl(&ap.ifname) else {
+            let Ok(ctrl) = self.ctrl(&ap.ifname).await else {
                 continue; // not up yet: no stations there
             };
             let left = MAX_HEARD_CLIENTS.saturating_sub(out.len());
@@ -274,7 +274,7 @@ impl Hostapd {
     pub async fn access_points(&mut self) -> Result<Vec<AccessPointReport>, ApError> {
         let mut out = Vec::new();
         for ap in self.current.iter().take(MAX_ACCESS_POINTS) {
-            let Ok(ctrl) = self.ctrl(&ap.ifname) else {
+            let Ok(ctrl) = self.ctrl(&ap.ifname).await else {
                 continue;
             };
             let status = parse_status(&ctrl.request("STATUS").await?);
@@ -313,12 +313,15 @@ impl Hostapd {
             return Err(ApError::UnknownInterface(req.interface.clone()));
         }
         let nr = NeighbourReport::parse_hex(&req.target_neighbour_report)?;
-        self.ctrl(&req.interface)?.ok(&bss_tm_req(req, &nr)).await
+        self.ctrl(&req.interface)
+            .await?
+            .ok(&bss_tm_req(req, &nr))
+            .await
     }
 
     pub async fn set_neighbours(&mut self, neighbours: &[ApNeighbour]) -> Result<(), ApError> {
         for ap in self.current.clone() {
-            let Ok(ctrl) = self.ctrl(&ap.ifname) else {
+            let Ok(ctrl) = self.ctrl(&ap.ifname).await else {
                 continue;
             };
             let list = neighbours_of(neighbours, ap.network.kind);

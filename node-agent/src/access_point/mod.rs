@@ -1,5 +1,5 @@
 //! The home's access points on this router (the networks phones and laptops join; the
-//! 802.11s backhaul is [`crate::wifi`], which this module does not touch).
+//! 802.11s backhaul is [`trellis_wifi`], which this module does not touch).
 //!
 //! It owns turning the home's wifi settings ([`HomeWifi`], from the config snapshot) into
 //! access points on this router's radios, and talking to them afterwards:
@@ -75,8 +75,8 @@ pub enum ApError {
         #[source]
         source: std::io::Error,
     },
-    #[error("hostapd control socket {path}: {detail}")]
-    Ctrl { path: PathBuf, detail: String },
+    #[error("hostapd: {0}")]
+    Ctrl(#[from] trellis_wifi::ctrl::CtrlError),
     #[error("no access point {0:?} on this router")]
     UnknownInterface(String),
     #[error("the neighbour report {0:?} is not a valid 802.11k element (hex, at least 13 bytes)")]

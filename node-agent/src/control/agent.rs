@@ -48,7 +48,7 @@ pub struct Agent {
     report_turn: Arc<tokio::sync::Mutex<()>>,
     /// What the radios hear per channel, for the home's channel choice (routers running the
     /// mesh only).
-    survey: Arc<crate::wifi::survey::SurveyCache>,
+    survey: Arc<trellis_wifi::survey::SurveyCache>,
     /// How often telemetry goes out.
     telemetry_every: Duration,
     /// The home's access points on this router, when the agent runs them

@@ -19,7 +19,7 @@ use trellis_proto::api::{MeshLink, MeshReport, SeenDevice, SeenService, Telemetr
 
 use crate::access_point::runner::AccessPoints;
 use crate::metrics::Metrics;
-use crate::wifi::survey::SurveyCache;
+use trellis_wifi::survey::SurveyCache;
 
 /// A mesh link report older than this is not sent (its supervisor stopped writing it).
 const MESH_REPORT_STALE: Duration = Duration::from_secs(60);
@@ -140,7 +140,7 @@ pub async fn compose(
     let (survey, radar) = match &mesh_file {
         Some(f) => (
             survey.get().await,
-            crate::wifi::radar::read(&crate::wifi::radar::beside(f), crate::unix_now()),
+            trellis_wifi::radar::read(&trellis_wifi::radar::beside(f), crate::unix_now()),
         ),
         None => Default::default(),
     };

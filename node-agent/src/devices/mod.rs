@@ -18,7 +18,7 @@ use trellis_proto::api::{SeenDevice, WifiAssociation};
 
 use crate::control::{Agent, Trust};
 use crate::discovery::{self, Lease};
-use crate::wifi::nl80211::{self, ApClient, Nl80211, WifiEvent};
+use trellis_wifi::nl80211::{self, ApClient, Nl80211, WifiEvent};
 
 /// Most devices one router reports (the controller caps it too).
 pub const MAX_SEEN_DEVICES: usize = 64;

@@ -38,4 +38,14 @@ pub mod runtime;
 pub mod signal;
 
 pub use budget::{Budget, Seat};
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the one
+/// clock reading behind certificate lifetimes, ages and sightings; the pure logic takes the
+/// time as an argument.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 pub use listener::{serve, Gate, Limits, Refusal, Ticket};

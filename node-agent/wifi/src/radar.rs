@@ -61,7 +61,7 @@ mod tests {
         for i in 0..12u32 {
             record(dir.path(), 5260 + 20 * (i % 4), 1_000 + u64::from(i)).expect("written");
         }
-        let file = beside(&dir.path().join(super::super::mesh::LINK_REPORT_FILE));
+        let file = beside(&dir.path().join(crate::mesh::LINK_REPORT_FILE));
         let seen = read(&file, 1_020);
         assert_eq!(seen.len(), MAX_RADAR_SEEN);
         assert_eq!(seen.last().map(|r| r.at_unix), Some(1_011));

@@ -13,13 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::net::UnixDatagram;
-
 use trellis_proto::policy::MacAddr;
 
-/// Replies and events of wpa_supplicant are short text; anything longer is cut here.
-const CTRL_BUF: usize = 4096;
-const CTRL_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::ctrl::{CtrlError, CtrlSocket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -39,14 +35,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("wpa_supplicant control socket {path}: {source}")]
-    Ctrl {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("wpa_supplicant did not answer {command} within {CTRL_TIMEOUT:?}")]
-    CtrlTimeout { command: String },
+    #[error("wpa_supplicant: {0}")]
+    Ctrl(#[from] CtrlError),
 }
 
 /// The mesh SAE password. Never printed.
@@ -217,76 +207,19 @@ impl Supplicant {
     }
 }
 
-/// A client of the wpa_supplicant control socket (a Unix datagram socket, as `wpa_cli` uses).
-pub struct Ctrl {
-    sock: UnixDatagram,
-    local: PathBuf,
-    remote: PathBuf,
-}
+/// A client of the wpa_supplicant control socket ([`crate::ctrl`], as `wpa_cli` uses it).
+pub struct Ctrl(CtrlSocket);
 
 impl Ctrl {
     /// Connects to `remote` (e.g. `/run/wpa_supplicant/mesh0`). Retries for up to `patience`
     /// because wpa_supplicant creates the socket a moment after it starts.
     pub async fn connect(remote: &Path, patience: Duration) -> Result<Self, Error> {
-        let err = |source| Error::Ctrl {
-            path: remote.to_path_buf(),
-            source,
-        };
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let local = local_socket_path();
-            let _ = std::fs::remove_file(&local);
-            let sock = UnixDatagram::bind(&local).map_err(err)?;
-            match sock.connect(remote) {
-                Ok(()) => {
-                    return Ok(Self {
-                        sock,
-                        local,
-                        remote: remote.to_path_buf(),
-                    })
-                }
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = std::fs::remove_file(&local);
-                    tracing::debug!(error = %e, path = %remote.display(), "control socket not there yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&local);
-                    return Err(err(e));
-                }
-            }
-        }
+        Ok(Self(CtrlSocket::connect(remote, patience).await?))
     }
 
-    /// Sends a command and returns the reply; event lines (`<N>…`) arriving meanwhile on an
-    /// attached socket are skipped.
+    /// Sends a command and returns the reply.
     pub async fn request(&self, command: &str) -> Result<String, Error> {
-        self.sock
-            .send(command.as_bytes())
-            .await
-            .map_err(|source| Error::Ctrl {
-                path: self.remote.clone(),
-                source,
-            })?;
-        let mut buf = vec![0u8; CTRL_BUF];
-        let deadline = tokio::time::Instant::now() + CTRL_TIMEOUT;
-        loop {
-            let n = match tokio::time::timeout_at(deadline, self.sock.recv(&mut buf)).await {
-                Err(_) => {
-                    return Err(Error::CtrlTimeout {
-                        command: command.split(' ').next().unwrap_or("").to_string(),
-                    })
-                }
-                Ok(r) => r.map_err(|source| Error::Ctrl {
-                    path: self.remote.clone(),
-                    source,
-                })?,
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            if !text.starts_with('<') {
-                return Ok(text);
-            }
-        }
+        Ok(self.0.request(command).await?)
     }
 
     /// `STATUS`, as key=value pairs.
@@ -296,47 +229,13 @@ impl Ctrl {
 
     /// `ATTACH`: from now on this socket also receives events.
     pub async fn attach(&self) -> Result<(), Error> {
-        let reply = self.request("ATTACH").await?;
-        if reply.trim() != "OK" {
-            return Err(Error::Ctrl {
-                path: self.remote.clone(),
-                source: std::io::Error::other(format!("ATTACH answered {:?}", reply.trim())),
-            });
-        }
-        Ok(())
+        Ok(self.0.attach().await?)
     }
 
     /// The next event on an attached socket.
     pub async fn next_event(&self) -> Result<SupplicantEvent, Error> {
-        let mut buf = vec![0u8; CTRL_BUF];
-        loop {
-            let n = self
-                .sock
-                .recv(&mut buf)
-                .await
-                .map_err(|source| Error::Ctrl {
-                    path: self.remote.clone(),
-                    source,
-                })?;
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if text.starts_with('<') {
-                return Ok(parse_event(&text));
-            }
-        }
+        Ok(parse_event(&self.0.next_event().await?))
     }
-}
-
-impl Drop for Ctrl {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.local);
-    }
-}
-
-fn local_socket_path() -> PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("trellis-wpa-{}-{n}", std::process::id()))
 }
 
 /// What the agent understands of wpa_supplicant's mesh events.
@@ -407,6 +306,7 @@ pub fn parse_status(reply: &str) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UnixDatagram;
 
     fn config() -> SupplicantConfig {
         SupplicantConfig {

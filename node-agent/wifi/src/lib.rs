@@ -4,7 +4,8 @@
 //!
 //! - [`raw_nla`]: the nl80211 attributes `wl-nl80211` does not type (mesh config, mesh paths).
 //! - [`nl80211`]: requests and events over nl80211.
-//! - [`sae`]: wpa_supplicant config, process supervision and control socket.
+//! - [`ctrl`]: the control socket wpa_supplicant and hostapd share (`wpa_ctrl`).
+//! - [`sae`]: wpa_supplicant config, process supervision and its control socket.
 //! - [`sae_failures`]: SAE failures per peer over time: retrying, or surely a wrong password.
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
 //! - [`channel`]: a coordinated channel move: announce or rejoin, and when (pure logic).
@@ -20,6 +21,7 @@
 //! mesh credentials (from the controller's snapshot at pairing, or a file for the lab).
 
 pub mod channel;
+pub mod ctrl;
 pub mod health;
 pub mod link;
 pub mod mesh;

@@ -477,7 +477,7 @@ async fn on_wifi_event(
         } if i == ifindex || i == 0 => {
             out.line("radar", &json!({"freq": freq_mhz, "event": kind}));
             if kind == super::nl80211::RadarEvent::Detected {
-                if let Err(e) = super::radar::record(&s.run_dir, freq_mhz, crate::unix_now()) {
+                if let Err(e) = super::radar::record(&s.run_dir, freq_mhz, trellis_io::unix_now()) {
                     tracing::warn!(error = %e, "radar sighting not handed to the telemetry");
                 }
             }
