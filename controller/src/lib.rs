@@ -35,7 +35,6 @@ pub mod catalog;
 pub mod channel;
 pub mod check;
 pub mod cli;
-pub mod cli_wifi;
 pub mod daemon;
 pub mod error;
 pub mod fleet;
