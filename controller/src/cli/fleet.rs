@@ -76,9 +76,7 @@ pub(super) async fn nodes(cli: &Cli) -> Result<String, ClientError> {
 }
 
 pub(super) async fn pair(cli: &Cli, this_router: bool) -> Result<String, ClientError> {
-    let req = trellis_proto::api::NewPairingCodeRequest {
-        this_router,
-    };
+    let req = trellis_proto::api::NewPairingCodeRequest { this_router };
     let code: NewPairingCode =
         call(cli, Method::POST, "/v1/admin/pairing-codes", Some(&req)).await?;
     Ok(show(cli, &code, |c| {
