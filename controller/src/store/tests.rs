@@ -1,3 +1,6 @@
+use trellis_proto::snapshot::MeshCredentials;
+use trellis_proto::{CertSerial, HomeId, NodeName, SpiffeId};
+
 use super::*;
 
 fn home(id: &str) -> HomeRecord {
