@@ -133,15 +133,7 @@ pub fn ensure_zigbuild() -> Result<()> {
         return Ok(());
     }
     // Both are on PyPI as prebuilt wheels: seconds, where `cargo install` takes minutes.
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "ziglang",
-        "cargo-zigbuild",
-    ]))?;
+    pip_install(&["ziglang", "cargo-zigbuild"])?;
     add_python_scripts_to_path();
     if !have("cargo-zigbuild") {
         bail!("cargo-zigbuild was installed by pip but is not on PATH; add pip's bin directory to PATH");
@@ -163,15 +155,14 @@ pub fn ensure_otlp_receiver() -> Result<()> {
     if ok {
         return Ok(());
     }
-    run(Command::new("python3").args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "opentelemetry-proto",
-        "protobuf",
-    ]))
+    pip_install(&["opentelemetry-proto", "protobuf"])
+}
+
+/// `pip install` of prebuilt wheels from PyPI, quietly.
+fn pip_install(packages: &[&str]) -> Result<()> {
+    run(Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(packages))
 }
 
 pub fn ensure_rust_targets(targets: &[&str]) -> Result<()> {

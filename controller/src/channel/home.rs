@@ -115,15 +115,7 @@ impl Home {
         let now = crate::ca::unix_now();
         let state = self.store.channel_state()?;
         let surveys = self.mesh_surveys()?;
-        let measured: Vec<RouterSurvey<'_>> = surveys
-            .iter()
-            .filter_map(|(n, r)| {
-                Some(RouterSurvey {
-                    node: n,
-                    radio: r.as_ref()?,
-                })
-            })
-            .collect();
+        let measured = measured(&surveys);
         let (choice, choice_error) = match choose(&measured, &Self::channel_rules(&state, now)) {
             Ok(c) => (Some(c), None),
             Err(e) => (None, Some(e.to_string())),
@@ -172,15 +164,7 @@ impl Home {
         let now = crate::ca::unix_now();
         let state = self.store.channel_state()?;
         let surveys = self.mesh_surveys()?;
-        let measured: Vec<RouterSurvey<'_>> = surveys
-            .iter()
-            .filter_map(|(n, r)| {
-                Some(RouterSurvey {
-                    node: n,
-                    radio: r.as_ref()?,
-                })
-            })
-            .collect();
+        let measured = measured(&surveys);
         let c = check(&measured, &Self::channel_rules(&state, now), channel, width)?;
         self.move_to(state, &c, format!("set by a person: {}", c.describe()), now)
     }
@@ -190,15 +174,7 @@ impl Home {
         let now = crate::ca::unix_now();
         let state = self.store.channel_state()?;
         let surveys = self.mesh_surveys()?;
-        let measured: Vec<RouterSurvey<'_>> = surveys
-            .iter()
-            .filter_map(|(n, r)| {
-                Some(RouterSurvey {
-                    node: n,
-                    radio: r.as_ref()?,
-                })
-            })
-            .collect();
+        let measured = measured(&surveys);
         let choice = choose(&measured, &Self::channel_rules(&state, now))?;
         self.move_to(
             state,
@@ -339,4 +315,17 @@ impl Home {
         tracing::info!(channel = c.channel, width = %c.width, generation = next.generation, %reason, "mesh channel move");
         Ok(next)
     }
+}
+
+/// The routers of `surveys` that measured their mesh radio: what the channel rule weighs.
+fn measured(surveys: &[(String, Option<RadioSurvey>)]) -> Vec<RouterSurvey<'_>> {
+    surveys
+        .iter()
+        .filter_map(|(n, r)| {
+            Some(RouterSurvey {
+                node: n,
+                radio: r.as_ref()?,
+            })
+        })
+        .collect()
 }

@@ -483,32 +483,28 @@ impl Home {
     }
 }
 
-/// VmRSS and VmHWM of a process, in kB.
-pub fn memory(pid: u32) -> (u64, u64) {
+/// Two `kB` fields of `/proc/PID/status` (0 where missing: the process is gone).
+fn status_kb(pid: u32, a: &str, b: &str) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
-            .find(|l| l.starts_with(name))
+            .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(':')))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field(a), field(b))
+}
+
+/// VmRSS and VmHWM of a process, in kB.
+pub fn memory(pid: u32) -> (u64, u64) {
+    status_kb(pid, "VmRSS", "VmHWM")
 }
 
 /// RssAnon and RssFile of a process, in kB: heap and stacks versus mapped binary pages.
 pub fn rss_parts(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    status_kb(pid, "RssAnon", "RssFile")
 }
 
 /// Reset a process's VmHWM to its current RSS (`/proc/PID/clear_refs`, value 5).
