@@ -101,23 +101,12 @@ if [ ! -s "$KERNEL" ]; then
 fi
 
 # Userland: every .deb except the kernel unpacked into one tree.
-DEBROOT="$WORK/debroot"
-stamp=$(find "$WORK/debs" -name '*.deb' -printf '%f\n' | LC_ALL=C sort | md5sum | cut -c1-12)
-if [ ! -f "$DEBROOT/.stamp-$stamp" ]; then
-  rm -rf "$DEBROOT"; mkdir -p "$DEBROOT"
-  for d in "$WORK"/debs/*.deb; do case ${d##*/} in linux-image-*) continue;; esac; dpkg -x "$d" "$DEBROOT"; done
-  touch "$DEBROOT/.stamp-$stamp"
-fi
-find_in_debroot() {  # the path of a library or program inside the unpacked packages
-  local f
-  for d in lib/x86_64-linux-gnu usr/lib/x86_64-linux-gnu lib64 usr/lib lib bin sbin usr/bin usr/sbin; do
-    f="$DEBROOT/$d/$1"; [ -e "$f" ] && { echo "$f"; return 0; }
-  done
-  return 1
-}
+LIBDIR=x86_64-linux-gnu
+ROOT="$WORK/rootfs"
+. "$HERE/../lib/initramfs.sh"
+unpack_debs
 
 # ------------------------------------------------------------------- initramfs
-ROOT="$WORK/rootfs"
 rm -rf "$ROOT"
 mkdir -p "$ROOT"/{bin,lib/x86_64-linux-gnu,lib64,etc,proc,sys,dev,run,tmp,var,root}
 ln -s bin "$ROOT/sbin"; mkdir -p "$ROOT/usr"; ln -s ../bin "$ROOT/usr/bin"; ln -s ../bin "$ROOT/usr/sbin"
@@ -125,17 +114,6 @@ ln -s ../run "$ROOT/var/run"
 BB=$(find_in_debroot busybox) || die "busybox not in busybox-static"
 cp "$BB" "$ROOT/bin/busybox"
 for a in $("$ROOT/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOT/bin/$a"; done
-declare -A copied=()
-copy_elf() {  # copy a program and, recursively, the libraries it needs from the debroot
-  local src=$1 dst=$2 lib path
-  rm -f "$dst"; cp -L "$src" "$dst"
-  for lib in $(readelf -d "$src" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    [ -n "${copied[$lib]:-}" ] && continue
-    path=$(find_in_debroot "$lib") || die "library $lib (needed by ${src##*/}) is in no fetched package"
-    copied[$lib]=1
-    copy_elf "$path" "$ROOT/lib/x86_64-linux-gnu/$lib"
-  done
-}
 for b in ip iw wpa_supplicant wpa_cli hostapd hostapd_cli tcpdump xxd; do
   src=$(find_in_debroot "$b") || die "$b not found in the fetched packages"
   copy_elf "$src" "$ROOT/bin/$b"

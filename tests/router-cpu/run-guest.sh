@@ -74,21 +74,10 @@ fi
 KMOD="$KROOT/lib/modules/$KVER"
 KERNEL=$(ls "$KROOT"/boot/$KIMG-"$KVER" 2>/dev/null | head -1)
 [ -n "$KERNEL" ] || die "no $KIMG in $KPKG"
-DEBROOT="$WORK/debroot"
-stamp=$(find "$WORK/debs" -name '*.deb' -printf '%f\n' | LC_ALL=C sort | md5sum | cut -c1-12)
-if [ ! -f "$DEBROOT/.stamp-$stamp" ]; then
-  rm -rf "$DEBROOT"; mkdir -p "$DEBROOT"
-  for d in "$WORK"/debs/*.deb; do case ${d##*/} in linux-image-*) continue;; esac; dpkg -x "$d" "$DEBROOT"; done
-  touch "$DEBROOT/.stamp-$stamp"
-fi
-find_in_debroot() {
-  local f d
-  for d in lib/$LIBDIR usr/lib/$LIBDIR lib usr/lib bin sbin usr/bin usr/sbin; do
-    f="$DEBROOT/$d/$1"; [ -e "$f" ] && { echo "$f"; return 0; }
-  done
-  return 1
-}
-ROOT="$WORK/rootfs"; rm -rf "$ROOT"
+ROOT="$WORK/rootfs"
+. "$HERE/../lib/initramfs.sh"
+unpack_debs
+rm -rf "$ROOT"
 mkdir -p "$ROOT"/{bin,lib/$LIBDIR,etc,proc,sys,dev,run,tmp,var,root}
 ln -s bin "$ROOT/sbin"; mkdir -p "$ROOT/usr"; ln -s ../bin "$ROOT/usr/bin"; ln -s ../bin "$ROOT/usr/sbin"
 ln -s ../lib "$ROOT/usr/lib"; ln -s ../run "$ROOT/var/run"
@@ -96,17 +85,6 @@ cp "$(find_in_debroot busybox)" "$ROOT/bin/busybox"
 for a in sh mount mkdir cat echo sleep poweroff modprobe insmod ls ps grep sed tr head tail cut uname kill env true false nproc; do
   ln -sf busybox "$ROOT/bin/$a"
 done
-declare -A copied=()
-copy_elf() {
-  local src=$1 dst=$2 lib path
-  rm -f "$dst"; cp -L "$src" "$dst"
-  for lib in $(readelf -d "$src" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    [ -n "${copied[$lib]:-}" ] && continue
-    path=$(find_in_debroot "$lib") || die "library $lib (needed by ${src##*/}) is in no fetched package"
-    copied[$lib]=1
-    copy_elf "$path" "$ROOT/lib/$LIBDIR/$lib"
-  done
-}
 for b in ip nft stunnel4 iperf3 openssl; do
   src=$(find_in_debroot "$b") || die "$b not found in the fetched packages"
   copy_elf "$src" "$ROOT/bin/$b"
