@@ -123,7 +123,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         admin_socket = %opts.admin_socket.display(),
         "trellis-controller ready"
     );
-    let gate = api::agent::gate();
+    let gate = api::port::gate();
     let mut gates = vec![gate.clone()];
     let metrics = match opts.metrics_listen.0 {
         Some(addr) => {
@@ -155,7 +155,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let agent_api = api::admin::AgentApiAddr(agents.local_addr()?);
     let result = tokio::select! {
-        r = api::agent::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
+        r = api::port::serve_with(home.clone(), agents, gate) => r.context("agent API stopped"),
         r = api::admin::serve(home.clone(), admin, listeners, agent_api) => r.context("admin API stopped"),
         _ = metrics => Ok(()),
         _ = trellis_io::signal::shutdown() => {

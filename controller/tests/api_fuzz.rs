@@ -113,7 +113,7 @@ async fn malformed_json_always_gets_a_4xx_that_says_why() {
     })
     .unwrap();
     let admin = trellis_controller::api::admin::router(home.clone());
-    let agent = trellis_controller::api::agent::router(home.clone());
+    let agent = trellis_controller::api::port::router(home.clone());
     let version = home.snapshot().version;
     let mut rng = StdRng::seed_from_u64(0x7e11);
     let endpoints: [(&axum::Router, &str); 8] = [

@@ -24,10 +24,7 @@ async fn start_home() -> TestHome {
     let home = Home::open(Settings::in_dir(dir.path().join("controller"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(trellis_controller::api::agent::serve(
-        home.clone(),
-        listener,
-    ));
+    let server = tokio::spawn(trellis_controller::api::port::serve(home.clone(), listener));
     TestHome {
         home,
         addr,
@@ -503,10 +500,7 @@ async fn short_lived_certificates_are_renewed_on_time_and_kept_when_the_controll
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(trellis_controller::api::agent::serve(
-        home.clone(),
-        listener,
-    ));
+    let server = tokio::spawn(trellis_controller::api::port::serve(home.clone(), listener));
     let th = TestHome {
         home,
         addr,
@@ -920,10 +914,7 @@ async fn serve_behind(
     let home = Home::open(Settings::in_dir(dir.join("controller"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let back = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(trellis_controller::api::agent::serve(
-        home.clone(),
-        listener,
-    ));
+    let server = tokio::spawn(trellis_controller::api::port::serve(home.clone(), listener));
     (home, server, tokio::spawn(forward(front, back)))
 }
 

@@ -101,7 +101,7 @@ async fn an_agent_polls_and_the_admin_logs_in_while_200_slow_connections_are_hel
         held.len()
     );
     assert!(
-        th.gate.held() >= trellis_controller::api::agent::GUEST_SEATS,
+        th.gate.held() >= trellis_controller::api::port::GUEST_SEATS,
         "the guests' seats are full of slow clients: {}",
         th.gate.held()
     );
@@ -137,7 +137,7 @@ async fn a_trickled_body_is_answered_408_and_cut_off() {
     let (mut rd, mut wr) = tokio::io::split(tls);
     // The client keeps its promise of a body alive: one byte a second, for longer than the
     // server's body deadline.
-    let bound = trellis_controller::api::agent::BODY_TIMEOUT * 3;
+    let bound = trellis_controller::api::port::BODY_TIMEOUT * 3;
     let trickle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         for _ in 0..bound.as_secs() {
@@ -221,8 +221,8 @@ async fn start_home_without_password() -> TestHome {
     let home = Home::open(Settings::in_dir(dir.path().join("controller"))).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let gate = trellis_controller::api::agent::gate();
-    let server = tokio::spawn(trellis_controller::api::agent::serve_with(
+    let gate = trellis_controller::api::port::gate();
+    let server = tokio::spawn(trellis_controller::api::port::serve_with(
         home.clone(),
         listener,
         gate.clone(),
@@ -272,7 +272,7 @@ fn refusals_are_counted_and_their_log_lines_stay_few() {
         }
         held
     });
-    let cap = trellis_controller::api::agent::LIMITS.per_source;
+    let cap = trellis_controller::api::port::LIMITS.per_source;
     let wanted = (300 - cap) as u64;
     // The refusals are counted as the controller accepts them; read the counter until it
     // has them all (bounded).

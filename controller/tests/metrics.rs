@@ -31,10 +31,7 @@ async fn the_page_counts_pairings_routers_lag_and_propagation() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let server = tokio::spawn(trellis_controller::api::agent::serve(
-        home.clone(),
-        listener,
-    ));
+    let server = tokio::spawn(trellis_controller::api::port::serve(home.clone(), listener));
 
     // One wrong code, then the right one.
     let real = PairingCode::parse(&home.new_pairing_code(false).unwrap().code).unwrap();

@@ -104,7 +104,7 @@ async fn the_document_is_served_without_a_session() {
         ..Settings::in_dir(dir.path().join("c"))
     })
     .unwrap();
-    let app = trellis_controller::api::agent::router(home);
+    let app = trellis_controller::api::port::router(home);
     let resp = app
         .oneshot(
             Request::get("/api/openapi.json")

@@ -1,8 +1,10 @@
 //! The controller's two APIs.
 //!
-//! - [`agent`]: HTTPS on the LAN (default port 7443), TLS 1.3 only. Pairing needs no client
-//!   certificate (the PAKE authenticates both sides); everything under `/v1/agent/` requires
-//!   a client certificate from the home CA whose node is still enrolled.
+//! - [`port`]: the server of the LAN port (default 7443): HTTPS, TLS 1.3 only, its caps per
+//!   class and per source, and the deadlines of each stage of a connection.
+//! - [`agent`]: the agent API on that port. Pairing needs no client certificate (the PAKE
+//!   authenticates both sides); everything under `/v1/agent/` requires a client certificate
+//!   from the home CA whose node is still enrolled.
 //! - [`admin`]: HTTP over a root-only unix socket on the router itself; the file permissions
 //!   are the authentication, as for ubus.
 //! - [`web`]: the router web page and its JSON (`/`, `/ui/`, `/api/ui/`), on the agent API's
@@ -12,6 +14,7 @@ pub mod admin;
 pub mod agent;
 pub mod channel;
 pub mod extract;
+pub mod port;
 pub mod web;
 pub mod wifi;
 

@@ -132,7 +132,7 @@ pub(super) fn logged_in(web: &Web) -> Response {
     resp
 }
 
-/// The TCP peer of a request, put in its extensions by the server (`api::agent::serve`);
+/// The TCP peer of a request, put in its extensions by the server (`api::port::serve`);
 /// the login throttle counts per address.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::SocketAddr);

@@ -17,7 +17,7 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let home = Home::open(Settings::in_dir(dir.path().join("data"))).unwrap();
-    let app = super::super::agent::router(home.clone());
+    let app = super::super::port::router(home.clone());
     Fixture {
         _dir: dir,
         home,
