@@ -161,7 +161,13 @@ pub fn ensure_otlp_receiver() -> Result<()> {
 /// `pip install` of prebuilt wheels from PyPI, quietly.
 fn pip_install(packages: &[&str]) -> Result<()> {
     run(Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
         .args(packages))
 }
 
