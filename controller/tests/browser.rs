@@ -537,6 +537,7 @@ fn the_router_page_in_a_real_browser() {
     d.click(&d.wait("#wifi-take-offer"));
     d.wait_text("#wifi-networks [data-network=home] h3", "Our Home");
     d.wait_gone("#wifi-offer");
+    d.wait_text("#wifi-said", "is the home network now");
     let shown = text(&trellis(dir.path(), &socket, &["wifi"]));
     assert!(
         shown.contains("Our Home"),
@@ -566,6 +567,9 @@ fn the_router_page_in_a_real_browser() {
     );
     d.click(&d.wait("#wifi-guest-save"));
     d.wait_text("#wifi-networks [data-network=guest] h3", "Our Guests");
+    // What the save did stays on the page after the cards are redrawn.
+    let said = d.wait_text("#wifi-said", "Saved");
+    assert!(said.contains("Our Guests"), "{said}");
     let shown = text(&trellis(dir.path(), &socket, &["wifi"]));
     assert!(shown.contains("Our Guests"), "{shown}");
     shot(&d, "13b-wifi-networks");

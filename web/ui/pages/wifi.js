@@ -43,8 +43,9 @@ function networkCard(kind, title, help, net, reload) {
       if (pass.value) body.passphrase = pass.value;
       const c = await api('PUT', `/api/ui/wifi/${kind}`, body);
       pass.value = '';
-      setTimeout(reload, 0);
-      return c.changed ? `Saved: every router broadcasts “${ssid.value}” within seconds (config v${c.config_version}).` : 'Nothing changed.';
+      const said = c.changed ? `Saved: every router broadcasts “${ssid.value}” within seconds (config v${c.config_version}).` : 'Nothing changed.';
+      setTimeout(() => reload(said), 0);
+      return said;
     });
   });
   const card = h('li', { class: 'card', 'data-network': kind },
@@ -56,8 +57,9 @@ function networkCard(kind, title, help, net, reload) {
       if (!await confirmDialog(`Stop “${net.ssid}”?`, 'Every router stops broadcasting it; its devices lose the wifi.', 'Stop it')) return;
       await action(del, out, 'Stopping…', async () => {
         await api('DELETE', `/api/ui/wifi/${kind}`);
-        setTimeout(reload, 0);
-        return 'Stopped.';
+        const said = `Stopped: no router broadcasts “${net.ssid}” any more.`;
+        setTimeout(() => reload(said), 0);
+        return said;
       });
     });
     card.append(del);
@@ -70,8 +72,9 @@ function offerBox(offer, reload) {
   const out = h('p', { class: 'result', role: 'status', id: 'wifi-offer-result' });
   take.addEventListener('click', () => action(take, out, 'Taking it…', async () => {
     const c = await api('POST', '/api/ui/wifi/import');
-    setTimeout(reload, 0);
-    return `“${offer.ssid}” is the home network now (config v${c.config_version}).`;
+    const said = `“${offer.ssid}” is the home network now (config v${c.config_version}).`;
+    setTimeout(() => reload(said), 0);
+    return said;
   }));
   return h('div', { class: 'warnings', id: 'wifi-offer' },
     h('p', {}, `This router already broadcasts “${offer.ssid}”. Use its name and password for the home network, so no device has to join again?`),
@@ -82,9 +85,11 @@ export function render(root) {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   root.append(section('Wifi networks', h('p', { class: 'hint' },
     'Set once here, broadcast by every router with fast roaming between them.'), body));
-  const load = () => api('GET', '/api/ui/wifi').then((w) => {
+  // `said`: what the last change did; it stays on the page after the cards are redrawn.
+  const load = (said) => api('GET', '/api/ui/wifi').then((w) => {
     const nets = new Map(w.networks.map((n) => [n.kind, n]));
     body.replaceChildren(
+      ...(said ? [h('p', { class: 'result', role: 'status', id: 'wifi-said' }, said)] : []),
       ...(w.offer ? [offerBox(w.offer, load)] : []),
       h('ul', { class: 'cards', id: 'wifi-networks' },
         KINDS.map(([kind, title, help]) => networkCard(kind, title, help, nets.get(kind), load))),
