@@ -51,6 +51,11 @@ pub fn home_wifi(nodes: &[NodeInfo]) -> Vec<Finding> {
     for n in nodes.iter().filter(|n| !n.revoked) {
         match &n.wifi {
             Some(WifiHealth::Consistent { .. }) => agree.push(n.name.to_string()),
+            Some(WifiHealth::NoRadios) => out.push(finding(
+                Level::Ok,
+                format!("router {} has no radio: it broadcasts no wifi, the other routers carry the home's networks", n.name),
+                "",
+            )),
             Some(w) => out.extend(wifi_findings(n.name.as_str(), w)),
             None => {}
         }
@@ -78,7 +83,7 @@ pub fn home_wifi(nodes: &[NodeInfo]) -> Vec<Finding> {
 pub fn wifi_findings(router: &str, w: &WifiHealth) -> Vec<Finding> {
     let ack = format!("`trellis nodes` shows the config version {router} last applied and any error; `logread -e trellis` on {router} says why");
     match w {
-        WifiHealth::Consistent { .. } => Vec::new(),
+        WifiHealth::Consistent { .. } | WifiHealth::NoRadios => Vec::new(),
         WifiHealth::NoAccessPoints => vec![finding(
             Level::Warn,
             format!("router {router} broadcasts none of the home's wifi networks"),
@@ -304,6 +309,28 @@ mod tests {
         );
         assert_eq!(f[1].level, Level::Warn);
         assert_eq!(f[2].level, Level::Ok);
+    }
+
+    #[test]
+    fn a_router_without_radios_is_said_and_not_warned_about() {
+        let mut cellar = node("cellar", None, None);
+        cellar.wifi = Some(WifiHealth::NoRadios);
+        let mut attic = node("attic", None, None);
+        attic.wifi = Some(WifiHealth::Consistent { networks: vec![] });
+        let mut den = node("den", None, None);
+        den.wifi = Some(WifiHealth::NoAccessPoints);
+        let f = home_wifi(&[cellar.clone(), attic, den]);
+        let cellar_said = f.iter().find(|f| f.what.contains("cellar")).expect("named");
+        assert_eq!(cellar_said.level, Level::Ok, "{f:?}");
+        assert!(cellar_said.what.contains("no radio"), "{f:?}");
+        // The router that could broadcast and does not is still a warning.
+        assert!(
+            f.iter()
+                .any(|f| f.level == Level::Warn && f.what.contains("den")),
+            "{f:?}"
+        );
+        // The page's warnings come from the same words: none for the router without radios.
+        assert!(wifi_findings("cellar", &WifiHealth::NoRadios).is_empty());
     }
 
     #[test]

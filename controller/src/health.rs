@@ -37,9 +37,18 @@ pub fn certificate(not_after: u64, now: u64, ttl: Duration) -> CertHealth {
 /// on), under the home's name, with the home's settings ([`settings_fingerprint`]).
 /// `None` when the home has no networks and the router runs none. An access point whose
 /// agent does not say its SSID or settings (an older agent) is not judged on them.
-pub fn wifi(home: &HomeWifi, aps: &[AccessPointReport]) -> Option<WifiHealth> {
+/// `radios` is what the router said it has ([`trellis_proto::api::Telemetry::radios`]): one
+/// without radios is not expected to broadcast anything.
+pub fn wifi(home: &HomeWifi, aps: &[AccessPointReport], radios: Option<u8>) -> Option<WifiHealth> {
     if aps.is_empty() {
-        return (!home.networks.is_empty()).then_some(WifiHealth::NoAccessPoints);
+        if home.networks.is_empty() {
+            return None;
+        }
+        return Some(if radios == Some(0) {
+            WifiHealth::NoRadios
+        } else {
+            WifiHealth::NoAccessPoints
+        });
     }
     let bands: BTreeSet<_> = aps.iter().map(|a| a.band).collect();
     let mut drifts = Vec::new();
@@ -138,19 +147,23 @@ mod tests {
             ap(&w, NetworkKind::Home, Band::G5),
         ];
         assert_eq!(
-            wifi(&w, &aps),
+            wifi(&w, &aps, Some(2)),
             Some(WifiHealth::Consistent {
                 networks: vec![NetworkKind::Home, NetworkKind::Iot]
             })
         );
         // A 5 GHz-only router is not expected to carry the 2.4 GHz-only iot network.
         assert!(matches!(
-            wifi(&w, &[ap(&w, NetworkKind::Home, Band::G5)]),
+            wifi(&w, &[ap(&w, NetworkKind::Home, Band::G5)], Some(1)),
             Some(WifiHealth::Consistent { .. })
         ));
         // No access points: said, unless the home has no networks either.
-        assert_eq!(wifi(&w, &[]), Some(WifiHealth::NoAccessPoints));
-        assert_eq!(wifi(&HomeWifi::default(), &[]), None);
+        assert_eq!(wifi(&w, &[], None), Some(WifiHealth::NoAccessPoints));
+        assert_eq!(wifi(&HomeWifi::default(), &[], None), None);
+        // A router without radios broadcasts nothing, and that is not a fault…
+        assert_eq!(wifi(&w, &[], Some(0)), Some(WifiHealth::NoRadios));
+        // …but one whose radios carry nothing of the home's is.
+        assert_eq!(wifi(&w, &[], Some(2)), Some(WifiHealth::NoAccessPoints));
     }
 
     #[test]
@@ -164,7 +177,8 @@ mod tests {
             network: NetworkKind::Guest,
             ..ap(&w, NetworkKind::Home, Band::G5)
         };
-        let Some(WifiHealth::Differs { drifts }) = wifi(&w, &[renamed, stale, guest]) else {
+        let Some(WifiHealth::Differs { drifts }) = wifi(&w, &[renamed, stale, guest], Some(1))
+        else {
             panic!("differences not seen")
         };
         assert_eq!(
@@ -191,7 +205,7 @@ mod tests {
         let mut old = ap(&w, NetworkKind::Home, Band::G5);
         (old.ssid, old.settings) = (None, None);
         assert!(matches!(
-            wifi(&w, &[old]),
+            wifi(&w, &[old], None),
             Some(WifiHealth::Consistent { .. })
         ));
     }

@@ -85,6 +85,11 @@ pub struct Telemetry {
     /// [`crate::home_wifi::MAX_ACCESS_POINTS`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_points: Vec<crate::home_wifi::AccessPointReport>,
+    /// How many radios this router's access points may use: `Some(0)` on a router without
+    /// any (it broadcasts no wifi, and that is not a fault); `None` when its agent runs no
+    /// access points, or is older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radios: Option<u8>,
     /// Clients this router hears, associated here or not (at most
     /// [`crate::home_wifi::MAX_HEARD_CLIENTS`]), for steering.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

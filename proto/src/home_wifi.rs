@@ -425,8 +425,12 @@ pub fn settings_fingerprint(network: &WifiNetwork, roaming: Option<&Roaming>) ->
 pub enum WifiHealth {
     /// It serves each of the home's networks its radios' bands carry, as set.
     Consistent { networks: Vec<NetworkKind> },
-    /// It runs no access point of the home's (no radio, or its agent runs none).
+    /// It runs no access point of the home's, though it may (its agent runs none, or they
+    /// failed to start).
     NoAccessPoints,
+    /// It has no radio for access points: nothing to broadcast, and nothing wrong (the
+    /// home's other routers carry its wifi; this one serves by cable).
+    NoRadios,
     /// It differs from the home's networks; each difference named.
     Differs { drifts: Vec<WifiDrift> },
 }

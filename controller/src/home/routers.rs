@@ -295,7 +295,7 @@ impl Home {
                 let l = live.get(&row.name).cloned().unwrap_or_default();
                 let wifi_health = self
                     .telemetry(&row.name)
-                    .and_then(|t| crate::health::wifi(&wifi, &t.access_points));
+                    .and_then(|t| crate::health::wifi(&wifi, &t.access_points, t.radios));
                 NodeInfo {
                     portal: portal.as_ref() == Some(&row.name),
                     hops: hops.get(&row.name).copied(),

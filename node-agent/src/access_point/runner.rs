@@ -98,6 +98,11 @@ impl AccessPoints {
         super::joined::set(joined);
     }
 
+    /// How many radios the access points may use (a router without radios reports 0).
+    pub fn radio_count(&self) -> u8 {
+        u8::try_from(self.radios.0.len()).unwrap_or(u8::MAX)
+    }
+
     /// The network of the access point interface `ifname`, if it is one of the agent's.
     pub fn network_of(&self, ifname: &str) -> Option<NetworkKind> {
         lock(&self.interfaces)

@@ -170,6 +170,7 @@ pub async fn compose(
             .map(|m| m.edge_traffic())
             .unwrap_or_default(),
         access_points: ap_reports,
+        radios: access_points.map(AccessPoints::radio_count),
         heard_clients,
         steer_outcomes,
         report_every_s: Some(own.report_every.as_secs().clamp(1, u32::MAX as u64) as u32),
