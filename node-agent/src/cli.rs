@@ -240,6 +240,10 @@ pub fn main() -> ExitCode {
                 };
                 runtime.block_on(async {
                     let handle = agent.start();
+                    let channel_handover = tokio::spawn(crate::mesh_channel::follow(
+                        handle.agent.snapshots(),
+                        trellis_wifi::channel_file::beside(&args.mesh_report),
+                    ));
                     if let Err(e) = crate::access_point::runner::start(&handle.agent, &args).await {
                         tracing::error!("access points not started: {e:#}");
                     }
@@ -285,6 +289,7 @@ pub fn main() -> ExitCode {
                     drop(mesh);
                     devices.abort();
                     cables.abort();
+                    channel_handover.abort();
                     handle.stop();
                 });
                 ExitCode::SUCCESS

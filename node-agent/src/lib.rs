@@ -19,6 +19,7 @@
 //! and the wifi mesh:
 //! - the 802.11s mesh itself is its own crate, [`trellis_wifi`] (`node-agent/wifi/`): nl80211,
 //!   SAE through wpa_supplicant, role, link health; `trellis-agent mesh` runs it.
+//! - [`mesh_channel`]: hands the snapshot's mesh channel to the mesh supervisor.
 //! - [`access_point`]: the home's access points (the networks clients join): OpenWrt's
 //!   wireless config or hostapd, fast roaming, BSS transition requests.
 //! - [`speedtest`]: the per-hop speed test between routers (sink and sender).
@@ -35,6 +36,7 @@ pub mod dns;
 pub mod identity;
 pub mod intercept;
 pub mod join;
+pub mod mesh_channel;
 pub mod metrics;
 pub mod neighbour_table;
 pub mod neighbours;

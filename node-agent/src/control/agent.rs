@@ -175,6 +175,11 @@ impl Agent {
     }
 
     /// Changes each time the certificate is renewed.
+    /// The applied snapshot, as it changes (the stored one first).
+    pub fn snapshots(&self) -> watch::Receiver<Option<Arc<ConfigSnapshot>>> {
+        self.applied.subscribe()
+    }
+
     pub fn renewals(&self) -> watch::Receiver<u64> {
         self.renewed.subscribe()
     }

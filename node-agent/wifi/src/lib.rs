@@ -12,6 +12,7 @@
 //! - [`sae_failures`]: SAE failures per peer over time: retrying, or surely a wrong password.
 //! - [`role`]: portal or relay, wired backhaul, the mesh parameters that follow (pure logic).
 //! - [`channel`]: a coordinated channel move: announce or rejoin, and when (pure logic).
+//! - [`channel_file`]: the home's mesh channel, handed from `trellis-agent run` to the supervisor.
 //! - [`health`]: per-link health, flap damping, advice (pure logic; tests in `health_tests.rs`).
 //! - [`link`]: rtnetlink for the mesh interface (up, address, bridge).
 //! - [`settings`]: the command's flags and the controller-credentials hook.
@@ -26,6 +27,7 @@
 //! mesh credentials (from the controller's snapshot at pairing, or a file for the lab).
 
 pub mod channel;
+pub mod channel_file;
 pub mod ctrl;
 pub mod health;
 pub mod link;

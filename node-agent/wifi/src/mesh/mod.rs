@@ -17,9 +17,11 @@
 //! - `supplicant`: running wpa_supplicant for an SAE mesh, forwarding its events, restarting it.
 //! - `role_params`: the inputs of the HWMP role, and putting its parameters on the radio.
 //! - `supervise`: what the loop does on each poll and event: peer links, paths, healing, damping.
+//! - `channel_move`: following the home's mesh channel: announce the switch, or rejoin.
 //! - `diagnosis`: why no peer link comes up, in words a person can act on.
 //! - `link_report`: the periodic link report, as JSON lines and as the file `run` forwards.
 
+mod channel_move;
 mod diagnosis;
 mod link_report;
 mod role_params;
@@ -43,6 +45,7 @@ use super::sae_failures::SaeFailures;
 pub use super::settings::{Error, MeshArgs, MeshSecurity, MeshSettings, RoleArg};
 use trellis_proto::policy::MacAddr;
 
+use channel_move::{carry_out, unix_ms_now, ChannelFollower};
 pub use link_report::LINK_REPORT_FILE;
 use role_params::{report_role, role_inputs, try_set_params};
 use supervise::{on_supplicant_event, on_wifi_event, refresh};
@@ -104,7 +107,7 @@ async fn list() -> Result<(), Error> {
 }
 
 /// Forms the mesh and supervises it until SIGINT/SIGTERM.
-pub async fn run(s: MeshSettings) -> Result<(), Error> {
+pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
     let out = Reporter::new(s.node.clone());
     let nl = Nl80211::connect()?;
     let links = Links::connect()?;
@@ -211,6 +214,10 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
         role,
         params_applied,
     };
+    let mut channel = ChannelFollower::new(
+        crate::channel_file::beside(&s.run_dir.join(LINK_REPORT_FILE)),
+        s.freq_mhz,
+    );
     let mut tick = tokio::time::interval(s.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -220,6 +227,7 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
         tokio::select! {
             _ = tick.tick() => {
                 refresh(&nl, ifindex, &s, &out, &mut state).await;
+                channel.poll(unix_ms_now(), tokio::time::Instant::now(), &out);
                 if let Some(st) = sup.as_mut() {
                     if st.restart_at.is_some_and(|t| Instant::now() >= t) {
                         st.restart_at = None;
@@ -238,12 +246,24 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
                     state.params_applied = try_set_params(&nl, ifindex, &d, &out).await;
                 }
             }
+            _ = sleep_until(channel.due()) => {
+                if let Some(p) = channel.take(unix_ms_now()) {
+                    if let Err(e) = carry_out(&p, &nl, ifindex, &mut s, &mut sup, &state.role, &mut channel, &out).await {
+                        out.line("error", &json!({"what": format!("moving the mesh to {} MHz: {e}", p.target.freq_mhz)}));
+                    }
+                }
+            }
             ev = nl_events.next() => {
                 let Some(ev) = ev else {
                     out.line("error", &json!({"what": "nl80211 event socket closed; polling only"}));
                     nl_events = Box::pin(futures_util::stream::pending());
                     continue;
                 };
+                if let WifiEvent::ChannelSwitched { ifindex: i, freq_mhz } = &ev {
+                    if *i == ifindex {
+                        channel.on_channel(*freq_mhz, channel.current.1);
+                    }
+                }
                 on_wifi_event(&nl, ifindex, ev, &s, &out, &mut state).await;
             }
             Some(msg) = sup_rx.recv() => match msg {
@@ -282,6 +302,14 @@ pub async fn run(s: MeshSettings) -> Result<(), Error> {
     }
     let _ = nl.leave_mesh(ifindex).await;
     Ok(())
+}
+
+/// Sleeps until `at`; never wakes without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 struct State {
