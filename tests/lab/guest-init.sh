@@ -17,6 +17,9 @@
 #   controller-map (1) `trellis-agent run` on A B C: `trellis nodes` lists a b c online and
 #                    `trellis topology` the links the agents reported (none to D)
 #   speedtest        `trellis speedtest b a`: B's agent sends to A's sink across one mesh hop
+#   channel-move     `trellis channel set 1 --width 20`, then back to 6: every router's supervisor
+#                    reads the move from its agent and announces it (CSA) for the same moment;
+#                    the peer links come back on the new channel and A reaches C again
 #   wifi-client      a phone joins an access point on B's second radio (WPA2); A leased
 #                    its address; `trellis devices` shows it behind B, named from A's lease
 #   ap-hostapd       B and C restart `trellis-agent run` with the hostapd backend and one
@@ -455,6 +458,44 @@ if wait_peers $SC 60 A:2 B:2 C:2; then
   else
     result speedtest fail "answer=\"$(echo "$ST" | tr '\n' ' ' | cut -c1-240)\""
   fi
+  # the controller moves the whole mesh, channel 6 -> 1 -> 6, as `trellis channel set` does:
+  # each router's supervisor reads the new channel from its agent and announces the switch
+  # (CSA, same band and width) for the one moment the controller set; the links come back on
+  # the new channel by themselves and traffic crosses again
+  on_freq() {  # freq node...: every named node's mesh interface is on freq
+    _f=$1; shift
+    for _n in "$@"; do nsx "ns$(idx "$_n")" iw dev "mesh$(idx "$_n")" info 2>/dev/null | grep -q "($_f MHz)" || return 1; done
+  }
+  move_mesh() {  # channel freq: 0 when A, B and C are there, peered, and A reaches C
+    _set=$(trell channel set "$1" --width 20 2>&1) || { MOVE_WHY="refused: $(echo "$_set" | tr '\n' ' ' | cut -c1-160)"; return 1; }
+    _end=$(deadline 40)
+    until on_freq "$2" A B C || past "$_end"; do sleep 0.3; done
+    on_freq "$2" A B C || { MOVE_WHY="not-on-$2 A=$(nsx ns0 iw dev mesh0 info | grep -o '([0-9]* MHz)' | head -1)"; return 1; }
+    _end=$(deadline 30)
+    until [ "$(estab A)" -ge 2 ] && [ "$(estab B)" -ge 2 ] && [ "$(estab C)" -ge 2 ] || past "$_end"; do sleep 0.3; done
+    [ "$(estab A)" -ge 2 ] && [ "$(estab B)" -ge 2 ] && [ "$(estab C)" -ge 2 ] || { MOVE_WHY="links-not-back-on-$2 A=$(estab A) B=$(estab B) C=$(estab C)"; return 1; }
+    wait_ping ns0 192.168.1.3 15 || { MOVE_WHY="no-ping-A-to-C-on-$2"; return 1; }
+  }
+  T_CH0=$(up)
+  if move_mesh 1 2412; then
+    T_CH1=$(up)
+    if move_mesh 6 2437; then
+      T_CH2=$(up)
+      ANN=$(cat /tmp/agent-[ABC]-$SC.log | grep -c '"event":"channel_announced"')
+      REJ=$(cat /tmp/agent-[ABC]-$SC.log | grep -c '"event":"channel_rejoined"')
+      lab "measure name=channel_move_s value=$(dt "$T_CH0" "$T_CH1") back_s=$(dt "$T_CH1" "$T_CH2") lead_s=5 (the controller sets the switch 5 s ahead)"
+      if [ "$ANN" -ge 6 ]; then
+        result channel-move pass "to=1 back_to=6 announced=$ANN (CSA, 3 routers x 2 moves) rejoined=$REJ move_s=$(dt "$T_CH0" "$T_CH1") back_s=$(dt "$T_CH1" "$T_CH2") links=back a_to_c=ping-ok"
+      else
+        result channel-move fail "the mesh moved but by rejoining, not by announcing: announced=$ANN rejoined=$REJ"
+      fi
+    else
+      result channel-move fail "back_to_6: $MOVE_WHY"
+    fi
+  else
+    result channel-move fail "to_1: $MOVE_WHY"
+    for n in A B C; do grep '"event":"channel_\|"event":"error"' /tmp/agent-$n-$SC.log | tail -3 | sed "s/^/LAB-LOG $n /"; done
+  fi
   # a phone on B's access point. Only A hands out addresses (its lease file names the phone and
   # a TV); B's agent sees the phone as a wifi client, so the map puts the phone behind B, named
   # from A's lease, and the TV (a lease, associated nowhere) behind A. The access point is
@@ -499,6 +540,7 @@ else
   show_log A $SC 6
   result controller-map fail "why=no-mesh"
   result speedtest fail "why=no-mesh"
+  result channel-move fail "why=no-mesh"
   result wifi-client fail "why=no-mesh"
   result ap-hostapd fail "why=no-mesh"
   result ap-roam fail "why=no-mesh"

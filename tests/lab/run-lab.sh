@@ -163,7 +163,7 @@ fail=$(grep -cE '^LAB scenario=[^ ]+ result=fail' "$CONSOLE" || true)
 summary=$(grep -E '^LAB summary ' "$CONSOLE" || true)
 [ -n "$summary" ] || { echo "LAB scenario=vm result=fail why=no-summary (crash or timeout after ${QEMU_TIMEOUT}s)"; fail=$((fail + 1)); }
 # Every scenario must report: one that silently printed nothing is a failure too.
-EXPECTED=15
+EXPECTED=16
 if [ $((pass + fail)) -lt "$EXPECTED" ]; then
   echo "LAB scenario=vm result=fail why=only-$((pass + fail))-of-$EXPECTED-scenarios-reported"
   fail=$((fail + 1))
