@@ -10,18 +10,12 @@ use trellis_proto::api::NodeInfo;
 use super::{call, installed_as_service, Cli};
 
 /// `trellis check`: every finding with its fix; the exit code says the worst.
-pub(super) fn check(cli: &Cli, wpa: &std::path::Path) -> ExitCode {
+pub(super) fn check(
+    cli: &Cli,
+    wpa: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+) -> ExitCode {
     use crate::check::{self as diag, Finding, Level};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("trellis: {e}");
-            return ExitCode::from(1);
-        }
-    };
     let none: Option<&()> = None;
     let now = crate::ca::unix_now();
     let fetched = runtime.block_on(async {

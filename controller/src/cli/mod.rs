@@ -204,9 +204,6 @@ pub(crate) fn query_value(v: &str) -> String {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Check { wpa_supplicant } = &cli.command {
-        return check::check(&cli, wpa_supplicant);
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -217,6 +214,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Command::Check { wpa_supplicant } = &cli.command {
+        return check::check(&cli, wpa_supplicant, &runtime);
+    }
     match runtime.block_on(run(&cli)) {
         Ok(text) => {
             print!("{text}");
