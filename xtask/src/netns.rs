@@ -70,6 +70,14 @@ impl Admin<'_> {
         )
     }
 
+    /// Waits until the controller listens on the admin socket.
+    pub fn wait_ready(&self) -> Result<()> {
+        wait_for(
+            || std::os::unix::net::UnixStream::connect(self.socket).is_ok(),
+            "the controller",
+        )
+    }
+
     /// A fresh single-use pairing code (`trellis pair --json`).
     /// A code for a satellite, or (`this_router`) for the agent beside the controller, which
     /// then is the portal on the map.

@@ -238,14 +238,11 @@ impl Home {
             ],
             &dir.join("controller.log"),
         )?;
-        wait_for(
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
-            "the controller",
-        )?;
         let admin = crate::netns::Admin {
             trellis: &trellis,
             socket: &socket,
         };
+        admin.wait_ready()?;
         let ctl = |args: &[&str]| admin.run(args);
         for (name, ns, cpu, wan) in [("ra", RA, CPU_A, RA_WAN), ("rb", RB, CPU_B, RB_WAN)] {
             let code = admin.pairing_code(false)?;

@@ -187,10 +187,7 @@ fn demo(once: bool) -> Result<()> {
         ],
         &dir.join("controller.log"),
     )?;
-    wait_for(
-        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
-        "the controller",
-    )?;
+    admin.wait_ready()?;
     for (router, backhaul) in ROUTERS {
         let code = admin.pairing_code(*router == "primary")?;
         let state = dir.join(router);
