@@ -172,6 +172,17 @@ impl Home {
     /// `multi_call`: `agent` is the controller's multi-call binary, which is the agent only
     /// when called `trellis-agent` (the router-CPU guest), so the copies keep those names.
     pub fn start(bin: &Path, agent: &Path, xtask: &Path, multi_call: bool) -> Result<Self> {
+        Self::start_with(bin, agent, xtask, multi_call, &[])
+    }
+
+    /// [`Self::start`], with `agent_args` added to both agents' `run` flags.
+    pub fn start_with(
+        bin: &Path,
+        agent: &Path,
+        xtask: &Path,
+        multi_call: bool,
+        agent_args: &[&str],
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join("meshbench");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("bin"))?;
@@ -254,22 +265,25 @@ impl Home {
                     .args(["--state-dir", &p(&state), "join", RA_WAN, &code])
                     .args(["--name", name]),
             )?;
+            let (state, report) = (p(&state), p(&dir.join("no-mesh-report.json")));
+            let mut args = vec![
+                "--state-dir",
+                &state,
+                "run",
+                "--no-mdns",
+                "--leases",
+                "/nonexistent",
+                "--mesh-report",
+                &report,
+                "--advertise",
+                wan,
+            ];
+            args.extend_from_slice(agent_args);
             let pid = spawn(
                 cpu,
                 ns,
                 &bin.join(names[1]),
-                &[
-                    "--state-dir",
-                    &p(&state),
-                    "run",
-                    "--no-mdns",
-                    "--leases",
-                    "/nonexistent",
-                    "--mesh-report",
-                    &p(&dir.join("no-mesh-report.json")),
-                    "--advertise",
-                    wan,
-                ],
+                &args,
                 &dir.join(format!("agent-{name}.log")),
             )?;
             if name == "ra" {

@@ -16,6 +16,7 @@ pub mod load;
 pub mod propagation;
 pub mod report;
 pub mod router_cpu;
+pub mod tracing;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -28,7 +29,7 @@ use home::{memory, reset_peak, Home};
 use load::Summary;
 use report::{Hold, Memory, PathFigures, Report};
 
-const USAGE: &str = "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--rr-rate RPS] [--newconn-rate RPS] [--prebuilt DIR]\n       cargo xtask bench --cpu mipsel|armv7|aarch64 [--duration SECS] [--shift N] [--aead aes-gcm|chacha20-poly1305]\n       cargo xtask bench --propagation [--agents N] [--changes N] [--prebuilt DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--mesh-only] [--duration SECS] [--hold-secs SECS] [--no-hold] [--rr-rate RPS] [--newconn-rate RPS] [--prebuilt DIR]\n       cargo xtask bench --cpu mipsel|armv7|aarch64 [--duration SECS] [--shift N] [--aead aes-gcm|chacha20-poly1305]\n       cargo xtask bench --propagation [--agents N] [--changes N] [--prebuilt DIR]\n       cargo xtask bench --tracing [--duration SECS] [--rounds N] [--prebuilt DIR]";
 
 struct Opts {
     mesh_only: bool,
@@ -93,6 +94,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if args.iter().any(|a| a == "--propagation") {
         return propagation::run(args);
+    }
+    if args.iter().any(|a| a == "--tracing") {
+        return tracing::run(args);
     }
     let o = parse(args)?;
     if !is_root() {
@@ -340,7 +344,7 @@ fn measure(home: &Home, o: &Opts) -> Result<(Vec<PathFigures>, Memory, Option<Ho
 }
 
 /// Run the load client; every `every`, note the largest VmRSS (and VmHWM) of each `watch` PID.
-fn run_load(
+pub(super) fn run_load(
     home: &Home,
     args: &[&str],
     addr: std::net::SocketAddr,
