@@ -743,6 +743,7 @@ if wait_peers $SC2 30 D:2; then
     result reroute fail "why=no-path-A-to-C ($RELAY)"
   fi
 else
+  result bridge fail "why=D-did-not-peer D=$(peers_up D $SC2)"
   result reroute fail "why=D-did-not-peer D=$(peers_up D $SC2)"
 fi
 show_log A $SC 8

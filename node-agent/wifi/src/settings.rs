@@ -99,6 +99,10 @@ pub struct MeshSettings {
     pub wpa_supplicant: String,
     pub run_dir: PathBuf,
     pub wpa_log: Option<PathBuf>,
+    /// Follow the home's channel ([`crate::channel_file`]): only a mesh with the home's own
+    /// credentials does; a mesh named on the command line (a lab's open mesh, a second
+    /// mesh) stays on `--freq`.
+    pub follow_home_channel: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +158,7 @@ impl MeshSettings {
             wpa_supplicant: a.wpa_supplicant.clone(),
             run_dir: a.run_dir.clone(),
             wpa_log: a.wpa_log.clone(),
+            follow_home_channel: false,
         })
     }
 
@@ -180,6 +185,7 @@ impl MeshSettings {
         sae::check_mesh_id(&creds.mesh_id)?;
         self.mesh_id = creds.mesh_id.clone();
         self.security = MeshSecurity::Sae(SaePassword::new(&creds.sae_password)?);
+        self.follow_home_channel = true;
         Ok(self)
     }
 }
@@ -210,6 +216,7 @@ mod tests {
             matches!(s.security, MeshSecurity::Sae(_)),
             "never an open mesh from pairing"
         );
+        assert!(s.follow_home_channel, "the home's mesh moves with the home");
         // Without pairing and without flags there is no mesh to form.
         assert!(matches!(
             MeshSettings::from_args(&args),
@@ -231,6 +238,10 @@ mod tests {
         let a = parse(&["--mesh-id", "home", "--open-test-mesh"]).expect("parses");
         let s = MeshSettings::from_args(&a).expect("valid");
         assert!(matches!(s.security, MeshSecurity::OpenTestMesh));
+        assert!(
+            !s.follow_home_channel,
+            "a mesh named on the command line stays on --freq"
+        );
     }
 
     #[test]

@@ -37,7 +37,8 @@ pub(super) struct Pending {
 }
 
 pub(super) struct ChannelFollower {
-    file: PathBuf,
+    /// The channel file, when this mesh follows the home's channel.
+    file: Option<PathBuf>,
     /// The channel the mesh interface is on: what it joined, then what the radio reported.
     pub(super) current: (u32, Width),
     pending: Option<Pending>,
@@ -46,7 +47,7 @@ pub(super) struct ChannelFollower {
 }
 
 impl ChannelFollower {
-    pub(super) fn new(file: PathBuf, freq_mhz: u32) -> Self {
+    pub(super) fn new(file: Option<PathBuf>, freq_mhz: u32) -> Self {
         Self {
             file,
             // A mac80211 mesh joined without a width runs 20 MHz (HT20).
@@ -58,7 +59,7 @@ impl ChannelFollower {
 
     /// Reads the channel file and plans; `now_unix_ms` and `now` are the same moment.
     pub(super) fn poll(&mut self, now_unix_ms: u64, now: Instant, out: &Reporter) {
-        let target = crate::channel_file::read(&self.file);
+        let target = self.file.as_deref().and_then(crate::channel_file::read);
         let from = self.current.0;
         if let Some(p) = self.consider(target.as_ref(), now_unix_ms, now) {
             out.line(
@@ -235,7 +236,7 @@ mod tests {
     #[test]
     fn a_move_is_planned_once_then_left_to_happen_then_checked() {
         let now = Instant::now();
-        let mut f = ChannelFollower::new(PathBuf::from("/nonexistent"), 2412);
+        let mut f = ChannelFollower::new(None, 2412);
         // No channel named: stay on the configured one.
         assert!(f.consider(None, 1_000_000, now).is_none());
         // Channel 6 at t = 1005 s, heard at 1000 s: announce 5 beacons before.
@@ -260,7 +261,7 @@ mod tests {
     #[test]
     fn a_switch_that_did_not_happen_becomes_a_rejoin() {
         let now = Instant::now();
-        let mut f = ChannelFollower::new(PathBuf::from("/nonexistent"), 2412);
+        let mut f = ChannelFollower::new(None, 2412);
         let six = channel(2437, 2, 1005);
         f.consider(Some(&six), 1_000_000, now);
         f.take(1_004_490);
@@ -276,14 +277,14 @@ mod tests {
     #[test]
     fn a_router_that_starts_after_the_move_joins_the_new_channel_at_once() {
         let now = Instant::now();
-        let mut f = ChannelFollower::new(PathBuf::from("/nonexistent"), 2412);
+        let mut f = ChannelFollower::new(None, 2412);
         let p = f
             .consider(Some(&channel(2462, 7, 500)), 1_000_000, now)
             .cloned()
             .expect("planned");
         assert_eq!(p.step, Step::Rejoin(Rejoin::MissedTheMove));
         // A newer move replaces one still pending.
-        let mut g = ChannelFollower::new(PathBuf::from("/nonexistent"), 2412);
+        let mut g = ChannelFollower::new(None, 2412);
         g.consider(Some(&channel(2437, 2, 1005)), 1_000_000, now);
         let later = g
             .consider(Some(&channel(2462, 3, 1010)), 1_000_100, now)

@@ -215,7 +215,8 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
         params_applied,
     };
     let mut channel = ChannelFollower::new(
-        crate::channel_file::beside(&s.run_dir.join(LINK_REPORT_FILE)),
+        s.follow_home_channel
+            .then(|| crate::channel_file::beside(&s.run_dir.join(LINK_REPORT_FILE))),
         s.freq_mhz,
     );
     let mut tick = tokio::time::interval(s.poll);
