@@ -231,16 +231,22 @@ fn a_connection_is_one_trace_across_both_routers_and_denials_name_their_rule() {
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .expect("drop counter in /metrics")
     };
-    assert_eq!(dropped(&f.a.metrics), 0);
+    // What was dropped so far (on a busy machine an export can miss its deadline while the
+    // receiver is up); from here on, every span of these connections must be dropped.
+    let before = dropped(&f.a.metrics);
     for _ in 0..3 {
         let page = laptop_get(&f.home.laptop, f.vip).expect("laptop still gets the page");
         assert!(page.contains(PAGE_SECRET), "{page}");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while dropped(&f.a.metrics) < 3 && Instant::now() < deadline {
+    while dropped(&f.a.metrics) < before + 3 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(dropped(&f.a.metrics) >= 3, "{}", f.a.metrics.render());
+    assert!(
+        dropped(&f.a.metrics) >= before + 3,
+        "{}",
+        f.a.metrics.render()
+    );
     assert!(f.a.metrics.render().contains("trellis_trace_export_up 0"));
     let status = f.a.metrics.traces.export.status();
     assert!(
