@@ -21,8 +21,9 @@ pub async fn follow(mut snapshots: watch::Receiver<Option<Arc<ConfigSnapshot>>>,
             .map(|s| s.mesh_channel.clone());
         if let Some(channel) = channel {
             if written.as_ref() != Some(&channel) {
-                // On tmpfs; the write itself goes through `trellis_io::files::replace`.
-                match trellis_wifi::channel_file::write(&file, channel.as_ref()) {
+                match trellis_io::runtime::blocking(|| {
+                    trellis_wifi::channel_file::write(&file, channel.as_ref())
+                }) {
                     Ok(()) => written = Some(channel),
                     Err(e) => tracing::warn!(
                         "could not hand the mesh channel to the mesh supervisor ({}): {e}",

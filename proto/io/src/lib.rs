@@ -43,14 +43,9 @@ pub use budget::{Budget, Seat};
 /// clock reading behind certificate lifetimes, ages and sightings; the pure logic takes the
 /// time as an argument.
 pub fn unix_now() -> u64 {
-    unix_ms() / 1000
-}
-
-/// [`unix_now`] in milliseconds: for moments several routers must share (a channel switch).
-pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX))
+        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 pub use listener::{serve, Gate, Limits, Refusal, Ticket};

@@ -13,12 +13,13 @@ use serde_json::json;
 use tokio::time::Instant;
 use trellis_proto::channel::{MeshChannel, Width};
 
-use super::supplicant::{schedule_restart, start_supplicant, write_config, Sup};
+use super::supplicant::{schedule_restart, start_supplicant, Sup};
 use super::{Error, MeshSecurity, MeshSettings};
 use crate::channel::{plan, MovePlan, Rejoin, MISSED_AFTER_MS};
 use crate::nl80211::Nl80211;
 use crate::report::Reporter;
 use crate::role::RoleDecision;
+use crate::sae::SupplicantConfig;
 
 /// What to do at the planned moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,7 +148,12 @@ fn rejoin_why(r: Rejoin) -> &'static str {
     }
 }
 
-pub(super) use trellis_io::unix_ms as unix_ms_now;
+pub(super) fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Carries out `p`: the announcement, or a leave and join on the new channel (with
 /// wpa_supplicant restarted on it for an SAE mesh). `s.freq_mhz` follows the move, so a later
@@ -178,7 +184,14 @@ pub(super) async fn carry_out(
             s.freq_mhz = t.freq_mhz;
             match (&s.security, sup.as_mut()) {
                 (MeshSecurity::Sae(password), Some(st)) => {
-                    write_config(s, password, &st.config_path)?;
+                    SupplicantConfig {
+                        mesh_id: s.mesh_id.clone(),
+                        freq_mhz: t.freq_mhz,
+                        password: password.clone(),
+                        mesh_fwding: true,
+                        ctrl_dir: s.run_dir.join("wpa"),
+                    }
+                    .write(&st.config_path)?;
                     // Stopping its tasks kills wpa_supplicant without an exit message (no
                     // restart is scheduled); the kernel's mesh is left, then joined anew.
                     st.stop();

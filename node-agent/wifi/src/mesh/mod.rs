@@ -40,6 +40,7 @@ use super::link::Links;
 use super::nl80211::{MeshPath, Nl80211, WifiEvent};
 use super::report::Reporter;
 use super::role::{RoleDecision, RoleMachine};
+use super::sae::SupplicantConfig;
 use super::sae_failures::SaeFailures;
 pub use super::settings::{Error, MeshArgs, MeshSecurity, MeshSettings, RoleArg};
 use trellis_proto::policy::MacAddr;
@@ -48,7 +49,7 @@ use channel_move::{carry_out, unix_ms_now, ChannelFollower};
 pub use link_report::LINK_REPORT_FILE;
 use role_params::{report_role, role_inputs, try_set_params};
 use supervise::{on_supplicant_event, on_wifi_event, refresh};
-use supplicant::{schedule_restart, start_supplicant, write_config, Sup, SupMsg, RESTART_MIN};
+use supplicant::{schedule_restart, start_supplicant, Sup, SupMsg, RESTART_MIN};
 
 /// Entry point for the CLI: own single-threaded runtime (a router has one or two cores).
 /// `paired`: the mesh credentials the controller handed over at pairing, used when the
@@ -168,8 +169,16 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
             );
         }
         MeshSecurity::Sae(password) => {
+            let ctrl_dir = s.run_dir.join("wpa");
             let config_path = s.run_dir.join(format!("wpa-{}.conf", s.iface));
-            write_config(&s, password, &config_path)?;
+            SupplicantConfig {
+                mesh_id: s.mesh_id.clone(),
+                freq_mhz: s.freq_mhz,
+                password: password.clone(),
+                mesh_fwding: true,
+                ctrl_dir: ctrl_dir.clone(),
+            }
+            .write(&config_path)?;
             let mut st = Sup {
                 tasks: Vec::new(),
                 ctrl: None,
@@ -204,12 +213,12 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
         last_report: Instant::now(),
         role,
         params_applied,
-        channel: ChannelFollower::new(
-            s.follow_home_channel
-                .then(|| crate::channel_file::beside(&s.run_dir.join(LINK_REPORT_FILE))),
-            s.freq_mhz,
-        ),
     };
+    let mut channel = ChannelFollower::new(
+        s.follow_home_channel
+            .then(|| crate::channel_file::beside(&s.run_dir.join(LINK_REPORT_FILE))),
+        s.freq_mhz,
+    );
     let mut tick = tokio::time::interval(s.poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -219,7 +228,7 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
         tokio::select! {
             _ = tick.tick() => {
                 refresh(&nl, ifindex, &s, &out, &mut state).await;
-                state.channel.poll(unix_ms_now(), tokio::time::Instant::now(), &out);
+                channel.poll(unix_ms_now(), tokio::time::Instant::now(), &out);
                 if let Some(st) = sup.as_mut() {
                     if st.restart_at.is_some_and(|t| Instant::now() >= t) {
                         st.restart_at = None;
@@ -238,9 +247,9 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
                     state.params_applied = try_set_params(&nl, ifindex, &d, &out).await;
                 }
             }
-            _ = sleep_until(state.channel.due()) => {
-                if let Some(p) = state.channel.take(unix_ms_now()) {
-                    if let Err(e) = carry_out(&p, &nl, ifindex, &mut s, &mut sup, &state.role, &mut state.channel, &out).await {
+            _ = sleep_until(channel.due()) => {
+                if let Some(p) = channel.take(unix_ms_now()) {
+                    if let Err(e) = carry_out(&p, &nl, ifindex, &mut s, &mut sup, &state.role, &mut channel, &out).await {
                         out.line("error", &json!({"what": format!("moving the mesh to {} MHz: {e}", p.target.freq_mhz)}));
                     }
                 }
@@ -251,6 +260,11 @@ pub async fn run(mut s: MeshSettings) -> Result<(), Error> {
                     nl_events = Box::pin(futures_util::stream::pending());
                     continue;
                 };
+                if let WifiEvent::ChannelSwitched { ifindex: i, freq_mhz } = &ev {
+                    if *i == ifindex {
+                        channel.on_channel(*freq_mhz, channel.current.1);
+                    }
+                }
                 on_wifi_event(&nl, ifindex, ev, &s, &out, &mut state).await;
             }
             Some(msg) = sup_rx.recv() => match msg {
@@ -315,6 +329,4 @@ struct State {
     last_report: Instant,
     role: RoleDecision,
     params_applied: bool,
-    /// The home's channel and the move in flight ([`channel_move`]).
-    channel: ChannelFollower,
 }

@@ -54,9 +54,6 @@ pub(super) async fn on_wifi_event(
             ifindex: i,
             freq_mhz,
         } if i == ifindex => {
-            // A switch keeps the width (mac80211 refuses one that changes it).
-            let width = state.channel.current.1;
-            state.channel.on_channel(freq_mhz, width);
             out.line(
                 "channel",
                 &json!({"freq": freq_mhz, "what": "the mesh is on a new channel"}),

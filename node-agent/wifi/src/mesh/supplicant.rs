@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{Error, MeshSettings};
 use crate::report::Reporter;
-use crate::sae::{Ctrl, SaePassword, Supplicant, SupplicantConfig, SupplicantEvent};
+use crate::sae::{Ctrl, Supplicant, SupplicantEvent};
 
 /// wpa_supplicant supervision: restart with capped exponential backoff.
 pub(super) const RESTART_MIN: Duration = Duration::from_secs(1);
@@ -40,23 +40,6 @@ pub(super) enum SupMsg {
     Event(SupplicantEvent),
     Exited(String),
     EventsLost(String),
-}
-
-/// Writes wpa_supplicant's mesh config for `s` (its mesh ID, channel and run directory).
-pub(super) fn write_config(
-    s: &MeshSettings,
-    password: &SaePassword,
-    path: &std::path::Path,
-) -> Result<(), Error> {
-    SupplicantConfig {
-        mesh_id: s.mesh_id.clone(),
-        freq_mhz: s.freq_mhz,
-        password: password.clone(),
-        mesh_fwding: true,
-        ctrl_dir: s.run_dir.join("wpa"),
-    }
-    .write(path)?;
-    Ok(())
 }
 
 pub(super) async fn start_supplicant(
